@@ -1,0 +1,271 @@
+// Package config loads s3fleet's settings into one typed struct from, in
+// rising order of precedence: built-in defaults, a YAML file (s3fleet.yaml in
+// the working directory, or --config), S3FLEET_* environment variables, and
+// command-line flags. It is the only package that imports viper.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix is the prefix of every environment variable s3fleet reads.
+const EnvPrefix = "S3FLEET"
+
+// Size is a byte count that accepts human forms such as "16MiB" or "8M".
+type Size int64
+
+// String renders the size in IEC units.
+func (s Size) String() string { return humanize.IBytes(uint64(s)) }
+
+// Config is every setting of the enqueuer and the worker.
+type Config struct {
+	// Redis is the URL of the queue: redis://, rediss:// or redis-sentinel://.
+	Redis string `mapstructure:"redis"`
+	// Endpoint is the S3 endpoint URL; empty means AWS.
+	Endpoint string `mapstructure:"endpoint"`
+	// Region is the S3 region.
+	Region string `mapstructure:"region"`
+	// PathStyle addresses buckets as http://host/bucket (MinIO, versitygw).
+	PathStyle bool `mapstructure:"path_style"`
+	// ChunkSize is the length of each ranged GET.
+	ChunkSize Size `mapstructure:"chunk_size"`
+	// Threshold is the size below which an object is fetched in one task.
+	Threshold Size `mapstructure:"threshold"`
+	// Concurrency is the number of chunk tasks one worker runs at once.
+	Concurrency int `mapstructure:"concurrency"`
+	// MaxRetries is how often a failed chunk task is retried.
+	MaxRetries int `mapstructure:"max_retries"`
+	// RetryDelay is the first retry's delay; it doubles up to a minute.
+	RetryDelay time.Duration `mapstructure:"retry_delay"`
+	// ChunkTimeout bounds one chunk task.
+	ChunkTimeout time.Duration `mapstructure:"chunk_timeout"`
+	// ConnectTimeout bounds dialling Redis and S3.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// ReadTimeout is how long a GET body may stall before the chunk retries.
+	ReadTimeout time.Duration `mapstructure:"read_timeout"`
+	// ShutdownTimeout is how long a stopping worker lets chunks finish.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// Retention keeps results and records this long.
+	Retention time.Duration `mapstructure:"retention"`
+	// Flush makes each chunk durable before it is recorded ("sync"), or
+	// leaves that to the final fsync ("none", for scratch data).
+	Flush string `mapstructure:"flush"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `mapstructure:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `mapstructure:"log_format"`
+}
+
+// setting is one key with its default, flag help and the programs using it.
+type setting struct {
+	key   string
+	def   any
+	usage string
+	use   Program
+}
+
+// Program selects which settings a command exposes as flags.
+type Program int
+
+// The programs that read settings.
+const (
+	Enqueuer Program = 1 << iota
+	Worker
+	Both = Enqueuer | Worker
+)
+
+var settings = []setting{
+	{"redis", "redis://127.0.0.1:6379/0", "Redis URL (redis://, rediss://, redis-sentinel://)", Both},
+	{"endpoint", "", "S3 endpoint URL (empty: AWS)", Both},
+	{"region", "us-east-1", "S3 region", Both},
+	{"path_style", false, "use path-style bucket addressing", Both},
+	{"chunk_size", "8MiB", "bytes per ranged GET", Enqueuer},
+	{"threshold", "8MiB", "objects below this size are fetched in one task", Enqueuer},
+	{"concurrency", 16, "chunk tasks a worker runs at once", Worker},
+	{"max_retries", 10, "retries of a failed chunk before its object fails", Both},
+	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
+	{"chunk_timeout", "10m", "time limit of one chunk task", Both},
+	{"connect_timeout", "5s", "time limit to connect to Redis or S3", Both},
+	{"read_timeout", "60s", "time a GET body may stall before the chunk is retried", Worker},
+	{"shutdown_timeout", "30s", "time a stopping worker lets running chunks finish", Worker},
+	{"retention", "168h", "how long results and records are kept", Both},
+	{"flush", "sync", "make each chunk durable before recording it: sync or none", Worker},
+	{"log_level", "info", "log level: debug, info, warn, error", Both},
+	{"log_format", "text", "log format: text or json", Both},
+}
+
+// flagName turns a key into its flag: chunk_size becomes --chunk-size.
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// AddFlags declares on fs the flags of program p, plus --config.
+func AddFlags(fs *pflag.FlagSet, p Program) {
+	fs.String("config", "", "config file (default: ./s3fleet.yaml if present)")
+	for _, s := range settings {
+		if s.use&p == 0 {
+			continue
+		}
+		name := flagName(s.key)
+		switch d := s.def.(type) {
+		case bool:
+			fs.Bool(name, d, s.usage)
+		case int:
+			fs.Int(name, d, s.usage)
+		default:
+			fs.String(name, fmt.Sprint(d), s.usage)
+		}
+	}
+}
+
+// Load reads the configuration for a command whose flags were declared with
+// AddFlags and parsed into fs. Only flags the user set override the file and
+// the environment.
+func Load(fs *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	for _, s := range settings {
+		v.SetDefault(s.key, s.def) // so env-only values survive Unmarshal (viper#761)
+		if f := fs.Lookup(flagName(s.key)); f != nil {
+			if err := v.BindPFlag(s.key, f); err != nil {
+				return Config{}, fmt.Errorf("config: bind flag %s: %w", f.Name, err)
+			}
+		}
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+
+	file := ""
+	if f := fs.Lookup("config"); f != nil {
+		file = f.Value.String()
+	}
+	if file == "" {
+		file = os.Getenv(EnvPrefix + "_CONFIG")
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+	} else {
+		v.SetConfigName("s3fleet")
+		v.SetConfigType("yaml")
+		v.AddConfigPath(".")
+	}
+	if err := v.ReadInConfig(); err != nil {
+		var notFound viper.ConfigFileNotFoundError
+		if file != "" || !errors.As(err, &notFound) {
+			return Config{}, fmt.Errorf("config: read %s: %w", describeFile(file), err)
+		}
+	}
+
+	var c Config
+	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook)
+	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func describeFile(file string) string {
+	if file == "" {
+		return "s3fleet.yaml"
+	}
+	return file
+}
+
+// sizeHook decodes "16MiB", "8M" or a plain number into a Size.
+func sizeHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[Size]() {
+		return data, nil
+	}
+	switch d := data.(type) {
+	case string:
+		n, err := humanize.ParseBytes(strings.TrimSpace(d))
+		if err != nil {
+			return nil, fmt.Errorf("size %q: %w", d, err)
+		}
+		return Size(n), nil
+	case int:
+		return Size(d), nil
+	case int64:
+		return Size(d), nil
+	case float64:
+		return Size(d), nil
+	}
+	return data, nil
+}
+
+// Validate checks every field; its messages name the field at fault.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{field}, args...)...))
+	}
+	if u, err := url.Parse(c.Redis); err != nil || !validRedisScheme(u.Scheme) {
+		bad("redis", "want a redis://, rediss:// or redis-sentinel:// URL, got %q", RedactURL(c.Redis))
+	}
+	if c.Endpoint != "" {
+		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("endpoint", "want an http:// or https:// URL, got %q", c.Endpoint)
+		}
+	}
+	if c.ChunkSize <= 0 {
+		bad("chunk_size", "must be positive, got %d", c.ChunkSize)
+	}
+	if c.Threshold < 0 {
+		bad("threshold", "must not be negative, got %d", c.Threshold)
+	}
+	if c.Concurrency < 1 {
+		bad("concurrency", "must be at least 1, got %d", c.Concurrency)
+	}
+	if c.MaxRetries < 0 {
+		bad("max_retries", "must not be negative, got %d", c.MaxRetries)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"retry_delay", c.RetryDelay}, {"chunk_timeout", c.ChunkTimeout},
+		{"connect_timeout", c.ConnectTimeout}, {"read_timeout", c.ReadTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout}, {"retention", c.Retention},
+	} {
+		if d.v <= 0 {
+			bad(d.name, "must be a positive duration, got %s", d.v)
+		}
+	}
+	if c.Flush != "sync" && c.Flush != "none" {
+		bad("flush", "want sync or none, got %q", c.Flush)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "want debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log_format", "want text or json, got %q", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+func validRedisScheme(s string) bool {
+	return s == "redis" || s == "rediss" || s == "redis-sentinel"
+}
+
+// RedactURL hides the password of a URL so it can be logged or printed.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

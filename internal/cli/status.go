@@ -1,0 +1,132 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// jobView is a job as status --json prints it.
+type jobView struct {
+	ID         string       `json:"job"`
+	Source     string       `json:"source"`
+	Dest       string       `json:"dest"`
+	Created    time.Time    `json:"created"`
+	State      string       `json:"state"`
+	Listed     bool         `json:"listed"`
+	ListError  string       `json:"list_error,omitempty"`
+	Objects    int64        `json:"objects"`
+	BytesTotal int64        `json:"bytes_total"`
+	BytesDone  int64        `json:"bytes_done"`
+	Counts     jobCounts    `json:"counts"`
+	Items      []objectView `json:"objects_list,omitempty"`
+}
+
+type jobCounts struct {
+	Queued    int64 `json:"queued"`
+	Running   int64 `json:"running"`
+	Succeeded int64 `json:"success"`
+	Skipped   int64 `json:"skipped"`
+	Failed    int64 `json:"failed"`
+	Cancelled int64 `json:"cancelled"`
+}
+
+type objectView struct {
+	Source    string `json:"source"`
+	Path      string `json:"path"`
+	State     string `json:"state"`
+	Size      int64  `json:"size"`
+	BytesDone int64  `json:"bytes_done"`
+	Chunks    int64  `json:"chunks"`
+	Attempts  int64  `json:"attempts"`
+	CRC32C    string `json:"crc32c,omitempty"`
+	Check     string `json:"check,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Transfer  string `json:"transfer"`
+}
+
+// JobState sums a job up in one word.
+func JobState(j ledger.Job) string {
+	switch {
+	case !j.Done():
+		return "running"
+	case j.Failed > 0 || j.ListError != "":
+		return "failed"
+	case j.Cancelled > 0:
+		return "cancelled"
+	}
+	return "success"
+}
+
+func jobJSON(j ledger.Job) jobView {
+	return jobView{
+		ID: j.ID, Source: j.Source, Dest: j.Dest, Created: time.UnixMilli(j.Created).UTC(), State: JobState(j),
+		Listed: j.Listed, ListError: j.ListError, Objects: j.Objects, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
+		Counts: jobCounts{Succeeded: j.Succeeded, Skipped: j.Skipped, Failed: j.Failed, Cancelled: j.Cancelled},
+	}
+}
+
+func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writer, asJSON, all bool) error {
+	j, err := led.GetJob(ctx, id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return UsageError{fmt.Errorf("unknown job %q", id)}
+	}
+	if err != nil {
+		return err
+	}
+	v := jobJSON(j)
+	var shown, hidden int
+	err = led.JobObjects(ctx, id, func(o ledger.JobObject) error {
+		switch o.JobState {
+		case ledger.Queued:
+			v.Counts.Queued++
+		case ledger.Running:
+			v.Counts.Running++
+		}
+		if asJSON || all || shown < 50 {
+			v.Items = append(v.Items, objectView{
+				Source: o.Source(), Path: o.Dest, State: o.JobState, Size: o.Size, BytesDone: o.BytesDone,
+				Chunks: o.Chunks, Attempts: o.Attempts, CRC32C: o.CRC32C, Check: o.Check, Error: o.Error, Transfer: o.ID,
+			})
+			shown++
+		} else {
+			hidden++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(out).Encode(v)
+	}
+	fmt.Fprintf(out, "job %s  %s\n  %s -> %s\n  created %s\n", v.ID, v.State, v.Source, v.Dest, v.Created.Local().Format(time.DateTime))
+	fmt.Fprintf(out, "  objects %d: %d queued, %d running, %d success, %d skipped, %d failed, %d cancelled\n",
+		v.Objects, v.Counts.Queued, v.Counts.Running, v.Counts.Succeeded, v.Counts.Skipped, v.Counts.Failed, v.Counts.Cancelled)
+	fmt.Fprintf(out, "  bytes %s of %s\n", humanize.IBytes(uint64(v.BytesDone)), humanize.IBytes(uint64(v.BytesTotal)))
+	if !v.Listed {
+		fmt.Fprintln(out, "  (still enqueueing)")
+	}
+	if v.ListError != "" {
+		fmt.Fprintf(out, "  enqueue stopped early: %s\n", v.ListError)
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tSIZE\tDONE\tCHECK\tSOURCE\tCAUSE")
+	for _, o := range v.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", o.State, humanize.IBytes(uint64(o.Size)),
+			humanize.IBytes(uint64(o.BytesDone)), o.Check, o.Source, o.Error)
+	}
+	tw.Flush()
+	if hidden > 0 {
+		fmt.Fprintf(out, "  … %d more objects (--all lists them)\n", hidden)
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+// Package s3client builds the S3 client the enqueuer and the workers share:
+// the SDK's default credential chain, one HTTP transport sized to the
+// concurrency, and the SDK's BuildableClient so that AWS_CA_BUNDLE and the
+// other settings LoadDefaultConfig applies keep working.
+package s3client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+)
+
+// Options configure the client.
+type Options struct {
+	Endpoint       string // empty: AWS
+	Region         string
+	PathStyle      bool
+	Concurrency    int           // connections kept idle per host
+	ConnectTimeout time.Duration // dial and TLS handshake limit
+	ReadTimeout    time.Duration // a body that stalls this long fails; 0: none
+	// Credentials overrides the default chain (env, profile, IMDS); tests
+	// use it. Nil in production.
+	Credentials aws.CredentialsProvider
+}
+
+// New builds an S3 client.
+func New(ctx context.Context, o Options) (*s3.Client, error) {
+	hc := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) {
+			d.Timeout = o.ConnectTimeout
+		}).
+		WithTransportOptions(func(tr *http.Transport) {
+			idle := max(o.Concurrency, 2) * 2
+			tr.MaxIdleConns = idle
+			tr.MaxIdleConnsPerHost = idle
+			tr.TLSHandshakeTimeout = o.ConnectTimeout
+			tr.DisableCompression = true // bytes must arrive as stored
+			tr.WriteBufferSize = 64 << 10
+			tr.ReadBufferSize = 256 << 10
+		}).
+		WithReadTimeout(o.ReadTimeout)
+	opts := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithHTTPClient(hc),
+		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if o.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(o.Region))
+	}
+	if o.Credentials != nil {
+		opts = append(opts, awsconfig.WithCredentialsProvider(o.Credentials))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	return s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if o.Endpoint != "" {
+			so.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		so.UsePathStyle = o.PathStyle
+	}), nil
+}
+
+// HTTPStatus returns the HTTP status of a failed S3 call, or 0 when no
+// response came back.
+func HTTPStatus(err error) int {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// ErrorCode returns S3's error code (NoSuchKey, AccessDenied, …), or "".
+func ErrorCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+// Permanent reports whether a failed S3 call would fail the same way again:
+// the object or bucket is missing, access is denied, the source changed, or
+// the request is malformed. Throttling, server errors and broken
+// connections are worth retrying.
+func Permanent(err error) bool {
+	switch s := HTTPStatus(err); {
+	case s == http.StatusRequestTimeout || s == http.StatusTooManyRequests:
+		return false
+	case s >= 400 && s < 500:
+		return true
+	}
+	switch ErrorCode(err) {
+	case "NoSuchKey", "NoSuchBucket", "AccessDenied", "PreconditionFailed", "InvalidRange", "NoSuchVersion":
+		return true
+	}
+	return false
+}
+
+// Describe says in a few words why an S3 call failed, for messages a user
+// reads: "not found (404 NoSuchKey)".
+func Describe(err error) string {
+	status, code := HTTPStatus(err), ErrorCode(err)
+	what := ""
+	switch status {
+	case http.StatusNotFound:
+		what = "not found"
+	case http.StatusForbidden:
+		what = "access denied"
+	case http.StatusPreconditionFailed:
+		what = "source changed since enqueue"
+	case http.StatusRequestedRangeNotSatisfiable:
+		what = "range not satisfiable (object shrank?)"
+	}
+	switch {
+	case status == 0:
+		return err.Error()
+	case what != "" && code != "":
+		return fmt.Sprintf("%s (%d %s)", what, status, code)
+	case what != "":
+		return fmt.Sprintf("%s (%d)", what, status)
+	case code != "":
+		return fmt.Sprintf("%s (%d)", code, status)
+	}
+	return fmt.Sprintf("HTTP %d: %v", status, err)
+}

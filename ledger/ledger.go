@@ -1,0 +1,445 @@
+// Package ledger keeps the fleet's own records in Redis: jobs, the object
+// transfers they are made of, and which chunks of each transfer have landed.
+// Every state change is one Lua script, so concurrent workers and enqueuers
+// see each transition happen once, and a job's counters always agree with
+// the states of its transfers.
+//
+// All keys share the hash tag {s3fleet}, so the scripts stay valid on a
+// Redis Cluster, and live in the same database as asynq's keys.
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Object states, as s3transfer's futures report them.
+const (
+	Queued    = "queued"
+	Running   = "running"
+	Success   = "success"
+	Failed    = "failed"
+	Cancelled = "cancelled"
+	// Skipped is how a job shows an object that was already downloaded.
+	Skipped = "skipped"
+)
+
+// ErrNotFound reports an unknown job or transfer.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict reports that a record changed between a read and a write.
+var ErrConflict = errors.New("record changed concurrently")
+
+const prefix = "{s3fleet}:"
+
+func jobKey(id string) string        { return prefix + "job:" + id }
+func jobXfersKey(id string) string   { return prefix + "job:" + id + ":xfers" }
+func jobSkippedKey(id string) string { return prefix + "job:" + id + ":skipped" }
+func xferKey(id string) string       { return prefix + "xfer:" + id }
+func xferChunksKey(id string) string { return prefix + "xfer:" + id + ":chunks" }
+func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
+func jobsIndexKey() string           { return prefix + "jobs" }
+
+// Ledger reads and writes the records.
+type Ledger struct {
+	rdb redis.UniversalClient
+	ttl time.Duration
+}
+
+// New returns a ledger over rdb whose records expire after retention
+// without activity.
+func New(rdb redis.UniversalClient, retention time.Duration) *Ledger {
+	return &Ledger{rdb: rdb, ttl: retention}
+}
+
+// TransferID names the transfer of one object version to one destination:
+// the same object, version and destination always give the same ID.
+func TransferID(bucket, key, etag, versionID string, size int64, dest string) string {
+	h := sha256.New()
+	for _, s := range []string{bucket, key, etag, versionID, strconv.FormatInt(size, 10), dest} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Transfer is the record of one object being downloaded to one path.
+type Transfer struct {
+	ID           string `redis:"id"`
+	Bucket       string `redis:"bucket"`
+	Key          string `redis:"key"`
+	VersionID    string `redis:"version_id"`
+	ETag         string `redis:"etag"`
+	Size         int64  `redis:"size"`
+	ChunkSize    int64  `redis:"chunk_size"`
+	Chunks       int64  `redis:"chunks"`
+	Dest         string `redis:"dest"`
+	LastModified int64  `redis:"last_modified"` // Unix milliseconds; 0 if unknown
+	// S3's full-object checksum, base64 as S3 sends it, when the enqueuer's
+	// HEAD saw one; ChecksumKnown says whether a HEAD was made at all.
+	ChecksumCRC32C string `redis:"checksum_crc32c"`
+	ChecksumType   string `redis:"checksum_type"`
+	ChecksumKnown  bool   `redis:"checksum_known"`
+	Verify         bool   `redis:"verify"`
+	Overwrite      bool   `redis:"overwrite"`
+
+	State     string `redis:"state"`
+	Error     string `redis:"error"`
+	Gen       int64  `redis:"gen"`
+	PartReady bool   `redis:"part_ready"`
+	BytesDone int64  `redis:"bytes_done"`
+	Attempts  int64  `redis:"attempts"`
+	Created   int64  `redis:"created"`  // Unix milliseconds
+	Started   int64  `redis:"started"`  // first chunk began
+	Finished  int64  `redis:"finished"` // success, failure or cancel
+
+	// The result, once finalized.
+	CRC32C string `redis:"crc32c"`
+	Check  string `redis:"check"`
+}
+
+// Source renders the object as an s3:// URL.
+func (t Transfer) Source() string { return "s3://" + t.Bucket + "/" + t.Key }
+
+// Job is the record of one enqueue command and its counters.
+type Job struct {
+	ID        string `redis:"id"`
+	Source    string `redis:"source"`
+	Dest      string `redis:"dest"`
+	Created   int64  `redis:"created"`
+	Listed    bool   `redis:"listed"` // every object has been enqueued
+	ListError string `redis:"list_error"`
+
+	Objects    int64 `redis:"objects"`
+	BytesTotal int64 `redis:"bytes_total"`
+	BytesDone  int64 `redis:"bytes_done"`
+	Succeeded  int64 `redis:"succeeded"`
+	Skipped    int64 `redis:"skipped"`
+	Failed     int64 `redis:"failed"`
+	Cancelled  int64 `redis:"cancelled"`
+}
+
+// Finished is the number of objects in a final state.
+func (j Job) Finished() int64 { return j.Succeeded + j.Skipped + j.Failed + j.Cancelled }
+
+// Done reports whether the job's listing is complete and every object is in
+// a final state.
+func (j Job) Done() bool { return j.Listed && j.Finished() >= j.Objects }
+
+// Ping checks that Redis answers.
+func (l *Ledger) Ping(ctx context.Context) error {
+	return l.rdb.Ping(ctx).Err()
+}
+
+// CreateJob records a job if it does not exist yet; an existing job of that
+// ID is resumed and keeps its counters.
+func (l *Ledger) CreateJob(ctx context.Context, id, source, dest string, now time.Time) error {
+	err := createJobScript.Run(ctx, l.rdb, []string{jobKey(id), jobsIndexKey()},
+		id, source, dest, now.UnixMilli(), l.ttlSeconds()).Err()
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetListed marks the end of a job's enqueueing, with the error that cut it
+// short, if any.
+func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error {
+	msg := ""
+	if listErr != nil {
+		msg = listErr.Error()
+	}
+	if err := l.rdb.HSet(ctx, jobKey(id), "listed", true, "list_error", msg).Err(); err != nil {
+		return fmt.Errorf("mark job %s listed: %w", id, err)
+	}
+	return nil
+}
+
+// GetJob reads a job's record.
+func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
+	res := l.rdb.HGetAll(ctx, jobKey(id))
+	if err := res.Err(); err != nil {
+		return Job{}, fmt.Errorf("read job %s: %w", id, err)
+	}
+	if len(res.Val()) == 0 {
+		return Job{}, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	var j Job
+	if err := res.Scan(&j); err != nil {
+		return Job{}, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// GetTransfer reads a transfer's record.
+func (l *Ledger) GetTransfer(ctx context.Context, id string) (Transfer, error) {
+	res := l.rdb.HGetAll(ctx, xferKey(id))
+	if err := res.Err(); err != nil {
+		return Transfer{}, fmt.Errorf("read transfer %s: %w", id, err)
+	}
+	if len(res.Val()) == 0 {
+		return Transfer{}, fmt.Errorf("transfer %s: %w", id, ErrNotFound)
+	}
+	var t Transfer
+	if err := res.Scan(&t); err != nil {
+		return Transfer{}, fmt.Errorf("decode transfer %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// JobObject is one object of a job as status shows it.
+type JobObject struct {
+	Transfer
+	JobState string // the transfer's state, or Skipped for this job
+}
+
+// JobObjects walks a job's objects in enqueue order, a page at a time, so
+// a job of a million objects is never held in memory at once.
+func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) error) error {
+	const page = 500
+	for start := int64(0); ; start += page {
+		ids, err := l.rdb.ZRange(ctx, jobXfersKey(id), start, start+page-1).Result()
+		if err != nil {
+			return fmt.Errorf("list objects of job %s: %w", id, err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		pipe := l.rdb.Pipeline()
+		reads := make([]*redis.MapStringStringCmd, len(ids))
+		skipped := make([]*redis.BoolCmd, len(ids))
+		for i, x := range ids {
+			reads[i] = pipe.HGetAll(ctx, xferKey(x))
+			skipped[i] = pipe.SIsMember(ctx, jobSkippedKey(id), x)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("read objects of job %s: %w", id, err)
+		}
+		for i := range ids {
+			var o JobObject
+			if len(reads[i].Val()) == 0 {
+				continue // expired
+			}
+			if err := reads[i].Scan(&o.Transfer); err != nil {
+				return fmt.Errorf("decode transfer %s: %w", ids[i], err)
+			}
+			o.JobState = o.State
+			if skipped[i].Val() && o.State == Success {
+				o.JobState = Skipped
+			}
+			if err := fn(o); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ChunkCRCs returns the CRC32C recorded for each landed chunk, by index.
+func (l *Ledger) ChunkCRCs(ctx context.Context, id string) (map[int64]uint32, error) {
+	m, err := l.rdb.HGetAll(ctx, xferChunksKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read chunks of transfer %s: %w", id, err)
+	}
+	out := make(map[int64]uint32, len(m))
+	for k, v := range m {
+		i, err1 := strconv.ParseInt(k, 10, 64)
+		c, err2 := strconv.ParseUint(v, 16, 32)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("transfer %s: bad chunk record %q=%q", id, k, v)
+		}
+		out[i] = uint32(c)
+	}
+	return out, nil
+}
+
+// MissingChunks returns, in order, the indexes of the transfer's chunks that
+// have not landed.
+func (l *Ledger) MissingChunks(ctx context.Context, t Transfer) ([]int64, error) {
+	done, err := l.rdb.HKeys(ctx, xferChunksKey(t.ID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read chunks of transfer %s: %w", t.ID, err)
+	}
+	have := make(map[int64]bool, len(done))
+	for _, k := range done {
+		if i, err := strconv.ParseInt(k, 10, 64); err == nil {
+			have[i] = true
+		}
+	}
+	var missing []int64
+	for i := range t.Chunks {
+		if !have[i] {
+			missing = append(missing, i)
+		}
+	}
+	return missing, nil
+}
+
+func (l *Ledger) ttlSeconds() int64 { return max(int64(l.ttl/time.Second), 1) }
+
+// Attach modes: what the enqueuer decided to do with an object.
+const (
+	ModeCreate  = "create"  // no record: create it queued (or failed, with a cause)
+	ModeAttach  = "attach"  // queued or running: follow it
+	ModeSkip    = "skip"    // succeeded and its file is still there
+	ModeRestart = "restart" // failed, cancelled, or succeeded but its file is gone
+)
+
+// AttachRequest asks to add a transfer to a job.
+type AttachRequest struct {
+	Job      string
+	Mode     string
+	Expect   Transfer // the record as read: its State and Gen must still hold
+	New      Transfer // fields written on create and restart
+	Cause    string   // on create: record the transfer failed with this cause
+	KeepData bool     // on restart: keep landed chunks (retry fetches only the rest)
+}
+
+// Attach adds a transfer to a job as req.Mode says, provided the record is
+// still as req.Expect describes; otherwise it returns ErrConflict and the
+// caller reads again. It returns the transfer's state and generation.
+func (l *Ledger) Attach(ctx context.Context, req AttachRequest, now time.Time) (state string, gen int64, err error) {
+	id := req.New.ID
+	expectGen := ""
+	if req.Expect.State != "" {
+		expectGen = strconv.FormatInt(req.Expect.Gen, 10)
+	}
+	clear := "1"
+	if req.KeepData {
+		clear = "0"
+	}
+	args := []any{req.Mode, req.Expect.State, expectGen, req.Job, id, now.UnixMilli(), l.ttlSeconds(), req.Cause, clear}
+	if req.Mode == ModeCreate || req.Mode == ModeRestart {
+		args = append(args, transferFields(req.New)...)
+	}
+	res, err := attachScript.Run(ctx, l.rdb, []string{
+		xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job),
+	}, args...).Slice()
+	if err != nil {
+		return "", 0, fmt.Errorf("attach %s to job %s: %w", req.New.Source(), req.Job, err)
+	}
+	state, _ = res[1].(string)
+	gen, _ = res[2].(int64)
+	if res[0] == "conflict" {
+		return state, gen, fmt.Errorf("attach %s: %w", req.New.Source(), ErrConflict)
+	}
+	return state, gen, nil
+}
+
+// transferFields are the descriptive fields of a transfer, as field/value
+// pairs for HSET.
+func transferFields(t Transfer) []any {
+	return []any{
+		"bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
+		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "dest", t.Dest,
+		"last_modified", t.LastModified, "checksum_crc32c", t.ChecksumCRC32C,
+		"checksum_type", t.ChecksumType, "checksum_known", t.ChecksumKnown,
+		"verify", t.Verify, "overwrite", t.Overwrite,
+	}
+}
+
+// ChunkStart is what a chunk learns before it downloads.
+type ChunkStart struct {
+	State     string // Running when the chunk should go ahead
+	PartReady bool   // the part file has been created
+}
+
+// Chunk states StartChunk reports besides the transfer's own.
+const (
+	ChunkStale  = "stale"  // the task belongs to an earlier generation
+	ChunkGone   = "gone"   // no record: expired, or the task is forged
+	ChunkLanded = "landed" // this chunk is recorded already
+)
+
+// StartChunk moves a queued transfer to running and counts an attempt. A
+// chunk sees ChunkStale, ChunkGone or ChunkLanded instead of Running when
+// it has nothing to download.
+func (l *Ledger) StartChunk(ctx context.Context, id string, gen, index int64, now time.Time) (ChunkStart, error) {
+	res, err := startChunkScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id)}, gen, now.UnixMilli(), index).StringSlice()
+	if err != nil {
+		return ChunkStart{}, fmt.Errorf("start chunk of transfer %s: %w", id, err)
+	}
+	return ChunkStart{State: res[0], PartReady: res[1] == "1"}, nil
+}
+
+// PartReady records that the transfer's part file exists, so it is never
+// created again. It returns the transfer's state: anything but Running or
+// Queued means the part file should go.
+func (l *Ledger) PartReady(ctx context.Context, id string, gen int64) (string, error) {
+	st, err := partReadyScript.Run(ctx, l.rdb, []string{xferKey(id)}, gen).Text()
+	if err != nil {
+		return "", fmt.Errorf("record part file of transfer %s: %w", id, err)
+	}
+	return st, nil
+}
+
+// ChunkDone records that chunk index landed with the given CRC32C and length.
+// Recording the same chunk again changes nothing. It returns how many chunks
+// have landed and how many there are; landed is -1 when the transfer is no
+// longer running in this generation.
+func (l *Ledger) ChunkDone(ctx context.Context, id string, gen, index int64, crc uint32, length int64) (landed, total int64, err error) {
+	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id)},
+		gen, index, strconv.FormatUint(uint64(crc), 16), length, l.ttlSeconds()).Int64Slice()
+	if err != nil {
+		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", index, id, err)
+	}
+	return res[0], res[1], nil
+}
+
+// Landed returns how many chunks of a running transfer have landed, of how
+// many; landed is -1 when the transfer is not running in this generation.
+func (l *Ledger) Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error) {
+	pipe := l.rdb.Pipeline()
+	fields := pipe.HMGet(ctx, xferKey(id), "state", "gen", "chunks")
+	n := pipe.HLen(ctx, xferChunksKey(id))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, 0, fmt.Errorf("count chunks of transfer %s: %w", id, err)
+	}
+	v := fields.Val()
+	state, _ := v[0].(string)
+	g, _ := v[1].(string)
+	c, _ := v[2].(string)
+	total, _ = strconv.ParseInt(c, 10, 64)
+	if state != Running || g != strconv.FormatInt(gen, 10) {
+		return -1, total, nil
+	}
+	return n.Val(), total, nil
+}
+
+// Fail marks a queued or running transfer failed with its cause. With
+// clearData its landed chunks are forgotten too (the part file is gone or
+// untrustworthy). It reports whether this call made the change.
+func (l *Ledger) Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error) {
+	clear := "0"
+	if clearData {
+		clear = "1"
+	}
+	return l.end(ctx, id, gen, Failed, cause, clear, now)
+}
+
+// Result is what finalizing an object records.
+type Result struct {
+	CRC32C string // base64, big-endian, as S3 prints checksums
+	Check  string // crc32c, md5 or none
+}
+
+// Succeed marks a transfer finalized and drops its chunk records. It
+// reports whether this call made the change (false: it was already final).
+func (l *Ledger) Succeed(ctx context.Context, id string, gen int64, r Result, now time.Time) (bool, error) {
+	return l.end(ctx, id, gen, Success, "", "drop", now, "crc32c", r.CRC32C, "check", r.Check)
+}
+
+func (l *Ledger) end(ctx context.Context, id string, gen int64, state, cause, chunks string, now time.Time, fields ...any) (bool, error) {
+	args := append([]any{gen, state, now.UnixMilli(), cause, chunks, l.ttlSeconds()}, fields...)
+	prev, err := endScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id)}, args...).Text()
+	if err != nil {
+		return false, fmt.Errorf("mark transfer %s %s: %w", id, state, err)
+	}
+	return prev == Queued || prev == Running, nil
+}

@@ -1,0 +1,174 @@
+package ledger
+
+import "github.com/redis/go-redis/v9"
+
+// luaCommon is prepended to every script: helpers that loop over the jobs a
+// transfer belongs to and keep keys alive for the retention.
+const luaCommon = `
+local JOB = '{s3fleet}:job:'
+local function each_job(xfer_jobs, fn)
+  for _, j in ipairs(redis.call('SMEMBERS', xfer_jobs)) do fn(JOB .. j) end
+end
+local function bump_jobs(xfer_jobs, field, n)
+  if n ~= 0 then each_job(xfer_jobs, function(k) redis.call('HINCRBY', k, field, n) end) end
+end
+local function touch(ttl, ...)
+  for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
+end
+local function num(v) return tonumber(v) or 0 end
+local COUNTER = {success = 'succeeded', failed = 'failed', cancelled = 'cancelled'}
+`
+
+// createJobScript: KEYS job, jobs index; ARGV id, source, dest, now, ttl.
+var createJobScript = redis.NewScript(luaCommon + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'source', ARGV[2], 'dest', ARGV[3], 'created', ARGV[4],
+    'listed', 0, 'objects', 0, 'bytes_total', 0, 'bytes_done', 0,
+    'succeeded', 0, 'skipped', 0, 'failed', 0, 'cancelled', 0, 'seq', 0)
+else
+  redis.call('HSET', KEYS[1], 'listed', 0, 'list_error', '')
+end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+touch(tonumber(ARGV[5]), KEYS[1])
+return 1
+`)
+
+// attachScript adds a transfer to a job, creating or restarting it first.
+// KEYS xfer, xfer chunks, xfer jobs, job, job xfers, job skipped.
+// ARGV mode (create|attach|skip|restart), expected state (” = absent),
+// expected gen (” = any), job id, xfer id, now, ttl, cause, clear chunks
+// (1/0), then field/value pairs written on create and restart.
+// Returns {status, state, gen}: status is ok or conflict.
+var attachScript = redis.NewScript(luaCommon + `
+local mode, job_id, xfer_id, now, ttl = ARGV[1], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local st = redis.call('HGET', KEYS[1], 'state') or ''
+local gen = num(redis.call('HGET', KEYS[1], 'gen'))
+if st ~= ARGV[2] or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= gen) then
+  return {'conflict', st, gen}
+end
+local fields = {}
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+
+if mode == 'create' then
+  local state = 'queued'
+  if ARGV[8] ~= '' then state = 'failed' end
+  redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', ARGV[8], 'gen', 1,
+    'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0, unpack(fields))
+  if state == 'failed' then redis.call('HSET', KEYS[1], 'finished', now) end
+  gen = 1
+elseif mode == 'restart' then
+  local counter = COUNTER[st]
+  if counter then bump_jobs(KEYS[3], counter, -1) end
+  if ARGV[9] == '1' or st == 'success' then
+    bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'bytes_done', 0, 'part_ready', 0)
+  end
+  gen = gen + 1
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
+    'finished', 0, 'crc32c', '', 'check', '')
+  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+end
+
+local size = num(redis.call('HGET', KEYS[1], 'size'))
+local seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+local added = redis.call('ZADD', KEYS[5], 'NX', seq, xfer_id)
+if added == 1 then
+  redis.call('HINCRBY', KEYS[4], 'objects', 1)
+  redis.call('HINCRBY', KEYS[4], 'bytes_total', size)
+end
+if mode == 'skip' then
+  if added == 1 then
+    redis.call('SADD', KEYS[6], xfer_id)
+    redis.call('HINCRBY', KEYS[4], 'skipped', 1)
+    redis.call('HINCRBY', KEYS[4], 'bytes_done', size)
+  end
+else
+  if added == 0 and redis.call('SREM', KEYS[6], xfer_id) == 1 then
+    -- counted as skipped by an earlier run of this job; now it runs again
+    redis.call('HINCRBY', KEYS[4], 'skipped', -1)
+    redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
+    added = 1
+  end
+  if redis.call('SADD', KEYS[3], job_id) == 1 then
+    redis.call('HINCRBY', KEYS[4], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+    local counter = COUNTER[redis.call('HGET', KEYS[1], 'state')]
+    if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
+  end
+end
+touch(ttl, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return {'ok', redis.call('HGET', KEYS[1], 'state'), gen}
+`)
+
+// startChunkScript: KEYS xfer, xfer chunks; ARGV gen, now, index. Moves a
+// queued transfer to running and counts the attempt. Returns {state,
+// part_ready}; state is 'stale' for another generation, 'gone' for a
+// missing record and 'landed' when this chunk is recorded already.
+var startChunkScript = redis.NewScript(luaCommon + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {'gone', '0'} end
+if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return {'stale', '0'} end
+if st == 'running' and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return {'landed', '1'} end
+if st == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[2])
+  st = 'running'
+end
+if st == 'running' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+return {st, redis.call('HGET', KEYS[1], 'part_ready') or '0'}
+`)
+
+// partReadyScript: KEYS xfer; ARGV gen. Records that the part file exists.
+// Returns the transfer's state ('stale' for another generation).
+var partReadyScript = redis.NewScript(luaCommon + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'gone' end
+if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return 'stale' end
+if st == 'running' or st == 'queued' then redis.call('HSET', KEYS[1], 'part_ready', 1) end
+return st
+`)
+
+// chunkDoneScript: KEYS xfer, xfer chunks, xfer jobs; ARGV gen, index,
+// crc (hex), length, ttl. Records a landed chunk once. Returns {landed,
+// total}; landed is -1 when the transfer is no longer running this gen.
+var chunkDoneScript = redis.NewScript(luaCommon + `
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' or
+   num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then
+  return {-1, 0}
+end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  local n = tonumber(ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'bytes_done', n)
+  bump_jobs(KEYS[3], 'bytes_done', n)
+end
+touch(tonumber(ARGV[5]), KEYS[1], KEYS[2], KEYS[3])
+return {redis.call('HLEN', KEYS[2]), num(redis.call('HGET', KEYS[1], 'chunks'))}
+`)
+
+// endScript moves a queued or running transfer to a final state.
+// KEYS xfer, xfer chunks, xfer jobs; ARGV gen, state, now, cause, chunk
+// records ('0' keep, '1' clear with their bytes, 'drop' delete once
+// finalized), ttl, then field/value pairs. Returns the previous state, or
+// 'stale' for another generation; nothing changes unless it was queued or
+// running.
+var endScript = redis.NewScript(luaCommon + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 'gone' end
+if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return 'stale' end
+if st ~= 'queued' and st ~= 'running' then return st end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'error', ARGV[4])
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+if ARGV[5] == 'drop' then
+  redis.call('DEL', KEYS[2])
+elseif ARGV[5] == '1' then
+  bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
+  redis.call('HSET', KEYS[1], 'bytes_done', 0, 'part_ready', 0)
+  redis.call('DEL', KEYS[2])
+end
+bump_jobs(KEYS[3], COUNTER[ARGV[2]], 1)
+local ttl = tonumber(ARGV[6])
+touch(ttl, KEYS[1], KEYS[2], KEYS[3])
+each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
+return st
+`)

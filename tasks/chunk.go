@@ -1,0 +1,403 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hibiken/asynq"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3fleet/s3fleet/chunker"
+	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// TypeChunk downloads one byte range of an object into its part file.
+const TypeChunk = "s3fleet:chunk"
+
+// ChunkPayload names one range of one object and where it lands.
+type ChunkPayload struct {
+	Job       string `json:"job"`
+	Transfer  string `json:"transfer"`
+	Gen       int64  `json:"gen"`
+	Bucket    string `json:"bucket"`
+	Key       string `json:"key"`
+	VersionID string `json:"version_id,omitempty"`
+	ETag      string `json:"etag,omitempty"`
+	Size      int64  `json:"size"`
+	Chunks    int64  `json:"chunks"`
+	Chunk     int64  `json:"chunk"`
+	First     int64  `json:"first"`
+	Last      int64  `json:"last"`
+	Dest      string `json:"dest"`
+	Overwrite bool   `json:"overwrite,omitempty"`
+}
+
+// Range is the payload's byte range.
+func (p ChunkPayload) Range() chunker.Range {
+	return chunker.Range{Index: p.Chunk, First: p.First, Last: p.Last}
+}
+
+// Validate refuses payloads no enqueuer writes: they were forged or
+// corrupted in Redis.
+func (p ChunkPayload) Validate() error {
+	switch {
+	case p.Transfer == "" || p.Bucket == "" || p.Key == "":
+		return errors.New("missing transfer, bucket or key")
+	case p.Gen < 1:
+		return fmt.Errorf("generation %d", p.Gen)
+	case p.Size <= 0 || p.Chunks < 1 || p.Chunk < 0 || p.Chunk >= p.Chunks:
+		return fmt.Errorf("chunk %d of %d of a %d-byte object", p.Chunk, p.Chunks, p.Size)
+	case p.First < 0 || p.Last < p.First || p.Last >= p.Size:
+		return fmt.Errorf("range %d-%d outside a %d-byte object", p.First, p.Last, p.Size)
+	}
+	return checkDest(p.Dest)
+}
+
+// checkDest insists on an absolute, clean destination path.
+func checkDest(dest string) error {
+	if !filepath.IsAbs(dest) || filepath.Clean(dest) != dest {
+		return fmt.Errorf("destination %q is not an absolute clean path", dest)
+	}
+	return nil
+}
+
+// ChunkTaskID is the chunk's asynq task ID: enqueueing it twice is a no-op
+// while the first is pending, running, retrying or archived.
+func ChunkTaskID(transfer string, gen, chunk int64) string {
+	return "chunk:" + transfer + ":" + strconv.FormatInt(gen, 10) + ":" + strconv.FormatInt(chunk, 10)
+}
+
+// NewChunkTask builds a chunk task on the chunks queue with its
+// deterministic ID; opts (retries, timeout) override the defaults.
+func NewChunkTask(p ChunkPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode chunk payload: %w", err)
+	}
+	defaults := []asynq.Option{
+		asynq.Queue(QueueChunks), asynq.MaxRetry(10), asynq.Timeout(10 * time.Minute),
+		asynq.TaskID(ChunkTaskID(p.Transfer, p.Gen, p.Chunk)),
+	}
+	return asynq.NewTask(TypeChunk, b, append(defaults, opts...)...), nil
+}
+
+// rangeGetter is the S3 call a chunk makes.
+type rangeGetter interface {
+	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+var _ rangeGetter = (*s3.Client)(nil)
+
+// chunkLedger is what a chunk reads and records.
+type chunkLedger interface {
+	StartChunk(ctx context.Context, id string, gen, index int64, now time.Time) (ledger.ChunkStart, error)
+	PartReady(ctx context.Context, id string, gen int64) (string, error)
+	ChunkDone(ctx context.Context, id string, gen, index int64, crc uint32, length int64) (landed, total int64, err error)
+	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
+	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+}
+
+// ChunkHandler runs chunk tasks.
+type ChunkHandler struct {
+	S3     rangeGetter
+	Ledger chunkLedger
+	Queue  taskEnqueuer
+	Log    *slog.Logger
+	// NoFlush skips making each chunk durable before it is recorded; the
+	// assembler's fsync still covers the whole file (for scratch data).
+	NoFlush bool
+	// AssembleOptions are passed to NewAssembleTask (retention, retries).
+	AssembleOptions []asynq.Option
+}
+
+// bufSize is the copy buffer: large enough for few syscalls, small enough
+// that memory does not grow with the object (one buffer per running chunk).
+const bufSize = 1 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ProcessTask downloads the chunk, records it, and enqueues the assembler
+// when it completes the object.
+func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p ChunkPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return permanent("decode chunk payload: %v", err)
+	}
+	if err := p.Validate(); err != nil {
+		return permanent("invalid chunk payload for transfer %q: %v", p.Transfer, err)
+	}
+	log := logger(h.Log).With("job", p.Job, "transfer", p.Transfer, "bucket", p.Bucket, "key", p.Key, "chunk", p.Chunk)
+	err := h.process(ctx, p, log)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, errNothingToDo) {
+		return nil
+	}
+	if ctx.Err() != nil && !IsPermanent(err) {
+		return err // cancelled or timed out: asynq retries it
+	}
+	if finalAttempt(ctx, err) {
+		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, errPartGone)
+		if clearData {
+			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
+		}
+		if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, err.Error(), clearData, time.Now()); ferr != nil {
+			log.Error("record failure", "err", ferr)
+			return ferr // retry: the failure must be recorded
+		}
+		log.Error("object failed", "err", err)
+		return err
+	}
+	log.Warn("chunk failed, will retry", "err", err)
+	return err
+}
+
+var (
+	errNothingToDo = errors.New("transfer is not running")
+	errPartGone    = errors.New("part file was removed")
+)
+
+func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Logger) error {
+	start, err := h.Ledger.StartChunk(ctx, p.Transfer, p.Gen, p.Chunk, time.Now())
+	if err != nil {
+		return err
+	}
+	var landed, total int64
+	switch start.State {
+	case ledger.Running:
+		landed, total, err = h.download(ctx, p, start.PartReady, log)
+	case ledger.ChunkLanded:
+		// A duplicate run: only make sure the assembler was enqueued.
+		landed, total, err = h.Ledger.Landed(ctx, p.Transfer, p.Gen)
+	case ledger.ChunkGone:
+		return permanent("no record of transfer %s (expired or forged)", p.Transfer)
+	default:
+		log.Debug("chunk skipped", "state", start.State)
+		return errNothingToDo
+	}
+	if err != nil {
+		return err
+	}
+	return h.completeIfLast(ctx, p, landed, total, log)
+}
+
+// download fetches the chunk into the part file and records it.
+// It returns how many of the object's chunks have landed, of how many.
+func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, partReady bool, log *slog.Logger) (landed, total int64, err error) {
+	f, err := h.openPart(ctx, p, partReady)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	began := time.Now()
+	n, crc, err := h.fetch(ctx, p, f)
+	if err != nil {
+		return 0, 0, err
+	}
+	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, p.Chunk, crc, n)
+	log.Debug("chunk landed", "bytes", n, "took", time.Since(began))
+	return landed, total, err
+}
+
+// completeIfLast enqueues the assembler once every chunk has landed. Every
+// chunk that sees the set complete tries; the task ID lets one through.
+func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, landed, total int64, log *slog.Logger) error {
+	if landed < 0 || landed < total {
+		return nil
+	}
+	task, err := NewAssembleTask(AssemblePayload{
+		Job: p.Job, Transfer: p.Transfer, Gen: p.Gen, Bucket: p.Bucket, Key: p.Key, Dest: p.Dest, Size: p.Size,
+	}, h.AssembleOptions...)
+	if err != nil {
+		return err
+	}
+	if _, err := h.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue assembly of s3://%s/%s: %w", p.Bucket, p.Key, err)
+	}
+	log.Info("object complete, assembly enqueued", "chunks", total)
+	return nil
+}
+
+// openPart opens the transfer's part file for writing. The first chunk to
+// find none creates and sizes it; once the ledger says it exists it is never
+// created again, so a removed part file is not resurrected with holes.
+func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, ready bool) (*os.File, error) {
+	part := location.PartPath(p.Dest, p.Transfer)
+	f, err := os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return f, wrapLocal("open part file", err)
+	}
+	if ready {
+		return nil, fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, part)
+	}
+	if !p.Overwrite {
+		if _, err := os.Lstat(p.Dest); err == nil {
+			return nil, permanent("destination %s already exists (use --overwrite to replace it)", p.Dest)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(part), 0o755); err != nil {
+		return nil, wrapLocal("create destination directory", err)
+	}
+	f, err = os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		// Another chunk created it a moment ago.
+		f, err = os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+		return f, wrapLocal("open part file", err)
+	}
+	if err != nil {
+		return nil, wrapLocal("create part file", err)
+	}
+	if err := preallocate(f, p.Size); err != nil {
+		f.Close()
+		os.Remove(part)
+		return nil, wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err)
+	}
+	state, err := h.Ledger.PartReady(ctx, p.Transfer, p.Gen)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if state != ledger.Running && state != ledger.Queued {
+		f.Close()
+		os.Remove(part)
+		return nil, errNothingToDo
+	}
+	return f, nil
+}
+
+// preallocate reserves the file's blocks, so a full disk fails at once
+// rather than mid-object; where fallocate is unsupported it only sets the
+// size.
+func preallocate(f *os.File, size int64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) {
+		return f.Truncate(size)
+	}
+	return err
+}
+
+// wrapLocal names the operation of a file-system error and marks it
+// permanent when a retry cannot help.
+func wrapLocal(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if localPermanent(err) {
+		return fmt.Errorf("%w: %s: %w", asynq.SkipRetry, op, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// fetch GETs the range pinned to the enqueued object and streams it to its
+// offset in f through a pooled buffer, computing its CRC32C on the way. It
+// returns only when exactly the range's bytes are written (and flushed,
+// unless NoFlush).
+func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, f *os.File) (int64, uint32, error) {
+	r := p.Range()
+	in := &s3.GetObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key), Range: aws.String(r.Header())}
+	if p.VersionID != "" {
+		in.VersionId = aws.String(p.VersionID)
+	}
+	if p.ETag != "" {
+		in.IfMatch = aws.String(p.ETag)
+	}
+	what := fmt.Sprintf("get s3://%s/%s %s", p.Bucket, p.Key, r.Header())
+	out, err := h.S3.GetObject(ctx, in)
+	if err != nil {
+		if s3client.Permanent(err) {
+			return 0, 0, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, what, s3client.Describe(err))
+		}
+		return 0, 0, fmt.Errorf("%s: %w", what, err)
+	}
+	defer out.Body.Close()
+	if out.ContentLength != nil && *out.ContentLength != r.Len() {
+		return 0, 0, fmt.Errorf("%s: server sent %d bytes, want %d", what, *out.ContentLength, r.Len())
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	n, crc, err := CopyAt(f, out.Body, r.First, r.Len(), *bp)
+	if err != nil {
+		if errors.Is(err, errWrite) {
+			return n, crc, wrapLocal(what, err)
+		}
+		return n, crc, fmt.Errorf("%s: %w", what, err)
+	}
+	if !h.NoFlush {
+		if err := flushRange(f, r.First, n); err != nil {
+			return n, crc, wrapLocal("flush "+f.Name(), err)
+		}
+	}
+	return n, crc, nil
+}
+
+// errWrite marks a failure on the file side of a copy.
+var errWrite = errors.New("write")
+
+// ErrShortBody reports a body that ended before its range did.
+var ErrShortBody = errors.New("body shorter than the range")
+
+// CopyAt copies exactly want bytes from src to dst at offset off through
+// buf, and returns the bytes written and their CRC32C. A body shorter or
+// longer than want is an error.
+func CopyAt(dst io.WriterAt, src io.Reader, off, want int64, buf []byte) (int64, uint32, error) {
+	var n int64
+	var crc uint32
+	for n < want {
+		m, rerr := io.ReadFull(src, buf[:min(int64(len(buf)), want-n)])
+		if m > 0 {
+			crc = crc32.Update(crc, castagnoli, buf[:m])
+			if _, err := dst.WriteAt(buf[:m], off+n); err != nil {
+				return n, crc, fmt.Errorf("%w at offset %d: %w", errWrite, off+n, err)
+			}
+			n += int64(m)
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return n, crc, fmt.Errorf("%w: got %d of %d bytes", ErrShortBody, n, want)
+		case rerr != nil:
+			return n, crc, fmt.Errorf("read body after %d of %d bytes: %w", n, want, rerr)
+		}
+	}
+	var one [1]byte
+	if m, _ := src.Read(one[:]); m > 0 {
+		return n, crc, fmt.Errorf("body longer than the range of %d bytes", want)
+	}
+	return n, crc, nil
+}
+
+// flushRange makes the bytes at [off, off+n) durable before the chunk is
+// recorded: sync_file_range pushes just this range to disk (overlapping the
+// disk with other chunks' downloads), then fdatasync commits the metadata
+// that makes those blocks readable after a crash (extent conversion).
+// Where sync_file_range is unsupported (NFS), fdatasync does it all.
+func flushRange(f *os.File, off, n int64) error {
+	fd := int(f.Fd())
+	err := unix.SyncFileRange(fd, off, n,
+		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	if err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("sync_file_range: %w", err)
+	}
+	if err := unix.Fdatasync(fd); err != nil {
+		return fmt.Errorf("fdatasync: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+// Package tasks is the wire contract between the enqueuer and the workers:
+// the asynq task types, their JSON payloads, constructors that set each
+// type's default options, and the handlers that run them.
+//
+// Payloads carry data, never trust: which object, which range, which file.
+// The endpoint, credentials and timeouts are each worker's own
+// configuration, so a task cannot send a worker's signed requests elsewhere.
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"syscall"
+
+	"github.com/hibiken/asynq"
+)
+
+// Queues the fleet uses. Workers weigh assembly above chunks, so finished
+// objects are not starved by a long backlog of chunks.
+const (
+	QueueChunks   = "chunks"
+	QueueAssemble = "assemble"
+)
+
+// QueueWeights is the asynq queue priority a worker serves.
+var QueueWeights = map[string]int{QueueAssemble: 6, QueueChunks: 3}
+
+// taskEnqueuer is the part of asynq.Client a handler uses to enqueue the
+// next step.
+type taskEnqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+var _ taskEnqueuer = (*asynq.Client)(nil)
+
+// errPermanent marks failures that a retry cannot mend.
+func permanent(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{asynq.SkipRetry}, args...)...)
+}
+
+// IsPermanent reports whether err says the task must not be retried.
+func IsPermanent(err error) bool { return errors.Is(err, asynq.SkipRetry) }
+
+// localPermanent reports whether a file-system error will not go away by
+// itself: no space, no permission, a read-only or wrong path.
+func localPermanent(err error) bool {
+	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EACCES, syscall.EPERM, syscall.EROFS,
+		syscall.ENAMETOOLONG, syscall.EISDIR, syscall.ENOTDIR, syscall.ELOOP, fs.ErrExist} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// finalAttempt reports whether a failure now leaves no retry.
+func finalAttempt(ctx context.Context, err error) bool {
+	if IsPermanent(err) {
+		return true
+	}
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry
+}
+
+// logger returns l, or a logger that discards when l is nil.
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}

@@ -1,0 +1,85 @@
+// Package worker runs one member of the fleet: an asynq server whose
+// handlers download chunks and assemble objects, until its context ends;
+// then running chunks get the shutdown timeout to finish, and whatever is
+// left goes back to the queue for another worker.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/internal/connect"
+	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// Run serves tasks until ctx is done.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	opt, rdb, err := connect.Redis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	s3c, err := s3client.New(ctx, connect.S3Options(cfg))
+	if err != nil {
+		return err
+	}
+	led := ledger.New(rdb, cfg.Retention)
+	client := asynq.NewClientFromRedisClient(rdb)
+
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeChunk, &tasks.ChunkHandler{
+		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
+		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
+	})
+	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
+		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log}, Ledger: led, Log: log,
+	})
+
+	srv := asynq.NewServer(opt, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          tasks.QueueWeights,
+		RetryDelayFunc:  RetryDelay(cfg.RetryDelay),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		// Poll an empty queue often: the default second adds up to a second
+		// to every object when the fleet is idle between jobs.
+		TaskCheckInterval: 50 * time.Millisecond,
+		Logger:            NewAsynqLogger(log),
+		LogLevel:          asynqLevel(cfg.LogLevel),
+		// Only real failures count against a queue's health.
+		IsFailure: func(err error) bool { return !errors.Is(err, asynq.RevokeTask) },
+	})
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	log.Info("worker started", "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
+		"concurrency", cfg.Concurrency, "flush", cfg.Flush)
+	<-ctx.Done()
+	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
+	srv.Shutdown()
+	log.Info("worker stopped")
+	return nil
+}
+
+// RetryDelay returns asynq's retry delay: about a second after a worker
+// died (its lease expired, so the chunk is fine to run at once elsewhere),
+// else base doubled per retry up to a minute, with jitter.
+func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
+	return func(n int, err error, _ *asynq.Task) time.Duration {
+		if errors.Is(err, asynq.ErrLeaseExpired) {
+			return time.Second
+		}
+		d := base << min(n, 16)
+		d = min(d, time.Minute)
+		return d/2 + rand.N(d/2+1)
+	}
+}
