@@ -4,6 +4,8 @@
 //
 //	go run ./demo seed   -bucket demo -src .demo/src -big 300MiB -small 200
 //	go run ./demo verify .demo/src .demo/out
+//	go run ./demo port            # print a free loopback port
+//	go run ./demo wait HOST:PORT… # wait until each accepts connections
 package main
 
 import (
@@ -16,9 +18,11 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -42,6 +46,21 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "seed":
 		return seed(ctx, args[1:])
+	case "port":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+		return nil
+	case "wait":
+		for _, addr := range args[1:] {
+			if err := waitListen(addr, 30*time.Second); err != nil {
+				return err
+			}
+		}
+		return nil
 	case "verify":
 		if len(args) != 3 {
 			return errors.New("usage: demo verify SRC_DIR DST_DIR")
@@ -165,4 +184,18 @@ func sum(path string) (string, int64, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+func waitListen(addr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s does not accept connections: %w", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -368,19 +368,11 @@ func (s *submission) decide(cur, t ledger.Transfer, cause string) (mode string, 
 }
 
 // finalStillThere reports whether a downloaded object's file is still at its
-// destination with its size. When this host cannot see the destination at
-// all (the workers write to a filesystem the enqueuer lacks), the record is
-// trusted.
+// destination with its size, as this host sees it. A file this host cannot
+// see is downloaded again: a needless download is better than a lost file.
 func (s *submission) finalStillThere(t ledger.Transfer) bool {
 	st, err := os.Stat(t.Dest)
-	if err == nil {
-		return st.Mode().IsRegular() && st.Size() == t.Size
-	}
-	root := strings.TrimSuffix(s.dest, "/")
-	if !s.src.IsPrefix() && !strings.HasSuffix(s.dest, "/") && !s.destIsDir {
-		root = filepath.Dir(root)
-	}
-	return !exists(root)
+	return err == nil && st.Mode().IsRegular() && st.Size() == t.Size
 }
 
 func exists(p string) bool {

@@ -119,9 +119,10 @@ type Job struct {
 
 	Objects    int64 `redis:"objects"`
 	BytesTotal int64 `redis:"bytes_total"`
-	BytesDone  int64 `redis:"bytes_done"`
-	Succeeded  int64 `redis:"succeeded"`
+	BytesDone  int64 `redis:"bytes_done"` // landed, or already there
 	Skipped    int64 `redis:"skipped"`
+	BytesSkip  int64 `redis:"bytes_skipped"` // of BytesDone, already there
+	Succeeded  int64 `redis:"succeeded"`
 	Failed     int64 `redis:"failed"`
 	Cancelled  int64 `redis:"cancelled"`
 }

@@ -23,7 +23,7 @@ local COUNTER = {success = 'succeeded', failed = 'failed', cancelled = 'cancelle
 var createJobScript = redis.NewScript(luaCommon + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'source', ARGV[2], 'dest', ARGV[3], 'created', ARGV[4],
-    'listed', 0, 'objects', 0, 'bytes_total', 0, 'bytes_done', 0,
+    'listed', 0, 'objects', 0, 'bytes_total', 0, 'bytes_done', 0, 'bytes_skipped', 0,
     'succeeded', 0, 'skipped', 0, 'failed', 0, 'cancelled', 0, 'seq', 0)
 else
   redis.call('HSET', KEYS[1], 'listed', 0, 'list_error', '')
@@ -82,12 +82,14 @@ if mode == 'skip' then
     redis.call('SADD', KEYS[6], xfer_id)
     redis.call('HINCRBY', KEYS[4], 'skipped', 1)
     redis.call('HINCRBY', KEYS[4], 'bytes_done', size)
+    redis.call('HINCRBY', KEYS[4], 'bytes_skipped', size)
   end
 else
   if added == 0 and redis.call('SREM', KEYS[6], xfer_id) == 1 then
     -- counted as skipped by an earlier run of this job; now it runs again
     redis.call('HINCRBY', KEYS[4], 'skipped', -1)
     redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
+    redis.call('HINCRBY', KEYS[4], 'bytes_skipped', -size)
     added = 1
   end
   if redis.call('SADD', KEYS[3], job_id) == 1 then

@@ -16,9 +16,9 @@ import (
 
 // Exit codes.
 const (
-	ExitOK      = 0
-	ExitFailed  = 1 // an object failed or was cancelled, or the command could not run
-	ExitUsage   = 2 // bad arguments, or an unknown job
+	ExitOK     = 0
+	ExitFailed = 1 // an object failed or was cancelled, or the command could not run
+	ExitUsage  = 2 // bad arguments, or an unknown job
 )
 
 // UsageError marks errors that exit with ExitUsage.

@@ -193,7 +193,7 @@ func progressLine(j ledger.Job, elapsed time.Duration) string {
 	if j.BytesTotal > 0 {
 		pct = 100 * float64(j.BytesDone) / float64(j.BytesTotal)
 	}
-	rate := float64(j.BytesDone) / max(elapsed.Seconds(), 0.001)
+	rate := float64(j.BytesDone-j.BytesSkip) / max(elapsed.Seconds(), 0.001)
 	eta := "?"
 	if rate > 0 && j.BytesTotal >= j.BytesDone {
 		eta = (time.Duration(float64(j.BytesTotal-j.BytesDone)/rate) * time.Second / time.Second).Round(time.Second).String()
@@ -209,9 +209,10 @@ func finalReport(ctx context.Context, led *ledger.Ledger, j ledger.Job, wall tim
 			return err
 		}
 	} else {
-		mbps := float64(j.BytesDone) / 1e6 / max(wall.Seconds(), 0.001)
-		fmt.Fprintf(out, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s in %s (%.1f MB/s)\n",
-			j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(j.BytesDone)),
+		got := j.BytesDone - j.BytesSkip
+		mbps := float64(got) / 1e6 / max(wall.Seconds(), 0.001)
+		fmt.Fprintf(out, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s downloaded in %s (%.1f MB/s)\n",
+			j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(got)),
 			wall.Round(time.Millisecond), mbps)
 		if j.ListError != "" {
 			fmt.Fprintf(out, "  enqueue stopped early: %s\n", j.ListError)

@@ -19,6 +19,7 @@ import (
 // Redis parses the configured URL, connects and pings. The returned client
 // serves asynq's client and inspector and the ledger; opt starts servers.
 func Redis(ctx context.Context, cfg config.Config) (asynq.RedisConnOpt, redis.UniversalClient, error) {
+	redis.SetLogger(quietLogger{}) // errors reach the caller; the pool's own lines are noise
 	shown := config.RedactURL(cfg.Redis)
 	opt, err := asynq.ParseRedisURI(cfg.Redis)
 	if err != nil {
@@ -63,3 +64,8 @@ func Logger(cfg config.Config) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
+
+// quietLogger drops go-redis's internal log lines.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}

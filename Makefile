@@ -1,0 +1,62 @@
+# s3fleet — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/.bin
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW := $(BIN)/versitygw
+export S3FLEET_VERSITYGW ?= $(VERSITYGW)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build enqueue and worker into bin/
+	$(GO) build -o bin/ ./cmd/...
+
+$(VERSITYGW):
+	@mkdir -p $(BIN)
+	@echo "building versitygw $(VERSITYGW_VERSION) (the S3 server of tests and the demo; once, cached in .bin/)"
+	GOBIN=$(BIN) GOFLAGS=-buildvcs=false $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+.PHONY: tools
+tools: $(VERSITYGW) ## build the pinned S3 server into .bin/ and install redis-server if missing
+	@./scripts/install-redis.sh
+
+.PHONY: test
+test: tools ## every test, with -race, against a real redis-server and versitygw
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: test-short
+test-short: tools ## the fast tiers only (no end-to-end runs of the binaries)
+	$(GO) test -race -short -count=1 ./...
+
+.PHONY: bench
+bench: tools ## throughput of one 1 GiB object with 1, 2 and 4 workers, and peak RSS
+	$(GO) run ./bench
+
+.PHONY: gobench
+gobench: ## Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem ./chunker ./assembler ./tasks
+
+.PHONY: demo
+demo: tools build ## the whole fleet end to end on local servers with sample data
+	./demo/run.sh
+
+.PHONY: lint
+lint: ## gofmt, go vet, staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+.PHONY: tidy-check
+tidy-check: ## go.mod and go.sum are tidy
+	$(GO) mod tidy
+	git diff --exit-code go.mod go.sum
+
+.PHONY: clean
+clean: ## remove build output (keeps the cached .bin/)
+	rm -rf bin .demo
