@@ -127,6 +127,28 @@ func AddFlags(fs *pflag.FlagSet, p Program) {
 	}
 }
 
+// Defaults returns the built-in settings, ignoring files and environment.
+func Defaults() Config {
+	v := viper.New()
+	for _, s := range settings {
+		v.SetDefault(s.key, s.def)
+	}
+	c, err := decode(v)
+	if err != nil {
+		panic(fmt.Sprintf("config: built-in defaults do not decode: %v", err))
+	}
+	return c
+}
+
+func decode(v *viper.Viper) (Config, error) {
+	var c Config
+	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook)
+	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
 // Load reads the configuration for a command whose flags were declared with
 // AddFlags and parsed into fs. Only flags the user set override the file and
 // the environment.
@@ -165,10 +187,9 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 		}
 	}
 
-	var c Config
-	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook)
-	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+	c, err := decode(v)
+	if err != nil {
+		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err

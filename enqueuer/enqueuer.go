@@ -83,7 +83,7 @@ type Summary struct {
 	Resumed  int64  `json:"resumed"`  // failed, cancelled or gone, enqueued again
 	Skipped  int64  `json:"skipped"`  // already downloaded
 	Refused  int64  `json:"refused"`  // recorded failed at once (unsafe key, existing file)
-	Chunks   int64  `json:"chunks"`   // chunk tasks enqueued
+	Chunks   int64  `json:"chunks"`   // chunk tasks newly enqueued
 }
 
 // ErrUsage marks errors in the request itself.
@@ -141,6 +141,9 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		}
 		if _, err := location.Target(src, obj.key, dest, destIsDir); err != nil {
 			return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		if err := s.refused(ctx, obj); err != nil {
+			return Summary{}, err // before the job exists: nothing is recorded
 		}
 		if err := s.begin(ctx); err != nil {
 			return Summary{}, err
@@ -322,6 +325,20 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 	return fmt.Errorf("attach %s: the record kept changing", t.Source())
 }
 
+// refused says why a single object cannot be downloaded, as add would
+// record it, without recording anything.
+func (s *submission) refused(ctx context.Context, o object) error {
+	t, cause := s.transfer(o)
+	cur, err := s.e.Ledger.GetTransfer(ctx, t.ID)
+	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+		return err
+	}
+	if _, _, c := s.decide(cur, t, cause); c != "" {
+		return fmt.Errorf("%s: %s", t.Source(), c)
+	}
+	return nil
+}
+
 // transfer describes the object's transfer, and why it cannot be made.
 func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	t := ledger.Transfer{
@@ -408,7 +425,8 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 		if err != nil {
 			return err
 		}
-		return s.put(ctx, task, t)
+		_, err = s.put(ctx, task, t)
+		return err
 	}
 	plan := chunker.Plan{Size: t.Size, ChunkSize: t.ChunkSize}
 	for _, i := range missing {
@@ -421,18 +439,26 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 		if err != nil {
 			return err
 		}
-		if err := s.put(ctx, task, t); err != nil {
+		added, err := s.put(ctx, task, t)
+		if err != nil {
 			return err
 		}
-		atomic.AddInt64(&s.sum.Chunks, 1)
+		if added {
+			atomic.AddInt64(&s.sum.Chunks, 1)
+		}
 	}
 	return nil
 }
 
-func (s *submission) put(ctx context.Context, task *asynq.Task, t ledger.Transfer) error {
+// put enqueues a task and reports whether it was new: a task whose ID is
+// still queued, running or archived is left as it is.
+func (s *submission) put(ctx context.Context, task *asynq.Task, t ledger.Transfer) (bool, error) {
 	_, err := s.e.Queue.EnqueueContext(ctx, task)
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue %s for %s: %w", task.Type(), t.Source(), err)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("enqueue %s for %s: %w", task.Type(), t.Source(), err)
 	}
-	return nil
+	return true, nil
 }
