@@ -237,7 +237,7 @@ func (c Config) Validate() error {
 	}
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("endpoint", "want an http:// or https:// URL, got %q", c.Endpoint)
+			bad("endpoint", "want an http:// or https:// URL, got %q", RedactURL(c.Endpoint))
 		}
 	}
 	if c.ChunkSize <= 0 {
@@ -283,10 +283,16 @@ func validRedisScheme(s string) bool {
 }
 
 // RedactURL hides the password of a URL so it can be logged or printed.
+// Text that does not parse as a URL with an authority, yet holds an "@",
+// may carry credentials where URL.Redacted cannot see them: it is hidden
+// whole.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	switch {
+	case err != nil:
 		return "(unparseable URL)"
+	case u.User == nil && strings.Contains(raw, "@"):
+		return "(URL hidden: it may hold credentials)"
 	}
 	return u.Redacted()
 }
