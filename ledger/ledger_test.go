@@ -1,0 +1,286 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// newLedger starts a redis-server for the test; each test gets its own.
+func newLedger(t *testing.T) *ledger.Ledger {
+	t.Helper()
+	return ledger.New(testenv.StartRedis(t).Client(t), time.Hour)
+}
+
+func transfer(key string, size, chunks int64) ledger.Transfer {
+	t := ledger.Transfer{Bucket: "b", Key: key, ETag: `"e"`, Size: size, ChunkSize: max(size/max(chunks, 1), 1), Chunks: chunks, Dest: "/d/" + key}
+	t.ID = ledger.TransferID(t.Bucket, t.Key, t.ETag, "", t.Size, t.Dest)
+	return t
+}
+
+func create(t *testing.T, l *ledger.Ledger, job string, x ledger.Transfer) int64 {
+	t.Helper()
+	ctx := context.Background()
+	if err := l.CreateJob(ctx, job, "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	st, gen, err := l.Attach(ctx, ledger.AttachRequest{Job: job, Mode: ledger.ModeCreate, New: x}, time.Now())
+	if err != nil || st != ledger.Queued || gen != 1 {
+		t.Fatalf("create: %s %d %v", st, gen, err)
+	}
+	if err := l.SetListed(ctx, job, nil); err != nil {
+		t.Fatal(err)
+	}
+	return gen
+}
+
+func job(t *testing.T, l *ledger.Ledger, id string) ledger.Job {
+	t.Helper()
+	j, err := l.GetJob(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func TestTransferIDIsDeterministic(t *testing.T) {
+	t.Parallel()
+	a := ledger.TransferID("b", "k", "e", "", 10, "/d/k")
+	if a != ledger.TransferID("b", "k", "e", "", 10, "/d/k") {
+		t.Fatal("same inputs, different IDs")
+	}
+	for _, other := range []string{
+		ledger.TransferID("b", "k", "e2", "", 10, "/d/k"),
+		ledger.TransferID("b", "k", "e", "v1", 10, "/d/k"),
+		ledger.TransferID("b", "k", "e", "", 11, "/d/k"),
+		ledger.TransferID("b", "k", "e", "", 10, "/d/k2"),
+		ledger.TransferID("b", "ke", "", "", 10, "/d/k"), // field boundaries matter
+	} {
+		if other == a {
+			t.Fatalf("different inputs share the ID %s", a)
+		}
+	}
+}
+
+// TestChunkLifecycle walks a transfer from queued to success and checks
+// the job's counters at each step, and that recording a chunk twice
+// counts it once.
+func TestChunkLifecycle(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("k", 30, 3)
+	gen := create(t, l, "j", x)
+	if j := job(t, l, "j"); j.Objects != 1 || j.BytesTotal != 30 || j.Done() {
+		t.Fatalf("after create: %+v", j)
+	}
+	st, err := l.StartChunk(ctx, x.ID, gen, 0, time.Now())
+	if err != nil || st.State != ledger.Running || st.PartReady {
+		t.Fatalf("start: %+v %v", st, err)
+	}
+	if s, _ := l.StartChunk(ctx, x.ID, gen+1, 0, time.Now()); s.State != ledger.ChunkStale {
+		t.Fatalf("a later generation's chunk: %+v", s)
+	}
+	if s, _ := l.StartChunk(ctx, "nope", 1, 0, time.Now()); s.State != ledger.ChunkGone {
+		t.Fatalf("unknown transfer: %+v", s)
+	}
+	if s, _ := l.PartReady(ctx, x.ID, gen); s != ledger.Running {
+		t.Fatalf("part ready: %s", s)
+	}
+	for i, want := range []int64{1, 1, 2, 3} { // chunk 0 twice
+		idx := []int64{0, 0, 1, 2}[i]
+		landed, total, err := l.ChunkDone(ctx, x.ID, gen, idx, uint32(idx+1), 10)
+		if err != nil || landed != want || total != 3 {
+			t.Fatalf("chunk %d: %d/%d %v", idx, landed, total, err)
+		}
+	}
+	if s, _ := l.StartChunk(ctx, x.ID, gen, 1, time.Now()); s.State != ledger.ChunkLanded {
+		t.Fatalf("a landed chunk starting again: %+v", s)
+	}
+	if j := job(t, l, "j"); j.BytesDone != 30 {
+		t.Fatalf("bytes done %d, want 30", j.BytesDone)
+	}
+	crcs, err := l.ChunkCRCs(ctx, x.ID)
+	if err != nil || len(crcs) != 3 || crcs[2] != 3 {
+		t.Fatalf("crcs %v %v", crcs, err)
+	}
+	ok, err := l.Succeed(ctx, x.ID, gen, ledger.Result{CRC32C: "AAAAAA==", Check: "crc32c"}, time.Now())
+	if err != nil || !ok {
+		t.Fatalf("succeed: %v %v", ok, err)
+	}
+	if again, _ := l.Succeed(ctx, x.ID, gen, ledger.Result{}, time.Now()); again {
+		t.Fatal("a second Succeed changed the record")
+	}
+	if failed, _ := l.Fail(ctx, x.ID, gen, "late", false, time.Now()); failed {
+		t.Fatal("Fail after success changed the record")
+	}
+	j := job(t, l, "j")
+	if !j.Done() || j.Succeeded != 1 || j.Failed != 0 || j.BytesDone != 30 {
+		t.Fatalf("after success: %+v", j)
+	}
+	got, _ := l.GetTransfer(ctx, x.ID)
+	if got.State != ledger.Success || got.CRC32C != "AAAAAA==" || got.Attempts != 1 {
+		t.Fatalf("record %+v", got)
+	}
+	if crcs, _ := l.ChunkCRCs(ctx, x.ID); len(crcs) != 0 {
+		t.Fatal("chunk records kept after success")
+	}
+}
+
+// TestConcurrentChunks: many goroutines record the same chunks at once;
+// exactly one sees the set complete first time round, and bytes count once.
+func TestConcurrentChunks(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("k", 64*10, 64)
+	gen := create(t, l, "j", x)
+	if _, err := l.StartChunk(ctx, x.ID, gen, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var complete atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range int64(64) {
+				landed, total, err := l.ChunkDone(ctx, x.ID, gen, (i+int64(w)*8)%64, 1, 10)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if landed == total {
+					complete.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if j := job(t, l, "j"); j.BytesDone != 640 {
+		t.Fatalf("bytes done %d, want 640", j.BytesDone)
+	}
+	if complete.Load() == 0 {
+		t.Fatal("nobody saw the set complete")
+	}
+}
+
+// TestAttachModes: a second job follows an object in flight and shares its
+// progress; a failed object restarted keeps its chunks; counters follow.
+func TestAttachModes(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("k", 20, 2)
+	gen := create(t, l, "j1", x)
+	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
+	_, _, _ = l.ChunkDone(ctx, x.ID, gen, 0, 7, 10)
+
+	if err := l.CreateJob(ctx, "j2", "s3://b/k", "/d/k", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.SetListed(ctx, "j2", nil)
+	cur, _ := l.GetTransfer(ctx, x.ID)
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeAttach, Expect: cur, New: x}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if j := job(t, l, "j2"); j.Objects != 1 || j.BytesDone != 10 {
+		t.Fatalf("attached job %+v, want the 10 bytes already landed", j)
+	}
+	// A stale expectation is refused.
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeCreate, New: x}, time.Now()); err == nil {
+		t.Fatal("create over an existing record succeeded")
+	}
+
+	if ok, _ := l.Fail(ctx, x.ID, gen, "boom", false, time.Now()); !ok {
+		t.Fatal("fail")
+	}
+	for _, id := range []string{"j1", "j2"} {
+		if j := job(t, l, id); j.Failed != 1 || !j.Done() {
+			t.Fatalf("job %s after failure: %+v", id, j)
+		}
+	}
+	cur, _ = l.GetTransfer(ctx, x.ID)
+	st, gen2, err := l.Attach(ctx, ledger.AttachRequest{Job: "j1", Mode: ledger.ModeRestart, Expect: cur, New: x, KeepData: true}, time.Now())
+	if err != nil || st != ledger.Queued || gen2 != gen+1 {
+		t.Fatalf("restart: %s %d %v", st, gen2, err)
+	}
+	missing, _ := l.MissingChunks(ctx, ledger.Transfer{ID: x.ID, Chunks: 2})
+	if len(missing) != 1 || missing[0] != 1 {
+		t.Fatalf("missing after restart %v, want [1]", missing)
+	}
+	for _, id := range []string{"j1", "j2"} {
+		if j := job(t, l, id); j.Failed != 0 || j.Objects != 1 || j.BytesDone != 10 || j.Done() {
+			t.Fatalf("job %s after restart: %+v", id, j)
+		}
+	}
+	// A task of the old generation has nothing to do.
+	if s, _ := l.StartChunk(ctx, x.ID, gen, 1, time.Now()); s.State != ledger.ChunkStale {
+		t.Fatalf("old generation: %+v", s)
+	}
+}
+
+// TestSkipCountsOnce: a finished object added to a new job counts as
+// skipped once, however often that job is resumed.
+func TestSkipCountsOnce(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("k", 5, 1)
+	gen := create(t, l, "j1", x)
+	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
+	_, _, _ = l.ChunkDone(ctx, x.ID, gen, 0, 1, 5)
+	_, _ = l.Succeed(ctx, x.ID, gen, ledger.Result{}, time.Now())
+	if err := l.CreateJob(ctx, "j2", "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.SetListed(ctx, "j2", nil)
+	for range 2 {
+		cur, _ := l.GetTransfer(ctx, x.ID)
+		if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeSkip, Expect: cur, New: x}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := job(t, l, "j2")
+	if j.Objects != 1 || j.Skipped != 1 || j.BytesSkip != 5 || !j.Done() {
+		t.Fatalf("job %+v", j)
+	}
+	var states []string
+	_ = l.JobObjects(ctx, "j2", func(o ledger.JobObject) error {
+		states = append(states, o.JobState)
+		return nil
+	})
+	if fmt.Sprint(states) != "[skipped]" {
+		t.Fatalf("object states %v", states)
+	}
+}
+
+// TestFailedOnCreate: an object refused at enqueue counts as failed.
+func TestFailedOnCreate(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	x := transfer("../x", 5, 1)
+	st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: x, Cause: "unsafe key"}, time.Now())
+	if err != nil || st != ledger.Failed {
+		t.Fatalf("%s %v", st, err)
+	}
+	if err := l.SetListed(ctx, "j", nil); err != nil {
+		t.Fatal(err)
+	}
+	if j := job(t, l, "j"); j.Failed != 1 || !j.Done() {
+		t.Fatalf("job %+v", j)
+	}
+	if _, err := l.GetJob(ctx, "unknown"); err == nil {
+		t.Fatal("unknown job found")
+	}
+}

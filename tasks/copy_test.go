@@ -1,0 +1,140 @@
+package tasks
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// memFile is an io.WriterAt over a byte slice.
+type memFile struct{ b []byte }
+
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
+	return copy(m.b[off:], p), nil
+}
+
+type failingWriter struct{}
+
+func (failingWriter) WriteAt([]byte, int64) (int, error) { return 0, errors.New("disk on fire") }
+
+func TestCopyAt(t *testing.T) {
+	t.Parallel()
+	data := make([]byte, 3<<20+17)
+	_, _ = rand.Read(data)
+	buf := make([]byte, 64<<10)
+	for _, tc := range []struct {
+		name    string
+		src     io.Reader
+		off     int64
+		want    int64
+		wantErr string
+	}{
+		{"exact", bytes.NewReader(data), 0, int64(len(data)), ""},
+		{"at an offset", bytes.NewReader(data[:1000]), 5000, 1000, ""},
+		{"one byte at a time", iotest.OneByteReader(bytes.NewReader(data[:3000])), 0, 3000, ""},
+		{"half reads", iotest.HalfReader(bytes.NewReader(data[:200000])), 7, 200000, ""},
+		{"short body", bytes.NewReader(data[:999]), 0, 1000, "body shorter than the range"},
+		{"long body", bytes.NewReader(data[:1001]), 0, 1000, "body longer than the range"},
+		{"reset mid-body", io.MultiReader(bytes.NewReader(data[:500]), iotest.ErrReader(errors.New("connection reset"))), 0, 1000, "connection reset"},
+		{"empty", bytes.NewReader(nil), 0, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dst := &memFile{b: make([]byte, tc.off+tc.want+10)}
+			n, crc, err := CopyAt(dst, tc.src, tc.off, tc.want, buf)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || n != tc.want {
+				t.Fatalf("n=%d err=%v", n, err)
+			}
+			if !bytes.Equal(dst.b[tc.off:tc.off+n], data[:n]) {
+				t.Fatal("bytes differ")
+			}
+			if want := crc32.Checksum(data[:n], castagnoli); crc != want {
+				t.Fatalf("crc %08x, want %08x", crc, want)
+			}
+		})
+	}
+	t.Run("write error", func(t *testing.T) {
+		t.Parallel()
+		_, _, err := CopyAt(failingWriter{}, bytes.NewReader(data[:10]), 0, 10, buf)
+		if !errors.Is(err, errWrite) || !strings.Contains(err.Error(), "disk on fire") {
+			t.Fatalf("error %v", err)
+		}
+	})
+}
+
+func TestChunkPayloadValidate(t *testing.T) {
+	t.Parallel()
+	good := ChunkPayload{Transfer: "x", Gen: 1, Bucket: "b", Key: "k", Size: 10, Chunks: 2, Chunk: 1, First: 5, Last: 9, Dest: "/d/k"}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("good payload: %v", err)
+	}
+	for name, mutate := range map[string]func(*ChunkPayload){
+		"no transfer":       func(p *ChunkPayload) { p.Transfer = "" },
+		"generation 0":      func(p *ChunkPayload) { p.Gen = 0 },
+		"negative first":    func(p *ChunkPayload) { p.First = -1 },
+		"last before first": func(p *ChunkPayload) { p.Last = 4 },
+		"past the size":     func(p *ChunkPayload) { p.Last = 10 },
+		"chunk past count":  func(p *ChunkPayload) { p.Chunk = 2 },
+		"zero size":         func(p *ChunkPayload) { p.Size = 0 },
+		"relative dest":     func(p *ChunkPayload) { p.Dest = "d/k" },
+		"unclean dest":      func(p *ChunkPayload) { p.Dest = "/d/../etc/k" },
+	} {
+		p := good
+		mutate(&p)
+		if err := p.Validate(); err == nil {
+			t.Errorf("%s: accepted %+v", name, p)
+		}
+	}
+}
+
+func TestPreallocateAndFlush(t *testing.T) {
+	t.Parallel()
+	f, err := os.Create(filepath.Join(t.TempDir(), "part"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := preallocate(f, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.Stat(); st.Size() != 1<<20 {
+		t.Fatalf("size %d after preallocate", st.Size())
+	}
+	if _, err := f.WriteAt([]byte("hello"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := flushRange(f, 4096, 5); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func BenchmarkCopyAt(b *testing.B) {
+	data := make([]byte, 8<<20)
+	_, _ = rand.Read(data)
+	f, err := os.Create(filepath.Join(b.TempDir(), "part"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, bufSize)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := CopyAt(f, bytes.NewReader(data), 0, int64(len(data)), buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

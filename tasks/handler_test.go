@@ -1,0 +1,193 @@
+package tasks_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/chunker"
+	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// rig is a real Redis and S3 with a chunk handler and an assembler.
+type rig struct {
+	led   *ledger.Ledger
+	queue *asynq.Client
+	insp  *asynq.Inspector
+	chunk *tasks.ChunkHandler
+	asm   *tasks.AssembleHandler
+	s3    *testenv.S3
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	s3 := testenv.StartS3(t)
+	c := s3.Client(t)
+	led := ledger.New(rdb, time.Hour)
+	q := asynq.NewClientFromRedisClient(rdb)
+	return &rig{
+		led: led, queue: q, insp: asynq.NewInspectorFromRedisClient(rdb), s3: s3,
+		chunk: &tasks.ChunkHandler{S3: c, Ledger: led, Queue: q},
+		asm:   &tasks.AssembleHandler{Assembler: &assembler.Assembler{S3: c, Ledger: led}, Ledger: led},
+	}
+}
+
+// enqueueObject records a transfer as the enqueuer would and returns its
+// chunk tasks.
+func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (ledger.Transfer, []*asynq.Task) {
+	t.Helper()
+	ctx := context.Background()
+	plan, _ := chunker.New(size, 1<<20, 1<<20)
+	x := ledger.Transfer{Bucket: "bkt", Key: key, Size: size, ChunkSize: plan.ChunkSize, Chunks: plan.Count(), Dest: dest, ChecksumKnown: true}
+	x.ID = ledger.TransferID("bkt", key, "", "", size, dest)
+	if err := r.led.CreateJob(ctx, "j", "s3://bkt/"+key, dest, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.led.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: x}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var ts []*asynq.Task
+	for i := range plan.Count() {
+		c := plan.Chunk(i)
+		task, err := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Bucket: "bkt", Key: key,
+			Size: size, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, task)
+	}
+	return x, ts
+}
+
+// TestAssemblerEnqueuedOnce runs every chunk of an object twice at once,
+// as asynq's at-least-once delivery may: the bytes land right, the
+// assembler is enqueued exactly once, and running it twice finalizes once.
+func TestAssemblerEnqueuedOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.s3.CreateBucket(t, "bkt")
+	data := r.s3.PutRandom(t, "bkt", "obj", 5<<20+3, false)
+	dest := filepath.Join(t.TempDir(), "sub", "obj")
+	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
+
+	var wg sync.WaitGroup
+	for range 2 {
+		for _, task := range chunks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.chunk.ProcessTask(context.Background(), task); err != nil {
+					t.Errorf("chunk: %v", err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	pending, err := r.insp.ListPendingTasks(tasks.QueueAssemble)
+	if err != nil || len(pending) != 1 {
+		t.Fatalf("%d assembler tasks pending (%v), want exactly 1", len(pending), err)
+	}
+	for range 2 {
+		if err := r.asm.ProcessTask(context.Background(), asynq.NewTask(pending[0].Type, pending[0].Payload)); err != nil {
+			t.Fatalf("assemble: %v", err)
+		}
+	}
+	got, err := os.ReadFile(dest)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("final file: %v (equal: %v)", err, bytes.Equal(got, data))
+	}
+	if _, err := os.Stat(location.PartPath(dest, x.ID)); !os.IsNotExist(err) {
+		t.Fatal("part file left")
+	}
+	j, _ := r.led.GetJob(context.Background(), "j")
+	if j.Succeeded != 1 || j.BytesDone != int64(len(data)) {
+		t.Fatalf("job %+v: want 1 success and every byte counted once", j)
+	}
+	// A chunk run again after the object is done does nothing.
+	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(location.PartPath(dest, x.ID)); !os.IsNotExist(err) {
+		t.Fatal("a late chunk resurrected the part file")
+	}
+}
+
+// TestRemovedPartFileIsNotResurrected: once the part file exists, a chunk
+// that finds it gone fails the object instead of writing a file with holes.
+func TestRemovedPartFileIsNotResurrected(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.s3.CreateBucket(t, "bkt")
+	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
+	dest := filepath.Join(t.TempDir(), "obj")
+	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
+	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	part := location.PartPath(dest, x.ID)
+	if err := os.Remove(part); err != nil {
+		t.Fatal(err)
+	}
+	err := r.chunk.ProcessTask(context.Background(), chunks[1])
+	if !tasks.IsPermanent(err) {
+		t.Fatalf("error %v, want a permanent failure", err)
+	}
+	if _, err := os.Stat(part); !os.IsNotExist(err) {
+		t.Fatal("the part file was created again")
+	}
+	got, _ := r.led.GetTransfer(context.Background(), x.ID)
+	if got.State != ledger.Failed || got.BytesDone != 0 {
+		t.Fatalf("transfer %s %q bytes %d: want failed with its chunks forgotten", got.State, got.Error, got.BytesDone)
+	}
+}
+
+// TestForgedPayloads: garbage in Redis fails without retry and without
+// touching the disk.
+func TestForgedPayloads(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	dir := t.TempDir()
+	good := tasks.ChunkPayload{Transfer: "x", Gen: 1, Bucket: "bkt", Key: "k", Size: 10, Chunks: 1, First: 0, Last: 9, Dest: dir + "/k"}
+	forged := map[string][]byte{
+		"not JSON":         []byte("{nope"),
+		"negative range":   mustJSON(func(p *tasks.ChunkPayload) { p.First, p.Last = -5, 3 }, good),
+		"past the size":    mustJSON(func(p *tasks.ChunkPayload) { p.Last = 100 }, good),
+		"relative path":    mustJSON(func(p *tasks.ChunkPayload) { p.Dest = "k" }, good),
+		"no such transfer": mustJSON(func(*tasks.ChunkPayload) {}, good),
+	}
+	for name, payload := range forged {
+		err := r.chunk.ProcessTask(context.Background(), asynq.NewTask(tasks.TypeChunk, payload))
+		if !errors.Is(err, asynq.SkipRetry) {
+			t.Errorf("%s: error %v, want SkipRetry", name, err)
+		}
+	}
+	if err := r.asm.ProcessTask(context.Background(), asynq.NewTask(tasks.TypeAssemble, []byte("[]"))); !errors.Is(err, asynq.SkipRetry) {
+		t.Errorf("assemble garbage: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("forged tasks wrote %v", entries)
+	}
+}
+
+func mustJSON(mutate func(*tasks.ChunkPayload), p tasks.ChunkPayload) []byte {
+	mutate(&p)
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
