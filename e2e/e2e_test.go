@@ -313,6 +313,29 @@ func TestBadInputCLI(t *testing.T) {
 			t.Fatalf("took %s", d)
 		}
 	})
+	t.Run("unreachable S3", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(binDir, "enqueue"), "s3://bkt/obj", dir+"/a")
+		cmd.Env = append(f.env, fmt.Sprintf("S3FLEET_ENDPOINT=http://127.0.0.1:%d", testenv.FreePort(t)))
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "S3 endpoint unreachable") {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if d := time.Since(start); d > 15*time.Second {
+			t.Fatalf("took %s", d)
+		}
+	})
+	t.Run("access denied", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(binDir, "enqueue"), "s3://bkt/obj", dir+"/a")
+		cmd.Env = append(f.env, "AWS_SECRET_ACCESS_KEY=not-the-secret")
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "access denied (403") {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if strings.Contains(string(out), "not-the-secret") || strings.Contains(string(out), testenv.SecretKey) {
+			t.Fatalf("a secret was printed: %s", out)
+		}
+	})
 	if got, _ := os.ReadFile(existing); string(got) != "mine" {
 		t.Fatal("existing file changed")
 	}

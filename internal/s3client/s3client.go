@@ -122,7 +122,10 @@ func Describe(err error) string {
 	case http.StatusRequestedRangeNotSatisfiable:
 		what = "range not satisfiable (object shrank?)"
 	}
+	var oe *net.OpError
 	switch {
+	case status == 0 && errors.As(err, &oe):
+		return "S3 endpoint unreachable: " + oe.Error()
 	case status == 0:
 		return err.Error()
 	case what != "" && code != "":
