@@ -210,11 +210,11 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint32, f
 		}
 		out, err := a.S3.HeadObject(ctx, in)
 		if err != nil {
-			err = fmt.Errorf("head %s for its checksum: %s", t.Source(), s3client.Describe(err))
+			described := fmt.Errorf("head %s for its checksum: %s", t.Source(), s3client.Describe(err))
 			if s3client.Permanent(err) {
-				return "", a.fail(ctx, t, err, true)
+				return "", a.fail(ctx, t, described, true)
 			}
-			return "", err
+			return "", described
 		}
 		want, typ = aws.ToString(out.ChecksumCRC32C), string(out.ChecksumType)
 	}

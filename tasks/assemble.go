@@ -83,7 +83,7 @@ func (h *AssembleHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	rec, err := h.Assembler.Assemble(ctx, p.Transfer, p.Gen)
 	if err != nil {
 		if ctx.Err() == nil && finalAttempt(ctx, err) && !errors.Is(err, assembler.ErrRecorded) {
-			if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, err.Error(), false, time.Now()); ferr != nil {
+			if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), false, time.Now()); ferr != nil {
 				return ferr
 			}
 		}

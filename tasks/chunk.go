@@ -160,7 +160,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if clearData {
 			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
 		}
-		if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, err.Error(), clearData, time.Now()); ferr != nil {
+		if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), clearData, time.Now()); ferr != nil {
 			log.Error("record failure", "err", ferr)
 			return ferr // retry: the failure must be recorded
 		}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"syscall"
 
 	"github.com/hibiken/asynq"
@@ -39,6 +40,12 @@ var _ taskEnqueuer = (*asynq.Client)(nil)
 // errPermanent marks failures that a retry cannot mend.
 func permanent(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{asynq.SkipRetry}, args...)...)
+}
+
+// causeOf renders an error as the cause a user reads: without asynq's
+// retry markers.
+func causeOf(err error) string {
+	return strings.ReplaceAll(err.Error(), asynq.SkipRetry.Error()+": ", "")
 }
 
 // IsPermanent reports whether err says the task must not be retried.
