@@ -183,7 +183,7 @@ func waitJob(ctx context.Context, led *ledger.Ledger, id string, progress, out i
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("stopped waiting for job %s (it goes on; see enqueue status %s): %w", id, id, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
