@@ -165,34 +165,28 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 
 // GetJob reads a job's record.
 func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
-	res := l.rdb.HGetAll(ctx, jobKey(id))
-	if err := res.Err(); err != nil {
-		return Job{}, fmt.Errorf("read job %s: %w", id, err)
-	}
-	if len(res.Val()) == 0 {
-		return Job{}, fmt.Errorf("job %s: %w", id, ErrNotFound)
-	}
-	var j Job
-	if err := res.Scan(&j); err != nil {
-		return Job{}, fmt.Errorf("decode job %s: %w", id, err)
-	}
-	return j, nil
+	return readHash[Job](ctx, l.rdb, jobKey(id), "job "+id)
 }
 
 // GetTransfer reads a transfer's record.
 func (l *Ledger) GetTransfer(ctx context.Context, id string) (Transfer, error) {
-	res := l.rdb.HGetAll(ctx, xferKey(id))
+	return readHash[Transfer](ctx, l.rdb, xferKey(id), "transfer "+id)
+}
+
+// readHash reads a record stored as a hash into T's redis-tagged fields.
+func readHash[T any](ctx context.Context, rdb redis.UniversalClient, key, what string) (T, error) {
+	var v T
+	res := rdb.HGetAll(ctx, key)
 	if err := res.Err(); err != nil {
-		return Transfer{}, fmt.Errorf("read transfer %s: %w", id, err)
+		return v, fmt.Errorf("read %s: %w", what, err)
 	}
 	if len(res.Val()) == 0 {
-		return Transfer{}, fmt.Errorf("transfer %s: %w", id, ErrNotFound)
+		return v, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
-	var t Transfer
-	if err := res.Scan(&t); err != nil {
-		return Transfer{}, fmt.Errorf("decode transfer %s: %w", id, err)
+	if err := res.Scan(&v); err != nil {
+		return v, fmt.Errorf("decode %s: %w", what, err)
 	}
-	return t, nil
+	return v, nil
 }
 
 // JobObject is one object of a job as status shows it.
