@@ -285,7 +285,7 @@ func TestBadInputCLI(t *testing.T) {
 		{"missing key", []string{"s3://bkt/missing", dir + "/a"}, 1, `no such key "missing" in bucket "bkt"`},
 		{"empty prefix", []string{"s3://bkt/none/", dir + "/"}, 1, "no objects under s3://bkt/none/"},
 		{"malformed URL", []string{"bkt/obj", dir + "/a"}, 2, "malformed S3 URL"},
-		{"one argument", []string{"s3://bkt/obj"}, 2, "accepts 2 arg(s)"},
+		{"one argument", []string{"s3://bkt/obj"}, 2, "requires at least 2 arg(s)"},
 		{"unknown flag", []string{"--bogus", "s3://bkt/obj", dir + "/a"}, 2, "unknown flag"},
 		{"bad chunk size", []string{"--chunk-size", "0", "s3://bkt/obj", dir + "/a"}, 2, "chunk_size"},
 		{"existing destination", []string{"s3://bkt/obj", existing}, 1, "already exists"},

@@ -6,14 +6,19 @@
 package enqueuer
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,9 +26,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/bmatcuk/doublestar/v4"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
+	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
@@ -50,7 +58,9 @@ type Enqueuer struct {
 	S3     sourceAPI
 	Ledger *ledger.Ledger
 	Queue  taskEnqueuer
-	Log    *slog.Logger
+	// Control deletes and cancels tasks, for Cancel.
+	Control taskControl
+	Log     *slog.Logger
 
 	ChunkSize int64
 	Threshold int64
@@ -64,16 +74,41 @@ type Enqueuer struct {
 
 // Request is one enqueue command.
 type Request struct {
-	Job          string // resume this job, or name a new one; empty: generate
-	Source       string // s3://bucket/key or s3://bucket/prefix/
+	Job     string   // resume this job, or name a new one; empty: generate
+	Sources []string // s3://bucket/key or s3://bucket/prefix/ URLs
+	// From holds more sources, one a line: an s3:// URL, or a JSON line of
+	// a manifest (its "source", "size" and "etag" spare the HEAD).
+	From         io.Reader
 	Dest         string // a file, or a directory when it ends in "/" or is one
 	ExpectedSize int64  // skip the HEAD when >= 0 (a single key only)
 	VersionID    string // pin this version (a single key only)
 	Overwrite    bool
 	Verify       bool
+	// Sync skips objects whose file is there with the same size and ETag
+	// (from the fleet's record or the file's xattr) and replaces the rest.
+	Sync bool
+	// DryRun counts what would be downloaded and records nothing.
+	DryRun bool
+	// Include and Exclude are glob patterns (with **) matched against the
+	// key below the prefix (or the whole key, for a single key).
+	Include, Exclude []string
+	Priority         string // high, default or low
+	RequestPayer     string // "requester" to pay for requester-pays buckets
+	ExpectedOwner    string // the account that must own the bucket
+	SSECKeyMD5       string // base64 MD5 of the SSE-C key the objects use
+	// SSECKey is the enqueuer's own copy of that key, for its HEADs only;
+	// it never leaves this process.
+	SSECKey []byte
 }
 
-// Summary says what an enqueue did.
+// single reports whether the request names exactly one key.
+func (r Request) single() bool {
+	return len(r.Sources) == 1 && r.From == nil && !strings.HasSuffix(r.Sources[0], "/") &&
+		strings.Count(strings.TrimPrefix(r.Sources[0], "s3://"), "/") > 0 &&
+		!strings.HasSuffix(strings.TrimPrefix(r.Sources[0], "s3://"), "/")
+}
+
+// Summary says what an enqueue did (or, with DryRun, would do).
 type Summary struct {
 	Job      string `json:"job"`
 	Objects  int64  `json:"objects"`
@@ -83,13 +118,15 @@ type Summary struct {
 	Resumed  int64  `json:"resumed"`  // failed, cancelled or gone, enqueued again
 	Skipped  int64  `json:"skipped"`  // already downloaded
 	Refused  int64  `json:"refused"`  // recorded failed at once (unsafe key, existing file)
-	Chunks   int64  `json:"chunks"`   // chunk tasks newly enqueued
+	Filtered int64  `json:"filtered"` // left out by --include/--exclude
+	Chunks   int64  `json:"chunks"`   // chunk tasks newly enqueued (planned, with DryRun)
+	DryRun   bool   `json:"dry_run,omitempty"`
 }
 
 // ErrUsage marks errors in the request itself.
 var ErrUsage = errors.New("usage")
 
-// ErrNoObjects reports a prefix with nothing under it.
+// ErrNoObjects reports sources with nothing in them.
 var ErrNoObjects = errors.New("no objects")
 
 // NewJobID makes a job ID that sorts by time.
@@ -101,6 +138,7 @@ func NewJobID(now time.Time) string {
 
 // object is one source object as the listing or HEAD described it.
 type object struct {
+	src          location.Source // the URL it came from (key or prefix)
 	key          string
 	size         int64
 	etag         string
@@ -108,39 +146,30 @@ type object struct {
 	lastModified time.Time
 	checksum     string // full-object CRC32C from a HEAD
 	checksumType string
-	checksumSeen bool // a HEAD was made, so checksum is all there is
+	checksumSeen bool   // a HEAD was made, so checksum is all there is
+	cause        string // why it cannot be downloaded (a failed HEAD)
 }
 
 // Submit runs one enqueue command. Nothing is recorded or enqueued when the
-// source cannot be read; objects that cannot be downloaded (an unsafe key,
-// an existing file) are recorded failed with the cause.
+// only source cannot be read; objects that cannot be downloaded (an unsafe
+// key, an existing file, a missing key among several) are recorded failed
+// with the cause.
 func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
-	src, err := location.ParseS3URL(req.Source)
+	s, err := e.newSubmission(req)
 	if err != nil {
-		return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
+		return Summary{}, err
 	}
-	dest, destIsDir, err := absDest(req.Dest)
-	if err != nil {
-		return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
-	}
-	if src.IsPrefix() && (req.ExpectedSize >= 0 || req.VersionID != "") {
-		return Summary{}, fmt.Errorf("%w: --expected-size and --version-id apply to a single key, not the prefix %s", ErrUsage, src)
-	}
-	job := req.Job
-	if job == "" {
-		job = NewJobID(time.Now())
-	} else if strings.ContainsAny(job, " /:{}") {
-		return Summary{}, fmt.Errorf("%w: job name %q may not contain spaces, '/', ':' or braces", ErrUsage, job)
-	}
-	s := &submission{e: e, req: req, src: src, dest: dest, destIsDir: destIsDir, sum: Summary{Job: job}}
-
-	if !src.IsPrefix() {
+	if req.single() {
+		src := s.srcs[0]
 		obj, err := e.head(ctx, src, req)
 		if err != nil {
 			return Summary{}, err
 		}
-		if _, err := location.Target(src, obj.key, dest, destIsDir); err != nil {
+		if _, err := location.Target(src, obj.key, s.dest, s.destIsDir); err != nil {
 			return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		if !s.wanted(obj) {
+			return Summary{}, fmt.Errorf("%s is excluded by --include/--exclude", src)
 		}
 		if err := s.refused(ctx, obj); err != nil {
 			return Summary{}, err // before the job exists: nothing is recorded
@@ -148,10 +177,9 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err := s.begin(ctx); err != nil {
 			return Summary{}, err
 		}
-		err = s.add(ctx, obj, true)
-		return s.finish(ctx, err)
+		return s.finish(ctx, s.add(ctx, obj, true))
 	}
-	err = e.list(ctx, src, func(objs []object) error {
+	err = s.each(ctx, func(objs []object) error {
 		if err := s.begin(ctx); err != nil {
 			return err
 		}
@@ -162,13 +190,159 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		}
 		return g.Wait()
 	})
-	if err == nil && !s.begun {
-		return Summary{}, fmt.Errorf("%w under %s", ErrNoObjects, src)
-	}
-	if !s.begun {
+	switch {
+	case !s.begun && err == nil:
+		return s.sum, fmt.Errorf("%w under %s", ErrNoObjects, strings.Join(req.Sources, " "))
+	case !s.begun:
 		return Summary{}, err
 	}
 	return s.finish(ctx, err)
+}
+
+func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
+	if len(req.Sources) == 0 && req.From == nil {
+		return nil, fmt.Errorf("%w: no source", ErrUsage)
+	}
+	s := &submission{e: e, req: req, sum: Summary{Job: req.Job, DryRun: req.DryRun}}
+	for _, raw := range req.Sources {
+		src, err := location.ParseS3URL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		s.srcs = append(s.srcs, src)
+	}
+	var err error
+	if s.dest, s.destIsDir, err = absDest(req.Dest); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if !req.single() && (req.ExpectedSize >= 0 || req.VersionID != "") {
+		return nil, fmt.Errorf("%w: --expected-size and --version-id apply to a single key", ErrUsage)
+	}
+	if (len(s.srcs) > 1 || req.From != nil) && !strings.HasSuffix(req.Dest, "/") && !s.destIsDir {
+		return nil, fmt.Errorf("%w: with several sources DEST must be a directory (end it with /)", ErrUsage)
+	}
+	if s.queue, err = tasks.ChunkQueue(req.Priority); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	for _, p := range append(append([]string{}, req.Include...), req.Exclude...) {
+		if !doublestar.ValidatePattern(p) {
+			return nil, fmt.Errorf("%w: bad glob pattern %q", ErrUsage, p)
+		}
+	}
+	if s.sum.Job == "" {
+		s.sum.Job = NewJobID(time.Now())
+	} else if strings.ContainsAny(s.sum.Job, " /:{}") {
+		return nil, fmt.Errorf("%w: job name %q may not contain spaces, '/', ':' or braces", ErrUsage, s.sum.Job)
+	}
+	return s, nil
+}
+
+// each calls page with the objects of every source, a page at a time:
+// listings as S3 pages them, keys in batches HEADed in parallel.
+func (s *submission) each(ctx context.Context, page func([]object) error) error {
+	var keys []location.Source
+	flushKeys := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		objs := make([]object, len(keys))
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(max(s.e.Parallel, 1))
+		for i, k := range keys {
+			g.Go(func() error {
+				o, err := s.e.head(gctx, k, s.req)
+				if err != nil {
+					o = object{src: k, key: k.Key, cause: err.Error()}
+				}
+				objs[i] = o
+				return nil
+			})
+		}
+		_ = g.Wait()
+		keys = keys[:0]
+		return page(objs)
+	}
+	source := func(src location.Source) error {
+		if src.IsPrefix() {
+			if err := flushKeys(); err != nil {
+				return err
+			}
+			return s.e.list(ctx, src, s.req, page)
+		}
+		keys = append(keys, src)
+		if len(keys) >= 256 {
+			return flushKeys()
+		}
+		return nil
+	}
+	for _, src := range s.srcs {
+		if err := source(src); err != nil {
+			return err
+		}
+	}
+	if s.req.From != nil {
+		sc := bufio.NewScanner(s.req.From)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var listed []object
+		for n := 1; sc.Scan(); n++ {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if strings.HasPrefix(line, "{") {
+				o, err := manifestObject(line)
+				if err != nil {
+					return fmt.Errorf("%w: --from line %d: %w", ErrUsage, n, err)
+				}
+				if listed = append(listed, o); len(listed) >= 1000 {
+					if err := page(listed); err != nil {
+						return err
+					}
+					listed = nil
+				}
+				continue
+			}
+			src, err := location.ParseS3URL(line)
+			if err != nil {
+				return fmt.Errorf("%w: --from line %d: %w", ErrUsage, n, err)
+			}
+			if err := source(src); err != nil {
+				return err
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return fmt.Errorf("read --from: %w", err)
+		}
+		if len(listed) > 0 {
+			if err := page(listed); err != nil {
+				return err
+			}
+		}
+	}
+	return flushKeys()
+}
+
+// manifestObject reads one line of a manifest (as --manifest writes it):
+// the object's source, size and ETag, so no HEAD is needed.
+func manifestObject(line string) (object, error) {
+	var m struct {
+		Source    string `json:"source"`
+		Size      *int64 `json:"size"`
+		ETag      string `json:"etag"`
+		VersionID string `json:"version_id"`
+	}
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		return object{}, fmt.Errorf("not a manifest line: %w", err)
+	}
+	src, err := location.ParseS3URL(m.Source)
+	if err != nil {
+		return object{}, err
+	}
+	if src.IsPrefix() || m.Size == nil || *m.Size < 0 {
+		return object{}, fmt.Errorf("manifest line for %q needs a key and a size", m.Source)
+	}
+	// A manifest object lands as a key named alone would: under its base name.
+	return object{src: src, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}, nil
 }
 
 // absDest makes the destination absolute, keeping a trailing "/", and says
@@ -195,12 +369,23 @@ func absDest(d string) (string, bool, error) {
 // head reads one object's size, ETag, version and checksum, or takes the
 // size the user gave. A 404 says whether the bucket or the key is missing.
 func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (object, error) {
-	if req.ExpectedSize >= 0 {
-		return object{key: src.Key, size: req.ExpectedSize, versionID: req.VersionID}, nil
+	if req.ExpectedSize >= 0 && req.single() {
+		return object{src: src, key: src.Key, size: req.ExpectedSize, versionID: req.VersionID}, nil
 	}
 	in := &s3.HeadObjectInput{Bucket: aws.String(src.Bucket), Key: aws.String(src.Key), ChecksumMode: types.ChecksumModeEnabled}
 	if req.VersionID != "" {
 		in.VersionId = aws.String(req.VersionID)
+	}
+	if req.RequestPayer != "" {
+		in.RequestPayer = types.RequestPayer(req.RequestPayer)
+	}
+	if req.ExpectedOwner != "" {
+		in.ExpectedBucketOwner = aws.String(req.ExpectedOwner)
+	}
+	if len(req.SSECKey) > 0 {
+		in.SSECustomerAlgorithm = aws.String("AES256")
+		in.SSECustomerKey = aws.String(base64.StdEncoding.EncodeToString(req.SSECKey))
+		in.SSECustomerKeyMD5 = aws.String(req.SSECKeyMD5)
 	}
 	out, err := e.S3.HeadObject(ctx, in)
 	if err != nil {
@@ -213,7 +398,7 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 		return object{}, fmt.Errorf("head %s: %s", src, s3client.Describe(err))
 	}
 	o := object{
-		key: src.Key, size: aws.ToInt64(out.ContentLength), etag: aws.ToString(out.ETag),
+		src: src, key: src.Key, size: aws.ToInt64(out.ContentLength), etag: aws.ToString(out.ETag),
 		versionID: aws.ToString(out.VersionId), lastModified: aws.ToTime(out.LastModified),
 		checksum: aws.ToString(out.ChecksumCRC32C), checksumType: string(out.ChecksumType), checksumSeen: true,
 	}
@@ -224,8 +409,15 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 }
 
 // list streams the objects under a prefix, a page at a time.
-func (e *Enqueuer) list(ctx context.Context, src location.Source, page func([]object) error) error {
-	p := s3.NewListObjectsV2Paginator(e.S3, &s3.ListObjectsV2Input{Bucket: aws.String(src.Bucket), Prefix: aws.String(src.Key)})
+func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, page func([]object) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(src.Bucket), Prefix: aws.String(src.Key)}
+	if req.RequestPayer != "" {
+		in.RequestPayer = types.RequestPayer(req.RequestPayer)
+	}
+	if req.ExpectedOwner != "" {
+		in.ExpectedBucketOwner = aws.String(req.ExpectedOwner)
+	}
+	p := s3.NewListObjectsV2Paginator(e.S3, in)
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
@@ -240,7 +432,7 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, page func([]ob
 			if strings.HasSuffix(key, "/") && aws.ToInt64(c.Size) == 0 {
 				continue // a folder marker
 			}
-			o := object{key: key, size: aws.ToInt64(c.Size), etag: aws.ToString(c.ETag), lastModified: aws.ToTime(c.LastModified)}
+			o := object{src: src, key: key, size: aws.ToInt64(c.Size), etag: aws.ToString(c.ETag), lastModified: aws.ToTime(c.LastModified)}
 			// Without a CRC32C at upload there is nothing to compare with, and
 			// the assembler need not ask.
 			o.checksumSeen = !hasFullCRC32C(c)
@@ -268,18 +460,41 @@ func hasFullCRC32C(o types.Object) bool {
 type submission struct {
 	e         *Enqueuer
 	req       Request
-	src       location.Source
+	srcs      []location.Source
 	dest      string
 	destIsDir bool
+	queue     string
 	begun     bool
 	sum       Summary
 }
 
+// wanted applies --include and --exclude to the key's path below its
+// prefix (the whole key for a key named alone).
+func (s *submission) wanted(o object) bool {
+	rel := strings.TrimPrefix(o.key, o.src.Key)
+	if !o.src.IsPrefix() {
+		rel = o.key
+	}
+	if len(s.req.Include) > 0 && !slices.ContainsFunc(s.req.Include, func(p string) bool { return doublestar.MatchUnvalidated(p, rel) }) {
+		return false
+	}
+	return !slices.ContainsFunc(s.req.Exclude, func(p string) bool { return doublestar.MatchUnvalidated(p, rel) })
+}
+
+func (s *submission) sourceText() string {
+	text := strings.Join(s.req.Sources, " ")
+	if s.req.From != nil {
+		text = strings.TrimSpace(text + " (and --from)")
+	}
+	return text
+}
+
 func (s *submission) begin(ctx context.Context) error {
-	if s.begun {
+	if s.begun || s.req.DryRun {
+		s.begun = true
 		return nil
 	}
-	if err := s.e.Ledger.CreateJob(ctx, s.sum.Job, s.src.String(), s.dest, time.Now()); err != nil {
+	if err := s.e.Ledger.CreateJob(ctx, s.sum.Job, s.sourceText(), s.dest, time.Now()); err != nil {
 		return err
 	}
 	s.begun = true
@@ -287,6 +502,9 @@ func (s *submission) begin(ctx context.Context) error {
 }
 
 func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
+	if s.req.DryRun {
+		return s.sum, err
+	}
 	if lerr := s.e.Ledger.SetListed(context.WithoutCancel(ctx), s.sum.Job, err); lerr != nil && err == nil {
 		err = lerr
 	}
@@ -297,15 +515,26 @@ func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
 // single says the object was named on its own: an existing file is then an
 // error for the command rather than a failed object of the job.
 func (s *submission) add(ctx context.Context, o object, single bool) error {
+	if !s.wanted(o) {
+		atomic.AddInt64(&s.sum.Filtered, 1)
+		return nil
+	}
 	t, cause := s.transfer(o)
 	for range 10 {
 		cur, err := s.e.Ledger.GetTransfer(ctx, t.ID)
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			return err
 		}
-		mode, keep, c := s.decide(cur, t, cause)
+		mode, keep, c := s.decide(cur, &t, cause)
 		if single && c != "" {
 			return fmt.Errorf("%s: %s", t.Source(), c)
+		}
+		if s.req.DryRun {
+			s.count(mode, c, t.Size)
+			if c == "" && mode != ledger.ModeSkip && mode != ledger.ModePresent {
+				atomic.AddInt64(&s.sum.Chunks, t.Chunks)
+			}
+			return nil
 		}
 		req := ledger.AttachRequest{Job: s.sum.Job, Mode: mode, Expect: cur, New: t, Cause: c, KeepData: keep}
 		state, gen, err := s.e.Ledger.Attach(ctx, req, time.Now())
@@ -333,7 +562,7 @@ func (s *submission) refused(ctx context.Context, o object) error {
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
-	if _, _, c := s.decide(cur, t, cause); c != "" {
+	if _, _, c := s.decide(cur, &t, cause); c != "" {
 		return fmt.Errorf("%s: %s", t.Source(), c)
 	}
 	return nil
@@ -342,16 +571,20 @@ func (s *submission) refused(ctx context.Context, o object) error {
 // transfer describes the object's transfer, and why it cannot be made.
 func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	t := ledger.Transfer{
-		Bucket: s.src.Bucket, Key: o.key, VersionID: o.versionID, ETag: o.etag, Size: o.size,
+		Bucket: o.src.Bucket, Key: o.key, VersionID: o.versionID, ETag: o.etag, Size: o.size,
 		ChecksumCRC32C: o.checksum, ChecksumType: o.checksumType, ChecksumKnown: o.checksumSeen,
-		Verify: s.req.Verify, Overwrite: s.req.Overwrite,
+		Verify: s.req.Verify, Overwrite: s.req.Overwrite, Queue: s.queue,
+		RequestPayer: s.req.RequestPayer, ExpectedOwner: s.req.ExpectedOwner, SSECKeyMD5: s.req.SSECKeyMD5,
 	}
 	if !o.lastModified.IsZero() {
 		t.LastModified = o.lastModified.UnixMilli()
 	}
-	final, err := location.Target(s.src, o.key, s.dest, s.destIsDir)
+	final, err := location.Target(o.src, o.key, s.dest, s.destIsDir || len(s.srcs) > 1 || s.req.From != nil)
 	t.Dest = final
 	t.ID = ledger.TransferID(t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)
+	if o.cause != "" {
+		return t, o.cause
+	}
 	if err != nil {
 		return t, err.Error()
 	}
@@ -364,11 +597,18 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 }
 
 // decide picks what to do with an object from its record and what this
-// host sees of its destination.
-func (s *submission) decide(cur, t ledger.Transfer, cause string) (mode string, keepData bool, c string) {
+// host sees of its destination. With --sync a file that differs is to be
+// replaced, so t may come back with Overwrite set.
+func (s *submission) decide(cur ledger.Transfer, t *ledger.Transfer, cause string) (mode string, keepData bool, c string) {
 	switch cur.State {
 	case "":
-		if cause == "" && !t.Overwrite && exists(t.Dest) {
+		switch {
+		case cause != "":
+		case s.req.Sync && sameFile(t.Dest, t.Size, t.ETag):
+			return ledger.ModePresent, false, ""
+		case s.req.Sync:
+			t.Overwrite = true
+		case !t.Overwrite && exists(t.Dest):
 			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
 		}
 		return ledger.ModeCreate, false, cause
@@ -378,10 +618,25 @@ func (s *submission) decide(cur, t ledger.Transfer, cause string) (mode string, 
 		if s.finalStillThere(cur) {
 			return ledger.ModeSkip, false, ""
 		}
+		if s.req.Sync {
+			t.Overwrite = true
+		}
 		return ledger.ModeRestart, false, ""
 	default: // failed, cancelled: fetch only what is missing
 		return ledger.ModeRestart, true, ""
 	}
+}
+
+// sameFile reports whether path holds the object already: its size and the
+// ETag a finished download recorded in the file's xattr.
+func sameFile(path string, size int64, etag string) bool {
+	st, err := os.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() || st.Size() != size {
+		return false
+	}
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(path, assembler.XattrETag, buf)
+	return err == nil && etag != "" && string(buf[:n]) == etag
 }
 
 // finalStillThere reports whether a downloaded object's file is still at its
@@ -399,7 +654,7 @@ func exists(p string) bool {
 
 func (s *submission) count(mode, cause string, size int64) {
 	field := map[string]*int64{
-		ledger.ModeCreate: &s.sum.New, ledger.ModeAttach: &s.sum.Attached,
+		ledger.ModeCreate: &s.sum.New, ledger.ModePresent: &s.sum.Skipped, ledger.ModeAttach: &s.sum.Attached,
 		ledger.ModeSkip: &s.sum.Skipped, ledger.ModeRestart: &s.sum.Resumed,
 	}[mode]
 	if cause != "" {
@@ -435,7 +690,8 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key,
 			VersionID: t.VersionID, ETag: t.ETag, Size: t.Size, Chunks: t.Chunks,
 			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, Overwrite: t.Overwrite,
-		}, s.e.ChunkOptions...)
+			RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
+		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)
 		if err != nil {
 			return err
 		}

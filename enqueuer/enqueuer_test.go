@@ -51,7 +51,7 @@ func TestHostileKeysAreRefused(t *testing.T) {
 		Ledger: led, Queue: asynq.NewClientFromRedisClient(rdb), ChunkSize: 8 << 20, Threshold: 8 << 20, Parallel: 4,
 	}
 	dest := t.TempDir() + "/"
-	sum, err := e.Submit(context.Background(), enqueuer.Request{Source: "s3://bkt/p/", Dest: dest, ExpectedSize: -1})
+	sum, err := e.Submit(context.Background(), enqueuer.Request{Sources: []string{"s3://bkt/p/"}, Dest: dest, ExpectedSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +88,11 @@ func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	e := &enqueuer.Enqueuer{}
 	for _, req := range []enqueuer.Request{
-		{Source: "bkt/key", Dest: "/x", ExpectedSize: -1},
-		{Source: "s3://bkt/key", Dest: "", ExpectedSize: -1},
-		{Source: "s3://bkt/p/", Dest: "/x/", ExpectedSize: 10},
-		{Source: "s3://bkt/p/", Dest: "/x/", ExpectedSize: -1, VersionID: "v1"},
-		{Source: "s3://bkt/key", Dest: "/x", ExpectedSize: -1, Job: "has space"},
+		{Sources: []string{"bkt/key"}, Dest: "/x", ExpectedSize: -1},
+		{Sources: []string{"s3://bkt/key"}, Dest: "", ExpectedSize: -1},
+		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", ExpectedSize: 10},
+		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", ExpectedSize: -1, VersionID: "v1"},
+		{Sources: []string{"s3://bkt/key"}, Dest: "/x", ExpectedSize: -1, Job: "has space"},
 	} {
 		if _, err := e.Submit(context.Background(), req); !errors.Is(err, enqueuer.ErrUsage) {
 			t.Errorf("%+v: error %v, want ErrUsage", req, err)

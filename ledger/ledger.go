@@ -89,6 +89,12 @@ type Transfer struct {
 	ChecksumKnown  bool   `redis:"checksum_known"`
 	Verify         bool   `redis:"verify"`
 	Overwrite      bool   `redis:"overwrite"`
+	// Queue is the chunk queue of the job's priority.
+	Queue string `redis:"queue"`
+	// S3 request options that travel with the object.
+	RequestPayer  string `redis:"request_payer"`
+	ExpectedOwner string `redis:"expected_owner"`
+	SSECKeyMD5    string `redis:"ssec_key_md5"` // fingerprint of the SSE-C key; the key stays with the workers
 
 	State     string `redis:"state"`
 	Error     string `redis:"error"`
@@ -148,6 +154,28 @@ func (l *Ledger) CreateJob(ctx context.Context, id, source, dest string, now tim
 		return fmt.Errorf("create job %s: %w", id, err)
 	}
 	return nil
+}
+
+// RecentJobs returns up to n jobs, newest first, forgetting index entries
+// whose records have expired.
+func (l *Ledger) RecentJobs(ctx context.Context, n int64) ([]Job, error) {
+	ids, err := l.rdb.ZRevRange(ctx, jobsIndexKey(), 0, n-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	jobs := make([]Job, 0, len(ids))
+	for _, id := range ids {
+		j, err := l.GetJob(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			l.rdb.ZRem(ctx, jobsIndexKey(), id)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, nil
 }
 
 // SetListed marks the end of a job's enqueueing, with the error that cut it
@@ -281,6 +309,7 @@ func (l *Ledger) ttlSeconds() int64 { return max(int64(l.ttl/time.Second), 1) }
 // Attach modes: what the enqueuer decided to do with an object.
 const (
 	ModeCreate  = "create"  // no record: create it queued (or failed, with a cause)
+	ModePresent = "present" // no record, but the file is there (--sync): create it done, skipped
 	ModeAttach  = "attach"  // queued or running: follow it
 	ModeSkip    = "skip"    // succeeded and its file is still there
 	ModeRestart = "restart" // failed, cancelled, or succeeded but its file is gone
@@ -310,7 +339,7 @@ func (l *Ledger) Attach(ctx context.Context, req AttachRequest, now time.Time) (
 		clear = "0"
 	}
 	args := []any{req.Mode, req.Expect.State, expectGen, req.Job, id, now.UnixMilli(), l.ttlSeconds(), req.Cause, clear}
-	if req.Mode == ModeCreate || req.Mode == ModeRestart {
+	if req.Mode == ModeCreate || req.Mode == ModePresent || req.Mode == ModeRestart {
 		args = append(args, transferFields(req.New)...)
 	}
 	res, err := attachScript.Run(ctx, l.rdb, []string{
@@ -335,7 +364,8 @@ func transferFields(t Transfer) []any {
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_crc32c", t.ChecksumCRC32C,
 		"checksum_type", t.ChecksumType, "checksum_known", t.ChecksumKnown,
-		"verify", t.Verify, "overwrite", t.Overwrite,
+		"verify", t.Verify, "overwrite", t.Overwrite, "queue", t.Queue,
+		"request_payer", t.RequestPayer, "expected_owner", t.ExpectedOwner, "ssec_key_md5", t.SSECKeyMD5,
 	}
 }
 
@@ -416,6 +446,13 @@ func (l *Ledger) Fail(ctx context.Context, id string, gen int64, cause string, c
 		clear = "1"
 	}
 	return l.end(ctx, id, gen, Failed, cause, clear, now)
+}
+
+// Cancel marks a queued or running transfer cancelled and forgets its
+// landed chunks (its part file is to be removed). It reports whether this
+// call made the change.
+func (l *Ledger) Cancel(ctx context.Context, id string, gen int64, now time.Time) (bool, error) {
+	return l.end(ctx, id, gen, Cancelled, "cancelled by the user", "1", now)
 }
 
 // Result is what finalizing an object records.

@@ -29,13 +29,15 @@ else
   redis.call('HSET', KEYS[1], 'listed', 0, 'list_error', '')
 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+-- jobs whose records expired leave the index too
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - 1000 * tonumber(ARGV[5]))
 touch(tonumber(ARGV[5]), KEYS[1])
 return 1
 `)
 
 // attachScript adds a transfer to a job, creating or restarting it first.
 // KEYS xfer, xfer chunks, xfer jobs, job, job xfers, job skipped.
-// ARGV mode (create|attach|skip|restart), expected state (” = absent),
+// ARGV mode (create|present|attach|skip|restart), expected state (” = absent),
 // expected gen (” = any), job id, xfer id, now, ttl, cause, clear chunks
 // (1/0), then field/value pairs written on create and restart.
 // Returns {status, state, gen}: status is ok or conflict.
@@ -49,12 +51,17 @@ end
 local fields = {}
 for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 
-if mode == 'create' then
+if mode == 'create' or mode == 'present' then
   local state = 'queued'
   if ARGV[8] ~= '' then state = 'failed' end
+  if mode == 'present' then state = 'success' end
   redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', ARGV[8], 'gen', 1,
     'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0, unpack(fields))
-  if state == 'failed' then redis.call('HSET', KEYS[1], 'finished', now) end
+  if state ~= 'queued' then redis.call('HSET', KEYS[1], 'finished', now) end
+  if mode == 'present' then
+    redis.call('HSET', KEYS[1], 'check', 'present', 'bytes_done', num(redis.call('HGET', KEYS[1], 'size')))
+    mode = 'skip'
+  end
   gen = 1
 elseif mode == 'restart' then
   local counter = COUNTER[st]

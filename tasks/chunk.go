@@ -46,6 +46,11 @@ type ChunkPayload struct {
 	Last      int64  `json:"last"`
 	Dest      string `json:"dest"`
 	Overwrite bool   `json:"overwrite,omitempty"`
+	// S3 request options: who pays, whose bucket it must be, and the MD5
+	// of the SSE-C key the object was encrypted with (never the key).
+	RequestPayer  string `json:"request_payer,omitempty"`
+	ExpectedOwner string `json:"expected_bucket_owner,omitempty"`
+	SSECKeyMD5    string `json:"sse_c_key_md5,omitempty"`
 }
 
 // Range is the payload's byte range.
@@ -110,6 +115,7 @@ type chunkLedger interface {
 	PartReady(ctx context.Context, id string, gen int64) (string, error)
 	ChunkDone(ctx context.Context, id string, gen, index int64, crc uint32, length int64) (landed, total int64, err error)
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
+	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
 }
 
@@ -153,7 +159,14 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	if ctx.Err() != nil && !IsPermanent(err) {
-		return err // cancelled or timed out: asynq retries it
+		// Stopped: by `enqueue cancel` (asynq cancels the running task, and
+		// the job's record says so), by shutdown or by the task's timeout.
+		if x, gerr := h.Ledger.GetTransfer(context.WithoutCancel(ctx), p.Transfer); gerr == nil && x.State == ledger.Cancelled {
+			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
+			log.Info("chunk stopped: the job was cancelled")
+			return fmt.Errorf("transfer %s cancelled: %w", p.Transfer, asynq.RevokeTask)
+		}
+		return err // asynq retries it
 	}
 	if finalAttempt(ctx, err) {
 		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, errPartGone)

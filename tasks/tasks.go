@@ -20,14 +20,32 @@ import (
 )
 
 // Queues the fleet uses. Workers weigh assembly above chunks, so finished
-// objects are not starved by a long backlog of chunks.
+// objects are not starved by a long backlog of chunks, and a job's
+// --priority picks one of three chunk queues, so an urgent job is not stuck
+// behind a huge one.
 const (
-	QueueChunks   = "chunks"
-	QueueAssemble = "assemble"
+	QueueChunks     = "chunks"
+	QueueChunksHigh = "chunks-high"
+	QueueChunksLow  = "chunks-low"
+	QueueAssemble   = "assemble"
 )
 
 // QueueWeights is the asynq queue priority a worker serves.
-var QueueWeights = map[string]int{QueueAssemble: 6, QueueChunks: 3}
+var QueueWeights = map[string]int{QueueAssemble: 8, QueueChunksHigh: 6, QueueChunks: 3, QueueChunksLow: 1}
+
+// ChunkQueue returns the chunk queue of a priority: high, default (or
+// empty) or low.
+func ChunkQueue(priority string) (string, error) {
+	switch priority {
+	case "high":
+		return QueueChunksHigh, nil
+	case "", "default":
+		return QueueChunks, nil
+	case "low":
+		return QueueChunksLow, nil
+	}
+	return "", fmt.Errorf("priority %q: want high, default or low", priority)
+}
 
 // taskEnqueuer is the part of asynq.Client a handler uses to enqueue the
 // next step.

@@ -41,6 +41,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 	})
+	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
 		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log}, Ledger: led, Log: log,
 	})

@@ -2,12 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/hibiken/asynq"
@@ -20,105 +21,262 @@ import (
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
-// NewEnqueueCommand is the enqueue program: submit a job, or inspect one.
+// outputFlags are the output options every subcommand has.
+type outputFlags struct {
+	json  bool
+	quiet bool
+}
+
+func (o *outputFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON for scripts")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "print nothing but errors (and the job ID)")
+}
+
+// NewEnqueueCommand is the enqueue program: submit a job, or follow and
+// steer one.
 func NewEnqueueCommand() *cobra.Command {
 	var (
-		jobName      string
+		req          enqueuer.Request
 		wait         bool
+		manifest     string
+		from         string
+		sseKeyFile   string
+		out          outputFlags
 		expectedSize int64
-		versionID    string
-		overwrite    bool
-		verify       bool
-		asJSON       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "enqueue [flags] s3://BUCKET/KEY|s3://BUCKET/PREFIX/ DEST",
+		Use:   "enqueue [flags] SOURCE... DEST",
 		Short: "Download S3 objects with the s3fleet workers",
 		Long: `enqueue splits S3 objects into byte-range chunk tasks on Redis; the workers
-download them. DEST works as cp does: a key copied to a path ending in "/"
-lands under its base name; a prefix (a URL ending in "/") lands as the keys'
-relative paths under DEST. DEST is a path the workers see.
+download them. A SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/ (every
+object under it). DEST works as cp does: a key copied to a path ending in "/"
+lands under its base name; a prefix lands as the keys' relative paths under
+DEST. DEST is a path the workers see.
 
 It prints the job ID at once, or with --wait follows the job and exits 0
-when every object landed, 1 when any failed, 2 on usage errors.`,
+when every object landed, 1 when any failed or was cancelled, 2 on usage
+errors.`,
 		Example: `  enqueue s3://bucket/big.bin /data/big.bin --wait
-  enqueue s3://bucket/logs/2026/ /data/logs/ --job logs-2026
-  enqueue status logs-2026`,
-		Args: usageArgs(cobra.ExactArgs(2)),
+  enqueue s3://bucket/logs/2026/ /data/logs/ --job logs-2026 --include '**/*.gz'
+  enqueue --from keys.txt /data/ --priority high --manifest done.jsonl --wait
+  enqueue status logs-2026
+  enqueue cancel logs-2026`,
+		Args: usageArgs(func(cmd *cobra.Command, args []string) error {
+			if from != "" {
+				return cobra.MinimumNArgs(1)(cmd, args)
+			}
+			return cobra.MinimumNArgs(2)(cmd, args)
+		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd.Flags())
 			if err != nil {
 				return err
+			}
+			req.Sources, req.Dest = args[:len(args)-1], args[len(args)-1]
+			req.ExpectedSize = -1
+			if cmd.Flags().Changed("expected-size") {
+				req.ExpectedSize = expectedSize
+			}
+			if manifest != "" && !wait {
+				return UsageError{errors.New("--manifest needs --wait (or use: enqueue wait JOB --manifest FILE)")}
+			}
+			if sseKeyFile != "" {
+				if req.SSECKey, req.SSECKeyMD5, err = readSSECKey(sseKeyFile); err != nil {
+					return UsageError{err}
+				}
+			}
+			if from != "" {
+				f, err := openFrom(from)
+				if err != nil {
+					return UsageError{err}
+				}
+				defer f.Close()
+				req.From = f
 			}
 			env, err := openEnv(cmd.Context(), cfg, true)
 			if err != nil {
 				return err
 			}
 			defer env.close()
-			if !cmd.Flags().Changed("expected-size") {
-				expectedSize = -1
-			}
-			sum, err := env.enq.Submit(cmd.Context(), enqueuer.Request{
-				Job: jobName, Source: args[0], Dest: args[1], ExpectedSize: expectedSize,
-				VersionID: versionID, Overwrite: overwrite, Verify: verify,
-			})
+			sum, err := env.enq.Submit(cmd.Context(), req)
 			if errors.Is(err, enqueuer.ErrUsage) {
 				return UsageError{err}
 			}
 			if err != nil {
-				if sum.Job != "" {
+				if sum.Job != "" && !req.DryRun {
 					return fmt.Errorf("job %s: %w", sum.Job, err)
 				}
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if asJSON && !wait {
-				return json.NewEncoder(out).Encode(sum)
-			}
-			if !wait {
-				fmt.Fprintln(out, sum.Job)
+			w := cmd.OutOrStdout()
+			switch {
+			case req.DryRun && out.json:
+				return json.NewEncoder(w).Encode(sum)
+			case req.DryRun:
+				fmt.Fprintf(w, "dry run: %d objects (%s): %d to download in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out\n",
+					sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
+				return nil
+			case !wait && out.json:
+				return json.NewEncoder(w).Encode(sum)
+			case !wait:
+				fmt.Fprintln(w, sum.Job)
 				return nil
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
-				sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
-			return waitJob(cmd.Context(), env.led, sum.Job, cmd.ErrOrStderr(), out, asJSON)
+			if !out.quiet && !out.json {
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
+					sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
+			}
+			return follow(cmd.Context(), env.led, sum.Job, cmd, out, manifest)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&jobName, "job", "", "name the job; enqueueing again under an existing name resumes it")
-	f.BoolVar(&wait, "wait", false, "follow the job with a progress line until every object is done")
+	f.StringVar(&req.Job, "job", "", "name the job; enqueueing again under an existing name resumes it")
+	f.BoolVar(&wait, "wait", false, "follow the job with a progress bar until every object is done")
 	f.Int64Var(&expectedSize, "expected-size", 0, "the object's size in bytes: skips the HEAD (single key only)")
-	f.StringVar(&versionID, "version-id", "", "download this version of the object (single key only)")
-	f.BoolVar(&overwrite, "overwrite", false, "replace existing files at the destination")
-	f.BoolVar(&verify, "verify", false, "when S3 has no CRC32C, check a single-part object's MD5 against its ETag")
-	f.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	f.StringVar(&req.VersionID, "version-id", "", "download this version of the object (single key only)")
+	f.BoolVar(&req.Overwrite, "overwrite", false, "replace existing files at the destination")
+	f.BoolVar(&req.Verify, "verify", false, "when S3 has no CRC32C, check a single-part object's MD5 against its ETag")
+	f.BoolVar(&req.Sync, "sync", false, "skip objects whose file exists with the same size and ETag; replace the others")
+	f.BoolVar(&req.DryRun, "dry-run", false, "print what would be downloaded (objects, bytes, chunks); enqueue nothing")
+	f.StringArrayVar(&req.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
+	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
+	f.StringVar(&req.Priority, "priority", "default", "queue priority: high, default or low")
+	f.StringVar(&from, "from", "", `read sources from FILE ("-": stdin): s3:// URLs or manifest JSON lines`)
+	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
+	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" to download from a requester-pays bucket`)
+	f.StringVar(&req.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
+	f.StringVar(&sseKeyFile, "sse-c-key-file", "", "file holding the 32-byte SSE-C key (raw or base64); only its MD5 is enqueued")
+	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
-	cmd.AddCommand(newStatusCommand())
+	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand())
 	return cmd
 }
 
-func newStatusCommand() *cobra.Command {
-	var asJSON, all bool
+func openFrom(path string) (io.ReadCloser, error) {
+	if path == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--from: %w", err)
+	}
+	return f, nil
+}
+
+// readSSECKey reads an SSE-C key (32 bytes, raw or base64) and returns it
+// with its base64 MD5, the fingerprint S3 takes and tasks carry.
+func readSSECKey(path string) ([]byte, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("--sse-c-key-file: %w", err)
+	}
+	key := b
+	if len(key) != 32 {
+		dec, derr := base64.StdEncoding.DecodeString(string(trimSpace(b)))
+		if derr != nil || len(dec) != 32 {
+			return nil, "", fmt.Errorf("--sse-c-key-file %s: want a 32-byte key, raw or base64", path)
+		}
+		key = dec
+	}
+	sum := md5.Sum(key)
+	return key, base64.StdEncoding.EncodeToString(sum[:]), nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// jobCommand builds a subcommand that takes one JOB argument.
+func jobCommand(use, short string, withS3 bool, run func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error) (*cobra.Command, *outputFlags) {
+	var out outputFlags
 	cmd := &cobra.Command{
-		Use:   "status JOB",
-		Short: "Show a job's objects, states and bytes (exit 2 for an unknown job)",
+		Use:   use,
+		Short: short,
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd.Flags())
 			if err != nil {
 				return err
 			}
-			env, err := openEnv(cmd.Context(), cfg, false)
+			env, err := openEnv(cmd.Context(), cfg, withS3)
 			if err != nil {
 				return err
 			}
 			defer env.close()
-			return printStatus(cmd.Context(), env.led, args[0], cmd.OutOrStdout(), asJSON, all)
+			if _, err := env.led.GetJob(cmd.Context(), args[0]); errors.Is(err, ledger.ErrNotFound) {
+				return UsageError{fmt.Errorf("unknown job %q", args[0])}
+			}
+			return run(cmd.Context(), env, cmd, args[0], out)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	cmd.Flags().BoolVar(&all, "all", false, "list every object (default: at most 50, failures first)")
+	out.add(cmd)
 	config.AddFlags(cmd.Flags(), config.Enqueuer)
+	return cmd, &out
+}
+
+func newStatusCommand() *cobra.Command {
+	var all bool
+	cmd, _ := jobCommand("status JOB", "Show a job's objects, states and bytes (exit 2 for an unknown job)", false,
+		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
+			return printStatus(ctx, env.led, job, cmd.OutOrStdout(), out.json, all)
+		})
+	cmd.Flags().BoolVar(&all, "all", false, "list every object (default: at most 50)")
+	return cmd
+}
+
+func newWaitCommand() *cobra.Command {
+	var manifest string
+	cmd, _ := jobCommand("wait JOB", "Follow a job with a progress bar until every object is done", false,
+		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
+			return follow(ctx, env.led, job, cmd, out, manifest)
+		})
+	cmd.Flags().StringVar(&manifest, "manifest", "", "write one JSON line per finished object to FILE")
+	return cmd
+}
+
+func newCancelCommand() *cobra.Command {
+	cmd, _ := jobCommand("cancel JOB", "Cancel a job: pending chunks are removed, running ones stop, part files go", true,
+		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
+			n, err := env.enq.Cancel(ctx, job)
+			if err != nil {
+				return err
+			}
+			switch {
+			case out.json:
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"job": job, "cancelled": n})
+			case !out.quiet:
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d objects cancelled\n", job, n)
+			}
+			return nil
+		})
+	return cmd
+}
+
+func newRetryCommand() *cobra.Command {
+	var wait bool
+	var manifest string
+	cmd, _ := jobCommand("retry JOB", "Run a job's failed and cancelled objects again (only their missing chunks)", true,
+		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
+			sum, err := env.enq.Retry(ctx, job)
+			if err != nil {
+				return err
+			}
+			switch {
+			case out.json && !wait:
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(sum)
+			case !out.quiet && !out.json:
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects enqueued again (%d chunks)\n", job, sum.Resumed, sum.Chunks)
+			}
+			if wait {
+				return follow(ctx, env.led, job, cmd, out, manifest)
+			}
+			return nil
+		})
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until every object is done")
+	cmd.Flags().StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
 	return cmd
 }
 
@@ -144,99 +302,11 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 		rdb.Close()
 		return nil, err
 	}
-	client := asynq.NewClientFromRedisClient(rdb)
 	e.enq = &enqueuer.Enqueuer{
-		S3: s3c, Ledger: led, Queue: client, Log: connect.Logger(cfg),
-		ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
+		S3: s3c, Ledger: led, Queue: asynq.NewClientFromRedisClient(rdb), Control: asynq.NewInspectorFromRedisClient(rdb),
+		Log: connect.Logger(cfg), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
 		ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
 		AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
 	}
 	return e, nil
-}
-
-// waitJob follows a job until it is done, drawing a progress line, and
-// returns an ExitError(1) when any object failed or was cancelled.
-func waitJob(ctx context.Context, led *ledger.Ledger, id string, progress, out io.Writer, asJSON bool) error {
-	start := time.Now()
-	tty := isTerminal(progress)
-	var last time.Time
-	for {
-		j, err := led.GetJob(ctx, id)
-		if err != nil {
-			return err
-		}
-		if j.Done() {
-			if tty {
-				fmt.Fprint(progress, "\r\033[K")
-			}
-			return finalReport(ctx, led, j, time.Since(start), out, asJSON)
-		}
-		if tty || time.Since(last) >= 5*time.Second {
-			line := progressLine(j, time.Since(start))
-			if tty {
-				fmt.Fprintf(progress, "\r\033[K%s", line)
-			} else {
-				fmt.Fprintln(progress, line)
-			}
-			last = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped waiting for job %s (it goes on; see enqueue status %s): %w", id, id, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func progressLine(j ledger.Job, elapsed time.Duration) string {
-	pct := 100.0
-	if j.BytesTotal > 0 {
-		pct = 100 * float64(j.BytesDone) / float64(j.BytesTotal)
-	}
-	rate := float64(j.BytesDone-j.BytesSkip) / max(elapsed.Seconds(), 0.001)
-	eta := "?"
-	if rate > 0 && j.BytesTotal >= j.BytesDone {
-		eta = (time.Duration(float64(j.BytesTotal-j.BytesDone)/rate) * time.Second / time.Second).Round(time.Second).String()
-	}
-	return fmt.Sprintf("%5.1f%%  %s / %s  %d/%d objects  %s/s  ETA %s  (%d failed)",
-		pct, humanize.IBytes(uint64(j.BytesDone)), humanize.IBytes(uint64(j.BytesTotal)),
-		j.Finished(), j.Objects, humanize.IBytes(uint64(rate)), eta, j.Failed)
-}
-
-func finalReport(ctx context.Context, led *ledger.Ledger, j ledger.Job, wall time.Duration, out io.Writer, asJSON bool) error {
-	if asJSON {
-		if err := json.NewEncoder(out).Encode(jobJSON(j)); err != nil {
-			return err
-		}
-	} else {
-		got := j.BytesDone - j.BytesSkip
-		mbps := float64(got) / 1e6 / max(wall.Seconds(), 0.001)
-		fmt.Fprintf(out, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s downloaded in %s (%.1f MB/s)\n",
-			j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(got)),
-			wall.Round(time.Millisecond), mbps)
-		if j.ListError != "" {
-			fmt.Fprintf(out, "  enqueue stopped early: %s\n", j.ListError)
-		}
-		if j.Failed+j.Cancelled > 0 {
-			_ = led.JobObjects(ctx, j.ID, func(o ledger.JobObject) error {
-				if o.JobState == ledger.Failed || o.JobState == ledger.Cancelled {
-					fmt.Fprintf(out, "  %s %s: %s\n", o.JobState, o.Source(), o.Error)
-				}
-				return nil
-			})
-		}
-	}
-	if j.Failed+j.Cancelled > 0 || j.ListError != "" {
-		return ExitError{ExitFailed}
-	}
-	return nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -27,6 +27,8 @@ type jobView struct {
 	BytesTotal int64        `json:"bytes_total"`
 	BytesDone  int64        `json:"bytes_done"`
 	Counts     jobCounts    `json:"counts"`
+	WallMS     int64        `json:"wall_ms,omitempty"`
+	MBPerSec   float64      `json:"mb_per_s,omitempty"`
 	Items      []objectView `json:"objects_list,omitempty"`
 }
 

@@ -1,0 +1,116 @@
+package enqueuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// taskControl is the part of asynq.Inspector that cancel uses.
+type taskControl interface {
+	DeleteTask(queue, id string) error
+	CancelProcessing(id string) error
+}
+
+var _ taskControl = (*asynq.Inspector)(nil)
+
+// Cancel stops a job: its queued and running objects become cancelled,
+// their pending chunk tasks are deleted, running ones are told to stop (they
+// see the cancelled record and return asynq.RevokeTask, so nothing retries
+// them), and a worker removes each part file. It returns how many objects
+// it cancelled.
+func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
+	if _, err := e.Ledger.GetJob(ctx, job); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := e.Ledger.JobObjects(ctx, job, func(o ledger.JobObject) error {
+		if o.State != ledger.Queued && o.State != ledger.Running {
+			return nil
+		}
+		missing, err := e.Ledger.MissingChunks(ctx, o.Transfer)
+		if err != nil {
+			return err
+		}
+		changed, err := e.Ledger.Cancel(ctx, o.ID, o.Gen, time.Now())
+		if err != nil || !changed {
+			return err
+		}
+		n++
+		queue := o.Queue
+		if queue == "" {
+			queue = tasks.QueueChunks
+		}
+		for _, i := range missing {
+			if err := e.stopTask(queue, tasks.ChunkTaskID(o.ID, o.Gen, i)); err != nil {
+				return err
+			}
+		}
+		if err := e.stopTask(tasks.QueueAssemble, tasks.AssembleTaskID(o.ID, o.Gen)); err != nil {
+			return err
+		}
+		task, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen})
+		if err != nil {
+			return err
+		}
+		if _, err := e.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return fmt.Errorf("enqueue cleanup of %s: %w", o.Source(), err)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// stopTask deletes a task that waits, or cancels one that runs.
+func (e *Enqueuer) stopTask(queue, id string) error {
+	err := e.Control.DeleteTask(queue, id)
+	switch {
+	case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return nil
+	}
+	// Active tasks cannot be deleted: cancel them where they run.
+	if cerr := e.Control.CancelProcessing(id); cerr != nil {
+		return fmt.Errorf("cancel task %s: %w (delete: %v)", id, cerr, err)
+	}
+	return nil
+}
+
+// Retry enqueues again the failed and cancelled objects of a job; each
+// fetches only the chunks it has not recorded.
+func (e *Enqueuer) Retry(ctx context.Context, job string) (Summary, error) {
+	if _, err := e.Ledger.GetJob(ctx, job); err != nil {
+		return Summary{}, err
+	}
+	s := &submission{e: e, sum: Summary{Job: job}}
+	err := e.Ledger.JobObjects(ctx, job, func(o ledger.JobObject) error {
+		if o.JobState != ledger.Failed && o.JobState != ledger.Cancelled {
+			return nil
+		}
+		if o.Dest == "" || o.Chunks == 0 && o.Size > 0 {
+			return nil // refused at enqueue (unsafe key): nothing to retry
+		}
+		t := o.Transfer
+		state, gen, err := e.Ledger.Attach(ctx, ledger.AttachRequest{
+			Job: job, Mode: ledger.ModeRestart, Expect: t, New: t, KeepData: true,
+		}, time.Now())
+		if errors.Is(err, ledger.ErrConflict) {
+			return nil // changed meanwhile: someone else handles it
+		}
+		if err != nil {
+			return err
+		}
+		s.count(ledger.ModeRestart, "", t.Size)
+		if state == ledger.Queued {
+			t.Gen = gen
+			return s.enqueue(ctx, t)
+		}
+		return nil
+	})
+	return s.sum, err
+}

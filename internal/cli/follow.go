@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// pollEvery is how often a follower reads the job's counters.
+const pollEvery = 50 * time.Millisecond
+
+// follow waits for a job, drawing a progress bar (bytes, objects, rate,
+// ETA) on a terminal and plain lines every 5 s otherwise, then prints a
+// summary and writes the manifest. It returns ExitError(1) when any object
+// failed or was cancelled.
+func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Command, out outputFlags, manifest string) error {
+	start := time.Now()
+	stderr := cmd.ErrOrStderr()
+	show := newProgress(stderr, out.quiet || out.json)
+	var j ledger.Job
+	for {
+		var err error
+		if j, err = led.GetJob(ctx, id); err != nil {
+			return err
+		}
+		if j.Done() {
+			break
+		}
+		show(j, time.Since(start))
+		select {
+		case <-ctx.Done():
+			show(ledger.Job{}, -1)
+			return fmt.Errorf("stopped following job %s (it goes on; see enqueue status %s): %w", id, id, ctx.Err())
+		case <-time.After(pollEvery):
+		}
+	}
+	show(j, -1)
+	if manifest != "" {
+		if err := writeManifest(ctx, led, id, manifest); err != nil {
+			return err
+		}
+	}
+	if err := report(ctx, led, j, time.Since(start), cmd.OutOrStdout(), out); err != nil {
+		return err
+	}
+	if j.Failed+j.Cancelled > 0 || j.ListError != "" {
+		return ExitError{ExitFailed}
+	}
+	return nil
+}
+
+// newProgress returns the function that shows a job's progress; a negative
+// elapsed time ends the display.
+func newProgress(w io.Writer, silent bool) func(ledger.Job, time.Duration) {
+	if silent {
+		return func(ledger.Job, time.Duration) {}
+	}
+	if !isTerminal(w) {
+		var last time.Time
+		return func(j ledger.Job, elapsed time.Duration) {
+			if elapsed >= 0 && time.Since(last) >= 5*time.Second {
+				fmt.Fprintln(w, progressLine(j, elapsed))
+				last = time.Now()
+			}
+		}
+	}
+	var bar *progressbar.ProgressBar
+	return func(j ledger.Job, elapsed time.Duration) {
+		if elapsed < 0 {
+			if bar != nil {
+				_ = bar.Clear()
+			}
+			return
+		}
+		if bar == nil {
+			bar = progressbar.NewOptions64(max(j.BytesTotal, 1),
+				progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionFullWidth(), progressbar.OptionThrottle(100*time.Millisecond),
+				progressbar.OptionShowDescriptionAtLineEnd(), progressbar.OptionSetRenderBlankState(true))
+		}
+		bar.ChangeMax64(max(j.BytesTotal, 1))
+		bar.Describe(fmt.Sprintf("%d/%d objects%s", j.Finished(), j.Objects, failedNote(j)))
+		_ = bar.Set64(j.BytesDone)
+	}
+}
+
+func failedNote(j ledger.Job) string {
+	if j.Failed == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d failed", j.Failed)
+}
+
+func progressLine(j ledger.Job, elapsed time.Duration) string {
+	pct := 100.0
+	if j.BytesTotal > 0 {
+		pct = 100 * float64(j.BytesDone) / float64(j.BytesTotal)
+	}
+	rate := float64(j.BytesDone-j.BytesSkip) / max(elapsed.Seconds(), 0.001)
+	eta := "?"
+	if rate > 0 && j.BytesTotal >= j.BytesDone {
+		eta = (time.Duration(float64(j.BytesTotal-j.BytesDone)/rate) * time.Second).Round(time.Second).String()
+	}
+	return fmt.Sprintf("%5.1f%%  %s / %s  %d/%d objects  %s/s  ETA %s%s",
+		pct, humanize.IBytes(uint64(j.BytesDone)), humanize.IBytes(uint64(j.BytesTotal)),
+		j.Finished(), j.Objects, humanize.IBytes(uint64(rate)), eta, failedNote(j))
+}
+
+// report prints the summary of a finished job: objects, bytes, wall time,
+// MB/s and every failure with its cause.
+func report(ctx context.Context, led *ledger.Ledger, j ledger.Job, wall time.Duration, w io.Writer, out outputFlags) error {
+	got := j.BytesDone - j.BytesSkip
+	mbps := float64(got) / 1e6 / max(wall.Seconds(), 0.001)
+	if out.json {
+		v := jobJSON(j)
+		v.WallMS, v.MBPerSec = wall.Milliseconds(), mbps
+		return json.NewEncoder(w).Encode(v)
+	}
+	if out.quiet {
+		return nil
+	}
+	fmt.Fprintf(w, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s downloaded in %s (%.1f MB/s)\n",
+		j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(got)),
+		wall.Round(time.Millisecond), mbps)
+	if j.ListError != "" {
+		fmt.Fprintf(w, "  enqueue stopped early: %s\n", j.ListError)
+	}
+	if j.Failed+j.Cancelled == 0 {
+		return nil
+	}
+	return led.JobObjects(ctx, j.ID, func(o ledger.JobObject) error {
+		if o.JobState == ledger.Failed || o.JobState == ledger.Cancelled {
+			fmt.Fprintf(w, "  %s %s: %s\n", o.JobState, o.Source(), o.Error)
+		}
+		return nil
+	})
+}
+
+// writeManifest writes one JSON line per finished object of the job: its
+// record, as the assembler made it. enqueue --from reads it back.
+func writeManifest(ctx context.Context, led *ledger.Ledger, id, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	bw := bufio.NewWriter(f)
+	enc := json.NewEncoder(bw)
+	err = led.JobObjects(ctx, id, func(o ledger.JobObject) error {
+		rec := assembler.RecordOf(o.Transfer)
+		rec.State = o.JobState
+		return enc.Encode(rec)
+	})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write manifest %s: %w", path, err)
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func newListCommand() *cobra.Command {
+	var out outputFlags
+	var limit int64
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List recent jobs with state, objects, bytes and age",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			env, err := openEnv(cmd.Context(), cfg, false)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			jobs, err := env.led.RecentJobs(cmd.Context(), limit)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if out.json {
+				views := make([]jobView, 0, len(jobs))
+				for _, j := range jobs {
+					views = append(views, jobJSON(j))
+				}
+				return json.NewEncoder(w).Encode(views)
+			}
+			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tSTATE\tOBJECTS\tFAILED\tBYTES\tAGE\tSOURCE")
+			for _, j := range jobs {
+				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s/%s\t%s\t%s\n", j.ID, JobState(j), j.Finished(), j.Objects, j.Failed,
+					humanize.IBytes(uint64(j.BytesDone)), humanize.IBytes(uint64(j.BytesTotal)),
+					time.Since(time.UnixMilli(j.Created)).Round(time.Second), j.Source)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().Int64Var(&limit, "limit", 20, "how many jobs, newest first")
+	out.add(cmd)
+	config.AddFlags(cmd.Flags(), config.Enqueuer)
+	return cmd
+}

@@ -1,0 +1,80 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// TypeCleanup removes the part file of a cancelled transfer, on a worker,
+// since only workers are sure to see the destination.
+const TypeCleanup = "s3fleet:cleanup"
+
+// CleanupPayload names the transfer whose part file goes. The path is
+// taken from the fleet's record, not from the payload.
+type CleanupPayload struct {
+	Job      string `json:"job"`
+	Transfer string `json:"transfer"`
+	Gen      int64  `json:"gen"`
+}
+
+// NewCleanupTask builds a cleanup task on the assemble queue.
+func NewCleanupTask(p CleanupPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode cleanup payload: %w", err)
+	}
+	defaults := []asynq.Option{
+		asynq.Queue(QueueAssemble), asynq.MaxRetry(3),
+		asynq.TaskID("cleanup:" + p.Transfer + ":" + strconv.FormatInt(p.Gen, 10)),
+	}
+	return asynq.NewTask(TypeCleanup, b, append(defaults, opts...)...), nil
+}
+
+// transferReader reads a transfer's record.
+type transferReader interface {
+	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
+}
+
+// CleanupHandler runs cleanup tasks.
+type CleanupHandler struct {
+	Ledger transferReader
+	Log    *slog.Logger
+}
+
+// ProcessTask removes the part file if the transfer is still cancelled.
+func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p CleanupPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return permanent("decode cleanup payload: %v", err)
+	}
+	x, err := h.Ledger.GetTransfer(ctx, p.Transfer)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil // expired: nothing to say where the file is
+	}
+	if err != nil {
+		return err
+	}
+	if x.Gen != p.Gen || x.State != ledger.Cancelled {
+		return nil // retried since: the part file is in use again
+	}
+	if err := checkDest(x.Dest); err != nil {
+		return permanent("transfer %s: %v", x.ID, err)
+	}
+	part := location.PartPath(x.Dest, x.ID)
+	if err := os.Remove(part); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", part, err)
+	}
+	logger(h.Log).Info("part file removed", "job", p.Job, "transfer", x.ID, "path", part)
+	return nil
+}
