@@ -115,6 +115,9 @@ type Assembler struct {
 	S3     headAPI
 	Ledger store
 	Log    *slog.Logger
+	// Options applies a transfer's S3 request options (payer, owner, the
+	// worker's SSE-C key) to the checksum HEAD.
+	Options func(in *s3.HeadObjectInput, t ledger.Transfer) error
 }
 
 // Assemble finalizes generation gen of a transfer and returns its record.
@@ -207,6 +210,11 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint32, f
 		}
 		if t.ETag != "" {
 			in.IfMatch = aws.String(t.ETag)
+		}
+		if a.Options != nil {
+			if err := a.Options(in, t); err != nil {
+				return "", a.fail(ctx, t, err, true)
+			}
 		}
 		out, err := a.S3.HeadObject(ctx, in)
 		if err != nil {

@@ -5,6 +5,8 @@
 package config
 
 import (
+	"crypto/md5"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -61,6 +63,12 @@ type Config struct {
 	// Flush makes each chunk durable before it is recorded ("sync"), or
 	// leaves that to the final fsync ("none", for scratch data).
 	Flush string `mapstructure:"flush"`
+	// Bandwidth caps a worker's download rate in bytes/s; 0: no cap.
+	Bandwidth Size `mapstructure:"bandwidth"`
+	// SSECKey is the SSE-C key (base64 of 32 bytes) a worker decrypts
+	// with; SSECKeyFile holds it instead (raw or base64). Never logged.
+	SSECKey     string `mapstructure:"sse_c_key"`
+	SSECKeyFile string `mapstructure:"sse_c_key_file"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// LogFormat is text or json.
@@ -101,6 +109,9 @@ var settings = []setting{
 	{"shutdown_timeout", "30s", "time a stopping worker lets running chunks finish", Worker},
 	{"retention", "168h", "how long results and records are kept", Both},
 	{"flush", "sync", "make each chunk durable before recording it: sync or none", Worker},
+	{"bandwidth", "0", "cap on a worker's download rate, bytes/s (e.g. 200MiB; 0: none)", Worker},
+	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
+	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
 	{"log_format", "text", "log format: text or json", Both},
 }
@@ -264,6 +275,17 @@ func (c Config) Validate() error {
 			bad(d.name, "must be a positive duration, got %s", d.v)
 		}
 	}
+	if c.Bandwidth < 0 {
+		bad("bandwidth", "must not be negative, got %d", c.Bandwidth)
+	}
+	if c.SSECKey != "" && c.SSECKeyFile != "" {
+		bad("sse_c_key", "set sse_c_key or sse_c_key_file, not both")
+	}
+	if c.SSECKey != "" {
+		if _, _, err := ParseSSECKey([]byte(c.SSECKey)); err != nil {
+			bad("sse_c_key", "%v", err)
+		}
+	}
 	if c.Flush != "sync" && c.Flush != "none" {
 		bad("flush", "want sync or none, got %q", c.Flush)
 	}
@@ -295,4 +317,41 @@ func RedactURL(raw string) string {
 		return "(URL hidden: it may hold credentials)"
 	}
 	return u.Redacted()
+}
+
+// SSECKeys returns the worker's SSE-C keys by the base64 MD5 that tasks
+// carry: none, or the one configured.
+func (c Config) SSECKeys() (map[string][]byte, error) {
+	raw := []byte(c.SSECKey)
+	if c.SSECKeyFile != "" {
+		b, err := os.ReadFile(c.SSECKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: sse_c_key_file: %w", err)
+		}
+		raw = b
+	}
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	key, sum, err := ParseSSECKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("config: sse_c_key: %w", err)
+	}
+	return map[string][]byte{sum: key}, nil
+}
+
+// ParseSSECKey reads an SSE-C key, 32 raw bytes or their base64, and
+// returns it with the base64 MD5 S3 takes as its fingerprint. Errors never
+// quote the key.
+func ParseSSECKey(b []byte) (key []byte, md5sum string, err error) {
+	key = b
+	if len(key) != 32 {
+		dec, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if derr != nil || len(dec) != 32 {
+			return nil, "", errors.New("want a 32-byte key, raw or base64")
+		}
+		key = dec
+	}
+	sum := md5.Sum(key)
+	return key, base64.StdEncoding.EncodeToString(sum[:]), nil
 }

@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -376,16 +375,9 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 	if req.VersionID != "" {
 		in.VersionId = aws.String(req.VersionID)
 	}
-	if req.RequestPayer != "" {
-		in.RequestPayer = types.RequestPayer(req.RequestPayer)
-	}
-	if req.ExpectedOwner != "" {
-		in.ExpectedBucketOwner = aws.String(req.ExpectedOwner)
-	}
-	if len(req.SSECKey) > 0 {
-		in.SSECustomerAlgorithm = aws.String("AES256")
-		in.SSECustomerKey = aws.String(base64.StdEncoding.EncodeToString(req.SSECKey))
-		in.SSECustomerKeyMD5 = aws.String(req.SSECKeyMD5)
+	if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
+		map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+		return object{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	out, err := e.S3.HeadObject(ctx, in)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/s3client"
@@ -130,6 +131,10 @@ type ChunkHandler struct {
 	NoFlush bool
 	// AssembleOptions are passed to NewAssembleTask (retention, retries).
 	AssembleOptions []asynq.Option
+	// SSECKeys are the worker's SSE-C keys by their base64 MD5.
+	SSECKeys map[string][]byte
+	// Limit, when set, caps the worker's download rate (all chunks share it).
+	Limit *rate.Limiter
 }
 
 // bufSize is the copy buffer: large enough for few syscalls, small enough
@@ -334,6 +339,9 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, f *os.File) (i
 		in.IfMatch = aws.String(p.ETag)
 	}
 	what := fmt.Sprintf("get s3://%s/%s %s", p.Bucket, p.Key, r.Header())
+	if err := SetRequestOptions(in, p.RequestPayer, p.ExpectedOwner, p.SSECKeyMD5, h.SSECKeys); err != nil {
+		return 0, 0, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, what, err)
+	}
 	out, err := h.S3.GetObject(ctx, in)
 	if err != nil {
 		if s3client.Permanent(err) {
@@ -347,7 +355,11 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, f *os.File) (i
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	n, crc, err := CopyAt(f, out.Body, r.First, r.Len(), *bp)
+	var body io.Reader = out.Body
+	if h.Limit != nil {
+		body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
+	}
+	n, crc, err := CopyAt(f, body, r.First, r.Len(), *bp)
 	if err != nil {
 		if errors.Is(err, errWrite) {
 			return n, crc, wrapLocal(what, err)

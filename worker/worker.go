@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 
 	"github.com/s3fleet/s3fleet/assembler"
@@ -33,6 +34,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	keys, err := cfg.SSECKeys()
+	if err != nil {
+		return err
+	}
 	led := ledger.New(rdb, cfg.Retention)
 	client := asynq.NewClientFromRedisClient(rdb)
 
@@ -40,10 +45,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	mux.Handle(tasks.TypeChunk, &tasks.ChunkHandler{
 		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
+		SSECKeys:        keys, Limit: tasks.NewLimiter(int64(cfg.Bandwidth)),
 	})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
-		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log}, Ledger: led, Log: log,
+		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log,
+			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
+				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
+			}},
+		Ledger: led, Log: log,
 	})
 
 	srv := asynq.NewServer(opt, asynq.Config{
@@ -63,7 +73,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	log.Info("worker started", "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
-		"concurrency", cfg.Concurrency, "flush", cfg.Flush)
+		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys))
 	<-ctx.Done()
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
 	srv.Shutdown()

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,30 +161,17 @@ func openFrom(path string) (io.ReadCloser, error) {
 	return f, nil
 }
 
-// readSSECKey reads an SSE-C key (32 bytes, raw or base64) and returns it
-// with its base64 MD5, the fingerprint S3 takes and tasks carry.
+// readSSECKey reads the enqueuer's copy of an SSE-C key, for its HEADs.
 func readSSECKey(path string) ([]byte, string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("--sse-c-key-file: %w", err)
 	}
-	key := b
-	if len(key) != 32 {
-		dec, derr := base64.StdEncoding.DecodeString(string(trimSpace(b)))
-		if derr != nil || len(dec) != 32 {
-			return nil, "", fmt.Errorf("--sse-c-key-file %s: want a 32-byte key, raw or base64", path)
-		}
-		key = dec
+	key, sum, err := config.ParseSSECKey(b)
+	if err != nil {
+		return nil, "", fmt.Errorf("--sse-c-key-file %s: %w", path, err)
 	}
-	sum := md5.Sum(key)
-	return key, base64.StdEncoding.EncodeToString(sum[:]), nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
+	return key, sum, nil
 }
 
 // jobCommand builds a subcommand that takes one JOB argument.
