@@ -76,7 +76,8 @@ type Request struct {
 	Job     string   // resume this job, or name a new one; empty: generate
 	Sources []string // s3://bucket/key or s3://bucket/prefix/ URLs
 	// From holds more sources, one a line: an s3:// URL, or a JSON line of
-	// a manifest (its "source", "size" and "etag" spare the HEAD).
+	// a manifest (its "source", "size" and "etag" spare the HEAD). Keys read
+	// from it land at their key's path under Dest, as a listing's do.
 	From         io.Reader
 	Dest         string // a file, or a directory when it ends in "/" or is one
 	ExpectedSize int64  // skip the HEAD when >= 0 (a single key only)
@@ -240,6 +241,7 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 // listings as S3 pages them, keys in batches HEADed in parallel.
 func (s *submission) each(ctx context.Context, page func([]object) error) error {
 	var keys []location.Source
+	fromFile := false // keys read from --from land at their key's path, as a listing's do
 	flushKeys := func() error {
 		if len(keys) == 0 {
 			return nil
@@ -252,6 +254,9 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 				o, err := s.e.head(gctx, k, s.req)
 				if err != nil {
 					o = object{src: k, key: k.Key, cause: err.Error()}
+				}
+				if fromFile {
+					o.src = location.Source{Bucket: k.Bucket} // the bucket as prefix
 				}
 				objs[i] = o
 				return nil
@@ -279,7 +284,11 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 			return err
 		}
 	}
+	if err := flushKeys(); err != nil {
+		return err
+	}
 	if s.req.From != nil {
+		fromFile = true
 		sc := bufio.NewScanner(s.req.From)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		var listed []object
@@ -340,8 +349,8 @@ func manifestObject(line string) (object, error) {
 	if src.IsPrefix() || m.Size == nil || *m.Size < 0 {
 		return object{}, fmt.Errorf("manifest line for %q needs a key and a size", m.Source)
 	}
-	// A manifest object lands as a key named alone would: under its base name.
-	return object{src: src, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}, nil
+	// Like every key read from --from, it lands at its key's path under DEST.
+	return object{src: location.Source{Bucket: src.Bucket}, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}, nil
 }
 
 // absDest makes the destination absolute, keeping a trailing "/", and says

@@ -107,7 +107,7 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 	q := asynq.NewClientFromRedisClient(rdb)
 	return &Client{
 		Enqueuer: &enqueuer.Enqueuer{
-			S3: s3c, Ledger: led, Queue: q, ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 8,
+			S3: s3c, Ledger: led, Queue: q, Control: asynq.NewInspectorFromRedisClient(rdb), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 8,
 			ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
 			AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
 		},

@@ -1,0 +1,305 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/internal/fleettest"
+	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// slowBodies makes every ranged GET through the proxy take at least d.
+func slowBodies(p *testenv.Proxy, d time.Duration) {
+	p.SetTamper(func(r *http.Request, _ *http.Response) {
+		if r.Method == http.MethodGet && r.Header.Get("Range") != "" {
+			time.Sleep(d)
+		}
+	})
+}
+
+// TestCancelAndRetry: cancel stops a running job (pending chunks deleted,
+// running ones revoked, part file removed, nothing retried), and retry
+// completes it afterwards.
+func TestCancelAndRetry(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	data := f.S3.PutRandom(t, "bkt", "big", 24*mib, false)
+	proxy := testenv.StartProxy(t, f.S3.Endpoint)
+	slowBodies(proxy, 150*time.Millisecond)
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	cfg.Concurrency = 2
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "big")
+	req := fleettest.Request("s3://bkt/big", dest)
+	req.Job = "to-cancel"
+	if _, err := c.Submit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if j, _ := c.Ledger.GetJob(context.Background(), "to-cancel"); j.BytesDone >= 2*mib {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no progress to cancel")
+		}
+	}
+	n, err := c.Cancel(context.Background(), "to-cancel")
+	if err != nil || n != 1 {
+		t.Fatalf("cancel: %d objects, %v", n, err)
+	}
+	j := c.Wait(t, "to-cancel", 10*time.Second)
+	if j.Cancelled != 1 || j.Succeeded != 0 {
+		t.Fatalf("job after cancel: %+v", j)
+	}
+	insp := asynq.NewInspectorFromRedisClient(f.Redis.Client(t))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		q, err := insp.GetQueueInfo(tasks.QueueChunks)
+		entries, _ := os.ReadDir(dir)
+		if err == nil && q.Pending+q.Active+q.Retry+q.Scheduled == 0 && len(entries) == 0 {
+			t.Logf("after cancel: queue %+v", q)
+			if q.Archived != 0 {
+				t.Fatalf("%d chunk tasks archived: cancelled chunks must be revoked, not failed", q.Archived)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after cancel: queue %+v (err %v), files %v", q, err, entries)
+		}
+	}
+	if o := c.Objects(t, "to-cancel")["big"]; o.State != ledger.Cancelled {
+		t.Fatalf("object %s, want cancelled", o.State)
+	}
+
+	slowBodies(proxy, 0)
+	sum, err := c.Retry(context.Background(), "to-cancel")
+	if err != nil || sum.Resumed != 1 || sum.Chunks != 24 {
+		t.Fatalf("retry: %+v %v", sum, err)
+	}
+	if j := c.Wait(t, "to-cancel", time.Minute); j.Succeeded != 1 || j.Cancelled != 0 {
+		t.Fatalf("job after retry: %+v", j)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ after retry")
+	}
+}
+
+// TestSelection: include/exclude filters, dry run, priority queues and
+// several sources.
+func TestSelection(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	for _, k := range []string{"p/a.log", "p/b.txt", "p/sub/c.log", "p/sub/d.log", "q/e.log"} {
+		f.S3.PutRandom(t, "bkt", k, 3*mib/2, false)
+	}
+	cfg := f.Config()
+	c := fleettest.NewClient(t, cfg)
+	rdb := f.Redis.Client(t)
+
+	dry := fleettest.Request("s3://bkt/p/", t.TempDir()+"/")
+	dry.DryRun = true
+	dry.Include = []string{"**/*.log"}
+	dry.Exclude = []string{"sub/d.*"}
+	sum, err := c.Submit(context.Background(), dry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Objects != 2 || sum.New != 2 || sum.Filtered != 2 || sum.Chunks != 4 || sum.Bytes != 3*mib {
+		t.Fatalf("dry run %+v: want a.log and sub/c.log, 2 chunks each", sum)
+	}
+	if keys, _ := rdb.Keys(context.Background(), "*").Result(); len(keys) != 0 {
+		t.Fatalf("a dry run wrote to Redis: %v", keys)
+	}
+
+	dest := t.TempDir() + "/"
+	req := enqueuerRequest([]string{"s3://bkt/p/", "s3://bkt/q/"}, dest)
+	req.Include = []string{"**/*.log"}
+	req.Exclude = []string{"sub/d.*"}
+	req.Priority = "high"
+	sum, err = c.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	high, err := insp.ListPendingTasks(tasks.QueueChunksHigh)
+	if err != nil || len(high) != 6 || sum.Objects != 3 {
+		t.Fatalf("%d tasks on %s (%v), summary %+v: want 6 chunks of 3 objects", len(high), tasks.QueueChunksHigh, err, sum)
+	}
+	fleettest.StartWorker(t, cfg)
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 3 {
+		t.Fatalf("job %+v", j)
+	}
+	var got []string
+	_ = filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dest, p)
+			got = append(got, rel)
+		}
+		return nil
+	})
+	sort.Strings(got)
+	if strings.Join(got, ",") != "a.log,e.log,sub/c.log" {
+		t.Fatalf("downloaded %v", got)
+	}
+}
+
+// TestSync: --sync skips files that are there with the recorded size and
+// ETag (from the record, or from the file's xattr when Redis forgot),
+// downloads what is missing and replaces what differs.
+func TestSync(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	data := map[string][]byte{}
+	for _, k := range []string{"a", "b", "c"} {
+		data[k] = f.S3.PutRandom(t, "bkt", "p/"+k, 100_000, false)
+	}
+	cfg := f.Config()
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	dest := t.TempDir() + "/"
+	first, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/p/", dest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, first.Job, time.Minute)
+	buf := make([]byte, 64)
+	if _, err := unix.Getxattr(dest+"a", assembler.XattrETag, buf); err != nil {
+		t.Skipf("no user xattrs on %s: %v", dest, err)
+	}
+
+	// The records are lost (another Redis, or expired); one file is gone,
+	// one was changed by hand.
+	if err := f.Redis.Client(t).FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(dest + "b")
+	if err := os.WriteFile(dest+"c", []byte("edited"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	req := fleettest.Request("s3://bkt/p/", dest)
+	req.Sync = true
+	sum, err := c.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Skipped != 1 || sum.New != 2 {
+		t.Fatalf("sync: %+v, want a skipped and b, c downloaded", sum)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 2 || j.Skipped != 1 || j.Failed != 0 {
+		t.Fatalf("sync job %+v", j)
+	}
+	for k, want := range data {
+		if got, _ := os.ReadFile(dest + k); !bytes.Equal(got, want) {
+			t.Errorf("%s differs after sync", k)
+		}
+	}
+}
+
+// TestRequestOptions: the expected bucket owner and the SSE-C fingerprint
+// travel with every GET; a worker without the SSE-C key refuses the object.
+func TestRequestOptions(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "obj", 2*mib, false)
+	proxy := testenv.StartProxy(t, f.S3.Endpoint)
+	var seenMD5 atomic.Value
+	seenMD5.Store("")
+	proxy.SetTamper(func(r *http.Request, _ *http.Response) {
+		if r.Method == http.MethodGet && r.Header.Get("Range") != "" {
+			seenMD5.Store(r.Header.Get("X-Amz-Server-Side-Encryption-Customer-Key-Md5"))
+		}
+	})
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	c := fleettest.NewClient(t, cfg)
+
+	// A worker without the key.
+	stop := fleettest.StartWorker(t, cfg)
+	req := fleettest.Request("s3://bkt/obj", filepath.Join(t.TempDir(), "obj"))
+	req.SSECKeyMD5 = "B0sHcSxomCfj7S9EVz6qXg=="
+	sum, err := c.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, sum.Job, time.Minute)
+	if o := c.Objects(t, sum.Job)["obj"]; o.State != ledger.Failed || !strings.Contains(o.Error, "no SSE-C key with MD5") {
+		t.Fatalf("without the key: %s %q", o.State, o.Error)
+	}
+	stop()
+
+	// A worker with it sends the key's fingerprint.
+	cfg.SSECKeyFile = keyFile
+	keys, err := cfg.SSECKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fingerprint string
+	for k := range keys {
+		fingerprint = k
+	}
+	fleettest.StartWorker(t, cfg)
+	req = fleettest.Request("s3://bkt/obj", filepath.Join(t.TempDir(), "obj"))
+	req.SSECKeyMD5 = fingerprint
+	sum, err = c.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 || seenMD5.Load() != fingerprint {
+		t.Fatalf("with the key: %+v, GET carried key MD5 %q, want %q", j, seenMD5.Load(), fingerprint)
+	}
+
+	// A bucket owned by someone else is refused by S3.
+	req = fleettest.Request("s3://bkt/obj", filepath.Join(t.TempDir(), "obj"))
+	req.ExpectedOwner = "111122223333"
+	if _, err := c.Submit(context.Background(), req); err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("wrong owner: %v", err)
+	}
+}
+
+// TestBandwidthCap: a worker capped at 2 MiB/s cannot fetch 5 MiB in less
+// than the cap allows (a lower bound only: it never depends on the
+// machine's speed).
+func TestBandwidthCap(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "obj", 5*mib, false)
+	cfg := f.Config()
+	cfg.Bandwidth = 2 * mib
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	start := time.Now()
+	sum, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/obj", filepath.Join(t.TempDir(), "obj")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, sum.Job, time.Minute)
+	// 1 MiB of burst, then 4 MiB at 2 MiB/s.
+	if d := time.Since(start); d < 1900*time.Millisecond {
+		t.Fatalf("5 MiB at a 2 MiB/s cap took only %s", d)
+	}
+}
