@@ -18,6 +18,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,7 +90,7 @@ func RecordOf(t ledger.Transfer) Record {
 	if t.Finished > 0 && began > 0 {
 		r.DurationMS = max(t.Finished-began, 0)
 		if r.DurationMS > 0 {
-			r.MBPerSec = float64(t.Size) / 1e6 / (float64(r.DurationMS) / 1e3)
+			r.MBPerSec = math.Round(float64(t.Size)/1e6/(float64(r.DurationMS)/1e3)*10) / 10
 		}
 	}
 	return r

@@ -69,6 +69,11 @@ type Config struct {
 	// with; SSECKeyFile holds it instead (raw or base64). Never logged.
 	SSECKey     string `mapstructure:"sse_c_key"`
 	SSECKeyFile string `mapstructure:"sse_c_key_file"`
+	// UI is the address of the worker's web UI (/ui/), /metrics and
+	// /healthz; empty: none. A missing host means loopback.
+	UI string `mapstructure:"ui"`
+	// UIReadOnly serves the UI without its buttons that change tasks.
+	UIReadOnly bool `mapstructure:"ui_readonly"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// LogFormat is text or json.
@@ -112,6 +117,8 @@ var settings = []setting{
 	{"bandwidth", "0", "cap on a worker's download rate, bytes/s (e.g. 200MiB; 0: none)", Worker},
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},
+	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
+	{"ui_readonly", false, "serve the web UI read-only", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
 	{"log_format", "text", "log format: text or json", Both},
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/internal/metrics"
 )
 
 // TypeAssemble verifies a complete object, moves it to its final name and
@@ -68,6 +69,7 @@ type AssembleHandler struct {
 	Assembler objectAssembler
 	Ledger    failRecorder
 	Log       *slog.Logger
+	Metrics   *metrics.Worker // nil counts nothing
 }
 
 // ProcessTask finalizes the object.
@@ -88,6 +90,9 @@ func (h *AssembleHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 			}
 		}
 		log.Error("assembly failed", "err", err)
+		if finalAttempt(ctx, err) {
+			h.Metrics.ObjectFinalized("failed")
+		}
 		return err
 	}
 	b, err := json.Marshal(rec)
@@ -98,6 +103,9 @@ func (h *AssembleHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 		if _, err := w.Write(b); err != nil {
 			return fmt.Errorf("write result of %s: %w", p.Transfer, err)
 		}
+	}
+	if rec.State == "success" {
+		h.Metrics.ObjectFinalized(rec.State)
 	}
 	log.Info("object finalized", "path", rec.Path, "bytes", rec.Size, "check", rec.Check, "state", rec.State)
 	return nil

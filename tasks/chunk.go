@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/s3fleet/s3fleet/chunker"
+	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -135,6 +136,8 @@ type ChunkHandler struct {
 	SSECKeys map[string][]byte
 	// Limit, when set, caps the worker's download rate (all chunks share it).
 	Limit *rate.Limiter
+	// Metrics counts chunks and bytes; nil counts nothing.
+	Metrics *metrics.Worker
 }
 
 // bufSize is the copy buffer: large enough for few syscalls, small enough
@@ -169,6 +172,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if x, gerr := h.Ledger.GetTransfer(context.WithoutCancel(ctx), p.Transfer); gerr == nil && x.State == ledger.Cancelled {
 			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
 			log.Info("chunk stopped: the job was cancelled")
+			h.Metrics.ChunkFailed("revoked")
 			return fmt.Errorf("transfer %s cancelled: %w", p.Transfer, asynq.RevokeTask)
 		}
 		return err // asynq retries it
@@ -183,9 +187,11 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return ferr // retry: the failure must be recorded
 		}
 		log.Error("object failed", "err", err)
+		h.Metrics.ChunkFailed("failed")
 		return err
 	}
 	log.Warn("chunk failed, will retry", "err", err)
+	h.Metrics.ChunkFailed("retried")
 	return err
 }
 
@@ -232,7 +238,10 @@ func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, partReady b
 		return 0, 0, err
 	}
 	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, p.Chunk, crc, n)
-	log.Debug("chunk landed", "bytes", n, "took", time.Since(began))
+	if err == nil {
+		h.Metrics.ChunkDone(n, time.Since(began))
+		log.Debug("chunk landed", "bytes", n, "took", time.Since(began))
+	}
 	return landed, total, err
 }
 

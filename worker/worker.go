@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -18,6 +19,7 @@ import (
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/internal/connect"
+	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/tasks"
@@ -40,12 +42,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	led := ledger.New(rdb, cfg.Retention)
 	client := asynq.NewClientFromRedisClient(rdb)
+	reg := newRegistry(rdb)
+	host, _ := os.Hostname()
+	met := metrics.NewWorker(reg, fmt.Sprintf("%s:%d", host, os.Getpid()))
 
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeChunk, &tasks.ChunkHandler{
 		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
-		SSECKeys:        keys, Limit: tasks.NewLimiter(int64(cfg.Bandwidth)),
+		SSECKeys:        keys, Limit: tasks.NewLimiter(int64(cfg.Bandwidth)), Metrics: met,
 	})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
@@ -53,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},
-		Ledger: led, Log: log,
+		Ledger: led, Log: log, Metrics: met,
 	})
 
 	srv := asynq.NewServer(opt, asynq.Config{
@@ -71,6 +76,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
+	}
+	if cfg.UI != "" {
+		h, closeUI := uiHandler(opt, rdb, reg, cfg.UIReadOnly)
+		defer closeUI()
+		addr, err := serveUI(ctx, cfg.UI, h, log)
+		if err != nil {
+			srv.Shutdown()
+			return err
+		}
+		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
 	}
 	log.Info("worker started", "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys))

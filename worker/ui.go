@@ -1,0 +1,110 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynq/x/metrics"
+	"github.com/hibiken/asynqmon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// UIPath is where the asynq web UI is served.
+const UIPath = "/ui"
+
+// uiHandler serves the asynq web UI at /ui/, Prometheus metrics at
+// /metrics and a health check at /healthz.
+func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, readOnly bool) (http.Handler, func()) {
+	mon := asynqmon.New(asynqmon.Options{
+		RootPath:        UIPath,
+		RedisConnOpt:    opt,
+		ReadOnly:        readOnly,
+		ResultFormatter: asynqmon.ResultFormatterFunc(formatResult),
+	})
+	mux := http.NewServeMux()
+	mux.Handle(UIPath+"/", mon)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		http.Redirect(w, r, UIPath+"/", http.StatusFound)
+	})
+	return mux, func() { mon.Close() }
+}
+
+// formatResult pretty-prints an assembler's record for the UI.
+func formatResult(taskType string, result []byte) string {
+	if taskType != tasks.TypeAssemble {
+		return string(result)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, result, "", "  "); err != nil {
+		return string(result)
+	}
+	return out.String()
+}
+
+// newRegistry holds the worker's metrics: the fleet's own, asynq's queue
+// collector, and the Go and process collectors.
+func newRegistry(rdb redis.UniversalClient) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		metrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(rdb)),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// serveUI listens on addr (loopback when the host is left out) until ctx
+// ends.
+func serveUI(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("ui address %q: want HOST:PORT: %w", addr, err)
+	}
+	if host == "" {
+		host = "127.0.0.1" // loopback unless told otherwise
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return "", fmt.Errorf("ui: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("ui server", "err", err)
+		}
+	}()
+	return l.Addr().String(), nil
+}
