@@ -105,7 +105,7 @@ var settings = []setting{
 	{"path_style", false, "use path-style bucket addressing", Both},
 	{"chunk_size", "8MiB", "bytes per ranged GET", Enqueuer},
 	{"threshold", "8MiB", "objects below this size are fetched in one task", Enqueuer},
-	{"concurrency", 16, "chunk tasks a worker runs at once", Worker},
+	{"concurrency", 16, "chunk tasks a worker (or enqueue --local) runs at once", Both},
 	{"max_retries", 10, "retries of a failed chunk before its object fails", Both},
 	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
 	{"chunk_timeout", "10m", "time limit of one chunk task", Both},

@@ -41,6 +41,7 @@ func NewEnqueueCommand() *cobra.Command {
 		sseKeyFile   string
 		out          outputFlags
 		expectedSize int64
+		local        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue [flags] SOURCE... DEST",
@@ -91,12 +92,21 @@ errors.`,
 				defer f.Close()
 				req.From = f
 			}
-			env, err := openEnv(cmd.Context(), cfg, true)
+			ctx := cmd.Context()
+			if local {
+				lctx, stop, err := startLocal(ctx, &cfg)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				ctx, wait = lctx, true
+			}
+			env, err := openEnv(ctx, cfg, true)
 			if err != nil {
 				return err
 			}
 			defer env.close()
-			sum, err := env.enq.Submit(cmd.Context(), req)
+			sum, err := env.enq.Submit(ctx, req)
 			if errors.Is(err, enqueuer.ErrUsage) {
 				return UsageError{err}
 			}
@@ -124,7 +134,7 @@ errors.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
 					sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
 			}
-			return follow(cmd.Context(), env.led, sum.Job, cmd, out, manifest)
+			return follow(ctx, env.led, sum.Job, cmd, out, manifest)
 		},
 	}
 	f := cmd.Flags()
@@ -143,6 +153,7 @@ errors.`,
 	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
 	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" to download from a requester-pays bucket`)
 	f.StringVar(&req.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
+	f.BoolVar(&local, "local", false, "no Redis, no workers to start: run an in-memory queue and --concurrency workers in this process (implies --wait)")
 	f.StringVar(&sseKeyFile, "sse-c-key-file", "", "file holding the 32-byte SSE-C key (raw or base64); only its MD5 is enqueued")
 	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)

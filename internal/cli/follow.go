@@ -43,7 +43,7 @@ func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Comma
 		select {
 		case <-ctx.Done():
 			show(ledger.Job{}, -1)
-			return fmt.Errorf("stopped following job %s (it goes on; see enqueue status %s): %w", id, id, ctx.Err())
+			return fmt.Errorf("stopped following job %s (see enqueue status %s): %w", id, id, context.Cause(ctx))
 		case <-time.After(pollEvery):
 		}
 	}
