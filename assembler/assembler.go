@@ -119,6 +119,8 @@ type Assembler struct {
 	// Options applies a transfer's S3 request options (payer, owner, the
 	// worker's SSE-C key) to the checksum HEAD.
 	Options func(in *s3.HeadObjectInput, t ledger.Transfer) error
+	// Guard refuses destinations outside the worker's allow_dest roots.
+	Guard location.Guard
 }
 
 // Assemble finalizes generation gen of a transfer and returns its record.
@@ -132,6 +134,9 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	}
 	if t.Gen != gen || (t.State != ledger.Running && t.State != ledger.Queued) {
 		return RecordOf(t), nil // finalized already, failed, cancelled, or superseded
+	}
+	if err := a.Guard.Check(t.Dest); err != nil {
+		return Record{}, a.fail(ctx, t, err, false)
 	}
 	crc, err := a.combine(ctx, t)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ type Config struct {
 	// with; SSECKeyFile holds it instead (raw or base64). Never logged.
 	SSECKey     string `mapstructure:"sse_c_key"`
 	SSECKeyFile string `mapstructure:"sse_c_key_file"`
+	// AllowDest are the directories a worker may write under; a task
+	// whose destination resolves elsewhere is refused. Empty: anywhere.
+	AllowDest []string `mapstructure:"allow_dest"`
 	// UI is the address of the worker's web UI (/ui/), /metrics and
 	// /healthz; empty: none. A missing host means loopback.
 	UI string `mapstructure:"ui"`
@@ -117,6 +121,7 @@ var settings = []setting{
 	{"bandwidth", "0", "cap on a worker's download rate, bytes/s (e.g. 200MiB; 0: none)", Worker},
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},
+	{"allow_dest", []string{}, "directory a worker may write under (repeatable; env: colon-separated like PATH)", Worker},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
@@ -139,6 +144,8 @@ func AddFlags(fs *pflag.FlagSet, p Program) {
 			fs.Bool(name, d, s.usage)
 		case int:
 			fs.Int(name, d, s.usage)
+		case []string:
+			fs.StringArray(name, d, s.usage)
 		default:
 			fs.String(name, fmt.Sprint(d), s.usage)
 		}
@@ -160,9 +167,14 @@ func Defaults() Config {
 
 func decode(v *viper.Viper) (Config, error) {
 	var c Config
-	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook)
+	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook,
+		mapstructure.StringToSliceHookFunc(string(os.PathListSeparator)))
 	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c.AllowDest = slices.DeleteFunc(c.AllowDest, func(s string) bool { return strings.TrimSpace(s) == "" })
+	if len(c.AllowDest) == 0 {
+		c.AllowDest = nil
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -94,7 +95,7 @@ func TestLoadDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			if want := defaults(); got != want {
+			if want := defaults(); !reflect.DeepEqual(got, want) {
 				t.Errorf("Load() =\n%+v\nwant\n%+v", got, want)
 			}
 		})
@@ -105,7 +106,7 @@ func TestLoadDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Load: %v", err)
 		}
-		if want := defaults(); got != want {
+		if want := defaults(); !reflect.DeepEqual(got, want) {
 			t.Errorf("Load() =\n%+v\nwant\n%+v", got, want)
 		}
 	})
@@ -118,7 +119,7 @@ func TestDefaults(t *testing.T) {
 	if err := os.WriteFile("s3fleet.yaml", []byte("region: from-cwd\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := Defaults(), defaults(); got != want {
+	if got, want := Defaults(), defaults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Defaults() =\n%+v\nwant\n%+v", got, want)
 	}
 	if err := Defaults().Validate(); err != nil {
@@ -176,7 +177,7 @@ func TestLoadEnv(t *testing.T) {
 			}
 			want := defaults()
 			tc.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Load with %v =\n%+v\nwant\n%+v", tc.env, got, want)
 			}
 		})
@@ -244,7 +245,7 @@ func TestLoadFile(t *testing.T) {
 			}
 			want := defaults()
 			tc.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Load --config with %q =\n%+v\nwant\n%+v", tc.yaml, got, want)
 			}
 		})
@@ -309,7 +310,7 @@ func TestLoadPrecedence(t *testing.T) {
 	want.LogLevel = "warn"      // env > default
 	want.MaxRetries = 3         // file > default
 	want.Endpoint = "http://file:9000"
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load() =\n%+v\nwant\n%+v", got, want)
 	}
 }
@@ -415,7 +416,7 @@ func TestLoadConfigFileDiscovery(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Load in an empty directory: %v", err)
 		}
-		if got != defaults() {
+		if !reflect.DeepEqual(got, defaults()) {
 			t.Errorf("Load() = %+v, want the defaults", got)
 		}
 	})
@@ -480,7 +481,7 @@ func TestLoadProgramFlags(t *testing.T) {
 		}
 		want := defaults()
 		want.Concurrency, want.Flush, want.ReadTimeout = 3, "none", 5*time.Second
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Load() =\n%+v\nwant\n%+v", got, want)
 		}
 	})
@@ -492,7 +493,7 @@ func TestLoadProgramFlags(t *testing.T) {
 		}
 		want := defaults()
 		want.ChunkSize, want.PathStyle, want.Endpoint = 32*mib, true, "http://127.0.0.1:9000"
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Load() =\n%+v\nwant\n%+v", got, want)
 		}
 	})
@@ -507,10 +508,11 @@ func TestAddFlags(t *testing.T) {
 		hasNot []string
 	}{
 		{"enqueuer", Enqueuer,
-			[]string{"config", "redis", "endpoint", "region", "path-style", "chunk-size", "threshold", "max-retries", "log-level"},
-			[]string{"concurrency", "flush", "retry-delay", "read-timeout", "shutdown-timeout", "chunk_size"}},
+			// concurrency: for enqueue --local
+			[]string{"config", "redis", "endpoint", "region", "path-style", "chunk-size", "threshold", "max-retries", "log-level", "concurrency"},
+			[]string{"flush", "retry-delay", "read-timeout", "shutdown-timeout", "chunk_size", "allow-dest", "ui", "sse-c-key"}},
 		{"worker", Worker,
-			[]string{"config", "redis", "concurrency", "flush", "retry-delay", "read-timeout", "shutdown-timeout", "log-format"},
+			[]string{"config", "redis", "concurrency", "flush", "retry-delay", "read-timeout", "shutdown-timeout", "log-format", "allow-dest", "ui", "bandwidth", "sse-c-key-file"},
 			[]string{"chunk-size", "threshold"}},
 		{"both", Both, append(flagNames(), "config"), nil},
 	}
@@ -537,7 +539,7 @@ func TestAddFlags(t *testing.T) {
 		AddFlags(fs, Both)
 		for name, want := range map[string]string{
 			"path-style": "bool", "concurrency": "int", "max-retries": "int",
-			"chunk-size": "string", "retry-delay": "string", "redis": "string",
+			"chunk-size": "string", "retry-delay": "string", "redis": "string", "allow-dest": "stringArray",
 		} {
 			if got := fs.Lookup(name).Value.Type(); got != want {
 				t.Errorf("--%s has type %s, want %s", name, got, want)

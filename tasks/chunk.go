@@ -138,6 +138,8 @@ type ChunkHandler struct {
 	Limit *rate.Limiter
 	// Metrics counts chunks and bytes; nil counts nothing.
 	Metrics *metrics.Worker
+	// Guard refuses destinations outside the worker's allow_dest roots.
+	Guard location.Guard
 }
 
 // bufSize is the copy buffer: large enough for few syscalls, small enough
@@ -201,6 +203,9 @@ var (
 )
 
 func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Logger) error {
+	if err := h.Guard.Check(p.Dest); err != nil {
+		return fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
+	}
 	start, err := h.Ledger.StartChunk(ctx, p.Transfer, p.Gen, p.Chunk, time.Now())
 	if err != nil {
 		return err

@@ -50,6 +50,7 @@ type transferReader interface {
 type CleanupHandler struct {
 	Ledger transferReader
 	Log    *slog.Logger
+	Guard  location.Guard
 }
 
 // ProcessTask removes the part file if the transfer is still cancelled.
@@ -69,6 +70,9 @@ func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil // retried since: the part file is in use again
 	}
 	if err := checkDest(x.Dest); err != nil {
+		return permanent("transfer %s: %v", x.ID, err)
+	}
+	if err := h.Guard.Check(x.Dest); err != nil {
 		return permanent("transfer %s: %v", x.ID, err)
 	}
 	part := location.PartPath(x.Dest, x.ID)

@@ -303,3 +303,45 @@ func TestBandwidthCap(t *testing.T) {
 		t.Fatalf("5 MiB at a 2 MiB/s cap took only %s", d)
 	}
 }
+
+// TestAllowDest: a worker with allow_dest writes under its roots only;
+// a job (or a task forged in Redis) aimed elsewhere fails without a byte
+// written there, and the worker keeps serving.
+func TestAllowDest(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "obj", 2*mib, false)
+	allowed, elsewhere := t.TempDir(), t.TempDir()
+	if err := os.Symlink(elsewhere, filepath.Join(allowed, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.Config()
+	cfg.AllowDest = []string{allowed}
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	for _, dest := range []string{filepath.Join(elsewhere, "obj"), filepath.Join(allowed, "escape", "obj")} {
+		sum, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/obj", dest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Wait(t, sum.Job, time.Minute)
+		if o := c.Objects(t, sum.Job)["obj"]; o.State != ledger.Failed || !strings.Contains(o.Error, "outside the allowed roots") {
+			t.Fatalf("%s: %s %q", dest, o.State, o.Error)
+		}
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Fatalf("the worker wrote outside its roots: %v", entries)
+	}
+	sum, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/obj", filepath.Join(allowed, "in", "obj")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("a job inside the root: %+v", j)
+	}
+	insp := asynq.NewInspectorFromRedisClient(f.Redis.Client(t))
+	if q, err := insp.GetQueueInfo(tasks.QueueChunks); err != nil || q.Retry != 0 || q.Archived == 0 {
+		t.Fatalf("refused tasks must be archived at once, not retried: %+v %v", q, err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
 	"github.com/s3fleet/s3fleet/tasks"
 )
 
@@ -40,6 +41,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	guard, err := location.NewGuard(cfg.AllowDest)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if guard.Open() {
+		log.Warn("no allow_dest: this worker writes wherever a task in Redis says; set allow_dest (S3FLEET_ALLOW_DEST) to the download roots")
+	}
 	led := ledger.New(rdb, cfg.Retention)
 	client := asynq.NewClientFromRedisClient(rdb)
 	reg := newRegistry(rdb)
@@ -51,10 +59,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: tasks.NewLimiter(int64(cfg.Bandwidth)), Metrics: met,
+		Guard: guard,
 	})
-	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log})
+	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
-		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log,
+		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log, Guard: guard,
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},
@@ -88,7 +97,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
 	}
 	log.Info("worker started", "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
-		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys))
+		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest)
 	<-ctx.Done()
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
 	srv.Shutdown()

@@ -1,0 +1,85 @@
+package location
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// ErrOutsideRoots reports a destination outside the roots a worker may
+// write under.
+var ErrOutsideRoots = errors.New("destination outside the allowed roots")
+
+// Guard says where a worker may write: under its roots, with symlinks
+// resolved, so a task forged in Redis cannot make it write anywhere else.
+// A Guard with no roots allows every path.
+type Guard struct {
+	roots []string // resolved, absolute
+}
+
+// NewGuard resolves the roots; each must be an existing directory.
+func NewGuard(roots []string) (Guard, error) {
+	var g Guard
+	for _, r := range roots {
+		if !filepath.IsAbs(r) {
+			return Guard{}, fmt.Errorf("allow_dest %q: not an absolute path", r)
+		}
+		real, err := filepath.EvalSymlinks(r)
+		if err != nil {
+			return Guard{}, fmt.Errorf("allow_dest %q: %w", r, err)
+		}
+		if st, err := os.Stat(real); err != nil || !st.IsDir() {
+			return Guard{}, fmt.Errorf("allow_dest %q: not a directory", r)
+		}
+		g.roots = append(g.roots, real)
+	}
+	return g, nil
+}
+
+// Open reports whether the guard allows every path.
+func (g Guard) Open() bool { return len(g.roots) == 0 }
+
+// Check returns nil when path, with the symlinks of its existing ancestors
+// resolved, lies under one of the roots.
+func (g Guard) Check(path string) error {
+	if g.Open() {
+		return nil
+	}
+	real, err := resolve(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", path, err)
+	}
+	real = filepath.Join(real, filepath.Base(path))
+	for _, r := range g.roots {
+		if Within(r, real) && real != r {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s (resolves to %s)", ErrOutsideRoots, path, real)
+}
+
+// resolve evaluates the symlinks of the longest existing prefix of dir and
+// appends the rest, which does not exist yet.
+func resolve(dir string) (string, error) {
+	var rest []string
+	for {
+		real, err := filepath.EvalSymlinks(dir)
+		if err == nil {
+			for i := len(rest) - 1; i >= 0; i-- {
+				real = filepath.Join(real, rest[i])
+			}
+			return real, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", err
+		}
+		rest = append(rest, filepath.Base(dir))
+		dir = parent
+	}
+}

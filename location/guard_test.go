@@ -1,0 +1,61 @@
+package location
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestGuard(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	allowed := filepath.Join(base, "allowed")
+	outside := filepath.Join(base, "outside")
+	for _, d := range []string{allowed, outside, filepath.Join(allowed, "sub")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A symlink planted inside the allowed root that points outside it.
+	if err := os.Symlink(outside, filepath.Join(allowed, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	// A symlink to the root itself is fine to pass in.
+	link := filepath.Join(base, "link-to-allowed")
+	if err := os.Symlink(allowed, link); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGuard([]string{link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{filepath.Join(allowed, "file"), true},
+		{filepath.Join(allowed, "sub", "file"), true},
+		{filepath.Join(allowed, "new", "deeper", "file"), true},
+		{filepath.Join(link, "file"), true},
+		{filepath.Join(allowed, "escape", "file"), false},
+		{filepath.Join(allowed, "escape", "new", "file"), false},
+		{filepath.Join(outside, "file"), false},
+		{allowed, false},
+		{"/etc/passwd", false},
+	} {
+		err := g.Check(tc.path)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrOutsideRoots)) {
+			t.Errorf("Check(%s) = %v, want allowed=%v", tc.path, err, tc.ok)
+		}
+	}
+	if _, err := NewGuard([]string{"relative"}); err == nil {
+		t.Error("a relative root was accepted")
+	}
+	if _, err := NewGuard([]string{filepath.Join(base, "missing")}); err == nil {
+		t.Error("a missing root was accepted")
+	}
+	if open, _ := NewGuard(nil); !open.Open() || open.Check("/anything") != nil {
+		t.Error("a guard without roots must allow everything")
+	}
+}
