@@ -33,8 +33,12 @@ func (s Size) String() string { return humanize.IBytes(uint64(s)) }
 
 // Config is every setting of the enqueuer and the worker.
 type Config struct {
-	// Redis is the URL of the queue: redis://, rediss:// or redis-sentinel://.
+	// Redis is the URL of the queue: redis://, rediss:// (TLS),
+	// redis-sentinel:// or redis-cluster://.
 	Redis string `mapstructure:"redis"`
+	// RedisCAFile is a PEM file of CAs to trust for rediss:// (default: the
+	// system's).
+	RedisCAFile string `mapstructure:"redis_ca_file"`
 	// Endpoint is the S3 endpoint URL; empty means AWS.
 	Endpoint string `mapstructure:"endpoint"`
 	// Region is the S3 region.
@@ -103,7 +107,8 @@ const (
 )
 
 var settings = []setting{
-	{"redis", "redis://127.0.0.1:6379/0", "Redis URL (redis://, rediss://, redis-sentinel://)", Both},
+	{"redis", "redis://127.0.0.1:6379/0", "Redis URL: redis://[user:pass@]host:port/db, rediss:// (TLS), redis-sentinel://, redis-cluster://h1:p1,h2:p2", Both},
+	{"redis_ca_file", "", "PEM file of CAs to trust for rediss:// (default: the system's)", Both},
 	{"endpoint", "", "S3 endpoint URL (empty: AWS)", Both},
 	{"region", "us-east-1", "S3 region", Both},
 	{"path_style", false, "use path-style bucket addressing", Both},
@@ -263,7 +268,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{field}, args...)...))
 	}
 	if u, err := url.Parse(c.Redis); err != nil || !validRedisScheme(u.Scheme) {
-		bad("redis", "want a redis://, rediss:// or redis-sentinel:// URL, got %q", RedactURL(c.Redis))
+		bad("redis", "want a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got %q", RedactURL(c.Redis))
 	}
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -320,7 +325,7 @@ func (c Config) Validate() error {
 }
 
 func validRedisScheme(s string) bool {
-	return s == "redis" || s == "rediss" || s == "redis-sentinel"
+	return s == "redis" || s == "rediss" || s == "redis-sentinel" || s == "redis-cluster" || s == "rediss-cluster"
 }
 
 // RedactURL hides the password of a URL so it can be logged or printed.

@@ -5,9 +5,16 @@ package connect
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -21,17 +28,9 @@ import (
 func Redis(ctx context.Context, cfg config.Config) (asynq.RedisConnOpt, redis.UniversalClient, error) {
 	redis.SetLogger(quietLogger{}) // errors reach the caller; the pool's own lines are noise
 	shown := config.RedactURL(cfg.Redis)
-	opt, err := asynq.ParseRedisURI(cfg.Redis)
+	opt, err := RedisOptions(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("redis URL %s: not a redis://, rediss:// or redis-sentinel:// URL", shown)
-	}
-	switch o := opt.(type) {
-	case asynq.RedisClientOpt:
-		o.DialTimeout = cfg.ConnectTimeout
-		opt = o
-	case asynq.RedisFailoverClientOpt:
-		o.DialTimeout = cfg.ConnectTimeout
-		opt = o
+		return nil, nil, fmt.Errorf("redis %s: %w", shown, err)
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
@@ -69,3 +68,62 @@ func Logger(cfg config.Config) *slog.Logger {
 type quietLogger struct{}
 
 func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// RedisOptions turns the configured URL into asynq's connection options:
+//
+//	redis://[user[:password]@]host:port[/db]
+//	rediss://…                     the same over TLS (redis_ca_file: the CAs)
+//	redis-sentinel://[:password@]h1:p1,h2:p2[/db]?master=NAME
+//	redis-cluster://[user[:password]@]h1:p1,h2:p2   (rediss-cluster:// for TLS)
+func RedisOptions(cfg config.Config) (asynq.RedisConnOpt, error) {
+	u, err := url.Parse(cfg.Redis)
+	if err != nil {
+		return nil, errors.New("not a URL")
+	}
+	user := u.User.Username()
+	pass, _ := u.User.Password()
+	var tlsCfg *tls.Config
+	if u.Scheme == "rediss" || u.Scheme == "rediss-cluster" || cfg.RedisCAFile != "" {
+		host := strings.Split(u.Host, ",")[0]
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		tlsCfg = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		if cfg.RedisCAFile != "" {
+			pem, err := os.ReadFile(cfg.RedisCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("redis_ca_file: %w", err)
+			}
+			tlsCfg.RootCAs = x509.NewCertPool()
+			if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("redis_ca_file %s: no PEM certificates", cfg.RedisCAFile)
+			}
+		}
+	}
+	db := 0
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		if db, err = strconv.Atoi(p); err != nil {
+			return nil, fmt.Errorf("database %q is not a number", p)
+		}
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		return asynq.RedisClientOpt{Addr: u.Host, Username: user, Password: pass, DB: db,
+			TLSConfig: tlsCfg, DialTimeout: cfg.ConnectTimeout}, nil
+	case "redis-sentinel":
+		opt, err := asynq.ParseRedisURI(cfg.Redis)
+		if err != nil {
+			return nil, err
+		}
+		o := opt.(asynq.RedisFailoverClientOpt)
+		o.DialTimeout, o.TLSConfig, o.Username = cfg.ConnectTimeout, tlsCfg, user
+		return o, nil
+	case "redis-cluster", "rediss-cluster":
+		if db != 0 {
+			return nil, errors.New("a Redis Cluster has only database 0")
+		}
+		return asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ","), Username: user, Password: pass,
+			TLSConfig: tlsCfg, DialTimeout: cfg.ConnectTimeout}, nil
+	}
+	return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
+}

@@ -248,3 +248,21 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// StartRedisTLS starts a redis-server that speaks only TLS (with the given
+// PEM files) on a free port; extra are more arguments such as
+// "--requirepass", "secret". It returns the server and its rediss:// URL
+// without credentials.
+func StartRedisTLS(t testing.TB, certFile, keyFile, caFile string, extra ...string) (*Redis, string) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found: %v", err)
+	}
+	port := FreePort(t)
+	args := append([]string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile,
+		"--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...)
+	p := start(t, fmt.Sprintf("127.0.0.1:%d", port), bin, args...)
+	return &Redis{Process: p, URL: fmt.Sprintf("rediss://127.0.0.1:%d/0", port)}, fmt.Sprintf("rediss://127.0.0.1:%d/0", port)
+}
