@@ -275,26 +275,44 @@ func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, crc ui
 // it to its final name without replacing what is there (unless Overwrite),
 // then makes the rename durable.
 func (a *Assembler) place(t ledger.Transfer, f *os.File, part string) error {
-	fd := int(f.Fd())
-	_ = unix.Fsetxattr(fd, XattrTransfer, []byte(t.ID), 0) // best effort: tmpfs may refuse
-	_ = unix.Fsetxattr(fd, XattrETag, []byte(t.ETag), 0)
-	if t.LastModified > 0 {
-		mt := time.UnixMilli(t.LastModified)
-		if err := os.Chtimes(part, mt, mt); err != nil {
-			return fmt.Errorf("set mtime of %s: %w", part, err)
-		}
+	if err := Mark(f, t.ID, t.ETag, t.LastModified); err != nil {
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", part, err)
 	}
-	if t.Overwrite {
-		if err := os.Rename(part, t.Dest); err != nil {
-			return fmt.Errorf("rename %s: %w", part, err)
-		}
-	} else if err := renameNoReplace(part, t.Dest); err != nil {
+	if err := Rename(part, t.Dest, t.Overwrite); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(t.Dest))
+	return SyncDir(filepath.Dir(t.Dest))
+}
+
+// Mark labels a finished file as the fleet's: the transfer and the ETag in
+// xattrs (best effort: some filesystems refuse them), and the object's
+// Last-Modified (Unix ms, when known) as its mtime.
+func Mark(f *os.File, transfer, etag string, lastModified int64) error {
+	fd := int(f.Fd())
+	_ = unix.Fsetxattr(fd, XattrTransfer, []byte(transfer), 0)
+	_ = unix.Fsetxattr(fd, XattrETag, []byte(etag), 0)
+	if lastModified > 0 {
+		mt := time.UnixMilli(lastModified)
+		if err := os.Chtimes(f.Name(), mt, mt); err != nil {
+			return fmt.Errorf("set mtime of %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// Rename moves a part file to its final name; unless overwrite, an
+// existing file there is an error wrapping fs.ErrExist.
+func Rename(part, final string, overwrite bool) error {
+	if overwrite {
+		if err := os.Rename(part, final); err != nil {
+			return fmt.Errorf("rename %s: %w", part, err)
+		}
+		return nil
+	}
+	return renameNoReplace(part, final)
 }
 
 // renameNoReplace renames atomically unless newpath exists (fs.ErrExist).
@@ -313,7 +331,8 @@ func renameNoReplace(oldpath, newpath string) error {
 	return nil
 }
 
-func syncDir(dir string) error {
+// SyncDir makes the entries of a directory (a rename) durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open directory %s: %w", dir, err)
@@ -327,10 +346,13 @@ func syncDir(dir string) error {
 
 // alreadyRenamed reports whether an earlier run of this assembler renamed
 // the part file before it could record the result.
-func (a *Assembler) alreadyRenamed(t ledger.Transfer) bool {
+func (a *Assembler) alreadyRenamed(t ledger.Transfer) bool { return IsOurs(t.Dest, t.ID) }
+
+// IsOurs reports whether the file at path was placed there by transfer.
+func IsOurs(path, transfer string) bool {
 	buf := make([]byte, 64)
-	n, err := unix.Lgetxattr(t.Dest, XattrTransfer, buf)
-	return err == nil && string(buf[:n]) == t.ID
+	n, err := unix.Lgetxattr(path, XattrTransfer, buf)
+	return err == nil && string(buf[:n]) == transfer
 }
 
 func createEmpty(part string) error {

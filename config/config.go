@@ -49,6 +49,11 @@ type Config struct {
 	ChunkSize Size `mapstructure:"chunk_size"`
 	// Threshold is the size below which an object is fetched in one task.
 	Threshold Size `mapstructure:"threshold"`
+	// BatchMaxObject: objects up to this size are fetched whole, many to a
+	// batch task (0: never); BatchObjects and BatchBytes bound a batch.
+	BatchMaxObject Size `mapstructure:"batch_max_object"`
+	BatchObjects   int  `mapstructure:"batch_objects"`
+	BatchBytes     Size `mapstructure:"batch_bytes"`
 	// Concurrency is the number of chunk tasks one worker runs at once.
 	Concurrency int `mapstructure:"concurrency"`
 	// MaxRetries is how often a failed chunk task is retried.
@@ -114,6 +119,9 @@ var settings = []setting{
 	{"path_style", false, "use path-style bucket addressing", Both},
 	{"chunk_size", "8MiB", "bytes per ranged GET", Enqueuer},
 	{"threshold", "8MiB", "objects below this size are fetched in one task", Enqueuer},
+	{"batch_max_object", "1MiB", "objects up to this size are fetched whole, many to a task (0: one task each)", Enqueuer},
+	{"batch_objects", 100, "most objects in one batch task", Enqueuer},
+	{"batch_bytes", "16MiB", "most bytes in one batch task", Enqueuer},
 	{"concurrency", 16, "chunk tasks a worker (or enqueue --local) runs at once", Both},
 	{"max_retries", 10, "retries of a failed chunk before its object fails", Both},
 	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
@@ -280,6 +288,15 @@ func (c Config) Validate() error {
 	}
 	if c.Threshold < 0 {
 		bad("threshold", "must not be negative, got %d", c.Threshold)
+	}
+	if c.BatchMaxObject < 0 {
+		bad("batch_max_object", "must not be negative, got %d", c.BatchMaxObject)
+	}
+	if c.BatchObjects < 1 {
+		bad("batch_objects", "must be at least 1, got %d", c.BatchObjects)
+	}
+	if c.BatchBytes < 1 {
+		bad("batch_bytes", "must be positive, got %d", c.BatchBytes)
 	}
 	if c.Concurrency < 1 {
 		bad("concurrency", "must be at least 1, got %d", c.Concurrency)

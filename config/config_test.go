@@ -69,6 +69,9 @@ func defaults() Config {
 		PathStyle:       false,
 		ChunkSize:       8 * mib,
 		Threshold:       8 * mib,
+		BatchMaxObject:  mib,
+		BatchObjects:    100,
+		BatchBytes:      16 * mib,
 		Concurrency:     16,
 		MaxRetries:      10,
 		RetryDelay:      time.Second,
@@ -661,7 +664,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 		t.Fatal("Validate() = nil, want errors")
 	}
 	fields := []string{
-		"redis", "endpoint", "chunk_size", "threshold", "concurrency", "max_retries",
+		"redis", "endpoint", "chunk_size", "threshold", "batch_objects", "batch_bytes", "concurrency", "max_retries",
 		"retry_delay", "chunk_timeout", "connect_timeout", "read_timeout", "shutdown_timeout", "retention",
 		"flush", "log_level", "log_format",
 	}

@@ -16,6 +16,7 @@ import (
 type taskControl interface {
 	DeleteTask(queue, id string) error
 	CancelProcessing(id string) error
+	GetTaskInfo(queue, id string) (*asynq.TaskInfo, error)
 }
 
 var _ taskControl = (*asynq.Inspector)(nil)

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,11 @@ type Enqueuer struct {
 	AssembleOptions []asynq.Option
 	// Parallel bounds the objects handled at once (default 16).
 	Parallel int
+	// Objects up to BatchMaxObject bytes (0: none) go whole into batch
+	// tasks of at most BatchObjects objects and BatchBytes bytes.
+	BatchMaxObject, BatchObjects, BatchBytes int64
+	// BatchOptions are added to every batch task (retries, retention).
+	BatchOptions []asynq.Option
 }
 
 // Request is one enqueue command.
@@ -188,7 +194,10 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		for _, o := range objs {
 			g.Go(func() error { return s.add(gctx, o, false) })
 		}
-		return g.Wait()
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		return s.flushBatch(ctx)
 	})
 	switch {
 	case !s.begun && err == nil:
@@ -467,6 +476,10 @@ type submission struct {
 	queue     string
 	begun     bool
 	sum       Summary
+
+	batchMu    sync.Mutex
+	batch      []tasks.BatchObject
+	batchBytes int64
 }
 
 // wanted applies --include and --exclude to the key's path below its
@@ -505,6 +518,9 @@ func (s *submission) begin(ctx context.Context) error {
 func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
 	if s.req.DryRun {
 		return s.sum, err
+	}
+	if ferr := s.flushBatch(ctx); err == nil {
+		err = ferr
 	}
 	if lerr := s.e.Ledger.SetListed(context.WithoutCancel(ctx), s.sum.Job, err); lerr != nil && err == nil {
 		err = lerr
@@ -550,6 +566,12 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 			return nil
 		}
 		t.Gen = gen
+		if s.batchable(t) {
+			if state == ledger.Running || (state == ledger.Queued && s.batchWaiting(cur)) {
+				return nil // a batch task has it
+			}
+			return s.addToBatch(ctx, t)
+		}
 		return s.enqueue(ctx, t)
 	}
 	return fmt.Errorf("attach %s: the record kept changing", t.Source())
@@ -704,6 +726,68 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 			atomic.AddInt64(&s.sum.Chunks, 1)
 		}
 	}
+	return nil
+}
+
+// batchable reports whether an object goes whole into a batch task.
+func (s *submission) batchable(t ledger.Transfer) bool {
+	return s.e.BatchMaxObject > 0 && t.Size <= s.e.BatchMaxObject && t.Chunks <= 1
+}
+
+// batchWaiting reports whether the object's batch task is still to run.
+func (s *submission) batchWaiting(t ledger.Transfer) bool {
+	if t.Batch == "" || s.e.Control == nil {
+		return false
+	}
+	info, err := s.e.Control.GetTaskInfo(t.Queue, t.Batch)
+	return err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted
+}
+
+// addToBatch adds an object to the batch being filled, and enqueues the
+// batch once it is full.
+func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
+	s.batchMu.Lock()
+	s.batch = append(s.batch, tasks.BatchObject{
+		Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, VersionID: t.VersionID, ETag: t.ETag,
+		Size: t.Size, Dest: t.Dest, LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
+		RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
+	})
+	s.batchBytes += t.Size
+	full := int64(len(s.batch)) >= max(s.e.BatchObjects, 1) || s.batchBytes >= s.e.BatchBytes
+	s.batchMu.Unlock()
+	if full {
+		return s.flushBatch(ctx)
+	}
+	return nil
+}
+
+// flushBatch enqueues the batch being filled, if any.
+func (s *submission) flushBatch(ctx context.Context) error {
+	s.batchMu.Lock()
+	objs := s.batch
+	s.batch, s.batchBytes = nil, 0
+	s.batchMu.Unlock()
+	if len(objs) == 0 {
+		return nil
+	}
+	task, err := tasks.NewBatchTask(tasks.BatchPayload{Job: s.sum.Job, Objects: objs},
+		append(s.e.BatchOptions, asynq.Queue(s.queue))...)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(objs))
+	for i, o := range objs {
+		ids[i] = o.Transfer
+	}
+	// Recorded first: an enqueue killed between the two leaves objects whose
+	// batch does not exist, which a re-run enqueues again.
+	if err := s.e.Ledger.SetBatch(ctx, ids, tasks.BatchTaskID(tasks.BatchPayload{Objects: objs})); err != nil {
+		return err
+	}
+	if _, err := s.e.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue a batch of %d objects: %w", len(objs), err)
+	}
+	atomic.AddInt64(&s.sum.Chunks, int64(len(objs)))
 	return nil
 }
 

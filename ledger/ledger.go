@@ -95,6 +95,8 @@ type Transfer struct {
 	RequestPayer  string `redis:"request_payer"`
 	ExpectedOwner string `redis:"expected_owner"`
 	SSECKeyMD5    string `redis:"ssec_key_md5"` // fingerprint of the SSE-C key; the key stays with the workers
+	// Batch is the task that fetches a small object whole, with others.
+	Batch string `redis:"batch"`
 
 	State     string `redis:"state"`
 	Error     string `redis:"error"`
@@ -474,4 +476,68 @@ func (l *Ledger) end(ctx context.Context, id string, gen int64, state, cause, ch
 		return false, fmt.Errorf("mark transfer %s %s: %w", id, state, err)
 	}
 	return prev == Queued || prev == Running, nil
+}
+
+// BatchItem names one object of a batch task.
+type BatchItem struct {
+	ID  string
+	Gen int64
+}
+
+// StartBatch starts the transfers of a batch task in one round trip and
+// returns each one's state: Running when it is to be downloaded.
+func (l *Ledger) StartBatch(ctx context.Context, items []BatchItem, now time.Time) ([]string, error) {
+	keys := make([]string, len(items))
+	args := []any{now.UnixMilli()}
+	for i, it := range items {
+		keys[i] = xferKey(it.ID)
+		args = append(args, it.Gen)
+	}
+	states, err := startBatchScript.Run(ctx, l.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("start a batch of %d transfers: %w", len(items), err)
+	}
+	return states, nil
+}
+
+// BatchResult is one object a batch task finalized.
+type BatchResult struct {
+	BatchItem
+	Size int64
+	Result
+}
+
+// SucceedBatch records the objects of a batch task finalized, in one round
+// trip, and reports for each whether this call made the change.
+func (l *Ledger) SucceedBatch(ctx context.Context, results []BatchResult, now time.Time) ([]bool, error) {
+	if len(results) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, 3*len(results))
+	args := []any{now.UnixMilli(), l.ttlSeconds()}
+	for _, r := range results {
+		keys = append(keys, xferKey(r.ID), xferChunksKey(r.ID), xferJobsKey(r.ID))
+		args = append(args, r.Gen, r.Size, r.CRC32C, r.Check)
+	}
+	res, err := succeedBatchScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("record a batch of %d transfers: %w", len(results), err)
+	}
+	changed := make([]bool, len(res))
+	for i, v := range res {
+		changed[i] = v == 1
+	}
+	return changed, nil
+}
+
+// SetBatch records the batch task that fetches these transfers.
+func (l *Ledger) SetBatch(ctx context.Context, ids []string, batch string) error {
+	pipe := l.rdb.Pipeline()
+	for _, id := range ids {
+		pipe.HSet(ctx, xferKey(id), "batch", batch)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("record batch %s: %w", batch, err)
+	}
+	return nil
 }

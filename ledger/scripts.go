@@ -181,3 +181,54 @@ touch(ttl, KEYS[1], KEYS[2], KEYS[3])
 each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
 return st
 `)
+
+// startBatchScript starts the transfers of a batch task: KEYS one xfer key
+// per object; ARGV now, then one gen per object. Queued ones become running
+// and each running one counts an attempt. Returns each one's state ('stale'
+// for another generation, 'gone' for a missing record).
+var startBatchScript = redis.NewScript(luaCommon + `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local st = redis.call('HGET', k, 'state')
+  if not st then
+    out[i] = 'gone'
+  elseif num(redis.call('HGET', k, 'gen')) ~= tonumber(ARGV[i + 1]) then
+    out[i] = 'stale'
+  else
+    if st == 'queued' then
+      redis.call('HSET', k, 'state', 'running', 'started', ARGV[1])
+      st = 'running'
+    end
+    if st == 'running' then redis.call('HINCRBY', k, 'attempts', 1) end
+    out[i] = st
+  end
+end
+return out
+`)
+
+// succeedBatchScript records the objects of a batch task finalized: KEYS
+// three a object (xfer, xfer chunks, xfer jobs); ARGV now, ttl, then four
+// an object (gen, bytes, crc32c base64, check). Each running object of that
+// generation counts its bytes and its success once. Returns 1 or 0 each.
+var succeedBatchScript = redis.NewScript(luaCommon + `
+local now, ttl = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS / 3 do
+  local x, c, js = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local a = 2 + 4 * (i - 1)
+  local st = redis.call('HGET', x, 'state')
+  out[i] = 0
+  if (st == 'running' or st == 'queued') and num(redis.call('HGET', x, 'gen')) == tonumber(ARGV[a + 1]) then
+    local n = tonumber(ARGV[a + 2]) - num(redis.call('HGET', x, 'bytes_done'))
+    redis.call('HINCRBY', x, 'bytes_done', n)
+    bump_jobs(js, 'bytes_done', n)
+    redis.call('HSET', x, 'state', 'success', 'finished', now, 'error', '', 'crc32c', ARGV[a + 3], 'check', ARGV[a + 4])
+    redis.call('DEL', c)
+    bump_jobs(js, 'succeeded', 1)
+    touch(ttl, x, js)
+    each_job(js, function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
+    out[i] = 1
+  end
+end
+return out
+`)

@@ -28,7 +28,6 @@ func TestCopyAt(t *testing.T) {
 	t.Parallel()
 	data := make([]byte, 3<<20+17)
 	_, _ = rand.Read(data)
-	buf := make([]byte, 64<<10)
 	for _, tc := range []struct {
 		name    string
 		src     io.Reader
@@ -48,7 +47,7 @@ func TestCopyAt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dst := &memFile{b: make([]byte, tc.off+tc.want+10)}
-			n, crc, err := CopyAt(dst, tc.src, tc.off, tc.want, buf)
+			n, crc, err := CopyAt(dst, tc.src, tc.off, tc.want, make([]byte, 64<<10))
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)
@@ -68,7 +67,7 @@ func TestCopyAt(t *testing.T) {
 	}
 	t.Run("write error", func(t *testing.T) {
 		t.Parallel()
-		_, _, err := CopyAt(failingWriter{}, bytes.NewReader(data[:10]), 0, 10, buf)
+		_, _, err := CopyAt(failingWriter{}, bytes.NewReader(data[:10]), 0, 10, make([]byte, 64))
 		if !errors.Is(err, errWrite) || !strings.Contains(err.Error(), "disk on fire") {
 			t.Fatalf("error %v", err)
 		}

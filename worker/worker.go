@@ -54,12 +54,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	host, _ := os.Hostname()
 	met := metrics.NewWorker(reg, fmt.Sprintf("%s:%d", host, os.Getpid()))
 
+	chunkLimit := tasks.NewLimiter(int64(cfg.Bandwidth)) // shared by every task of this worker
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeChunk, &tasks.ChunkHandler{
 		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
-		SSECKeys:        keys, Limit: tasks.NewLimiter(int64(cfg.Bandwidth)), Metrics: met,
+		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
 		Guard: guard,
+	})
+	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
+		S3: s3c, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
+		Limit: chunkLimit, Metrics: met, Guard: guard,
 	})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{

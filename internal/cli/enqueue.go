@@ -303,6 +303,9 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 		Log: connect.Logger(cfg), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
 		ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
 		AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
+		BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),
+		BatchOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout),
+			asynq.Retention(cfg.Retention)},
 	}
 	return e, nil
 }

@@ -32,8 +32,9 @@ func startLocal(ctx context.Context, cfg *config.Config) (context.Context, func(
 	wctx, cancel := context.WithCancel(ctx)
 	log := connect.Logger(*cfg)
 	if cfg.LogLevel == "info" {
-		// The progress bar tells the story; the worker speaks up only for trouble.
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// The progress bar and the summary tell the story (failures with their
+		// causes); the in-process worker speaks up only for errors.
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -110,6 +110,9 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 			S3: s3c, Ledger: led, Queue: q, Control: asynq.NewInspectorFromRedisClient(rdb), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 8,
 			ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
 			AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
+			BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),
+			BatchOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout),
+				asynq.Retention(cfg.Retention)},
 		},
 		Ledger: led, Queue: q,
 	}

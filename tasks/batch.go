@@ -1,0 +1,366 @@
+package tasks
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/hibiken/asynq"
+	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/internal/metrics"
+	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// TypeBatch downloads many small objects whole, in one task: one Redis
+// round trip to start them, one flush of the filesystem (syncfs) for all
+// of them rather than an fsync each, one round trip to record them. It is
+// the chunk and the assembler of each of its objects at once.
+const TypeBatch = "s3fleet:batch"
+
+// BatchObject is one object of a batch: what a chunk payload says, for an
+// object fetched whole, plus what the assembler would read from the record.
+type BatchObject struct {
+	Transfer      string `json:"transfer"`
+	Gen           int64  `json:"gen"`
+	Bucket        string `json:"bucket"`
+	Key           string `json:"key"`
+	VersionID     string `json:"version_id,omitempty"`
+	ETag          string `json:"etag,omitempty"`
+	Size          int64  `json:"size"`
+	Dest          string `json:"dest"`
+	LastModified  int64  `json:"last_modified,omitempty"` // Unix ms
+	Overwrite     bool   `json:"overwrite,omitempty"`
+	Verify        bool   `json:"verify,omitempty"`
+	RequestPayer  string `json:"request_payer,omitempty"`
+	ExpectedOwner string `json:"expected_bucket_owner,omitempty"`
+	SSECKeyMD5    string `json:"sse_c_key_md5,omitempty"`
+}
+
+// BatchPayload is a batch task's payload.
+type BatchPayload struct {
+	Job     string        `json:"job"`
+	Objects []BatchObject `json:"objects"`
+}
+
+// BatchTaskID names a batch by its objects: the same objects, the same ID.
+func BatchTaskID(p BatchPayload) string {
+	h := sha256.New()
+	for _, o := range p.Objects {
+		h.Write([]byte(o.Transfer + ":" + strconv.FormatInt(o.Gen, 10) + ","))
+	}
+	return "batch:" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// NewBatchTask builds a batch task; opts (queue, retries, retention)
+// override the defaults.
+func NewBatchTask(p BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode batch payload: %w", err)
+	}
+	defaults := []asynq.Option{
+		asynq.Queue(QueueChunks), asynq.MaxRetry(10), asynq.Timeout(10 * time.Minute),
+		asynq.Retention(7 * 24 * time.Hour), asynq.TaskID(BatchTaskID(p)),
+	}
+	return asynq.NewTask(TypeBatch, b, append(defaults, opts...)...), nil
+}
+
+func (o BatchObject) validate() error {
+	switch {
+	case o.Transfer == "" || o.Bucket == "" || o.Key == "":
+		return errors.New("missing transfer, bucket or key")
+	case o.Gen < 1:
+		return fmt.Errorf("generation %d", o.Gen)
+	case o.Size < 0:
+		return fmt.Errorf("size %d", o.Size)
+	}
+	return checkDest(o.Dest)
+}
+
+// batchLedger is what a batch reads and records.
+type batchLedger interface {
+	StartBatch(ctx context.Context, items []ledger.BatchItem, now time.Time) ([]string, error)
+	SucceedBatch(ctx context.Context, results []ledger.BatchResult, now time.Time) ([]bool, error)
+	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+}
+
+// BatchHandler runs batch tasks.
+type BatchHandler struct {
+	S3       rangeGetter
+	Ledger   batchLedger
+	Log      *slog.Logger
+	NoFlush  bool
+	SSECKeys map[string][]byte
+	Limit    *rate.Limiter
+	Metrics  *metrics.Worker
+	Guard    location.Guard
+}
+
+// fetched is an object downloaded to its part file, not yet placed.
+type fetched struct {
+	o     BatchObject
+	f     *os.File
+	crc   uint32
+	check string
+}
+
+// ProcessTask downloads the batch's objects that are still to do, places
+// and records them; objects that fail for good are recorded failed, and a
+// transient failure makes asynq run the batch again for the rest only.
+func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p BatchPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return permanent("decode batch payload: %v", err)
+	}
+	for _, o := range p.Objects {
+		if err := o.validate(); err != nil {
+			return permanent("invalid batch payload for transfer %q: %v", o.Transfer, err)
+		}
+	}
+	log := logger(h.Log).With("job", p.Job)
+	items := make([]ledger.BatchItem, len(p.Objects))
+	for i, o := range p.Objects {
+		items[i] = ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}
+	}
+	states, err := h.Ledger.StartBatch(ctx, items, time.Now())
+	if err != nil {
+		return err
+	}
+
+	var got []fetched
+	var retry []error
+	var retryObjs []BatchObject
+	defer func() {
+		for _, g := range got {
+			g.f.Close()
+			os.Remove(g.f.Name()) // a no-op once renamed
+		}
+	}()
+	for i, o := range p.Objects {
+		if states[i] != ledger.Running {
+			continue
+		}
+		began := time.Now()
+		g, err := h.fetch(ctx, o)
+		if err != nil {
+			if h.failNow(ctx, o, err, log) {
+				continue
+			}
+			retry, retryObjs = append(retry, err), append(retryObjs, o)
+			continue
+		}
+		h.Metrics.ChunkDone(o.Size, time.Since(began))
+		got = append(got, g)
+	}
+
+	if len(got) > 0 && !h.NoFlush {
+		// One flush for the whole batch instead of an fsync a file.
+		if err := unix.Syncfs(int(got[0].f.Fd())); err != nil {
+			return fmt.Errorf("syncfs %s: %w", filepath.Dir(got[0].f.Name()), err)
+		}
+		for _, g := range got[1:] {
+			if !sameFS(g.f, got[0].f) {
+				_ = g.f.Sync()
+			}
+		}
+	}
+	var results []ledger.BatchResult
+	var records []assembler.Record
+	dirs := map[string]bool{}
+	for _, g := range got {
+		if err := assembler.Rename(g.f.Name(), g.o.Dest, g.o.Overwrite); err != nil {
+			if !errors.Is(err, os.ErrExist) || !assembler.IsOurs(g.o.Dest, g.o.Transfer) {
+				h.failNow(ctx, g.o, fmt.Errorf("%w: %w", asynq.SkipRetry, alreadyExists(g.o.Dest, err)), log)
+				continue
+			}
+			// An earlier run of this batch placed it already.
+		}
+		dirs[filepath.Dir(g.o.Dest)] = true
+		res := ledger.BatchResult{BatchItem: ledger.BatchItem{ID: g.o.Transfer, Gen: g.o.Gen}, Size: g.o.Size,
+			Result: ledger.Result{CRC32C: assembler.EncodeCRC32C(g.crc), Check: g.check}}
+		results = append(results, res)
+		records = append(records, assembler.Record{Transfer: g.o.Transfer, Source: "s3://" + g.o.Bucket + "/" + g.o.Key,
+			VersionID: g.o.VersionID, ETag: g.o.ETag, Size: g.o.Size, CRC32C: res.CRC32C, Check: g.check,
+			Chunks: 1, Attempts: 1, Path: g.o.Dest, State: ledger.Success})
+	}
+	if !h.NoFlush {
+		for d := range dirs {
+			if err := assembler.SyncDir(d); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := h.Ledger.SucceedBatch(ctx, results, time.Now()); err != nil {
+		return err
+	}
+	for range results {
+		h.Metrics.ObjectFinalized(ledger.Success)
+	}
+	if len(records) > 0 {
+		if b, err := json.Marshal(records); err == nil && t.ResultWriter() != nil {
+			_, _ = t.ResultWriter().Write(b)
+		}
+	}
+	log.Debug("batch done", "objects", len(p.Objects), "placed", len(results), "to retry", len(retry))
+	if len(retry) == 0 {
+		return nil
+	}
+	err = fmt.Errorf("%d of %d objects to retry: %w", len(retry), len(p.Objects), errors.Join(retry...))
+	if finalAttempt(ctx, err) {
+		for i, o := range retryObjs {
+			h.failNow(ctx, o, fmt.Errorf("%w: %w", asynq.SkipRetry, retry[i]), log)
+		}
+	}
+	h.Metrics.ChunkFailed("retried")
+	return err
+}
+
+// failNow records an object failed when err leaves no retry, and reports
+// whether it did.
+func (h *BatchHandler) failNow(ctx context.Context, o BatchObject, err error, log *slog.Logger) bool {
+	if !IsPermanent(err) {
+		return false
+	}
+	if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), o.Transfer, o.Gen, causeOf(err), false, time.Now()); ferr != nil {
+		log.Error("record failure", "transfer", o.Transfer, "err", ferr)
+	}
+	h.Metrics.ChunkFailed("failed")
+	log.Error("object failed", "transfer", o.Transfer, "bucket", o.Bucket, "key", o.Key, "err", causeOf(err))
+	return true
+}
+
+func alreadyExists(dest string, err error) error {
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dest)
+	}
+	return err
+}
+
+// fetch GETs the whole object, pinned by its ETag, into a new part file of
+// its own (two runs of the same batch never share one), checks its length
+// and its CRC32C against S3's full-object checksum when S3 sends one, and
+// marks it (xattrs, mtime).
+func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error) {
+	if err := h.Guard.Check(o.Dest); err != nil {
+		return fetched{}, fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
+	}
+	if !o.Overwrite && !assembler.IsOurs(o.Dest, o.Transfer) {
+		if _, err := os.Lstat(o.Dest); err == nil {
+			return fetched{}, permanent("destination %s already exists (use --overwrite to replace it)", o.Dest)
+		}
+	}
+	what := fmt.Sprintf("get s3://%s/%s", o.Bucket, o.Key)
+	in := &s3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key), ChecksumMode: types.ChecksumModeEnabled}
+	if o.VersionID != "" {
+		in.VersionId = aws.String(o.VersionID)
+	}
+	if o.ETag != "" {
+		in.IfMatch = aws.String(o.ETag)
+	}
+	if err := SetRequestOptions(in, o.RequestPayer, o.ExpectedOwner, o.SSECKeyMD5, h.SSECKeys); err != nil {
+		return fetched{}, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, what, err)
+	}
+	out, err := h.S3.GetObject(ctx, in)
+	if err != nil {
+		if s3client.Permanent(err) {
+			return fetched{}, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, what, s3client.Describe(err))
+		}
+		return fetched{}, fmt.Errorf("%s: %w", what, err)
+	}
+	defer out.Body.Close()
+	f, err := h.create(o)
+	if err != nil {
+		return fetched{}, err
+	}
+	discard := func(err error) (fetched, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return fetched{}, err
+	}
+	var body io.Reader = out.Body
+	if h.Limit != nil {
+		body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
+	}
+	bp := bufPool.Get().(*[]byte)
+	_, crc, err := CopyAt(f, body, 0, o.Size, *bp)
+	bufPool.Put(bp)
+	if err != nil {
+		if errors.Is(err, errWrite) {
+			return discard(wrapLocal(what, err))
+		}
+		return discard(fmt.Errorf("%s: %w", what, err))
+	}
+	check := assembler.CheckNone
+	if want := aws.ToString(out.ChecksumCRC32C); want != "" && !strings.Contains(want, "-") &&
+		(out.ChecksumType == "" || out.ChecksumType == types.ChecksumTypeFullObject) {
+		if got := assembler.EncodeCRC32C(crc); got != want {
+			return discard(fmt.Errorf("%w: %s: CRC32C of the body is %s, S3 says %s", assembler.ErrChecksum, what, got, want))
+		}
+		check = assembler.CheckCRC32C
+	}
+	if check == assembler.CheckNone && o.Verify {
+		if check, err = verifyMD5(f, o); err != nil {
+			return discard(err)
+		}
+	}
+	if err := assembler.Mark(f, o.Transfer, o.ETag, o.LastModified); err != nil {
+		return discard(wrapLocal("mark "+f.Name(), err))
+	}
+	return fetched{o: o, f: f, crc: crc, check: check}, nil
+}
+
+// create makes a new part file beside the destination.
+func (h *BatchHandler) create(o BatchObject) (*os.File, error) {
+	dir := filepath.Dir(o.Dest)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, wrapLocal("create destination directory", err)
+	}
+	f, err := os.CreateTemp(dir, filepath.Base(o.Dest)+".s3fleet-"+o.Transfer+"-*.part")
+	if err != nil {
+		return nil, wrapLocal("create part file", err)
+	}
+	return f, nil
+}
+
+// sameFS reports whether two open files live on one filesystem, so one
+// syncfs covers both.
+func sameFS(a, b *os.File) bool {
+	var sa, sb unix.Stat_t
+	return unix.Fstat(int(a.Fd()), &sa) == nil && unix.Fstat(int(b.Fd()), &sb) == nil && sa.Dev == sb.Dev
+}
+
+// verifyMD5 compares the file's MD5 with a single-part ETag (--verify when
+// S3 has no CRC32C); a multipart or encrypted object's ETag is no MD5.
+func verifyMD5(f *os.File, o BatchObject) (string, error) {
+	etag := strings.Trim(o.ETag, `"`)
+	if len(etag) != 32 || strings.Contains(etag, "-") {
+		return assembler.CheckNone, nil
+	}
+	h := md5.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, o.Size)); err != nil {
+		return "", fmt.Errorf("read %s for its MD5: %w", f.Name(), err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != etag {
+		return "", fmt.Errorf("%w: s3://%s/%s: MD5 of the file is %s, ETag is %s", assembler.ErrChecksum, o.Bucket, o.Key, got, etag)
+	}
+	return assembler.CheckMD5, nil
+}
