@@ -189,9 +189,13 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err := s.begin(ctx); err != nil {
 			return err
 		}
+		rest, err := s.addNew(ctx, objs)
+		if err != nil {
+			return err
+		}
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(max(e.Parallel, 1))
-		for _, o := range objs {
+		for _, o := range rest {
 			g.Go(func() error { return s.add(gctx, o, false) })
 		}
 		if err := g.Wait(); err != nil {
@@ -577,6 +581,62 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 	return fmt.Errorf("attach %s: the record kept changing", t.Source())
 }
 
+// addNew records, in one round trip, the objects of a page that the fleet
+// has never seen (the common case of a first run) and enqueues them; it
+// returns the others, which add handles one by one.
+func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, err error) {
+	if s.req.Sync || s.req.DryRun {
+		return objs, nil // these decide from what is on disk and in the records
+	}
+	var reqs []ledger.AttachRequest
+	var fresh []object
+	for _, o := range objs {
+		if !s.wanted(o) {
+			atomic.AddInt64(&s.sum.Filtered, 1)
+			continue
+		}
+		t, cause := s.transfer(o)
+		if cause == "" && !t.Overwrite && exists(t.Dest) {
+			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
+		}
+		reqs = append(reqs, ledger.AttachRequest{Job: s.sum.Job, Mode: ledger.ModeCreate, New: t, Cause: cause})
+		fresh = append(fresh, o)
+	}
+	results, err := s.e.Ledger.AttachMany(ctx, reqs, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range results {
+		if r.Err != nil {
+			rest = append(rest, fresh[i]) // known already (or a blip): the careful path
+			continue
+		}
+		t := reqs[i].New
+		s.count(ledger.ModeCreate, reqs[i].Cause, t.Size)
+		if r.State != ledger.Queued {
+			continue
+		}
+		t.Gen = r.Gen
+		if s.batchable(t) {
+			err = s.addToBatch(ctx, t)
+		} else {
+			err = s.enqueueChunks(ctx, t, allChunks(t.Chunks))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return rest, nil
+}
+
+func allChunks(n int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = int64(i)
+	}
+	return out
+}
+
 // refused says why a single object cannot be downloaded, as add would
 // record it, without recording anything.
 func (s *submission) refused(ctx context.Context, o object) error {
@@ -696,6 +756,12 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 	if err != nil {
 		return err
 	}
+	return s.enqueueChunks(ctx, t, missing)
+}
+
+// enqueueChunks puts the given chunk tasks of a transfer on the queue, or
+// its assembler when none is missing.
+func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missing []int64) error {
 	if len(missing) == 0 {
 		task, err := tasks.NewAssembleTask(tasks.AssemblePayload{
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, Dest: t.Dest, Size: t.Size,

@@ -331,6 +331,42 @@ type AttachRequest struct {
 // still as req.Expect describes; otherwise it returns ErrConflict and the
 // caller reads again. It returns the transfer's state and generation.
 func (l *Ledger) Attach(ctx context.Context, req AttachRequest, now time.Time) (state string, gen int64, err error) {
+	keys, args := l.attachArgs(req, now)
+	r := attachResult(req, attachScript.Run(ctx, l.rdb, keys, args...))
+	return r.State, r.Gen, r.Err
+}
+
+// AttachResult is the outcome of one request of AttachMany.
+type AttachResult struct {
+	State string
+	Gen   int64
+	Err   error // ErrConflict when the record was not as expected
+}
+
+// AttachMany runs many attach requests in one round trip (a pipeline), for
+// the objects of a listing page; each result is as Attach would return it.
+func (l *Ledger) AttachMany(ctx context.Context, reqs []AttachRequest, now time.Time) ([]AttachResult, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	if err := attachScript.Load(ctx, l.rdb).Err(); err != nil { // EVALSHA in a pipeline cannot fall back to EVAL
+		return nil, fmt.Errorf("load attach script: %w", err)
+	}
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(reqs))
+	for i, req := range reqs {
+		keys, args := l.attachArgs(req, now)
+		cmds[i] = attachScript.EvalSha(ctx, pipe, keys, args...)
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command
+	out := make([]AttachResult, len(reqs))
+	for i, c := range cmds {
+		out[i] = attachResult(reqs[i], c)
+	}
+	return out, nil
+}
+
+func (l *Ledger) attachArgs(req AttachRequest, now time.Time) ([]string, []any) {
 	id := req.New.ID
 	expectGen := ""
 	if req.Expect.State != "" {
@@ -344,18 +380,21 @@ func (l *Ledger) Attach(ctx context.Context, req AttachRequest, now time.Time) (
 	if req.Mode == ModeCreate || req.Mode == ModePresent || req.Mode == ModeRestart {
 		args = append(args, transferFields(req.New)...)
 	}
-	res, err := attachScript.Run(ctx, l.rdb, []string{
-		xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job),
-	}, args...).Slice()
+	return []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job)}, args
+}
+
+func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
+	res, err := c.Slice()
 	if err != nil {
-		return "", 0, fmt.Errorf("attach %s to job %s: %w", req.New.Source(), req.Job, err)
+		return AttachResult{Err: fmt.Errorf("attach %s to job %s: %w", req.New.Source(), req.Job, err)}
 	}
-	state, _ = res[1].(string)
-	gen, _ = res[2].(int64)
+	var r AttachResult
+	r.State, _ = res[1].(string)
+	r.Gen, _ = res[2].(int64)
 	if res[0] == "conflict" {
-		return state, gen, fmt.Errorf("attach %s: %w", req.New.Source(), ErrConflict)
+		r.Err = fmt.Errorf("attach %s: %w", req.New.Source(), ErrConflict)
 	}
-	return state, gen, nil
+	return r
 }
 
 // transferFields are the descriptive fields of a transfer, as field/value
