@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
@@ -25,7 +24,6 @@ import (
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/internal/metrics"
-	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 )
@@ -268,23 +266,12 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 			return fetched{}, permanent("destination %s already exists (use --overwrite to replace it)", o.Dest)
 		}
 	}
-	what := fmt.Sprintf("get s3://%s/%s", o.Bucket, o.Key)
-	in := &s3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key), ChecksumMode: types.ChecksumModeEnabled}
-	if o.VersionID != "" {
-		in.VersionId = aws.String(o.VersionID)
-	}
-	if o.ETag != "" {
-		in.IfMatch = aws.String(o.ETag)
-	}
-	if err := SetRequestOptions(in, o.RequestPayer, o.ExpectedOwner, o.SSECKeyMD5, h.SSECKeys); err != nil {
-		return fetched{}, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, what, err)
-	}
-	out, err := h.S3.GetObject(ctx, in)
+	g := getRequest{Bucket: o.Bucket, Key: o.Key, VersionID: o.VersionID, ETag: o.ETag, Checksum: true,
+		Payer: o.RequestPayer, Owner: o.ExpectedOwner, KeyMD5: o.SSECKeyMD5}
+	what := g.what()
+	out, err := get(ctx, h.S3, g, h.SSECKeys)
 	if err != nil {
-		if s3client.Permanent(err) {
-			return fetched{}, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, what, s3client.Describe(err))
-		}
-		return fetched{}, fmt.Errorf("%s: %w", what, err)
+		return fetched{}, err
 	}
 	defer out.Body.Close()
 	f, err := h.create(o)
@@ -296,18 +283,9 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 		os.Remove(f.Name())
 		return fetched{}, err
 	}
-	var body io.Reader = out.Body
-	if h.Limit != nil {
-		body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
-	}
-	bp := bufPool.Get().(*[]byte)
-	_, crc, err := CopyAt(f, body, 0, o.Size, *bp)
-	bufPool.Put(bp)
+	_, crc, err := copyBody(ctx, f, out.Body, 0, o.Size, h.Limit, what)
 	if err != nil {
-		if errors.Is(err, errWrite) {
-			return discard(wrapLocal(what, err))
-		}
-		return discard(fmt.Errorf("%s: %w", what, err))
+		return discard(err)
 	}
 	check := assembler.CheckNone
 	if want := aws.ToString(out.ChecksumCRC32C); want != "" && !strings.Contains(want, "-") &&

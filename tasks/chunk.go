@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
@@ -24,7 +23,6 @@ import (
 
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/metrics"
-	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 )
@@ -345,40 +343,19 @@ func wrapLocal(op string, err error) error {
 // unless NoFlush).
 func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, f *os.File) (int64, uint32, error) {
 	r := p.Range()
-	in := &s3.GetObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key), Range: aws.String(r.Header())}
-	if p.VersionID != "" {
-		in.VersionId = aws.String(p.VersionID)
-	}
-	if p.ETag != "" {
-		in.IfMatch = aws.String(p.ETag)
-	}
-	what := fmt.Sprintf("get s3://%s/%s %s", p.Bucket, p.Key, r.Header())
-	if err := SetRequestOptions(in, p.RequestPayer, p.ExpectedOwner, p.SSECKeyMD5, h.SSECKeys); err != nil {
-		return 0, 0, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, what, err)
-	}
-	out, err := h.S3.GetObject(ctx, in)
+	g := getRequest{Bucket: p.Bucket, Key: p.Key, VersionID: p.VersionID, ETag: p.ETag, Range: r.Header(),
+		Payer: p.RequestPayer, Owner: p.ExpectedOwner, KeyMD5: p.SSECKeyMD5}
+	out, err := get(ctx, h.S3, g, h.SSECKeys)
 	if err != nil {
-		if s3client.Permanent(err) {
-			return 0, 0, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, what, s3client.Describe(err))
-		}
-		return 0, 0, fmt.Errorf("%s: %w", what, err)
+		return 0, 0, err
 	}
 	defer out.Body.Close()
 	if out.ContentLength != nil && *out.ContentLength != r.Len() {
-		return 0, 0, fmt.Errorf("%s: server sent %d bytes, want %d", what, *out.ContentLength, r.Len())
+		return 0, 0, fmt.Errorf("%s: server sent %d bytes, want %d", g.what(), *out.ContentLength, r.Len())
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	var body io.Reader = out.Body
-	if h.Limit != nil {
-		body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
-	}
-	n, crc, err := CopyAt(f, body, r.First, r.Len(), *bp)
+	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), h.Limit, g.what())
 	if err != nil {
-		if errors.Is(err, errWrite) {
-			return n, crc, wrapLocal(what, err)
-		}
-		return n, crc, fmt.Errorf("%s: %w", what, err)
+		return n, crc, err
 	}
 	if !h.NoFlush {
 		if err := flushRange(f, r.First, n); err != nil {

@@ -1,0 +1,83 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/hibiken/asynq"
+	"golang.org/x/time/rate"
+
+	"github.com/s3fleet/s3fleet/internal/s3client"
+)
+
+// getRequest is one GET of a chunk or a whole object, pinned to the
+// version seen at enqueue.
+type getRequest struct {
+	Bucket, Key, VersionID, ETag string
+	Range                        string // an HTTP Range header; empty: the whole object
+	Checksum                     bool   // ask for S3's checksum (whole objects only)
+	Payer, Owner, KeyMD5         string // request payer, expected owner, SSE-C key fingerprint
+}
+
+func (g getRequest) what() string {
+	w := fmt.Sprintf("get s3://%s/%s", g.Bucket, g.Key)
+	if g.Range != "" {
+		w += " " + g.Range
+	}
+	return w
+}
+
+// get sends the GET. Failures a retry cannot mend (404, 403, 412, a worker
+// without the SSE-C key) wrap asynq.SkipRetry; the others are returned as
+// they are, for asynq to retry.
+func get(ctx context.Context, api rangeGetter, g getRequest, keys map[string][]byte) (*s3.GetObjectOutput, error) {
+	in := &s3.GetObjectInput{Bucket: aws.String(g.Bucket), Key: aws.String(g.Key)}
+	if g.Range != "" {
+		in.Range = aws.String(g.Range)
+	}
+	if g.VersionID != "" {
+		in.VersionId = aws.String(g.VersionID)
+	}
+	if g.ETag != "" {
+		in.IfMatch = aws.String(g.ETag)
+	}
+	if g.Checksum {
+		in.ChecksumMode = types.ChecksumModeEnabled
+	}
+	if err := SetRequestOptions(in, g.Payer, g.Owner, g.KeyMD5, keys); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, g.what(), err)
+	}
+	out, err := api.GetObject(ctx, in)
+	switch {
+	case err == nil:
+		return out, nil
+	case s3client.Permanent(err):
+		return nil, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, g.what(), s3client.Describe(err))
+	}
+	return nil, fmt.Errorf("%s: %w", g.what(), err)
+}
+
+// copyBody streams want bytes of body to offset off of f through a pooled
+// buffer (and the worker's rate limiter, if any), and returns them with
+// their CRC32C.
+func copyBody(ctx context.Context, f *os.File, body io.Reader, off, want int64, lim *rate.Limiter, what string) (int64, uint32, error) {
+	if lim != nil {
+		body = &limitedReader{ctx: ctx, r: body, lim: lim}
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	n, crc, err := CopyAt(f, body, off, want, *bp)
+	switch {
+	case err == nil:
+		return n, crc, nil
+	case errors.Is(err, errWrite):
+		return n, crc, wrapLocal(what, err)
+	}
+	return n, crc, fmt.Errorf("%s: %w", what, err)
+}
