@@ -274,6 +274,9 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 		return fetched{}, err
 	}
 	defer out.Body.Close()
+	if retried, _ := asynq.GetRetryCount(ctx); retried > 0 {
+		removeStaleParts(o) // an earlier run may have died holding some
+	}
 	f, err := h.create(o)
 	if err != nil {
 		return fetched{}, err
@@ -304,6 +307,19 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 		return discard(wrapLocal("mark "+f.Name(), err))
 	}
 	return fetched{o: o, f: f, crc: crc, check: check}, nil
+}
+
+// partPattern matches the part files of an object's batch runs.
+func partPattern(o BatchObject) string {
+	return o.Dest + ".s3fleet-" + o.Transfer + "-*.part"
+}
+
+// removeStaleParts removes part files earlier runs left behind.
+func removeStaleParts(o BatchObject) {
+	stale, _ := filepath.Glob(partPattern(o))
+	for _, p := range stale {
+		_ = os.Remove(p)
+	}
 }
 
 // create makes a new part file beside the destination.
