@@ -311,7 +311,9 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 
 // partPattern matches the part files of an object's batch runs.
 func partPattern(o BatchObject) string {
-	return o.Dest + ".s3fleet-" + o.Transfer + "-*.part"
+	// Keys may hold glob metacharacters: escape all but our own star.
+	esc := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`).Replace(o.Dest + ".s3fleet-" + o.Transfer + "-")
+	return esc + "*.part"
 }
 
 // removeStaleParts removes part files earlier runs left behind.

@@ -137,3 +137,20 @@ func BenchmarkCopyAt(b *testing.B) {
 		}
 	}
 }
+
+func TestPartPatternEscapesKeys(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	o := BatchObject{Transfer: "x1", Dest: filepath.Join(dir, "we[ir]d*?.txt")}
+	other := BatchObject{Transfer: "x1", Dest: filepath.Join(dir, "weid.txt")}
+	for _, name := range []string{o.Dest + ".s3fleet-x1-123.part", other.Dest + ".s3fleet-x1-9.part"} {
+		if err := os.WriteFile(name, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStaleParts(o)
+	left, _ := os.ReadDir(dir)
+	if len(left) != 1 || left[0].Name() != "weid.txt.s3fleet-x1-9.part" {
+		t.Fatalf("left %v", left)
+	}
+}
