@@ -47,7 +47,9 @@ func xferChunksKey(id string) string { return prefix + "xfer:" + id + ":chunks" 
 func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
 func jobsIndexKey() string           { return prefix + "jobs" }
 
-// Ledger reads and writes the records.
+// Ledger reads and writes the records. Records of jobs and objects still
+// in progress never expire; the retention runs from an object's end (and a
+// job's last object's end).
 type Ledger struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
@@ -187,12 +189,12 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	if listErr != nil {
 		msg = listErr.Error()
 	}
-	if err := l.rdb.HSet(ctx, jobKey(id), "listed", true, "list_error", msg).Err(); err != nil {
+	err := setListedScript.Run(ctx, l.rdb, []string{jobKey(id), jobXfersKey(id), jobSkippedKey(id)}, msg, l.ttlSeconds()).Err()
+	if err != nil {
 		return fmt.Errorf("mark job %s listed: %w", id, err)
 	}
 	return nil
 }
-
 // GetJob reads a job's record.
 func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
 	return readHash[Job](ctx, l.rdb, jobKey(id), "job "+id)

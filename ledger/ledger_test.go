@@ -284,3 +284,31 @@ func TestFailedOnCreate(t *testing.T) {
 		t.Fatal("unknown job found")
 	}
 }
+
+// TestRetentionRunsFromTheEnd: records of work still queued do not expire,
+// however long the backlog; once an object ends, its records and its job's
+// expire after the retention.
+func TestRetentionRunsFromTheEnd(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.StartRedis(t).Client(t)
+	l := ledger.New(rdb, time.Hour)
+	ctx := context.Background()
+	x := transfer("k", 10, 1)
+	gen := create(t, l, "j", x)
+	for _, k := range []string{"{s3fleet}:xfer:" + x.ID, "{s3fleet}:job:j"} {
+		if ttl, _ := rdb.TTL(ctx, k).Result(); ttl != -1 {
+			t.Fatalf("%s of a queued object has a TTL of %s", k, ttl)
+		}
+	}
+	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
+	_, _, _ = l.ChunkDone(ctx, x.ID, gen, 0, 1, 10)
+	if ttl, _ := rdb.TTL(ctx, "{s3fleet}:xfer:"+x.ID).Result(); ttl != -1 {
+		t.Fatalf("a running object's record has a TTL of %s", ttl)
+	}
+	_, _ = l.Succeed(ctx, x.ID, gen, ledger.Result{}, time.Now())
+	for _, k := range []string{"{s3fleet}:xfer:" + x.ID, "{s3fleet}:job:j", "{s3fleet}:job:j:xfers"} {
+		if ttl, _ := rdb.TTL(ctx, k).Result(); ttl <= 59*time.Minute {
+			t.Fatalf("%s after the end: TTL %s, want the retention", k, ttl)
+		}
+	}
+}

@@ -15,6 +15,10 @@ end
 local function touch(ttl, ...)
   for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
 end
+-- Records of work still to do never expire; retention counts from the end.
+local function keep(...)
+  for _, k in ipairs({...}) do redis.call('PERSIST', k) end
+end
 local function num(v) return tonumber(v) or 0 end
 local COUNTER = {success = 'succeeded', failed = 'failed', cancelled = 'cancelled'}
 `
@@ -31,7 +35,7 @@ end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 -- jobs whose records expired leave the index too
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - 1000 * tonumber(ARGV[5]))
-touch(tonumber(ARGV[5]), KEYS[1])
+keep(KEYS[1])
 return 1
 `)
 
@@ -105,8 +109,14 @@ else
     if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
   end
 end
-touch(ttl, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-return {'ok', redis.call('HGET', KEYS[1], 'state'), gen}
+local final = redis.call('HGET', KEYS[1], 'state')
+if final == 'queued' or final == 'running' then
+  keep(KEYS[1], KEYS[2], KEYS[3])
+else
+  touch(ttl, KEYS[1], KEYS[2], KEYS[3])
+end
+keep(KEYS[4], KEYS[5], KEYS[6]) -- the job is being enqueued: SetListed decides its expiry
+return {'ok', final, gen}
 `)
 
 // startChunkScript: KEYS xfer, xfer chunks; ARGV gen, now, index. Moves a
@@ -149,7 +159,6 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'bytes_done', n)
   bump_jobs(KEYS[3], 'bytes_done', n)
 end
-touch(tonumber(ARGV[5]), KEYS[1], KEYS[2], KEYS[3])
 return {redis.call('HLEN', KEYS[2]), num(redis.call('HGET', KEYS[1], 'chunks'))}
 `)
 
@@ -231,4 +240,16 @@ for i = 1, #KEYS / 3 do
   end
 end
 return out
+`)
+
+// setListedScript marks a job's enqueueing finished: KEYS job, job xfers,
+// job skipped; ARGV list error, ttl. A job with nothing left to do starts
+// its retention now; otherwise the end of its last object will.
+var setListedScript = redis.NewScript(luaCommon + `
+redis.call('HSET', KEYS[1], 'listed', 1, 'list_error', ARGV[1])
+local j = redis.call('HMGET', KEYS[1], 'objects', 'succeeded', 'skipped', 'failed', 'cancelled')
+if num(j[2]) + num(j[3]) + num(j[4]) + num(j[5]) >= num(j[1]) then
+  touch(tonumber(ARGV[2]), KEYS[1], KEYS[2], KEYS[3])
+end
+return 1
 `)

@@ -178,7 +178,10 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err // asynq retries it
 	}
 	if finalAttempt(ctx, err) {
-		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, errPartGone)
+		// Without space, without its part file, or with its source gone, an
+		// object's landed bytes are of no use: they and the part file go.
+		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+			errors.Is(err, errPartGone) || errors.Is(err, errSourceGone)
 		if clearData {
 			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
 		}

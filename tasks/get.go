@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -15,6 +16,10 @@ import (
 
 	"github.com/s3fleet/s3fleet/internal/s3client"
 )
+
+// errSourceGone marks a source deleted or changed since enqueue; its text
+// is left out of messages (causeOf).
+var errSourceGone = errors.New("source gone")
 
 // getRequest is one GET of a chunk or a whole object, pinned to the
 // version seen at enqueue.
@@ -54,9 +59,12 @@ func get(ctx context.Context, api rangeGetter, g getRequest, keys map[string][]b
 		return nil, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, g.what(), err)
 	}
 	out, err := api.GetObject(ctx, in)
-	switch {
+	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
 		return out, nil
+	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
+		// The object is gone or changed: the bytes landed so far are of no use.
+		return nil, fmt.Errorf("%w: %w: %s: %s", asynq.SkipRetry, errSourceGone, g.what(), s3client.Describe(err))
 	case s3client.Permanent(err):
 		return nil, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, g.what(), s3client.Describe(err))
 	}

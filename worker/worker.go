@@ -101,6 +101,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
 	}
+	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, 30*time.Second, log)
 	log.Info("worker started", "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest)
 	<-ctx.Done()

@@ -134,7 +134,7 @@ errors.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
 					sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
 			}
-			return follow(ctx, env.led, sum.Job, cmd, out, manifest)
+			return follow(ctx, env.led, sum.Job, cmd, out, manifest, false)
 		},
 	}
 	f := cmd.Flags()
@@ -227,7 +227,7 @@ func newWaitCommand() *cobra.Command {
 	var manifest string
 	cmd, _ := jobCommand("wait JOB", "Follow a job with a progress bar until every object is done", false,
 		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
-			return follow(ctx, env.led, job, cmd, out, manifest)
+			return follow(ctx, env.led, job, cmd, out, manifest, false)
 		})
 	cmd.Flags().StringVar(&manifest, "manifest", "", "write one JSON line per finished object to FILE")
 	return cmd
@@ -267,7 +267,7 @@ func newRetryCommand() *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects enqueued again (%d chunks)\n", job, sum.Resumed, sum.Chunks)
 			}
 			if wait {
-				return follow(ctx, env.led, job, cmd, out, manifest)
+				return follow(ctx, env.led, job, cmd, out, manifest, true)
 			}
 			return nil
 		})

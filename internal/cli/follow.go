@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,15 +27,47 @@ const pollEvery = 50 * time.Millisecond
 // ETA) on a terminal and plain lines every 5 s otherwise, then prints a
 // summary and writes the manifest. It returns ExitError(1) when any object
 // failed or was cancelled.
-func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Command, out outputFlags, manifest string) error {
+// With sinceNow, the summary counts only the bytes landed while following
+// (after a retry); otherwise every byte of the job.
+func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Command, out outputFlags, manifest string, sinceNow bool) error {
 	start := time.Now()
 	stderr := cmd.ErrOrStderr()
 	show := newProgress(stderr, out.quiet || out.json)
 	var j ledger.Job
+	var base int64 // bytes already there when following began, with sinceNow
+	if sinceNow {
+		base = -1 // read on the first poll
+	}
+	var outage time.Time
 	for {
 		var err error
-		if j, err = led.GetJob(ctx, id); err != nil {
+		j, err = led.GetJob(ctx, id)
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
 			return err
+		case err != nil && ctx.Err() == nil:
+			// Redis restarting or unreachable: the job goes on; keep asking.
+			if outage.IsZero() {
+				outage = time.Now()
+				if !out.quiet {
+					fmt.Fprintf(stderr, "\nredis unreachable (%v); still waiting for job %s\n", err, id)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		case err != nil:
+			show(ledger.Job{}, -1)
+			return fmt.Errorf("stopped following job %s (see enqueue status %s): %w", id, id, context.Cause(ctx))
+		}
+		if !outage.IsZero() && !out.quiet {
+			fmt.Fprintf(stderr, "redis is back after %s\n", time.Since(outage).Round(time.Second))
+			outage = time.Time{}
+		}
+		if base < 0 {
+			base = j.BytesDone - j.BytesSkip
 		}
 		if j.Done() {
 			break
@@ -53,7 +86,7 @@ func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Comma
 			return err
 		}
 	}
-	if err := report(ctx, led, j, time.Since(start), cmd.OutOrStdout(), out); err != nil {
+	if err := report(ctx, led, j, max(base, 0), time.Since(start), cmd.OutOrStdout(), out); err != nil {
 		return err
 	}
 	if j.Failed+j.Cancelled > 0 || j.ListError != "" {
@@ -120,9 +153,10 @@ func progressLine(j ledger.Job, elapsed time.Duration) string {
 }
 
 // report prints the summary of a finished job: objects, bytes, wall time,
-// MB/s and every failure with its cause.
-func report(ctx context.Context, led *ledger.Ledger, j ledger.Job, wall time.Duration, w io.Writer, out outputFlags) error {
-	got := j.BytesDone - j.BytesSkip
+// MB/s and every failure with its cause. base is what had landed before
+// the wall time began (a retry's earlier bytes).
+func report(ctx context.Context, led *ledger.Ledger, j ledger.Job, base int64, wall time.Duration, w io.Writer, out outputFlags) error {
+	got := max(j.BytesDone-j.BytesSkip-base, 0)
 	mbps := float64(got) / 1e6 / max(wall.Seconds(), 0.001)
 	if out.json {
 		v := jobJSON(j)

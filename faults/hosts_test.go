@@ -1,0 +1,114 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3fleet/s3fleet/internal/testenv"
+)
+
+// TestSeveralHosts runs the fleet as separate hosts: network namespaces
+// made by the test on the private subnet 10.77.0.0/24, which exists only
+// inside them (a bridge in a namespace of its own, a veth pair per host).
+// Redis and the S3 server live in one, three worker processes in three
+// others, and the destination is a directory they all see. Each worker
+// must have run chunks, and have reached Redis and S3 over its own link
+// only: its eth0 counted at least the bytes it landed, Redis saw a client
+// from its address, and it has no route off the subnet.
+func TestSeveralHosts(t *testing.T) {
+	if err := testenv.NetnsSupported(); err != nil {
+		t.Skipf("network namespaces unavailable (%v): the several-hosts test needs root and iproute2", err)
+	}
+	tag := fmt.Sprintf("s3f%d", os.Getpid()%100000)
+	net, err := testenv.NewSubnet(t, tag+"-br", "10.77.0.")
+	if err != nil {
+		t.Skipf("cannot make the test subnet: %v", err)
+	}
+	srv, srvIP, err := net.AddHost(t, tag+"-srv", 1)
+	if err != nil {
+		t.Skipf("cannot make the server namespace: %v", err)
+	}
+	rds := testenv.StartRedisIn(t, srv, srvIP)
+	s3srv := testenv.StartS3In(t, srv, srvIP)
+	rdb := rds.ClientIn(t, srv)
+	s3c := s3srv.ClientIn(srv)
+	if _, err := s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bkt")}); err != nil {
+		t.Fatal(err)
+	}
+	want := putMany(t, s3c, "bkt", 60, func(i int) string { return fmt.Sprintf("data/obj-%02d", i) },
+		func(i int) int64 { return int64(100*kib + i*4099) })
+	want["data/big.bin"] = putLarge(t, s3c, "bkt", "data/big.bin", 96*mib)
+
+	env := append(os.Environ(), s3srv.Env()...)
+	env = append(env, "S3FLEET_REDIS="+rds.URL, "S3FLEET_ENDPOINT="+s3srv.Endpoint, "S3FLEET_RETRY_DELAY=100ms",
+		"S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug", "S3FLEET_CONCURRENCY=2")
+	type host struct {
+		ns     *testenv.Netns
+		ip     string
+		worker *proc
+		rx, tx int64
+	}
+	var hosts []*host
+	for i := range 3 {
+		ns, ip, err := net.AddHost(t, fmt.Sprintf("%s-w%d", tag, i+1), 11+i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &host{ns: ns, ip: ip}
+		if h.rx, h.tx, err = ns.LinkBytes("eth0"); err != nil {
+			t.Fatal(err)
+		}
+		h.worker = start(t, fmt.Sprintf("worker-%d", i+1), env, ns.Command(filepath.Join(binDir, "worker")))
+		hosts = append(hosts, h)
+	}
+
+	dest := t.TempDir()
+	enq := start(t, "enqueue", env, srv.Command(filepath.Join(binDir, "enqueue"), "s3://bkt/data/", dest+"/", "--wait", "--job", "hosts"))
+	began := time.Now()
+	code, ok := enq.wait(5 * time.Minute)
+	if !ok || code != 0 {
+		t.Fatalf("enqueue --wait in %s: ended %v, exit %d:\n%s", srv.Name, ok, code, tail(enq.log(), 3000))
+	}
+	took := time.Since(began)
+	verified := verify(t, dest, "data/", want)
+
+	clients, err := rdb.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report []string
+	for _, h := range hosts {
+		chunks, landed := h.worker.landed()
+		rx, tx, err := h.ns.LinkBytes("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rx, tx = rx-h.rx, tx-h.tx
+		if chunks == 0 {
+			t.Errorf("%s in %s ran no chunk", h.worker.name, h.ns.Name)
+		}
+		if rx < landed {
+			t.Errorf("%s landed %d bytes but its eth0 received only %d: it reached S3 another way", h.worker.name, landed, rx)
+		}
+		if !strings.Contains(clients, "addr="+h.ip+":") {
+			t.Errorf("Redis has no client from %s (%s)", h.ip, h.worker.name)
+		}
+		routes, _ := exec.Command("ip", "-n", h.ns.Name, "route", "show").Output()
+		if strings.Contains(string(routes), "default") {
+			t.Errorf("%s has a default route: %s", h.ns.Name, routes)
+		}
+		report = append(report, fmt.Sprintf("%s@%s %d chunks %.1f MB landed, eth0 rx %.1f MB tx %.1f MB",
+			h.worker.name, h.ip, chunks, mb(landed), mb(rx), mb(tx)))
+	}
+	summary(t, "Redis+S3 in %s, 3 workers in their own namespaces on 10.77.0.0/24; %d objects (%d verified) in %s; %s",
+		srv.Name, len(want), verified, took.Round(100*time.Millisecond), strings.Join(report, "; "))
+}

@@ -1,0 +1,85 @@
+package faults
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// TestRedisOutage takes Redis (AOF on) away mid-job while two workers
+// download a 512 MiB object and `enqueue --wait` follows it: first a crash
+// and restart on the same port and data directory (down 2 s), then a
+// freeze of 20 s (SIGSTOP: the port stays open, nothing answers). The
+// workers and the waiting enqueue reconnect, the job completes with every
+// byte right, and no object is marked failed for the outage.
+func TestRedisOutage(t *testing.T) {
+	f := newFleet(t, withRedisArgs("--appendonly", "yes", "--appendfsync", "everysec"))
+	f.createBucket(t, "bkt")
+	want := putLarge(t, f.s3c, "bkt", "big.bin", 512*mib)
+	f.proxy.SetRule(throttle(4 * mib)) // 8 streams: about 16 s
+	workers := []*proc{
+		f.startWorker(t, "worker-1", "S3FLEET_CONCURRENCY=4"),
+		f.startWorker(t, "worker-2", "S3FLEET_CONCURRENCY=4"),
+	}
+	for _, tc := range []struct {
+		name   string
+		outage func(t *testing.T) string
+	}{
+		{"restart", func(t *testing.T) string {
+			down := f.redis.Restart(t, syscall.SIGKILL, 2*time.Second)
+			return "SIGKILL and restart on the same port and AOF: " + down.Round(100*time.Millisecond).String() + " without Redis"
+		}},
+		{"unreachable 20s", func(t *testing.T) string {
+			f.redis.Pause(t, 20*time.Second)
+			return "SIGSTOP for 20 s, then SIGCONT"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := t.TempDir()
+			job := "redis-" + strings.ReplaceAll(tc.name, " ", "-")
+			enq := f.startEnqueue(t, "enqueue", nil, "s3://bkt/big.bin", dest+"/", "--wait", "--job", job)
+			j := f.waitProgress(t, job, 2*time.Minute, "30%", func(j ledger.Job) bool { return fraction(j) >= 0.3 })
+			if j.Done() {
+				t.Fatal("the job finished before the outage")
+			}
+			began := time.Now()
+			what := tc.outage(t)
+			back := time.Now()
+			t.Logf("%s at %.0f%% of the job", what, 100*fraction(j))
+			code, ok := enq.wait(5 * time.Minute)
+			if !ok {
+				t.Fatalf("enqueue --wait did not end within 5 minutes after Redis came back: %+v", f.job(t, job))
+			}
+			// Whatever enqueue did, the job itself must end.
+			final := f.waitProgress(t, job, 5*time.Minute, "the job's end", ledger.Job.Done)
+			done := time.Since(back)
+			for _, w := range workers {
+				if !w.alive() {
+					t.Errorf("%s exited: %s", w.name, tail(w.log(), 1500))
+				}
+			}
+			attempts, chunks := f.attempts(t, job)
+			if code != 0 {
+				t.Errorf("BUG: enqueue --wait exited %d %s after the outage began, instead of reconnecting and following the job (which ended by itself: %d succeeded, %d failed):\n%s",
+					code, enq.ended.Sub(began).Round(100*time.Millisecond), final.Succeeded, final.Failed, tail(enq.log(), 1500))
+			}
+			if final.Failed != 0 {
+				t.Errorf("%d object(s) marked failed for the outage: %+v", final.Failed, f.objects(t, job))
+			}
+			if got, err := fileSHA(filepath.Join(dest, "big.bin")); err != nil || got != want {
+				t.Errorf("big.bin: SHA-256 differs (%v)", err)
+			}
+			summary(t, "%s at %.0f%%: enqueue --wait exit %d; job done %s after Redis was back; %d failed; %d attempts for %d chunks; workers alive",
+				what, 100*fraction(j), code, done.Round(100*time.Millisecond), final.Failed, attempts, chunks)
+		})
+	}
+	info, _ := f.rdb.Info(context.Background(), "persistence").Result()
+	if !strings.Contains(info, "aof_enabled:1") {
+		t.Errorf("Redis ran without AOF: %s", info)
+	}
+}
