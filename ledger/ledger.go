@@ -195,6 +195,7 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	}
 	return nil
 }
+
 // GetJob reads a job's record.
 func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
 	return readHash[Job](ctx, l.rdb, jobKey(id), "job "+id)
