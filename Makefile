@@ -46,6 +46,12 @@ bench: tools ## throughput of one 1 GiB object with 1, 2 and 4 workers, and peak
 gobench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem ./chunker ./assembler ./tasks
 
+.PHONY: fuzz
+fuzz: ## fuzz URL parsing, key mapping and chunk splitting for 30 s each (seeds in testdata/)
+	$(GO) test -run '^$$' -fuzz FuzzParseS3URL -fuzztime 30s ./location
+	$(GO) test -run '^$$' -fuzz FuzzTarget -fuzztime 30s ./location
+	$(GO) test -run '^$$' -fuzz FuzzPlan -fuzztime 30s ./chunker
+
 .PHONY: demo
 demo: tools build ## the whole fleet end to end on local servers with sample data
 	./demo/run.sh

@@ -468,3 +468,27 @@ func FuzzTarget(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseS3URL: whatever the input, ParseS3URL either fails with
+// ErrBadURL or returns a source whose URL round-trips and holds no NUL.
+func FuzzParseS3URL(f *testing.F) {
+	for _, seed := range []string{"s3://bucket/key", "s3://bucket/", "s3://bucket", "s3://b/../../etc", "s3:///x", "http://b/k", "s3://bü/k", "s3://bucket/a\x00b"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		src, err := ParseS3URL(raw)
+		if err != nil {
+			if !errors.Is(err, ErrBadURL) {
+				t.Fatalf("ParseS3URL(%q) error %v does not wrap ErrBadURL", raw, err)
+			}
+			return
+		}
+		if strings.ContainsRune(src.Bucket+src.Key, 0) || len(src.Bucket) < 3 || len(src.Bucket) > 63 {
+			t.Fatalf("ParseS3URL(%q) = %+v", raw, src)
+		}
+		again, err := ParseS3URL(src.String())
+		if err != nil || again != src {
+			t.Fatalf("round trip of %q: %+v, %v", raw, again, err)
+		}
+	})
+}
