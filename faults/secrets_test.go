@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,8 +25,12 @@ func TestSecretsNeverShown(t *testing.T) {
 		password    = "redis-pw-7Qz9xK2m"
 		wrongPass   = "wrong-pw-Jr84nB1c"
 		wrongSecret = "wrong-secret-Pq73Ld0z"
+		// An SSE-C key the workers hold (base64 of 32 bytes): only its MD5
+		// may ever travel.
+		sseKey = "c2VjcmV0LXNzZS1jLWtleS0wMTIzNDU2Nzg5YWJjZGU="
 	)
-	secrets := []string{testenv.SecretKey, password, wrongPass, wrongSecret}
+	secrets := []string{testenv.SecretKey, password, wrongPass, wrongSecret, sseKey, "secret-sse-c-key-0123456789abcde"}
+	uiAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	f := newFleet(t, withRedisPassword(password))
 	f.createBucket(t, "bkt")
 	putMany(t, f.s3c, "bkt", 5, func(i int) string { return fmt.Sprintf("s/obj-%d", i) }, func(int) int64 { return 3 * kib })
@@ -33,7 +38,10 @@ func TestSecretsNeverShown(t *testing.T) {
 	putBytes(t, f.s3c, "bkt", "s/denied", 100, false)
 	f.proxy.SetRule(rangedRule(func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/denied") },
 		testenv.Fault{Action: testenv.Status, Status: 403, Code: "AccessDenied"}))
-	workers := []*proc{f.startWorker(t, "worker-1"), f.startWorker(t, "worker-2")}
+	workers := []*proc{
+		f.startWorker(t, "worker-1", "S3FLEET_SSE_C_KEY="+sseKey, "S3FLEET_UI="+uiAddr),
+		f.startWorker(t, "worker-2", "S3FLEET_SSE_C_KEY="+sseKey),
+	}
 
 	outputs := map[string]string{}
 	dest := t.TempDir()
@@ -65,6 +73,18 @@ func TestSecretsNeverShown(t *testing.T) {
 		t.Errorf("enqueue with a wrong AWS secret succeeded: %s", out)
 	}
 	outputs["enqueue, wrong AWS secret"] = out
+	// What the web UI and /metrics serve.
+	for _, path := range []string{"/metrics", "/healthz", "/ui/api/queues", "/ui/api/servers",
+		"/ui/api/queues/assemble/completed_tasks", "/ui/api/queues/chunks/completed_tasks",
+		"/ui/api/queues/chunks/archived_tasks", "/ui/api/redis_info"} {
+		resp, err := http.Get("http://" + uiAddr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		outputs["web UI "+path] = string(body)
+	}
 	lines := 0
 	for _, w := range workers {
 		outputs[w.name+" log"] = w.log()
@@ -83,7 +103,7 @@ func TestSecretsNeverShown(t *testing.T) {
 			}
 		}
 	}
-	summary(t, "searched %d output lines of %d commands and %d Redis keys (%d bytes) for the AWS secret and the Redis password (right and wrong ones): none found",
+	summary(t, "searched %d output lines of %d commands and web pages and %d Redis keys (%d bytes) for the AWS secret, the SSE-C key and the Redis password (right and wrong ones): none found",
 		lines, len(outputs)-1, keys, len(dump))
 }
 
