@@ -59,7 +59,7 @@ func TestEnqueuerKilled(t *testing.T) {
 		t.Errorf("job %+v with %d transfers, want %d objects, each once, all done", final, members, n)
 	}
 	ok := verify(t, dest, "many/", want)
-	gets := f.proxy.RangedGETs()
+	gets := f.proxy.ObjectGETs()
 	twice, never := 0, 0
 	for key := range want {
 		switch c := gets["/bkt/"+key]; {

@@ -478,21 +478,21 @@ func partFiles(dir string) []string {
 	return out
 }
 
-// rangedRule applies fault to the ranged GETs for which pick says so, and
+// objectRule applies fault to the object GETs for which pick says so, and
 // passes everything else (HEAD, list) untouched.
-func rangedRule(pick func(r *http.Request) bool, fault testenv.Fault) testenv.FaultFunc {
+func objectRule(pick func(r *http.Request) bool, fault testenv.Fault) testenv.FaultFunc {
 	return func(r *http.Request) testenv.Fault {
-		if testenv.IsRangedGET(r) && pick(r) {
+		if testenv.IsObjectGET(r) && pick(r) {
 			return fault
 		}
 		return testenv.Fault{}
 	}
 }
 
-// throttle slows every ranged GET body to rate bytes/s, so a job lasts long
+// throttle slows every object GET body to rate bytes/s, so a job lasts long
 // enough to be hit mid-chunk.
 func throttle(rate int64) testenv.FaultFunc {
-	return rangedRule(func(*http.Request) bool { return true }, testenv.Fault{Rate: rate})
+	return objectRule(func(*http.Request) bool { return true }, testenv.Fault{Rate: rate})
 }
 
 // durations summarises waits: count, min, median, max.

@@ -57,8 +57,8 @@ func TestS3Faults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			injected := f.proxy.Injected.Load()
-			gets := f.proxy.TotalRangedGETs()
-			f.proxy.SetRule(rangedRule(tc.pick, tc.fault))
+			gets := f.proxy.TotalObjectGETs()
+			f.proxy.SetRule(objectRule(tc.pick, tc.fault))
 			defer f.proxy.SetRule(nil)
 			dest := t.TempDir()
 			job := "s3-" + strings.NewReplacer(" ", "-", "%", "").Replace(tc.name)
@@ -84,7 +84,7 @@ func TestS3Faults(t *testing.T) {
 				t.Errorf("the job took %s", took)
 			}
 			summary(t, "%d faults injected (%s) in %d ranged GETs; %d chunk attempts for %d chunks (%d asynq retries); %d/%d objects verified; %s",
-				n, tc.fault.Action, f.proxy.TotalRangedGETs()-gets, attempts, chunks, attempts-chunks, ok, len(want), took.Round(time.Millisecond))
+				n, tc.fault.Action, f.proxy.TotalObjectGETs()-gets, attempts, chunks, attempts-chunks, ok, len(want), took.Round(time.Millisecond))
 		})
 	}
 }
@@ -144,7 +144,7 @@ func TestRetriesExhausted(t *testing.T) {
 	want["p/bad.bin"] = putLarge(t, f.s3c, "bkt", "p/bad.bin", 20*mib) // 3 chunks of 8 MiB
 	var broken atomic.Bool
 	broken.Store(true)
-	f.proxy.SetRule(rangedRule(func(r *http.Request) bool {
+	f.proxy.SetRule(objectRule(func(r *http.Request) bool {
 		return broken.Load() && strings.HasSuffix(r.URL.Path, "/bad.bin") && strings.HasPrefix(r.Header.Get("Range"), "bytes=8388608-")
 	}, testenv.Fault{Action: testenv.Status, Status: 500, Code: "InternalError"}))
 	f.startWorker(t, "worker")
@@ -170,12 +170,12 @@ func TestRetriesExhausted(t *testing.T) {
 	injected := f.proxy.Injected.Load()
 
 	broken.Store(false)
-	before := f.proxy.RangedGETs()["/bkt/p/bad.bin"]
+	before := f.proxy.ObjectGETs()["/bkt/p/bad.bin"]
 	code, out = f.enqueue(t, args...)
 	if code != 0 {
 		t.Fatalf("retry: exit %d:\n%s", code, tail(out, 3000))
 	}
-	refetched := f.proxy.RangedGETs()["/bkt/p/bad.bin"] - before
+	refetched := f.proxy.ObjectGETs()["/bkt/p/bad.bin"] - before
 	if refetched != 1 {
 		t.Errorf("the retry made %d ranged GETs of bad.bin, want 1 (only the missing chunk)", refetched)
 	}
@@ -191,7 +191,7 @@ func TestRetriesExhausted(t *testing.T) {
 			t.Fatalf("second round: exit %d, want 1:\n%s", code, tail(out, 3000))
 		}
 		broken.Store(false)
-		before := f.proxy.RangedGETs()["/bkt/p/bad.bin"]
+		before := f.proxy.ObjectGETs()["/bkt/p/bad.bin"]
 		retryArgs := []string{"retry", "exhausted-2"}
 		if strings.Contains(help, "--wait") {
 			retryArgs = append(retryArgs, "--wait")
@@ -205,7 +205,7 @@ func TestRetriesExhausted(t *testing.T) {
 			t.Errorf("after enqueue retry: %+v", j)
 		}
 		ok += verify(t, dest2, "p/", want)
-		n := f.proxy.RangedGETs()["/bkt/p/bad.bin"] - before
+		n := f.proxy.ObjectGETs()["/bkt/p/bad.bin"] - before
 		if n != 1 {
 			t.Errorf("enqueue retry made %d ranged GETs of bad.bin, want 1", n)
 		}

@@ -36,7 +36,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	putMany(t, f.s3c, "bkt", 5, func(i int) string { return fmt.Sprintf("s/obj-%d", i) }, func(int) int64 { return 3 * kib })
 	putLarge(t, f.s3c, "bkt", "s/big.bin", 20*mib)
 	putBytes(t, f.s3c, "bkt", "s/denied", 100, false)
-	f.proxy.SetRule(rangedRule(func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/denied") },
+	f.proxy.SetRule(objectRule(func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/denied") },
 		testenv.Fault{Action: testenv.Status, Status: 403, Code: "AccessDenied"}))
 	workers := []*proc{
 		f.startWorker(t, "worker-1", "S3FLEET_SSE_C_KEY="+sseKey, "S3FLEET_UI="+uiAddr),

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -63,7 +64,7 @@ type FaultProxy struct {
 	Requests, Injected atomic.Int64
 
 	mu   sync.Mutex
-	gets map[string]int // ranged GETs by path
+	gets map[string]int // object GETs by path
 }
 
 // StartFaultProxy starts a fault proxy to target (http://host:port) on a
@@ -97,8 +98,9 @@ func (p *FaultProxy) SetRule(f FaultFunc) {
 	p.rule.Store(&f)
 }
 
-// RangedGETs returns how many ranged GETs each path (/bucket/key) saw.
-func (p *FaultProxy) RangedGETs() map[string]int {
+// ObjectGETs returns how many GETs of object bytes each path
+// (/bucket/key) saw: chunks' ranged GETs and batches' whole-object GETs.
+func (p *FaultProxy) ObjectGETs() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[string]int, len(p.gets))
@@ -108,18 +110,19 @@ func (p *FaultProxy) RangedGETs() map[string]int {
 	return out
 }
 
-// TotalRangedGETs is the sum of RangedGETs.
-func (p *FaultProxy) TotalRangedGETs() int {
+// TotalObjectGETs is the sum of ObjectGETs.
+func (p *FaultProxy) TotalObjectGETs() int {
 	n := 0
-	for _, v := range p.RangedGETs() {
+	for _, v := range p.ObjectGETs() {
 		n += v
 	}
 	return n
 }
 
-// IsRangedGET reports whether r is a ranged GetObject, the request a chunk makes.
-func IsRangedGET(r *http.Request) bool {
-	return r.Method == http.MethodGet && r.Header.Get("Range") != ""
+// IsObjectGET reports whether r is a GetObject: a chunk's ranged GET or a
+// batch's GET of a whole small object (a GET that is no listing).
+func IsObjectGET(r *http.Request) bool {
+	return r.Method == http.MethodGet && !IsList(r) && strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1
 }
 
 // IsList reports whether r is a ListObjectsV2 call.
@@ -129,7 +132,7 @@ func IsList(r *http.Request) bool {
 
 func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.Requests.Add(1)
-	if IsRangedGET(r) {
+	if IsObjectGET(r) {
 		p.mu.Lock()
 		p.gets[r.URL.Path]++
 		p.mu.Unlock()
