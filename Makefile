@@ -32,7 +32,7 @@ test: tools ## every test, with -race, against a real redis-server and versitygw
 
 .PHONY: test-faults
 test-faults: tools ## the fault suite: kills, outages, S3 faults, disk full, load, network namespaces (~15 min; root for netns and tmpfs)
-	S3FLEET_FAULTS=1 $(GO) test -race -count=1 -timeout 40m -v ./faults/ 2>&1 | tee faults.log | grep -E '^(=== RUN|--- |    [a-z_]+_test.go|  Test|PASS|FAIL|ok|faults:)' ; test $${PIPESTATUS[0]} -eq 0
+	S3FLEET_FAULTS=1 $(GO) test -race -count=1 -timeout 40m -v ./faults/ 2>&1 | tee faults.log | grep --line-buffered -E '^(=== RUN|--- |    [a-z_]+_test.go|  Test|PASS|FAIL|ok|faults:)' ; test $${PIPESTATUS[0]} -eq 0
 
 .PHONY: test-short
 test-short: tools ## the fast tiers only (no end-to-end runs of the binaries)
