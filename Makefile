@@ -39,7 +39,15 @@ test-short: tools ## the fast tiers only (no end-to-end runs of the binaries)
 	$(GO) test -race -short -count=1 ./...
 
 .PHONY: bench
-bench: tools ## throughput of one 1 GiB object with 1, 2 and 4 workers, and peak RSS
+bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop: bench/results.md and .png (~25 min)
+	bench/suite/run.sh full
+
+.PHONY: bench-quick
+bench-quick: tools ## the 1 GiB comparison with s5cmd alone (~2 min)
+	bench/suite/run.sh quick
+
+.PHONY: bench-pipeline
+bench-pipeline: tools ## the fleet alone: one 1 GiB object with 1, 2 and 4 worker processes, CPU and peak RSS
 	$(GO) run ./bench
 
 .PHONY: gobench

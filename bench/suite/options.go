@@ -1,0 +1,291 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// The network conditions and the durability modes.
+const (
+	netLoopback = "loopback"
+	netWAN      = "wan"
+
+	modeDurable = "durable"
+	modeScratch = "scratch"
+)
+
+// options are the command-line flags, with the mode's presets filled in.
+type options struct {
+	mode         string
+	runs, warmup int // runs: of each cell without its own count
+	cells        []cellSpec
+	workloads    []string // those of the cells, in order
+	slow         time.Duration
+	budget       time.Duration
+	contenders   string // a regular expression over the names
+	ref          string // the s3fleet contender the others are compared with, or best
+	fleetWorkers []int
+	// fleetWorkerArgs are extra flags of every s3fleet worker.
+	fleetWorkerArgs []string
+
+	bigSize, smallSize, mixedBigSize int64
+	smallCount, mixedBig, mixedSmall int
+	wanLatency                       time.Duration
+	wanRateKBps                      int64
+	rcloneStreams                    int
+
+	out, chart string // relative to the repository
+	runTimeout time.Duration
+	keep       bool
+
+	// Programs, and the versions of those that cannot tell their own.
+	s5cmd, rclone, python, toxiproxy, versitygw, redisServer string
+	versions                                                 string
+	s3fleetSrc                                               string // where cmd/enqueue and cmd/worker are built from
+
+	suiteDir, root, binDir string
+}
+
+func (o options) bin(name string) string { return filepath.Join(o.binDir, name) }
+
+func (o options) needsWAN() bool {
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.net == netWAN })
+}
+
+// cellSpec is one table to measure: workload/net/mode, with its runs.
+type cellSpec struct {
+	workload, net, mode string
+	runs                int // 0: -runs
+}
+
+// parseCells reads -cells: comma-separated workload/net/mode[:runs], each
+// part a name or *.
+func parseCells(text string) ([]cellSpec, error) {
+	allowed := [3][]string{{"big", "small", "mixed"}, {netLoopback, netWAN}, {modeDurable, modeScratch}}
+	var out []cellSpec
+	for item := range strings.SplitSeq(text, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		spec, runsText, hasRuns := strings.Cut(item, ":")
+		runs := 0
+		if hasRuns {
+			n, err := strconv.Atoi(runsText)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-cells: %q: runs must be a positive number", item)
+			}
+			runs = n
+		}
+		parts := strings.Split(spec, "/")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("-cells: %q: want workload/net/mode, e.g. big/loopback/durable", item)
+		}
+		var choices [3][]string
+		for i, p := range parts {
+			switch {
+			case p == "*":
+				choices[i] = allowed[i]
+			case slices.Contains(allowed[i], p):
+				choices[i] = []string{p}
+			default:
+				return nil, fmt.Errorf("-cells: %q: %q is none of %s", item, p, strings.Join(allowed[i], ", "))
+			}
+		}
+		for _, w := range choices[0] {
+			for _, n := range choices[1] {
+				for _, m := range choices[2] {
+					c := cellSpec{workload: w, net: n, mode: m, runs: runs}
+					if i := slices.IndexFunc(out, func(o cellSpec) bool { return o.workload == w && o.net == n && o.mode == m }); i >= 0 {
+						out[i] = c
+					} else {
+						out = append(out, c)
+					}
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-cells: no cell given")
+	}
+	// Grouped by workload, in the order of first mention.
+	var order []string
+	for _, c := range out {
+		if !slices.Contains(order, c.workload) {
+			order = append(order, c.workload)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b cellSpec) int {
+		return slices.Index(order, a.workload) - slices.Index(order, b.workload)
+	})
+	return out, nil
+}
+
+// presets are the two modes' defaults.
+var presets = map[string]struct {
+	options
+	cells string
+}{
+	"quick": {options{runs: 3, warmup: 1, contenders: "^(s3fleet 2w|s5cmd)$", slow: time.Minute, budget: 150 * time.Second,
+		out: "bench/out/results-quick.md", chart: "bench/out/results-quick.png"},
+		"big/loopback/*"},
+	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 26 * time.Minute,
+		out: "bench/results.md", chart: "bench/results.png"},
+		"big/loopback/*:5,big/wan/*,small/loopback/durable,mixed/loopback/durable"},
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
+	mode := fs.String("mode", "full", "quick (1 GiB, s3fleet 2 workers vs s5cmd, loopback) or full (everything); the flags below override its presets")
+	runs := fs.Int("runs", 0, "runs of each contender in each cell (default: quick 3; full 5 for big/loopback, 3 elsewhere)")
+	warmup := fs.Int("warmup", -1, "unmeasured downloads (the plain loop) before each workload's runs (default 1)")
+	cells := fs.String("cells", "", "the tables: comma-separated workload/net/mode[:runs], each part a name or * "+
+		"(workloads big, small, mixed; nets loopback, wan; modes durable, scratch) "+
+		"(default: quick 'big/loopback/*', full 'big/loopback/*:5,big/wan/*,small/loopback/durable,mixed/loopback/durable')")
+	slow := fs.Duration("slow", 0, "a contender whose run takes longer runs only once in that cell (default: quick 1m, full 20s)")
+	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 2m30s, full 26m)")
+	contenders := fs.String("contenders", "", "regular expression choosing contenders by name (default: quick '^(s3fleet 2w|s5cmd)$', full all)")
+	ref := fs.String("ref", "s3fleet 2w", "the s3fleet contender the ratios and targets use, or best: the fastest s3fleet row of each table")
+	fleetWorkers := fs.String("fleet-workers", "1,2,4", "s3fleet contenders: numbers of worker processes")
+	fleetConcurrency := fs.Int("fleet-concurrency", 0, "s3fleet workers' --concurrency (default: the product's default)")
+	bigSize := fs.String("big-size", "1GiB", "size of the big workload's object")
+	smallCount := fs.Int("small-count", 10000, "objects of the small workload")
+	smallSize := fs.String("small-size", "16KiB", "size of each of them")
+	mixedBig := fs.Int("mixed-big", 3, "big objects of the mixed workload")
+	mixedBigSize := fs.String("mixed-big-size", "256MiB", "size of each of them")
+	mixedSmall := fs.Int("mixed-small", 2000, "small objects (1–128 KiB) of the mixed workload")
+	wanLatency := fs.Duration("wan-latency", 20*time.Millisecond, "emulated WAN: latency added to every response")
+	wanRate := fs.Int("wan-rate", 90, "emulated WAN: bandwidth of each connection, MB/s")
+	rcloneStreams := fs.Int("rclone-streams", 8, "rclone --multi-thread-streams")
+	out := fs.String("out", "", "the Markdown report, relative to the repository (default: quick bench/out/results-quick.md, full bench/results.md)")
+	chart := fs.String("chart", "", "the PNG chart, relative to the repository (default: quick bench/out/results-quick.png, full bench/results.png)")
+	runTimeout := fs.Duration("run-timeout", 10*time.Minute, "time limit of one run")
+	keep := fs.Bool("keep", false, "keep the temporary directory (data, logs)")
+	s5cmd := fs.String("s5cmd", "s5cmd", "s5cmd binary")
+	rclone := fs.String("rclone", "rclone", "rclone binary")
+	python := fs.String("python", "/usr/bin/python3", "Python with boto3 and s3transfer")
+	toxiproxy := fs.String("toxiproxy", "toxiproxy-server", "toxiproxy server binary")
+	versitygw := fs.String("versitygw", "", "versitygw binary (default: $S3FLEET_VERSITYGW, else .bin/versitygw)")
+	redisServer := fs.String("redis-server", "redis-server", "redis-server binary")
+	versions := fs.String("versions", "", "versions of the binaries given, for the report (name=version,…)")
+	s3fleetSrc := fs.String("s3fleet-src", "", "the s3fleet source tree to build enqueue and worker from (default: this repository's working tree)")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	p, ok := presets[*mode]
+	if !ok {
+		return options{}, fmt.Errorf("-mode: want quick or full, got %q", *mode)
+	}
+	o := p.options
+	o.mode = *mode
+	cellText := p.cells
+	if *cells != "" {
+		cellText = *cells
+	}
+	var err error
+	if o.cells, err = parseCells(cellText); err != nil {
+		return options{}, err
+	}
+	if *runs != 0 {
+		o.runs = *runs
+		for i := range o.cells {
+			o.cells[i].runs = 0
+		}
+	}
+	for i := range o.cells {
+		if o.cells[i].runs == 0 {
+			o.cells[i].runs = o.runs
+		}
+		if !slices.Contains(o.workloads, o.cells[i].workload) {
+			o.workloads = append(o.workloads, o.cells[i].workload)
+		}
+	}
+	if *warmup >= 0 {
+		o.warmup = *warmup
+	}
+	if *slow > 0 {
+		o.slow = *slow
+	}
+	if *budget > 0 {
+		o.budget = *budget
+	}
+	if *contenders != "" {
+		o.contenders = *contenders
+	}
+	o.ref = *ref
+	for f := range strings.SplitSeq(*fleetWorkers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return options{}, fmt.Errorf("-fleet-workers: want positive numbers such as 1,2,4, got %q", *fleetWorkers)
+		}
+		o.fleetWorkers = append(o.fleetWorkers, n)
+	}
+	if *fleetConcurrency > 0 {
+		o.fleetWorkerArgs = []string{"--concurrency", strconv.Itoa(*fleetConcurrency)}
+	}
+	size := func(name, text string) int64 {
+		n, e := humanize.ParseBytes(text)
+		if e != nil && err == nil {
+			err = fmt.Errorf("-%s: want a size such as 16KiB, got %q", name, text)
+		}
+		return int64(n)
+	}
+	o.bigSize = size("big-size", *bigSize)
+	o.smallSize = size("small-size", *smallSize)
+	o.mixedBigSize = size("mixed-big-size", *mixedBigSize)
+	if err != nil {
+		return options{}, err
+	}
+	o.smallCount, o.mixedBig, o.mixedSmall = *smallCount, *mixedBig, *mixedSmall
+	o.wanLatency, o.wanRateKBps = *wanLatency, int64(*wanRate)*1000
+	o.rcloneStreams = *rcloneStreams
+	if *out != "" {
+		o.out = *out
+	}
+	if *chart != "" {
+		o.chart = *chart
+	}
+	o.runTimeout, o.keep = *runTimeout, *keep
+	o.s5cmd, o.rclone, o.python, o.toxiproxy, o.redisServer = *s5cmd, *rclone, *python, *toxiproxy, *redisServer
+	o.versions, o.s3fleetSrc = *versions, *s3fleetSrc
+
+	switch {
+	case o.runs < 1:
+		return options{}, fmt.Errorf("-runs: must be at least 1, got %d", o.runs)
+	case o.bigSize < 1 || o.smallSize < 1 || o.mixedBigSize < 1:
+		return options{}, fmt.Errorf("sizes must be positive")
+	case o.smallCount < 1 || o.mixedBig < 0 || o.mixedSmall < 1:
+		return options{}, fmt.Errorf("-small-count and -mixed-small must be positive, -mixed-big not negative")
+	case *wanRate < 1:
+		return options{}, fmt.Errorf("-wan-rate: must be positive, got %d", *wanRate)
+	}
+
+	if o.suiteDir, err = os.Getwd(); err != nil {
+		return options{}, err
+	}
+	if o.root, err = repoRoot(o.suiteDir); err != nil {
+		return options{}, err
+	}
+	if o.s3fleetSrc == "" {
+		o.s3fleetSrc = o.root
+	}
+	o.versitygw = *versitygw
+	if o.versitygw == "" {
+		o.versitygw = os.Getenv("S3FLEET_VERSITYGW")
+	}
+	if o.versitygw == "" {
+		o.versitygw = filepath.Join(o.root, ".bin", "versitygw")
+	}
+	return o, nil
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark of issue 5: s3fleet against s5cmd, the
+# aws-sdk-go-v2 manager, s3transfer, boto3, rclone and a plain loop.
+#
+#   bench/suite/run.sh            # full: every contender, workload and network (under 30 min on 2 cores)
+#   bench/suite/run.sh quick      # 1 GiB, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
+#   bench/suite/run.sh full -runs 3 -workloads big   # flags after the mode go to the suite (see main.go)
+#
+# Installs what it needs on a fresh Debian machine, once: Debian packages
+# (redis-server, python3-boto3, python3-s3transfer, rclone), versitygw (via
+# `make tools`), s5cmd built from the Go module cache and toxiproxy's
+# server, both into the repository's ignored .bin/.
+set -euo pipefail
+
+S5CMD_VERSION=v2.3.0
+TOXIPROXY_VERSION=v2.12.0
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+bin="$root/.bin"
+mode="full"
+case "${1:-}" in
+  quick|full) mode="$1"; shift ;;
+  -h|--help|help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+GO="${GO:-go}"
+mkdir -p "$bin"
+
+# Debian packages, installed only when one is missing.
+missing=()
+for pkg in redis-server python3-boto3 python3-s3transfer rclone; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# versitygw, pinned by the Makefile.
+if [ -z "${S3FLEET_VERSITYGW:-}" ] && [ ! -x "$bin/versitygw" ]; then
+  make -C "$root" --no-print-directory tools
+fi
+versitygw="${S3FLEET_VERSITYGW:-$bin/versitygw}"
+versitygw_version="$(sed -n 's/^VERSITYGW_VERSION := //p' "$root/Makefile")"
+
+# s5cmd: the module proxy refuses `go install` for it (its go.mod has
+# replace directives), so build it from the module cache.
+s5cmd="$bin/s5cmd-$S5CMD_VERSION"
+if [ ! -x "$s5cmd" ]; then
+  echo "building s5cmd $S5CMD_VERSION (once, cached in .bin/)"
+  dir="$(cd / && "$GO" mod download -json "github.com/peak/s5cmd/v2@$S5CMD_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -n "$dir" ] || { echo "go mod download of s5cmd reported no directory" >&2; exit 1; }
+  (cd "$dir" && GOFLAGS=-buildvcs=false "$GO" build -mod=mod -o "$s5cmd.tmp" .)
+  mv "$s5cmd.tmp" "$s5cmd"
+fi
+
+# toxiproxy's server, for the emulated WAN (which quick mode does not use,
+# unless its flags ask for it).
+toxiproxy="$bin/toxiproxy-server-$TOXIPROXY_VERSION"
+if [ ! -x "$toxiproxy" ] && { [ "$mode" = full ] || [[ "$*" == *wan* ]]; }; then
+  echo "building toxiproxy $TOXIPROXY_VERSION (once, cached in .bin/)"
+  tmp="$(mktemp -d)"
+  GOBIN="$tmp" GOFLAGS=-buildvcs=false "$GO" install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION"
+  mv "$tmp/server" "$toxiproxy"
+  rmdir "$tmp"
+fi
+
+cd "$here"
+exec "$GO" run . -mode "$mode" \
+  -s5cmd "$s5cmd" -toxiproxy "$toxiproxy" -versitygw "$versitygw" -python /usr/bin/python3 \
+  -versions "s5cmd=$S5CMD_VERSION,toxiproxy=$TOXIPROXY_VERSION,versitygw=$versitygw_version" "$@"
