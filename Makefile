@@ -47,8 +47,8 @@ bench-quick: tools ## the 1 GiB comparison with s5cmd alone (~2 min)
 	bench/suite/run.sh quick
 
 .PHONY: bench-pipeline
-bench-pipeline: tools ## the fleet alone: one 1 GiB object with 1, 2 and 4 worker processes, CPU and peak RSS
-	$(GO) run ./bench
+bench-pipeline: tools ## the fleet alone: one 1 GiB object with 1, 2 and 4 worker processes, MB/s, CPU and peak RSS (~1 min)
+	bench/suite/run.sh full -cells 'big/loopback/durable:3' -contenders '^s3fleet' -out bench/out/results-pipeline.md
 
 .PHONY: gobench
 gobench: ## Go benchmarks of the hot paths
