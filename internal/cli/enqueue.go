@@ -193,19 +193,12 @@ func jobCommand(use, short string, withS3 bool, run func(ctx context.Context, en
 		Short: short,
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			env, err := openEnv(cmd.Context(), cfg, withS3)
-			if err != nil {
-				return err
-			}
-			defer env.close()
-			if _, err := env.led.GetJob(cmd.Context(), args[0]); errors.Is(err, ledger.ErrNotFound) {
-				return UsageError{fmt.Errorf("unknown job %q", args[0])}
-			}
-			return run(cmd.Context(), env, cmd, args[0], out)
+			return withEnv(cmd, withS3, func(env *env) error {
+				if _, err := env.led.GetJob(cmd.Context(), args[0]); errors.Is(err, ledger.ErrNotFound) {
+					return UsageError{fmt.Errorf("unknown job %q", args[0])}
+				}
+				return run(cmd.Context(), env, cmd, args[0], out)
+			})
 		},
 	}
 	out.add(cmd)
@@ -274,6 +267,20 @@ func newRetryCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until every object is done")
 	cmd.Flags().StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
 	return cmd
+}
+
+// withEnv loads a subcommand's configuration, connects, runs fn and closes.
+func withEnv(cmd *cobra.Command, withS3 bool, fn func(*env) error) error {
+	cfg, err := loadConfig(cmd.Flags())
+	if err != nil {
+		return err
+	}
+	env, err := openEnv(cmd.Context(), cfg, withS3)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	return fn(env)
 }
 
 // env is what the enqueue commands connect to.

@@ -226,39 +226,35 @@ func newListCommand() *cobra.Command {
 		Short: "List recent jobs with state, objects, bytes and age",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			env, err := openEnv(cmd.Context(), cfg, false)
-			if err != nil {
-				return err
-			}
-			defer env.close()
-			jobs, err := env.led.RecentJobs(cmd.Context(), limit)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			if out.json {
-				views := make([]jobView, 0, len(jobs))
-				for _, j := range jobs {
-					views = append(views, jobJSON(j))
-				}
-				return json.NewEncoder(w).Encode(views)
-			}
-			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tSTATE\tOBJECTS\tFAILED\tBYTES\tAGE\tSOURCE")
-			for _, j := range jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s/%s\t%s\t%s\n", j.ID, JobState(j), j.Finished(), j.Objects, j.Failed,
-					humanize.IBytes(uint64(j.BytesDone)), humanize.IBytes(uint64(j.BytesTotal)),
-					time.Since(time.UnixMilli(j.Created)).Round(time.Second), j.Source)
-			}
-			return tw.Flush()
+			return withEnv(cmd, false, func(env *env) error { return printJobs(cmd, env, limit, out) })
 		},
 	}
 	cmd.Flags().Int64Var(&limit, "limit", 20, "how many jobs, newest first")
 	out.add(cmd)
 	config.AddFlags(cmd.Flags(), config.Enqueuer)
 	return cmd
+}
+
+// printJobs lists the newest jobs.
+func printJobs(cmd *cobra.Command, env *env, limit int64, out outputFlags) error {
+	jobs, err := env.led.RecentJobs(cmd.Context(), limit)
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if out.json {
+		views := make([]jobView, 0, len(jobs))
+		for _, j := range jobs {
+			views = append(views, jobJSON(j))
+		}
+		return json.NewEncoder(w).Encode(views)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSTATE\tOBJECTS\tFAILED\tBYTES\tAGE\tSOURCE")
+	for _, j := range jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s/%s\t%s\t%s\n", j.ID, JobState(j), j.Finished(), j.Objects, j.Failed,
+			humanize.IBytes(uint64(j.BytesDone)), humanize.IBytes(uint64(j.BytesTotal)),
+			time.Since(time.UnixMilli(j.Created)).Round(time.Second), j.Source)
+	}
+	return tw.Flush()
 }
