@@ -121,6 +121,10 @@ type Assembler struct {
 	Options func(in *s3.HeadObjectInput, t ledger.Transfer) error
 	// Guard refuses destinations outside the worker's allow_dest roots.
 	Guard location.Guard
+	// NoFlush (flush=none, scratch data) skips the fsyncs of the file and
+	// its directory: the rename is atomic for every reader, but a machine
+	// that crashes soon after may lose the file's bytes.
+	NoFlush bool
 }
 
 // Assemble finalizes generation gen of a transfer and returns its record.
@@ -273,19 +277,31 @@ func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, crc ui
 
 // place sets mtime and marks the file as ours, makes it durable and renames
 // it to its final name without replacing what is there (unless Overwrite),
-// then makes the rename durable.
+// then makes the rename durable. With NoFlush it only marks and renames.
 func (a *Assembler) place(t ledger.Transfer, f *os.File, part string) error {
 	if err := Mark(f, t.ID, t.ETag, t.LastModified); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", part, err)
+	if !a.NoFlush {
+		if err := syncFile(f); err != nil {
+			return fmt.Errorf("fsync %s: %w", part, err)
+		}
 	}
 	if err := Rename(part, t.Dest, t.Overwrite); err != nil {
 		return err
 	}
-	return SyncDir(filepath.Dir(t.Dest))
+	if a.NoFlush {
+		return nil
+	}
+	return syncDir(filepath.Dir(t.Dest))
 }
+
+// syncFile and syncDir are the flushes place makes, variables for a test
+// to count them.
+var (
+	syncFile = (*os.File).Sync
+	syncDir  = SyncDir
+)
 
 // Mark labels a finished file as the fleet's: the transfer and the ETag in
 // xattrs (best effort: some filesystems refuse them), and the object's

@@ -24,6 +24,52 @@ type failingWriter struct{}
 
 func (failingWriter) WriteAt([]byte, int64) (int, error) { return 0, errors.New("disk on fire") }
 
+// stuckReader returns nothing and no error, forever.
+type stuckReader struct{}
+
+func (stuckReader) Read([]byte) (int, error) { return 0, nil }
+
+// sizedReader returns at most size bytes a Read, like a socket.
+type sizedReader struct {
+	r    io.Reader
+	size int
+}
+
+func (s sizedReader) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), s.size)]) }
+
+// writeSizes records the length of every WriteAt.
+type writeSizes struct {
+	memFile
+	sizes []int
+}
+
+func (w *writeSizes) WriteAt(p []byte, off int64) (int, error) {
+	w.sizes = append(w.sizes, len(p))
+	return w.memFile.WriteAt(p, off)
+}
+
+// TestCopyAtWritesEachRead checks that CopyAt writes each read as it comes
+// rather than filling its buffer first: large pwrites under the file's lock
+// were what made one run in three four times slower (tasks/chunk.go).
+func TestCopyAtWritesEachRead(t *testing.T) {
+	t.Parallel()
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	dst := &writeSizes{memFile: memFile{b: make([]byte, len(data))}}
+	n, _, err := CopyAt(dst, sizedReader{bytes.NewReader(data), 64 << 10}, 0, int64(len(data)), make([]byte, bufSize))
+	if err != nil || n != int64(len(data)) || !bytes.Equal(dst.b, data) {
+		t.Fatalf("n=%d err=%v, bytes equal %v", n, err, bytes.Equal(dst.b, data))
+	}
+	if len(dst.sizes) != 16 {
+		t.Fatalf("%d writes of sizes %v, want 16 of 64 KiB", len(dst.sizes), dst.sizes)
+	}
+	for _, s := range dst.sizes {
+		if s != 64<<10 {
+			t.Fatalf("write sizes %v, want 64 KiB each", dst.sizes)
+		}
+	}
+}
+
 func TestCopyAt(t *testing.T) {
 	t.Parallel()
 	data := make([]byte, 3<<20+17)
@@ -42,6 +88,9 @@ func TestCopyAt(t *testing.T) {
 		{"short body", bytes.NewReader(data[:999]), 0, 1000, "body shorter than the range"},
 		{"long body", bytes.NewReader(data[:1001]), 0, 1000, "body longer than the range"},
 		{"reset mid-body", io.MultiReader(bytes.NewReader(data[:500]), iotest.ErrReader(errors.New("connection reset"))), 0, 1000, "connection reset"},
+		{"data with EOF", iotest.DataErrReader(bytes.NewReader(data[:70000])), 3, 70000, ""},
+		{"short body with EOF", iotest.DataErrReader(bytes.NewReader(data[:999])), 0, 1000, "body shorter than the range"},
+		{"no progress", stuckReader{}, 0, 1000, io.ErrNoProgress.Error()},
 		{"empty", bytes.NewReader(nil), 0, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

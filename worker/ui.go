@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,7 +27,7 @@ import (
 const UIPath = "/ui"
 
 // uiHandler serves the asynq web UI at /ui/, Prometheus metrics at
-// /metrics and a health check at /healthz.
+// /metrics, a health check at /healthz and Go's profiles at /debug/pprof/.
 func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, readOnly bool) (http.Handler, func()) {
 	mon := asynqmon.New(asynqmon.Options{
 		RootPath:        UIPath,
@@ -37,6 +38,9 @@ func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheu
 	mux := http.NewServeMux()
 	mux.Handle(UIPath+"/", mon)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

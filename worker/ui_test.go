@@ -97,6 +97,9 @@ func TestWebUI(t *testing.T) {
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
+	if code, body := httpGet(t, base+"/debug/pprof/heap?debug=1"); code != 200 || !strings.Contains(body, "heap profile:") {
+		t.Fatalf("/debug/pprof/heap: %d %.200q", code, body)
+	}
 	_, metrics := httpGet(t, base+"/metrics")
 	m := regexp.MustCompile(`(?m)^s3fleet_bytes_downloaded_total\{[^}]*\} (\S+)$`).FindStringSubmatch(metrics)
 	if m == nil {
