@@ -216,8 +216,11 @@ type sample struct {
 	rssMax     int64         // the largest peak RSS of one of its processes
 	rssSum     int64         // the sum of its processes' peaks
 	procs      int
-	warnings   int // s3fleet: lines the workers logged at warn level or above during the run
-	err        error
+	// s3fleet: the peak RSS of its largest worker, of the enqueue and of
+	// Redis, for the memory targets.
+	rssWorker, rssEnqueue, rssRedis int64
+	warnings                        int // s3fleet: lines the workers logged at warn level or above during the run
+	err                             error
 }
 
 // gracefulStop is how long a worker may take to stop after SIGTERM: more
@@ -311,7 +314,8 @@ func (s *suite) runFleet(ctx context.Context, c *contender, cl cell, out, logPre
 	res.kthreadCPU, res.otherCPU = disturbance(snap, snapAfter, res.cpu.total()+res.serverCPU, selfAfter-self)
 	enqRSS := enq.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
 	res.rssMax, res.rssSum, res.procs = enqRSS, enqRSS, 1
-	for _, p := range watched {
+	res.rssEnqueue = enqRSS
+	for i, p := range watched {
 		hwm, err := peakRSS(p.pid())
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", p.name, err)
@@ -319,6 +323,11 @@ func (s *suite) runFleet(ctx context.Context, c *contender, cl cell, out, logPre
 		res.rssMax = max(res.rssMax, hwm)
 		res.rssSum += hwm
 		res.procs++
+		if i == 0 {
+			res.rssRedis = hwm // watched[0] is Redis
+		} else {
+			res.rssWorker = max(res.rssWorker, hwm)
+		}
 	}
 	for _, w := range workers {
 		w.terminate() // all at once; then wait for each

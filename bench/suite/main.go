@@ -84,6 +84,15 @@ func run(ctx context.Context, args []string) error {
 	if err := s.runAll(ctx); err != nil {
 		return err
 	}
+	if o.listing > 0 {
+		log.Info("enqueue of a generated listing", "keys", o.listing)
+		s.listing = s.runListing(ctx, o.listing)
+		if s.listing.err != nil {
+			log.Error("listing", "err", s.listing.err)
+		} else {
+			log.Info("listing done", "seconds", fmt.Sprintf("%.1f", s.listing.elapsed.Seconds()), "peak_rss_mib", s.listing.rss>>20)
+		}
+	}
 	return s.report()
 }
 

@@ -65,6 +65,15 @@ func (st stats) medianOf(f func(sample) float64) float64 {
 	return median(xs)
 }
 
+// maxOf is the largest f over the successful runs.
+func (st stats) maxOf(f func(sample) int64) int64 {
+	var m int64
+	for _, r := range st.ok {
+		m = max(m, f(r))
+	}
+	return m
+}
+
 // table returns the stats of every contender in a cell, in the
 // contenders' order.
 func (s *suite) table(cl cell) []stats {
@@ -217,6 +226,14 @@ func (s *suite) render() string {
 			fmt.Fprintf(&b, "\n\"s3fleet ÷ this\": %s's median divided by each row's.", ref.contender.name)
 		}
 		for _, st := range rows {
+			if st.contender.group == groupFleet && len(st.ok) > 0 {
+				fmt.Fprintf(&b, "\n- %s, peak RSS MiB by process, most of any run: worker %s, enqueue %s, Redis %s",
+					st.contender.name, mib(float64(st.maxOf(func(r sample) int64 { return r.rssWorker }))),
+					mib(float64(st.maxOf(func(r sample) int64 { return r.rssEnqueue }))),
+					mib(float64(st.maxOf(func(r sample) int64 { return r.rssRedis }))))
+			}
+		}
+		for _, st := range rows {
 			for _, f := range st.failed {
 				fmt.Fprintf(&b, "\n- %s run %d failed: %s", st.contender.name, f.run, oneLine(f.err.Error(), 400))
 			}
@@ -231,6 +248,7 @@ func (s *suite) render() string {
 		b.WriteString("\n\n")
 	}
 
+	b.WriteString(s.listing.report())
 	b.WriteString("## The contenders' commands\n\n")
 	b.WriteString("$ENDPOINT is versitygw's address, or toxiproxy's on the emulated WAN; $OUT an empty directory of the run's own.\n" +
 		"Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; s3fleet's settings from S3FLEET_REDIS, S3FLEET_ENDPOINT,\n" +
@@ -345,6 +363,29 @@ func (s *suite) targets() string {
 			rows = append(rows, []string{cl.id(), fmt.Sprintf("%s %.0f %s", ref.contender.name, median(ref.rate()), unit),
 				fmt.Sprintf("%s %.0f", t.peer, median(peer.rate())), fmt.Sprintf("%.2f×", got), fmt.Sprintf("≥ %.1f×", t.want), met})
 		}
+	}
+	// Memory: a worker stays under 64 MiB whatever the object sizes.
+	for _, cl := range s.cells {
+		ref, ok := refFleet(s.table(cl), s.opt.ref)
+		if !ok {
+			continue
+		}
+		const limit = 64 << 20
+		peak := ref.maxOf(func(r sample) int64 { return r.rssWorker })
+		met := "no"
+		if peak < limit {
+			met = "yes"
+		}
+		rows = append(rows, []string{cl.id(), fmt.Sprintf("%s worker peak RSS %s MiB", ref.contender.name, mib(float64(peak))),
+			"–", "–", "< 64 MiB", met})
+	}
+	if l := s.listing; l.keys > 0 && l.err == nil {
+		met := "no"
+		if l.rss < 128<<20 {
+			met = "yes"
+		}
+		rows = append(rows, []string{fmt.Sprintf("listing of %d keys", l.keys), fmt.Sprintf("enqueue peak RSS %s MiB", mib(float64(l.rss))),
+			"–", "–", "< 128 MiB", met})
 	}
 	if len(rows) == 0 {
 		return ""

@@ -48,6 +48,7 @@ type suite struct {
 	pending    string   // the previous run's output, removed before the next clock
 	slowOnes   []string // cell and contender that ran once for being slow
 	skipped    int      // runs skipped for the time budget
+	listing    listingResult
 
 	fleetVersion string // the s3fleet source measured
 }

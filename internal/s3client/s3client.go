@@ -44,8 +44,10 @@ func New(ctx context.Context, o Options) (*s3.Client, error) {
 			tr.MaxIdleConnsPerHost = idle
 			tr.TLSHandshakeTimeout = o.ConnectTimeout
 			tr.DisableCompression = true // bytes must arrive as stored
-			tr.WriteBufferSize = 64 << 10
-			tr.ReadBufferSize = 256 << 10
+			// Bodies bypass the connection's read buffer (the copy reads
+			// into its own, larger one), so it only holds headers and the
+			// odd small body: a large one is memory held per connection.
+			tr.ReadBufferSize = 32 << 10
 		}).
 		WithReadTimeout(o.ReadTimeout)
 	opts := []func(*awsconfig.LoadOptions) error{
