@@ -1,0 +1,96 @@
+package tasks
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+// chunkPayload is a typical chunk: a long key, a version, an ETag.
+func chunkPayload() ChunkPayload {
+	return ChunkPayload{Job: "20261123-212903-f1bc73", Transfer: "b8c7a562fa008ecb049d563c", Gen: 1,
+		Bucket: "datasets", Key: "logs/2026/11/23/host-0042/part-00017.parquet", VersionID: "3HL4kqtJvjVBH40Nrjfkd",
+		ETag: `"9b2cf535f27731c974343645a3985328-128"`, Size: 1 << 30, Chunks: 128, Chunk: 17,
+		First: 17 << 23, Last: 18<<23 - 1, Dest: "/data/logs/2026/11/23/host-0042/part-00017.parquet"}
+}
+
+// batchPayload is a full batch of 100 small objects.
+func batchPayload() BatchPayload {
+	p := BatchPayload{Job: "20261123-212903-f1bc73"}
+	for i := range 100 {
+		p.Objects = append(p.Objects, BatchObject{Transfer: fmt.Sprintf("%024x", i), Gen: 1, Bucket: "datasets",
+			Key: fmt.Sprintf("logs/2026/11/23/small-%05d.json", i), ETag: `"9b2cf535f27731c974343645a3985328"`,
+			Size: 16 << 10, Dest: fmt.Sprintf("/data/logs/2026/11/23/small-%05d.json", i), LastModified: 1763900000000})
+	}
+	return p
+}
+
+// TestPayloadsRoundTrip checks that what a task carries decodes to what
+// was encoded (the benchmarks below time the same paths).
+func TestPayloadsRoundTrip(t *testing.T) {
+	c := chunkPayload()
+	task, err := NewChunkTask(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c2 ChunkPayload
+	if err := json.Unmarshal(task.Payload(), &c2); err != nil || !reflect.DeepEqual(c, c2) {
+		t.Fatalf("chunk payload %+v, %v; want %+v", c2, err, c)
+	}
+	b := batchPayload()
+	btask, err := NewBatchTask(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b2 BatchPayload
+	if err := json.Unmarshal(btask.Payload(), &b2); err != nil || !reflect.DeepEqual(b, b2) {
+		t.Fatalf("batch payload differs after a round trip: %v", err)
+	}
+}
+
+func BenchmarkChunkPayloadEncode(b *testing.B) {
+	p := chunkPayload()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewChunkTask(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkChunkPayloadDecode(b *testing.B) {
+	task, _ := NewChunkTask(chunkPayload())
+	raw := task.Payload()
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var p ChunkPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBatchPayloadEncode(b *testing.B) {
+	p := batchPayload()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewBatchTask(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkBatchPayloadDecode(b *testing.B) {
+	task, _ := NewBatchTask(batchPayload())
+	raw := task.Payload()
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var p BatchPayload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
