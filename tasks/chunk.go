@@ -429,7 +429,8 @@ const maxEmptyReads = 100
 // recorded: sync_file_range pushes just this range to disk (overlapping the
 // disk with other chunks' downloads), then fdatasync commits the metadata
 // that makes those blocks readable after a crash (extent conversion).
-// Where sync_file_range is unsupported (NFS), fdatasync does it all.
+// Where sync_file_range is unsupported (NFS), fdatasync does it all. The
+// fdatasync is shared: see groupSync.
 func flushRange(f *os.File, off, n int64) error {
 	fd := int(f.Fd())
 	err := unix.SyncFileRange(fd, off, n,
@@ -437,7 +438,7 @@ func flushRange(f *os.File, off, n int64) error {
 	if err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("sync_file_range: %w", err)
 	}
-	if err := unix.Fdatasync(fd); err != nil {
+	if err := partSyncs.sync(f); err != nil {
 		return fmt.Errorf("fdatasync: %w", err)
 	}
 	return nil

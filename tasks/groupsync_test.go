@@ -1,0 +1,68 @@
+package tasks
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestGroupSync runs 32 concurrent flushes of one file: each returns only
+// after an fdatasync that began after it asked, far fewer than 32 run, and
+// a failure reaches exactly the callers it covered.
+func TestGroupSync(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "part"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g := &groupSyncs{files: map[string]*groupSync{}}
+
+	var started, finished atomic.Int64 // fdatasyncs begun and ended
+	var calls atomic.Int64
+	fake := func(*os.File) error {
+		calls.Add(1)
+		started.Add(1)
+		time.Sleep(5 * time.Millisecond)
+		finished.Add(1)
+		return nil
+	}
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			before := started.Load()
+			if err := g.syncWith(f, fake); err != nil {
+				t.Error(err)
+			}
+			// An fdatasync that began after the call has finished.
+			if finished.Load() <= before {
+				t.Errorf("returned with %d fdatasyncs finished, %d begun before the call", finished.Load(), before)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := calls.Load(); n < 1 || n >= 32 {
+		t.Errorf("%d fdatasyncs for 32 callers, want fewer", n)
+	}
+	if len(g.files) != 0 {
+		t.Errorf("%d entries left after every caller returned", len(g.files))
+	}
+
+	// A failure goes to the callers it covered, not to later ones.
+	boom := errors.New("EIO")
+	if err := g.syncWith(f, func(*os.File) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("failed fdatasync: %v", err)
+	}
+	if err := g.syncWith(f, func(*os.File) error { return nil }); err != nil {
+		t.Fatalf("after a failure, a good fdatasync: %v", err)
+	}
+	// The real one.
+	if err := g.sync(f); err != nil {
+		t.Fatal(err)
+	}
+}
