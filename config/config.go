@@ -117,7 +117,7 @@ var settings = []setting{
 	{"endpoint", "", "S3 endpoint URL (empty: AWS)", Both},
 	{"region", "us-east-1", "S3 region", Both},
 	{"path_style", false, "use path-style bucket addressing", Both},
-	{"chunk_size", "8MiB", "bytes per ranged GET", Enqueuer},
+	{"chunk_size", "32MiB", "bytes per ranged GET", Enqueuer},
 	{"threshold", "8MiB", "objects below this size are fetched in one task", Enqueuer},
 	{"batch_max_object", "1MiB", "objects up to this size are fetched whole, many to a task (0: one task each)", Enqueuer},
 	{"batch_objects", 100, "most objects in one batch task", Enqueuer},

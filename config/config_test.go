@@ -67,7 +67,7 @@ func defaults() Config {
 		Endpoint:        "",
 		Region:          "us-east-1",
 		PathStyle:       false,
-		ChunkSize:       8 * mib,
+		ChunkSize:       32 * mib,
 		Threshold:       8 * mib,
 		BatchMaxObject:  mib,
 		BatchObjects:    100,
