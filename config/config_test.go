@@ -548,8 +548,8 @@ func TestAddFlags(t *testing.T) {
 				t.Errorf("--%s has type %s, want %s", name, got, want)
 			}
 		}
-		if got := fs.Lookup("chunk-size").DefValue; got != "8MiB" {
-			t.Errorf("--chunk-size default %q, want 8MiB", got)
+		if got := fs.Lookup("chunk-size").DefValue; got != "32MiB" {
+			t.Errorf("--chunk-size default %q, want 32MiB", got)
 		}
 	})
 	t.Run("worker rejects --chunk-size", func(t *testing.T) {
