@@ -74,6 +74,9 @@ type Record struct {
 	Path       string  `json:"path"`
 	State      string  `json:"state"`
 	Error      string  `json:"error,omitempty"`
+	// Finalized is true when this run of the assembler recorded the
+	// object; a duplicate run finds it recorded already.
+	Finalized bool `json:"-"`
 }
 
 // RecordOf renders a transfer's record.
@@ -384,14 +387,17 @@ func createEmpty(part string) error {
 
 func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, crc uint32, check string) (Record, error) {
 	res := ledger.Result{CRC32C: EncodeCRC32C(crc), Check: check}
-	if _, err := a.Ledger.Succeed(ctx, t.ID, t.Gen, res, time.Now()); err != nil {
+	changed, err := a.Ledger.Succeed(ctx, t.ID, t.Gen, res, time.Now())
+	if err != nil {
 		return Record{}, err
 	}
 	final, err := a.Ledger.GetTransfer(ctx, t.ID)
 	if err != nil {
 		return Record{}, err
 	}
-	return RecordOf(final), nil
+	r := RecordOf(final)
+	r.Finalized = changed
+	return r, nil
 }
 
 // fail records the object failed with cause; with clearData its part file

@@ -104,7 +104,7 @@ func (h *AssembleHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 			return fmt.Errorf("write result of %s: %w", p.Transfer, err)
 		}
 	}
-	if rec.State == "success" {
+	if rec.Finalized {
 		h.Metrics.ObjectFinalized(rec.State)
 	}
 	log.Info("object finalized", "path", rec.Path, "bytes", rec.Size, "check", rec.Check, "state", rec.State)

@@ -207,11 +207,14 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			}
 		}
 	}
-	if _, err := h.Ledger.SucceedBatch(ctx, results, time.Now()); err != nil {
+	changed, err := h.Ledger.SucceedBatch(ctx, results, time.Now())
+	if err != nil {
 		return err
 	}
-	for range results {
-		h.Metrics.ObjectFinalized(ledger.Success)
+	for _, c := range changed {
+		if c {
+			h.Metrics.ObjectFinalized(ledger.Success)
+		}
 	}
 	if len(records) > 0 {
 		if b, err := json.Marshal(records); err == nil && t.ResultWriter() != nil {

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/chunker"
+	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/internal/testenv"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -73,6 +75,28 @@ func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (
 	return x, ts
 }
 
+// finalizedCount is the registry's objects_finalized_total{state="success"}.
+func finalizedCount(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "s3fleet_objects_finalized_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "state" && l.GetValue() == "success" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 // TestAssemblerEnqueuedOnce runs every chunk of an object twice at once,
 // as asynq's at-least-once delivery may: the bytes land right, the
 // assembler is enqueued exactly once, and running it twice finalizes once.
@@ -101,10 +125,15 @@ func TestAssemblerEnqueuedOnce(t *testing.T) {
 	if err != nil || len(pending) != 1 {
 		t.Fatalf("%d assembler tasks pending (%v), want exactly 1", len(pending), err)
 	}
+	reg := prometheus.NewRegistry()
+	r.asm.Metrics = metrics.NewWorker(reg, "test")
 	for range 2 {
 		if err := r.asm.ProcessTask(context.Background(), asynq.NewTask(pending[0].Type, pending[0].Payload)); err != nil {
 			t.Fatalf("assemble: %v", err)
 		}
+	}
+	if n := finalizedCount(t, reg); n != 1 {
+		t.Errorf("objects_finalized_total %v after two runs of the assembler, want 1", n)
 	}
 	got, err := os.ReadFile(dest)
 	if err != nil || !bytes.Equal(got, data) {
