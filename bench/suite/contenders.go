@@ -210,7 +210,7 @@ type sample struct {
 	run        int
 	elapsed    time.Duration // the clock
 	cpu        cpuUse        // the contender's processes (s3fleet: workers, enqueue, Redis)
-	serverCPU  time.Duration // versitygw, and toxiproxy on the WAN
+	serverCPU  time.Duration // versitygw, and wanproxy on the WAN
 	kthreadCPU time.Duration // kernel threads (writeback, the journal, …) while the clock ran
 	otherCPU   time.Duration // the rest of the machine's busy time: other programs disturbing the run
 	rssMax     int64         // the largest peak RSS of one of its processes

@@ -4,9 +4,10 @@
 // runs it; `run.sh quick` is the 1 GiB comparison with s5cmd alone.
 //
 // It starts a redis-server and a versitygw S3 server (POSIX backend) on free
-// loopback ports, and, for the emulated WAN, toxiproxy in front of
-// versitygw: every response delayed (-wan-latency, 20 ms) and each
-// connection capped (-wan-rate, 90 MB/s), as S3 behaves from a cloud host.
+// loopback ports, and, for the emulated WAN, wanproxy (wanproxy/, the
+// suite's own TCP proxy) in front of versitygw: every response delayed
+// (-wan-latency, 20 ms) and each connection capped (-wan-rate, 90 MB/s), as
+// S3 behaves from a cloud host.
 // It uploads the workloads' random bytes once, each object with a CRC32C:
 //
 //   - big:   one 1 GiB object;
@@ -42,7 +43,7 @@
 // CPU seconds are user+system: for s3fleet, its workers and Redis from
 // /proc/PID/stat while the clock ran, plus the enqueue's rusage; for the
 // others the command's rusage, which covers its reaped children (the
-// process pool). versitygw's and toxiproxy's own CPU is reported apart.
+// process pool). versitygw's and wanproxy's own CPU is reported apart.
 // Peak RSS is VmHWM of each process (rusage's maxrss for a command; the
 // pool's children sampled every 100 ms from /proc; Redis's reset per run).
 //

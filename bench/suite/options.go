@@ -48,9 +48,9 @@ type options struct {
 	keep       bool
 
 	// Programs, and the versions of those that cannot tell their own.
-	s5cmd, rclone, python, toxiproxy, versitygw, redisServer string
-	versions                                                 string
-	s3fleetSrc                                               string // where cmd/enqueue and cmd/worker are built from
+	s5cmd, rclone, python, versitygw, redisServer string
+	versions                                      string
+	s3fleetSrc                                    string // where cmd/enqueue and cmd/worker are built from
 
 	suiteDir, root, binDir string
 }
@@ -164,8 +164,8 @@ func parseFlags(args []string) (options, error) {
 	mixedBig := fs.Int("mixed-big", 3, "big objects of the mixed workload")
 	mixedBigSize := fs.String("mixed-big-size", "256MiB", "size of each of them")
 	mixedSmall := fs.Int("mixed-small", 2000, "small objects (1–128 KiB) of the mixed workload")
-	wanLatency := fs.Duration("wan-latency", 20*time.Millisecond, "emulated WAN: latency added to every response")
-	wanRate := fs.Int("wan-rate", 90, "emulated WAN: bandwidth of each connection, MB/s")
+	wanLatency := fs.Duration("wan-latency", 20*time.Millisecond, "emulated WAN (wanproxy): latency added to every response")
+	wanRate := fs.Int("wan-rate", 90, "emulated WAN (wanproxy): bandwidth of each connection, MB/s")
 	rcloneStreams := fs.Int("rclone-streams", 8, "rclone --multi-thread-streams")
 	out := fs.String("out", "", "the Markdown report, relative to the repository (default: quick bench/out/results-quick.md, full bench/results.md)")
 	chart := fs.String("chart", "", "the PNG chart, relative to the repository (default: quick bench/out/results-quick.png, full bench/results.png)")
@@ -174,7 +174,6 @@ func parseFlags(args []string) (options, error) {
 	s5cmd := fs.String("s5cmd", "s5cmd", "s5cmd binary")
 	rclone := fs.String("rclone", "rclone", "rclone binary")
 	python := fs.String("python", "/usr/bin/python3", "Python with boto3 and s3transfer")
-	toxiproxy := fs.String("toxiproxy", "toxiproxy-server", "toxiproxy server binary")
 	versitygw := fs.String("versitygw", "", "versitygw binary (default: $S3FLEET_VERSITYGW, else .bin/versitygw)")
 	redisServer := fs.String("redis-server", "redis-server", "redis-server binary")
 	versions := fs.String("versions", "", "versions of the binaries given, for the report (name=version,…)")
@@ -262,7 +261,7 @@ func parseFlags(args []string) (options, error) {
 		o.chart = *chart
 	}
 	o.runTimeout, o.keep = *runTimeout, *keep
-	o.s5cmd, o.rclone, o.python, o.toxiproxy, o.redisServer = *s5cmd, *rclone, *python, *toxiproxy, *redisServer
+	o.s5cmd, o.rclone, o.python, o.redisServer = *s5cmd, *rclone, *python, *redisServer
 	o.versions, o.s3fleetSrc = *versions, *s3fleetSrc
 
 	switch {

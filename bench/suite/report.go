@@ -160,7 +160,7 @@ func (s *suite) render() string {
 	fmt.Fprintf(&b, "- Tools: %s\n", strings.Join(s.toolVersions(), "; "))
 	fmt.Fprintf(&b, "- Servers: versitygw (POSIX backend) and redis-server on loopback, sharing the CPUs and the disk with the contenders")
 	if o.needsWAN() {
-		fmt.Fprintf(&b, "; emulated WAN: toxiproxy in front of versitygw, %s latency on every response and %d MB/s per connection",
+		fmt.Fprintf(&b, "; emulated WAN: the suite's wanproxy in front of versitygw, %s latency on every response and %d MB/s per connection",
 			o.wanLatency, o.wanRateKBps/1000)
 	}
 	fmt.Fprintf(&b, "\n- Runs: %s of each contender in each table (below), the order rotating from run to run; "+
@@ -250,7 +250,7 @@ func (s *suite) render() string {
 
 	b.WriteString(s.listing.report())
 	b.WriteString("## The contenders' commands\n\n")
-	b.WriteString("$ENDPOINT is versitygw's address, or toxiproxy's on the emulated WAN; $OUT an empty directory of the run's own.\n" +
+	b.WriteString("$ENDPOINT is versitygw's address, or wanproxy's on the emulated WAN; $OUT an empty directory of the run's own.\n" +
 		"Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; s3fleet's settings from S3FLEET_REDIS, S3FLEET_ENDPOINT,\n" +
 		"S3FLEET_PATH_STYLE=true, S3FLEET_REGION=us-east-1. Peers in the durable tables get a sync(2) inside their clock.\n\n")
 	var single, prefix *workload
@@ -293,7 +293,7 @@ MB/s is 10^6 bytes per second of wall time; objects/s the objects per second at 
 median time. CPU-s/GiB is user+system CPU time per GiB (2^30 bytes) of the workload,
 the median of the runs: s3fleet's counts its workers, its enqueue and Redis; the
 others' count their own process and its children. "server CPU" is versitygw's (and
-toxiproxy's on the emulated WAN) during the same clock. Peak RSS is each process's
+wanproxy's on the emulated WAN) during the same clock. Peak RSS is each process's
 VmHWM (the medians of the runs): the largest one, and the sum over the processes
 (their number in parentheses; s3fleet's include Redis and the enqueue).
 `)
@@ -437,7 +437,7 @@ func (s *suite) toolVersions() []string {
 		add(rv)
 	}
 	if o.needsWAN() {
-		add(withVersion("toxiproxy", given["toxiproxy"]))
+		add("wanproxy (the suite's own, bench/suite/wanproxy)")
 	}
 	return v
 }

@@ -8,12 +8,12 @@
 #
 # Installs what it needs on a fresh Debian machine, once: Debian packages
 # (redis-server, python3-boto3, python3-s3transfer, rclone), versitygw (via
-# `make tools`), s5cmd built from the Go module cache and toxiproxy's
-# server, both into the repository's ignored .bin/.
+# `make tools`) and s5cmd built from the Go module cache, both into the
+# repository's ignored .bin/. The emulated WAN's proxy (wanproxy/) is the
+# suite's own, built by the suite like its other helpers.
 set -euo pipefail
 
 S5CMD_VERSION=v2.3.0
-TOXIPROXY_VERSION=v2.12.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -58,18 +58,7 @@ if [ ! -x "$s5cmd" ]; then
   mv "$s5cmd.tmp" "$s5cmd"
 fi
 
-# toxiproxy's server, for the emulated WAN (which quick mode does not use,
-# unless its flags ask for it).
-toxiproxy="$bin/toxiproxy-server-$TOXIPROXY_VERSION"
-if [ ! -x "$toxiproxy" ] && { [ "$mode" = full ] || [[ "$*" == *wan* ]]; }; then
-  echo "building toxiproxy $TOXIPROXY_VERSION (once, cached in .bin/)"
-  tmp="$(mktemp -d)"
-  GOBIN="$tmp" GOFLAGS=-buildvcs=false "$GO" install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION"
-  mv "$tmp/server" "$toxiproxy"
-  rmdir "$tmp"
-fi
-
 cd "$here"
 exec "$GO" run . -mode "$mode" \
-  -s5cmd "$s5cmd" -toxiproxy "$toxiproxy" -versitygw "$versitygw" -python /usr/bin/python3 \
-  -versions "s5cmd=$S5CMD_VERSION,toxiproxy=$TOXIPROXY_VERSION,versitygw=$versitygw_version" "$@"
+  -s5cmd "$s5cmd" -versitygw "$versitygw" -python /usr/bin/python3 \
+  -versions "s5cmd=$S5CMD_VERSION,versitygw=$versitygw_version" "$@"

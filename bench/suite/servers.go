@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,19 +28,19 @@ const (
 )
 
 // servers are the redis-server, the S3 server and (for the emulated WAN)
-// toxiproxy in front of it, with clients.
+// wanproxy in front of it, with clients.
 type servers struct {
 	redis, s3, proxy *process
 	redisAddr        string
 	endpoint         string // versitygw, direct
-	wanEndpoint      string // through toxiproxy; empty without it
+	wanEndpoint      string // through wanproxy; empty without it
 	rdb              *redis.Client
 	s3c              *s3.Client
 }
 
 // startServers starts redis-server and versitygw on free loopback ports,
-// their files under dir, and, when wan is set, toxiproxy with one proxy in
-// front of versitygw whose responses get the latency and the
+// their files under dir, and, when a cell is on the emulated WAN, wanproxy
+// in front of versitygw, whose responses get the latency and the
 // per-connection bandwidth cap.
 func startServers(ctx context.Context, o options, dir string, log *slog.Logger) (_ *servers, err error) {
 	s := &servers{}
@@ -113,61 +109,24 @@ func startServers(ctx context.Context, o options, dir string, log *slog.Logger) 
 	return s, nil
 }
 
-// startProxy starts toxiproxy and configures the WAN proxy through its
-// HTTP API: latency on the responses (downstream), then a bandwidth cap,
-// which toxiproxy applies to each connection on its own.
+// startProxy starts the suite's wanproxy in front of versitygw: every
+// response byte delayed by the latency, each connection capped at the
+// rate on its own, the requests passed as they are.
 func (s *servers) startProxy(ctx context.Context, o options, dir, upstream string, log *slog.Logger) error {
-	apiPort, err := freePort()
-	if err != nil {
-		return err
-	}
 	listenPort, err := freePort()
 	if err != nil {
 		return err
 	}
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", apiPort)
 	listen := fmt.Sprintf("127.0.0.1:%d", listenPort)
-	log.Info("starting toxiproxy", "api", apiAddr, "listen", listen, "upstream", upstream,
+	log.Info("starting wanproxy", "listen", listen, "upstream", upstream,
 		"latency", o.wanLatency, "rate_MB_per_s_per_conn", o.wanRateKBps/1000)
 	s.proxy, err = startProcess(spec{
-		name: "toxiproxy", bin: o.toxiproxy, log: filepath.Join(dir, "logs", "toxiproxy.log"),
-		args: []string{"-host", "127.0.0.1", "-port", strconv.Itoa(apiPort)},
-		env:  append(os.Environ(), "LOG_LEVEL=warn"),
+		name: "wanproxy", bin: o.bin("wanproxy"), log: filepath.Join(dir, "logs", "wanproxy.log"),
+		args: []string{"-listen", listen, "-upstream", upstream,
+			"-latency", o.wanLatency.String(), "-rate", strconv.FormatInt(o.wanRateKBps*1000, 10)},
 	})
 	if err != nil {
 		return err
-	}
-	if err := waitListen(ctx, s.proxy, apiAddr); err != nil {
-		return err
-	}
-	api := "http://" + apiAddr
-	calls := []struct {
-		path string
-		body any
-	}{
-		{"/proxies", map[string]any{"name": "s3", "listen": listen, "upstream": upstream, "enabled": true}},
-		{"/proxies/s3/toxics", map[string]any{"name": "wan_latency", "type": "latency", "stream": "downstream",
-			"toxicity": 1.0, "attributes": map[string]any{"latency": o.wanLatency.Milliseconds(), "jitter": 0}}},
-		// The bandwidth toxic's rate is in KB/s (1000 bytes).
-		{"/proxies/s3/toxics", map[string]any{"name": "wan_bandwidth", "type": "bandwidth", "stream": "downstream",
-			"toxicity": 1.0, "attributes": map[string]any{"rate": o.wanRateKBps}}},
-	}
-	for _, c := range calls {
-		body, _ := json.Marshal(c.body)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+c.path, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("toxiproxy POST %s: %w", c.path, err)
-		}
-		msg, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("toxiproxy POST %s: %s: %s", c.path, resp.Status, msg)
-		}
 	}
 	if err := waitListen(ctx, s.proxy, listen); err != nil {
 		return err

@@ -81,8 +81,8 @@ func newSuite(ctx context.Context, o options, log *slog.Logger) (_ *suite, err e
 	if err := goBuild(ctx, o.s3fleetSrc, o.binDir, "./cmd/enqueue", "./cmd/worker"); err != nil {
 		return nil, err
 	}
-	log.Info("building sdkdownload and plainget")
-	if err := goBuild(ctx, o.suiteDir, o.binDir, "./sdkdownload", "./plainget"); err != nil {
+	log.Info("building sdkdownload, plainget and wanproxy")
+	if err := goBuild(ctx, o.suiteDir, o.binDir, "./sdkdownload", "./plainget", "./wanproxy"); err != nil {
 		return nil, err
 	}
 	if s.srv, err = startServers(ctx, o, s.tmp, log); err != nil {
@@ -108,9 +108,6 @@ func newSuite(ctx context.Context, o options, log *slog.Logger) (_ *suite, err e
 func (s *suite) checkTools() error {
 	o := &s.opt
 	need := map[string]*string{"redis-server": &o.redisServer, "versitygw": &o.versitygw}
-	if o.needsWAN() {
-		need["toxiproxy"] = &o.toxiproxy
-	}
 	for _, c := range s.contenders {
 		switch {
 		case strings.HasPrefix(c.name, "s5cmd"):
