@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"fmt"
 	"os"
 	"sync"
 
@@ -9,20 +10,24 @@ import (
 
 // partSyncs shares the fdatasyncs of the chunks of a part file within
 // this worker.
-var partSyncs = &groupSyncs{files: map[string]*groupSync{}}
+var partSyncs = &groupSyncs{files: map[fileID]*groupSync{}}
 
 // groupSyncs is a group commit of fdatasync per file: a chunk that asks
 // for one while another is running waits for it to end and then runs one
 // more for every chunk that asked meanwhile. ext4's fdatasync writes the
 // whole file's dirty pages and commits the journal, so 16 chunks each
-// calling it queue behind one another for the same work; grouped, the
-// 128 chunks of a 1 GiB object take a few dozen fdatasyncs rather than
-// 128. Written here because no library offers it for a file: it is a
-// dozen lines of sync.Cond.
+// calling it queue behind one another for the same work; grouped, they
+// share a few. Files are told apart by device and inode, not by name: a
+// part file removed and created again is another file. Written here
+// because no library offers it for a file: it is a dozen lines of
+// sync.Cond.
 type groupSyncs struct {
 	mu    sync.Mutex
-	files map[string]*groupSync
+	files map[fileID]*groupSync
 }
+
+// fileID names a file: its device and inode.
+type fileID struct{ dev, ino uint64 }
 
 // groupSync is the group commit of one file.
 type groupSync struct {
@@ -42,18 +47,23 @@ func (g *groupSyncs) sync(f *os.File) error {
 }
 
 func (g *groupSyncs) syncWith(f *os.File, fdatasync func(*os.File) error) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("fstat %s: %w", f.Name(), err)
+	}
+	id := fileID{dev: uint64(st.Dev), ino: st.Ino}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := g.files[f.Name()]
+	s := g.files[id]
 	if s == nil {
 		s = &groupSync{}
 		s.cond.L = &g.mu
-		g.files[f.Name()] = s
+		g.files[id] = s
 	}
 	s.users++
 	defer func() {
 		if s.users--; s.users == 0 {
-			delete(g.files, f.Name())
+			delete(g.files, id)
 		}
 	}()
 	s.asked++

@@ -19,7 +19,7 @@ func TestGroupSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	g := &groupSyncs{files: map[string]*groupSync{}}
+	g := &groupSyncs{files: map[fileID]*groupSync{}}
 
 	var started, finished atomic.Int64 // fdatasyncs begun and ended
 	var calls atomic.Int64
@@ -64,5 +64,31 @@ func TestGroupSync(t *testing.T) {
 	// The real one.
 	if err := g.sync(f); err != nil {
 		t.Fatal(err)
+	}
+
+	// Another file of the same name (the first removed) is another group:
+	// a sync running on the old one does not cover it.
+	os.Remove(f.Name())
+	f2, err := os.Create(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	release, inOld := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = g.syncWith(f, func(*os.File) error { close(inOld); <-release; return nil })
+	}()
+	<-inOld
+	defer close(release)
+	var ran atomic.Bool
+	done := make(chan error, 1)
+	go func() { done <- g.syncWith(f2, func(*os.File) error { ran.Store(true); return nil }) }()
+	select {
+	case err := <-done:
+		if err != nil || !ran.Load() {
+			t.Fatalf("the new file's sync: ran %v, %v (covered by the old file's)", ran.Load(), err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new file's sync waited for the old file's")
 	}
 }
