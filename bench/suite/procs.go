@@ -128,16 +128,25 @@ func (c cpuUse) add(d cpuUse) cpuUse { return cpuUse{c.user + d.user, c.sys + d.
 
 func (c cpuUse) sub(d cpuUse) cpuUse { return cpuUse{c.user - d.user, c.sys - d.sys} }
 
+// statFields returns the fields of /proc/PID/stat after the command name,
+// which is in parentheses and may hold spaces: fields[0] is the state
+// (field 3), fields[1] the parent (4), fields[11] and fields[12] utime and
+// stime (14 and 15).
+func statFields(pid string) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:]), nil
+}
+
 // cpuTime returns the CPU time a process has used so far.
 func cpuTime(pid int) (cpuUse, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fields, err := statFields(strconv.Itoa(pid))
 	if err != nil {
 		return cpuUse{}, fmt.Errorf("read CPU time of %d (did it exit?): %w", pid, err)
 	}
-	// The fields after the command name, which is in parentheses and may
-	// hold spaces: state is field 3, utime 14 and stime 15.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 13 {
 		return cpuUse{}, fmt.Errorf("short /proc/%d/stat", pid)
 	}
@@ -231,13 +240,8 @@ func (t *treeSampler) sample() {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 2 {
+		fields, err := statFields(e.Name())
+		if err != nil || len(fields) < 2 {
 			continue
 		}
 		if pp, err := strconv.Atoi(fields[1]); err == nil {
@@ -301,13 +305,8 @@ func machineSnapshot() machineCPU {
 		if e.Name()[0] < '0' || e.Name()[0] > '9' {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 13 || (fields[1] != "2" && e.Name() != "2") {
+		fields, err := statFields(e.Name())
+		if err != nil || len(fields) < 13 || (fields[1] != "2" && e.Name() != "2") {
 			continue
 		}
 		for _, v := range fields[11:13] {
