@@ -1,8 +1,11 @@
 // Package assembler finalizes a downloaded object once all its chunks have
-// landed: it checks the chunk records, combines their CRC32Cs into the
-// object's and compares that with S3's checksum (or the ETag's MD5), sets
-// the file's mtime, fsyncs, renames the part file to its final name
-// atomically, fsyncs the directory and records the result.
+// landed: it checks the chunk records and that the part file is the one
+// they were written to, combines their CRCs into the object's and compares
+// that with S3's checksum (or, with verify: required, reads the file again
+// for a checksum that cannot be combined), sets the file's mtime, fsyncs,
+// renames the part file to its final name atomically, fsyncs the directory
+// and records the result. Decide is the one place where an object's bytes
+// are judged, for chunked objects and batched ones alike.
 //
 // It is idempotent: asynq may run an assembler task twice, and a crash may
 // stop it between any two steps; running it again finishes the job or
@@ -11,17 +14,15 @@ package assembler
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -31,17 +32,11 @@ import (
 	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
 
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
-)
-
-// Checks an assembler can make, as the record names them.
-const (
-	CheckCRC32C = "crc32c" // combined chunk CRC32Cs equal S3's full-object checksum
-	CheckMD5    = "md5"    // the file's MD5 equals a single-part ETag (--verify)
-	CheckNone   = "none"   // S3 offered nothing to compare with
 )
 
 // Extended attributes set on every finished file.
@@ -60,20 +55,26 @@ var ErrChecksum = errors.New("checksum mismatch")
 // Record is the result of one object, kept in Redis and as the assembler
 // task's result.
 type Record struct {
-	Transfer   string  `json:"transfer"`
-	Source     string  `json:"source"`
-	VersionID  string  `json:"version_id,omitempty"`
-	ETag       string  `json:"etag,omitempty"`
-	Size       int64   `json:"size"`
-	CRC32C     string  `json:"crc32c,omitempty"`
-	Check      string  `json:"check,omitempty"`
-	Chunks     int64   `json:"chunks"`
-	Attempts   int64   `json:"attempts"`
-	DurationMS int64   `json:"duration_ms"`
-	MBPerSec   float64 `json:"mb_per_s"`
-	Path       string  `json:"path"`
-	State      string  `json:"state"`
-	Error      string  `json:"error,omitempty"`
+	Transfer  string `json:"transfer"`
+	Source    string `json:"source"`
+	VersionID string `json:"version_id,omitempty"`
+	ETag      string `json:"etag,omitempty"`
+	Size      int64  `json:"size"`
+	// Checksum is what the fleet computed over the bytes, in S3's encoding
+	// of the algorithm Check names (for check none, CRC64NVME).
+	Checksum string `json:"checksum,omitempty"`
+	// Check is what the bytes were compared with: crc64nvme, crc32,
+	// crc32c, sha256, sha1, sha512, md5 (a single-part ETag), present (the
+	// file was there already) or none, with CheckReason saying why.
+	Check       string  `json:"check,omitempty"`
+	CheckReason string  `json:"check_reason,omitempty"`
+	Chunks      int64   `json:"chunks"`
+	Attempts    int64   `json:"attempts"`
+	DurationMS  int64   `json:"duration_ms"`
+	MBPerSec    float64 `json:"mb_per_s"`
+	Path        string  `json:"path"`
+	State       string  `json:"state"`
+	Error       string  `json:"error,omitempty"`
 	// Finalized is true when this run of the assembler recorded the
 	// object; a duplicate run finds it recorded already.
 	Finalized bool `json:"-"`
@@ -83,7 +84,7 @@ type Record struct {
 func RecordOf(t ledger.Transfer) Record {
 	r := Record{
 		Transfer: t.ID, Source: t.Source(), VersionID: t.VersionID, ETag: t.ETag, Size: t.Size,
-		CRC32C: t.CRC32C, Check: t.Check, Chunks: t.Chunks, Attempts: t.Attempts, Path: t.Dest,
+		Checksum: t.Computed, Check: t.Check, CheckReason: t.CheckReason, Chunks: t.Chunks, Attempts: t.Attempts, Path: t.Dest,
 		State: t.State, Error: t.Error,
 	}
 	began := t.Started
@@ -109,7 +110,7 @@ var _ headAPI = (*s3.Client)(nil)
 // store is the part of the ledger the assembler uses.
 type store interface {
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
-	ChunkCRCs(ctx context.Context, id string) (map[int64]uint32, error)
+	ChunkCRCs(ctx context.Context, id string) (map[int64]uint64, error)
 	Succeed(ctx context.Context, id string, gen int64, r ledger.Result, now time.Time) (bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
 }
@@ -128,6 +129,8 @@ type Assembler struct {
 	// its directory: the rename is atomic for every reader, but a machine
 	// that crashes soon after may lose the file's bytes.
 	NoFlush bool
+	// Worker names this worker in causes (tasks.WorkerName).
+	Worker string
 }
 
 // Assemble finalizes generation gen of a transfer and returns its record.
@@ -149,18 +152,22 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	if err != nil {
 		return Record{}, err
 	}
-	part := location.PartPath(t.Dest, t.ID)
-	if t.Chunks == 0 {
-		if err := createEmpty(part); err != nil {
-			return Record{}, a.fail(ctx, t, fmt.Errorf("create empty file %s: %w", part, err), true)
+	if t.Chunks == 0 && t.PartToken == "" {
+		t.PartToken = location.NewPartToken()
+		if err := createEmpty(location.PartPath(t.Dest, t.ID, t.PartToken)); err != nil {
+			return Record{}, a.fail(ctx, t, fmt.Errorf("create empty file for %s: %w", t.Dest, err), true)
 		}
 	}
+	// The part file every chunk was recorded against: named by its token,
+	// so a host that does not share DEST with the chunks' finds none
+	// rather than a file of its own.
+	part := location.PartPath(t.Dest, t.ID, t.PartToken)
 	f, err := os.OpenFile(part, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		if a.alreadyRenamed(t) {
 			return a.finishRenamed(ctx, t, crc)
 		}
-		return Record{}, a.fail(ctx, t, fmt.Errorf("part file %s is missing", part), true)
+		return Record{}, a.fail(ctx, t, errors.New(location.PartMissing(part, t.PartHost, a.Worker)), true)
 	}
 	if err != nil {
 		return Record{}, fmt.Errorf("open %s: %w", part, err)
@@ -172,7 +179,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 		return Record{}, a.fail(ctx, t, fmt.Errorf("part file %s has %d bytes, want %d", part, st.Size(), t.Size), true)
 	}
 
-	check, err := a.verify(ctx, t, crc, f)
+	v, err := a.verify(ctx, t, crc, f)
 	if err != nil {
 		return Record{}, err
 	}
@@ -183,11 +190,11 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 		}
 		return Record{}, err
 	}
-	return a.succeed(ctx, t, crc, check)
+	return a.succeed(ctx, t, v)
 }
 
-// combine folds the chunks' CRC32Cs, in order, into the object's.
-func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (uint32, error) {
+// combine folds the chunks' CRCs, in order, into the object's.
+func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (uint64, error) {
 	crcs, err := a.Ledger.ChunkCRCs(ctx, t.ID)
 	if err != nil {
 		return 0, err
@@ -200,23 +207,35 @@ func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (uint32, err
 	if int64(len(crcs)) != t.Chunks {
 		return 0, fmt.Errorf("transfer %s: %d of %d chunks recorded", t.ID, len(crcs), t.Chunks)
 	}
-	var crc uint32
+	alg := CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))
+	var crc uint64
 	for i := range t.Chunks {
 		c, ok := crcs[i]
 		if !ok {
 			return 0, fmt.Errorf("transfer %s: chunk %d not recorded", t.ID, i)
 		}
-		crc = CombineCRC32C(crc, c, plan.Chunk(i).Len())
+		crc = checksum.Combine(alg, crc, c, plan.Chunk(i).Len())
 	}
 	return crc, nil
 }
 
-// verify compares the object's CRC32C with S3's full-object checksum, or
-// with --verify an MD5 of the file with a single-part ETag, and names the
-// check made. A mismatch fails the object and removes its part file.
-func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint32, f *os.File) (string, error) {
-	want, typ := t.ChecksumCRC32C, t.ChecksumType
-	if !t.ChecksumKnown {
+// verified is the outcome of verify: the CRC computed and what it, or a
+// second read, was compared with.
+type verified struct {
+	computed      string
+	check, reason string
+}
+
+// verify compares the object's combined CRC with S3's full-object
+// checksum (read by a HEAD, pinned to the ETag, unless the enqueuer's
+// HEAD saw it or none is to be made), or with verify: required reads the
+// file again for a checksum that cannot be combined (Decide). A mismatch
+// fails the object and removes its part file.
+func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint64, f *os.File) (verified, error) {
+	alg := CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))
+	v := verified{computed: checksum.Encode(alg, crc)}
+	sum := Sum{Algorithm: checksum.Algorithm(t.ChecksumAlgorithm), Type: t.ChecksumType, Value: t.Checksum}
+	if !t.ChecksumKnown && t.Verify != VerifyOff {
 		in := &s3.HeadObjectInput{Bucket: aws.String(t.Bucket), Key: aws.String(t.Key), ChecksumMode: types.ChecksumModeEnabled}
 		if t.VersionID != "" {
 			in.VersionId = aws.String(t.VersionID)
@@ -226,56 +245,46 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint32, f
 		}
 		if a.Options != nil {
 			if err := a.Options(in, t); err != nil {
-				return "", a.fail(ctx, t, err, true)
+				return v, a.fail(ctx, t, err, true)
 			}
 		}
 		out, err := a.S3.HeadObject(ctx, in)
 		if err != nil {
 			described := fmt.Errorf("head %s for its checksum: %s", t.Source(), s3client.Describe(err))
 			if s3client.Permanent(err) {
-				return "", a.fail(ctx, t, described, true)
+				return v, a.fail(ctx, t, described, true)
 			}
-			return "", described
+			return v, described
 		}
-		want, typ = aws.ToString(out.ChecksumCRC32C), string(out.ChecksumType)
+		sum = SumOf(out)
 	}
-	if want != "" && !strings.Contains(want, "-") && (typ == "" || typ == string(types.ChecksumTypeFullObject)) {
-		if got := EncodeCRC32C(crc); got != want {
-			return "", a.fail(ctx, t, fmt.Errorf("%w: %s: CRC32C of the chunks is %s, S3 says %s", ErrChecksum, t.Source(), got, want), true)
-		}
-		return CheckCRC32C, nil
+	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: t.ETag, Encrypted: t.SSECKeyMD5 != ""}
+	reread := func(h hash.Hash) error {
+		_, err := io.Copy(h, io.NewSectionReader(f, 0, t.Size))
+		return err
 	}
-	if !t.Verify {
-		return CheckNone, nil
+	var err error
+	v.check, v.reason, err = Decide(subject, Evidence{CRCAlgorithm: alg, CRC: crc}, reread)
+	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrUnverified) {
+		return v, a.fail(ctx, t, err, true)
 	}
-	etag := strings.Trim(t.ETag, `"`)
-	if len(etag) != 32 || strings.Contains(etag, "-") {
-		return CheckNone, nil // multipart or encrypted: the ETag is not an MD5
-	}
-	h := md5.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, t.Size)); err != nil {
-		return "", fmt.Errorf("read %s for its MD5: %w", f.Name(), err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != etag {
-		return "", a.fail(ctx, t, fmt.Errorf("%w: %s: MD5 of the file is %s, ETag is %s", ErrChecksum, t.Source(), got, etag), true)
-	}
-	return CheckMD5, nil
+	return v, err
 }
 
 // finishRenamed records an object whose part file an earlier run renamed
 // before it could record the result; the check is made again on the final
 // file.
-func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, crc uint32) (Record, error) {
+func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, crc uint64) (Record, error) {
 	f, err := os.Open(t.Dest)
 	if err != nil {
 		return Record{}, fmt.Errorf("open %s: %w", t.Dest, err)
 	}
 	defer f.Close()
-	check, err := a.verify(ctx, t, crc, f)
+	v, err := a.verify(ctx, t, crc, f)
 	if err != nil {
 		return Record{}, err
 	}
-	return a.succeed(ctx, t, crc, check)
+	return a.succeed(ctx, t, v)
 }
 
 // place sets mtime and marks the file as ours, makes it durable and renames
@@ -385,8 +394,8 @@ func createEmpty(part string) error {
 	return f.Close()
 }
 
-func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, crc uint32, check string) (Record, error) {
-	res := ledger.Result{CRC32C: EncodeCRC32C(crc), Check: check}
+func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, v verified) (Record, error) {
+	res := ledger.Result{Computed: v.computed, Check: v.check, Reason: v.reason}
 	changed, err := a.Ledger.Succeed(ctx, t.ID, t.Gen, res, time.Now())
 	if err != nil {
 		return Record{}, err
@@ -403,8 +412,8 @@ func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, crc uint32, 
 // fail records the object failed with cause; with clearData its part file
 // and chunk records go, so a retry starts afresh.
 func (a *Assembler) fail(ctx context.Context, t ledger.Transfer, cause error, clearData bool) error {
-	if clearData {
-		_ = os.Remove(location.PartPath(t.Dest, t.ID))
+	if clearData && t.PartToken != "" {
+		_ = os.Remove(location.PartPath(t.Dest, t.ID, t.PartToken))
 	}
 	if _, err := a.Ledger.Fail(context.WithoutCancel(ctx), t.ID, t.Gen, cause.Error(), clearData, time.Now()); err != nil {
 		return fmt.Errorf("record failure (%v): %w", cause, err)

@@ -20,7 +20,7 @@ func TestPlaceFlushes(t *testing.T) {
 
 		dir := t.TempDir()
 		x := ledger.Transfer{ID: "x1", Dest: filepath.Join(dir, "obj"), ETag: `"e"`}
-		part := location.PartPath(x.Dest, x.ID)
+		part := location.PartPath(x.Dest, x.ID, location.NewPartToken())
 		if err := os.WriteFile(part, []byte("bytes"), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -47,6 +47,11 @@ type Config struct {
 	PathStyle bool `mapstructure:"path_style"`
 	// ChunkSize is the length of each ranged GET.
 	ChunkSize Size `mapstructure:"chunk_size"`
+	// Verify is off, auto or required: what an object's bytes must pass
+	// (see the assembler package).
+	Verify string `mapstructure:"verify"`
+	// Host names this worker in records and causes; empty: the host name.
+	Host string `mapstructure:"host"`
 	// Threshold is the size below which an object is fetched in one task.
 	Threshold Size `mapstructure:"threshold"`
 	// BatchMaxObject: objects up to this size are fetched whole, many to a
@@ -118,6 +123,8 @@ var settings = []setting{
 	{"region", "us-east-1", "S3 region", Both},
 	{"path_style", false, "use path-style bucket addressing", Both},
 	{"chunk_size", "32MiB", "bytes per ranged GET", Enqueuer},
+	{"verify", "auto", "check the bytes: off, auto (every checksum that needs no second read) or required (re-read for the rest; fail what nothing verifies)", Enqueuer},
+	{"host", "", "this worker's name in records and causes (default: the host name)", Worker},
 	{"threshold", "8MiB", "objects below this size are fetched in one task", Enqueuer},
 	{"batch_max_object", "1MiB", "objects up to this size are fetched whole, many to a task (0: one task each)", Enqueuer},
 	{"batch_objects", 100, "most objects in one batch task", Enqueuer},
@@ -282,6 +289,11 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("endpoint", "want an http:// or https:// URL, got %q", RedactURL(c.Endpoint))
 		}
+	}
+	switch c.Verify {
+	case "", "off", "auto", "required": // empty: auto
+	default:
+		bad("verify", "want off, auto or required, got %q", c.Verify)
 	}
 	if c.ChunkSize <= 0 {
 		bad("chunk_size", "must be positive, got %d", c.ChunkSize)

@@ -68,6 +68,7 @@ func defaults() Config {
 		Region:          "us-east-1",
 		PathStyle:       false,
 		ChunkSize:       32 * mib,
+		Verify:          "auto",
 		Threshold:       8 * mib,
 		BatchMaxObject:  mib,
 		BatchObjects:    100,

@@ -47,10 +47,10 @@ func TestOperateCLI(t *testing.T) {
 	sc := bufio.NewScanner(mf)
 	for sc.Scan() {
 		var rec struct {
-			Source, State, CRC32C, Check string
-			Size                         int64
+			Source, State, Checksum, Check string
+			Size                           int64
 		}
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || rec.State != "success" || rec.Check != "crc32c" || rec.CRC32C == "" {
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || rec.State != "success" || rec.Check != "crc32c" || rec.Checksum == "" {
 			t.Fatalf("manifest line %q: %v", sc.Text(), err)
 		}
 		lines++

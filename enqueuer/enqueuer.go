@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
@@ -84,12 +85,16 @@ type Request struct {
 	// From holds more sources, one a line: an s3:// URL, or a JSON line of
 	// a manifest (its "source", "size" and "etag" spare the HEAD). Keys read
 	// from it land at their key's path under Dest, as a listing's do.
-	From         io.Reader
-	Dest         string // a file, or a directory when it ends in "/" or is one
-	ExpectedSize int64  // skip the HEAD when >= 0 (a single key only)
+	From io.Reader
+	Dest string // a file, or a directory when it ends in "/" or is one
+	// ExpectedSize is the object's size, when the caller knows it: no HEAD
+	// is sent at all (a single key only), and every chunk's response must
+	// agree on the size and the ETag. nil: HEAD the object.
+	ExpectedSize *int64
 	VersionID    string // pin this version (a single key only)
 	Overwrite    bool
-	Verify       bool
+	// Verify is off, auto (empty means auto) or required: see assembler.
+	Verify string
 	// Sync skips objects whose file is there with the same size and ETag
 	// (from the fleet's record or the file's xattr) and replaces the rest.
 	Sync bool
@@ -150,10 +155,9 @@ type object struct {
 	etag         string
 	versionID    string
 	lastModified time.Time
-	checksum     string // full-object CRC32C from a HEAD
-	checksumType string
-	checksumSeen bool   // a HEAD was made, so checksum is all there is
-	cause        string // why it cannot be downloaded (a failed HEAD)
+	sum          assembler.Sum // S3's checksum: the algorithm from a listing, all of it from a HEAD
+	checksumSeen bool          // sum is all there is: no HEAD is to be made for it
+	cause        string        // why it cannot be downloaded (a failed HEAD)
 }
 
 // Submit runs one enqueue command. Nothing is recorded or enqueued when the
@@ -228,8 +232,18 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	if s.dest, s.destIsDir, err = absDest(req.Dest); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	if !req.single() && (req.ExpectedSize >= 0 || req.VersionID != "") {
+	if !req.single() && (req.ExpectedSize != nil || req.VersionID != "") {
 		return nil, fmt.Errorf("%w: --expected-size and --version-id apply to a single key", ErrUsage)
+	}
+	if req.ExpectedSize != nil && *req.ExpectedSize < 0 {
+		return nil, fmt.Errorf("%w: --expected-size %d is negative", ErrUsage, *req.ExpectedSize)
+	}
+	if s.req.Verify, err = assembler.ParseVerify(req.Verify); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if req.ExpectedSize != nil && s.req.Verify == assembler.VerifyRequired {
+		return nil, fmt.Errorf("%w: --expected-size sends no HEAD, so --verify required has no checksum to compare with; "+
+			"give the object as a --from manifest line with its checksum instead", ErrUsage)
 	}
 	if (len(s.srcs) > 1 || req.From != nil) && !strings.HasSuffix(req.Dest, "/") && !s.destIsDir {
 		return nil, fmt.Errorf("%w: with several sources DEST must be a directory (end it with /)", ErrUsage)
@@ -351,6 +365,13 @@ func manifestObject(line string) (object, error) {
 		Size      *int64 `json:"size"`
 		ETag      string `json:"etag"`
 		VersionID string `json:"version_id"`
+		// S3's checksum, when the manifest knows it: then no HEAD is made
+		// for it at assembly either. A manifest of the fleet's own says it
+		// as the checksum its check compared equal.
+		Checksum          string `json:"checksum"`
+		Check             string `json:"check"`
+		ChecksumAlgorithm string `json:"checksum_algorithm"`
+		ChecksumType      string `json:"checksum_type"`
 	}
 	if err := json.Unmarshal([]byte(line), &m); err != nil {
 		return object{}, fmt.Errorf("not a manifest line: %w", err)
@@ -362,8 +383,22 @@ func manifestObject(line string) (object, error) {
 	if src.IsPrefix() || m.Size == nil || *m.Size < 0 {
 		return object{}, fmt.Errorf("manifest line for %q needs a key and a size", m.Source)
 	}
+	o := object{src: location.Source{Bucket: src.Bucket}, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}
+	if m.ChecksumAlgorithm == "" && m.Checksum != "" && m.Check != assembler.CheckMD5 {
+		if _, err := checksum.Parse(m.Check); err == nil {
+			m.ChecksumAlgorithm = m.Check // the check was against S3's checksum of that algorithm
+		}
+	}
+	if m.ChecksumAlgorithm != "" {
+		a, err := checksum.Parse(m.ChecksumAlgorithm)
+		if err != nil {
+			return object{}, fmt.Errorf("manifest line for %q: %w", m.Source, err)
+		}
+		o.sum = assembler.Sum{Algorithm: a, Type: m.ChecksumType, Value: m.Checksum}
+		o.checksumSeen = m.Checksum != ""
+	}
 	// Like every key read from --from, it lands at its key's path under DEST.
-	return object{src: location.Source{Bucket: src.Bucket}, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}, nil
+	return o, nil
 }
 
 // absDest makes the destination absolute, keeping a trailing "/", and says
@@ -390,8 +425,9 @@ func absDest(d string) (string, bool, error) {
 // head reads one object's size, ETag, version and checksum, or takes the
 // size the user gave. A 404 says whether the bucket or the key is missing.
 func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (object, error) {
-	if req.ExpectedSize >= 0 && req.single() {
-		return object{src: src, key: src.Key, size: req.ExpectedSize, versionID: req.VersionID}, nil
+	if req.ExpectedSize != nil && req.single() {
+		// No HEAD, now or at assembly: the chunks' responses must agree.
+		return object{src: src, key: src.Key, size: *req.ExpectedSize, versionID: req.VersionID, checksumSeen: true}, nil
 	}
 	in := &s3.HeadObjectInput{Bucket: aws.String(src.Bucket), Key: aws.String(src.Key), ChecksumMode: types.ChecksumModeEnabled}
 	if req.VersionID != "" {
@@ -414,7 +450,7 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 	o := object{
 		src: src, key: src.Key, size: aws.ToInt64(out.ContentLength), etag: aws.ToString(out.ETag),
 		versionID: aws.ToString(out.VersionId), lastModified: aws.ToTime(out.LastModified),
-		checksum: aws.ToString(out.ChecksumCRC32C), checksumType: string(out.ChecksumType), checksumSeen: true,
+		sum: assembler.SumOf(out), checksumSeen: true,
 	}
 	if req.VersionID == "" {
 		o.versionID = "" // pin by ETag; a version ID is only sent when the user asked for one
@@ -447,9 +483,11 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 				continue // a folder marker
 			}
 			o := object{src: src, key: key, size: aws.ToInt64(c.Size), etag: aws.ToString(c.ETag), lastModified: aws.ToTime(c.LastModified)}
-			// Without a CRC32C at upload there is nothing to compare with, and
-			// the assembler need not ask.
-			o.checksumSeen = !hasFullCRC32C(c)
+			// A listing names the checksum's algorithm (which the chunks then
+			// compute) but never its value: the assembler HEADs for it, and a
+			// batch GET returns it. A listing that names none is not trusted
+			// to mean there is none.
+			o.sum = listedSum(c)
 			objs = append(objs, o)
 		}
 		if len(objs) > 0 {
@@ -461,13 +499,17 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 	return nil
 }
 
-func hasFullCRC32C(o types.Object) bool {
+// listedSum is what a listing says of an object's checksum: its algorithm
+// and type.
+func listedSum(o types.Object) assembler.Sum {
+	s := assembler.Sum{Type: string(o.ChecksumType)}
 	for _, a := range o.ChecksumAlgorithm {
-		if a == types.ChecksumAlgorithmCrc32c {
-			return o.ChecksumType == "" || o.ChecksumType == types.ChecksumTypeFullObject
+		if alg, err := checksum.Parse(string(a)); err == nil {
+			s.Algorithm = alg
+			break
 		}
 	}
-	return false
+	return s
 }
 
 // submission is the state of one Submit call.
@@ -655,8 +697,9 @@ func (s *submission) refused(ctx context.Context, o object) error {
 func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	t := ledger.Transfer{
 		Bucket: o.src.Bucket, Key: o.key, VersionID: o.versionID, ETag: o.etag, Size: o.size,
-		ChecksumCRC32C: o.checksum, ChecksumType: o.checksumType, ChecksumKnown: o.checksumSeen,
-		Verify: s.req.Verify, Overwrite: s.req.Overwrite, Queue: s.queue,
+		ChecksumAlgorithm: string(o.sum.Algorithm), ChecksumType: o.sum.Type, Checksum: o.sum.Value,
+		ChecksumKnown: o.checksumSeen || s.req.Verify == assembler.VerifyOff,
+		Verify:        s.req.Verify, Overwrite: s.req.Overwrite, Queue: s.queue,
 		RequestPayer: s.req.RequestPayer, ExpectedOwner: s.req.ExpectedOwner, SSECKeyMD5: s.req.SSECKeyMD5,
 	}
 	if !o.lastModified.IsZero() {
@@ -779,6 +822,7 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key,
 			VersionID: t.VersionID, ETag: t.ETag, Size: t.Size, Chunks: t.Chunks,
 			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, Overwrite: t.Overwrite,
+			CRC:          string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))),
 			RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
 		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)
 		if err != nil {
@@ -795,9 +839,11 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 	return nil
 }
 
-// batchable reports whether an object goes whole into a batch task.
+// batchable reports whether an object goes whole into a batch task. An
+// empty object of unknown ETag (--expected-size 0) always does: the GET is
+// what proves it empty.
 func (s *submission) batchable(t ledger.Transfer) bool {
-	return s.e.BatchMaxObject > 0 && t.Size <= s.e.BatchMaxObject && t.Chunks <= 1
+	return s.e.BatchMaxObject > 0 && t.Size <= s.e.BatchMaxObject && t.Chunks <= 1 || t.Size == 0 && t.ETag == ""
 }
 
 // batchWaiting reports whether the object's batch task is still to run.

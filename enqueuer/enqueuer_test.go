@@ -51,7 +51,7 @@ func TestHostileKeysAreRefused(t *testing.T) {
 		Ledger: led, Queue: asynq.NewClientFromRedisClient(rdb), ChunkSize: 8 << 20, Threshold: 8 << 20, Parallel: 4,
 	}
 	dest := t.TempDir() + "/"
-	sum, err := e.Submit(context.Background(), enqueuer.Request{Sources: []string{"s3://bkt/p/"}, Dest: dest, ExpectedSize: -1})
+	sum, err := e.Submit(context.Background(), enqueuer.Request{Sources: []string{"s3://bkt/p/"}, Dest: dest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,15 +84,20 @@ func TestHostileKeysAreRefused(t *testing.T) {
 	}
 }
 
+func size(n int64) *int64 { return &n }
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	e := &enqueuer.Enqueuer{}
 	for _, req := range []enqueuer.Request{
-		{Sources: []string{"bkt/key"}, Dest: "/x", ExpectedSize: -1},
-		{Sources: []string{"s3://bkt/key"}, Dest: "", ExpectedSize: -1},
-		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", ExpectedSize: 10},
-		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", ExpectedSize: -1, VersionID: "v1"},
-		{Sources: []string{"s3://bkt/key"}, Dest: "/x", ExpectedSize: -1, Job: "has space"},
+		{Sources: []string{"bkt/key"}, Dest: "/x"},
+		{Sources: []string{"s3://bkt/key"}, Dest: ""},
+		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", ExpectedSize: size(10)},
+		{Sources: []string{"s3://bkt/key"}, Dest: "/x", ExpectedSize: size(-1)},
+		{Sources: []string{"s3://bkt/key"}, Dest: "/x", ExpectedSize: size(10), Verify: "required"},
+		{Sources: []string{"s3://bkt/key"}, Dest: "/x", Verify: "sometimes"},
+		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", VersionID: "v1"},
+		{Sources: []string{"s3://bkt/key"}, Dest: "/x", Job: "has space"},
 	} {
 		if _, err := e.Submit(context.Background(), req); !errors.Is(err, enqueuer.ErrUsage) {
 			t.Errorf("%+v: error %v, want ErrUsage", req, err)

@@ -139,8 +139,8 @@ func TestForgedTasks(t *testing.T) {
 		if _, err := os.Lstat(evil); !os.IsNotExist(err) {
 			t.Fatalf("the guarded worker wrote outside allow_dest: %v", err)
 		}
-		if _, err := os.Lstat(location.PartPath(evil, id)); !os.IsNotExist(err) {
-			t.Fatalf("the guarded worker made a part file outside allow_dest: %v", err)
+		if parts, _ := filepath.Glob(location.PartGlob(evil, id)); len(parts) > 0 {
+			t.Fatalf("the guarded worker made a part file outside allow_dest: %v", parts)
 		}
 		if info == nil || info.Retried != 0 {
 			t.Fatalf("the task forged with its record was not archived without retry: %+v", info)
@@ -184,8 +184,11 @@ func TestSymlinkedDestination(t *testing.T) {
 			t.Fatal(err)
 		}
 		dest := filepath.Join(dir, "obj")
-		// Enqueue with no worker running, learn the transfer, plant its
-		// part file as a link, then let a worker at it.
+		// Enqueue with no worker running, learn the transfer, plant links
+		// where its part file would be if its name could be guessed (the
+		// old fixed name, and one token), then let a worker at it. Part
+		// files are named by a random token their creator draws, so the
+		// worker creates a name of its own, with O_EXCL and O_NOFOLLOW.
 		enq := f.startEnqueue(t, "enqueue", nil, "s3://bkt/obj", dest, "--wait", "--job", "part-link")
 		var id string
 		for deadline := time.Now().Add(30 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -196,9 +199,10 @@ func TestSymlinkedDestination(t *testing.T) {
 		if id == "" {
 			t.Fatal("the job was not recorded")
 		}
-		part := location.PartPath(dest, id)
-		if err := os.Symlink(target, part); err != nil {
-			t.Fatal(err)
+		for _, part := range []string{dest + ".s3fleet-" + id + ".part", location.PartPath(dest, id, strings.Repeat("0", location.PartTokenLen))} {
+			if err := os.Symlink(target, part); err != nil {
+				t.Fatal(err)
+			}
 		}
 		w := f.startWorker(t, "worker")
 		code, ok := enq.wait(2 * time.Minute)

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,13 +85,18 @@ type Transfer struct {
 	Chunks       int64  `redis:"chunks"`
 	Dest         string `redis:"dest"`
 	LastModified int64  `redis:"last_modified"` // Unix milliseconds; 0 if unknown
-	// S3's full-object checksum, base64 as S3 sends it, when the enqueuer's
-	// HEAD saw one; ChecksumKnown says whether a HEAD was made at all.
-	ChecksumCRC32C string `redis:"checksum_crc32c"`
-	ChecksumType   string `redis:"checksum_type"`
-	ChecksumKnown  bool   `redis:"checksum_known"`
-	Verify         bool   `redis:"verify"`
-	Overwrite      bool   `redis:"overwrite"`
+	// The checksum S3 keeps for the object: its algorithm (CRC64NVME,
+	// CRC32, CRC32C, SHA256, …; empty when unknown) and type (FULL_OBJECT
+	// or COMPOSITE) from the listing or a HEAD, and its value (base64 as S3
+	// sends it, "-N" for a composite) when a HEAD saw it. ChecksumKnown says
+	// the value is all there is (a HEAD was made, or none is to be made).
+	ChecksumAlgorithm string `redis:"checksum_algorithm"`
+	ChecksumType      string `redis:"checksum_type"`
+	Checksum          string `redis:"checksum"`
+	ChecksumKnown     bool   `redis:"checksum_known"`
+	// Verify is off, auto or required (see the assembler).
+	Verify    string `redis:"verify"`
+	Overwrite bool   `redis:"overwrite"`
 	// Queue is the chunk queue of the job's priority.
 	Queue string `redis:"queue"`
 	// S3 request options that travel with the object.
@@ -104,15 +110,27 @@ type Transfer struct {
 	Error     string `redis:"error"`
 	Gen       int64  `redis:"gen"`
 	PartReady bool   `redis:"part_ready"`
-	BytesDone int64  `redis:"bytes_done"`
-	Attempts  int64  `redis:"attempts"`
-	Created   int64  `redis:"created"`  // Unix milliseconds
-	Started   int64  `redis:"started"`  // first chunk began
-	Finished  int64  `redis:"finished"` // success, failure or cancel
+	// PartToken names the one part file every chunk writes (see
+	// location.PartPath), and PartHost the worker that made it; StalePart
+	// is the token of a part file whose data was dropped, for its maker
+	// to remove.
+	PartToken string `redis:"part_token"`
+	PartHost  string `redis:"part_host"`
+	StalePart string `redis:"stale_part"`
+	// SourceETag is the ETag the chunks' responses agreed on, when the
+	// object was enqueued without one (--expected-size).
+	SourceETag string `redis:"source_etag"`
+	BytesDone  int64  `redis:"bytes_done"`
+	Attempts   int64  `redis:"attempts"`
+	Created    int64  `redis:"created"`  // Unix milliseconds
+	Started    int64  `redis:"started"`  // first chunk began
+	Finished   int64  `redis:"finished"` // success, failure or cancel
 
-	// The result, once finalized.
-	CRC32C string `redis:"crc32c"`
-	Check  string `redis:"check"`
+	// The result, once finalized: the checksum the fleet computed over the
+	// bytes (S3's encoding of the algorithm Check names) and the check made.
+	Computed    string `redis:"computed"`
+	Check       string `redis:"check"`
+	CheckReason string `redis:"check_reason"`
 }
 
 // Source renders the object as an s3:// URL.
@@ -135,6 +153,9 @@ type Job struct {
 	Succeeded  int64 `redis:"succeeded"`
 	Failed     int64 `redis:"failed"`
 	Cancelled  int64 `redis:"cancelled"`
+	// Checks counts the job's succeeded objects by the check their bytes
+	// passed (crc64nvme, md5, none, …).
+	Checks map[string]int64 `redis:"-"`
 }
 
 // Finished is the number of objects in a final state.
@@ -198,7 +219,28 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 
 // GetJob reads a job's record.
 func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
-	return readHash[Job](ctx, l.rdb, jobKey(id), "job "+id)
+	var j Job
+	res := l.rdb.HGetAll(ctx, jobKey(id))
+	if err := res.Err(); err != nil {
+		return j, fmt.Errorf("read job %s: %w", id, err)
+	}
+	if len(res.Val()) == 0 {
+		return j, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	if err := res.Scan(&j); err != nil {
+		return j, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	for k, v := range res.Val() {
+		if check, ok := strings.CutPrefix(k, "check_"); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+				if j.Checks == nil {
+					j.Checks = map[string]int64{}
+				}
+				j.Checks[check] = n
+			}
+		}
+	}
+	return j, nil
 }
 
 // GetTransfer reads a transfer's record.
@@ -269,20 +311,21 @@ func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) e
 	}
 }
 
-// ChunkCRCs returns the CRC32C recorded for each landed chunk, by index.
-func (l *Ledger) ChunkCRCs(ctx context.Context, id string) (map[int64]uint32, error) {
+// ChunkCRCs returns the CRC recorded for each landed chunk, by index (of
+// the algorithm the chunks computed: the transfer's, or CRC64NVME).
+func (l *Ledger) ChunkCRCs(ctx context.Context, id string) (map[int64]uint64, error) {
 	m, err := l.rdb.HGetAll(ctx, xferChunksKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read chunks of transfer %s: %w", id, err)
 	}
-	out := make(map[int64]uint32, len(m))
+	out := make(map[int64]uint64, len(m))
 	for k, v := range m {
 		i, err1 := strconv.ParseInt(k, 10, 64)
-		c, err2 := strconv.ParseUint(v, 16, 32)
+		c, err2 := strconv.ParseUint(v, 16, 64)
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("transfer %s: bad chunk record %q=%q", id, k, v)
 		}
-		out[i] = uint32(c)
+		out[i] = c
 	}
 	return out, nil
 }
@@ -406,8 +449,8 @@ func transferFields(t Transfer) []any {
 	return []any{
 		"bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "dest", t.Dest,
-		"last_modified", t.LastModified, "checksum_crc32c", t.ChecksumCRC32C,
-		"checksum_type", t.ChecksumType, "checksum_known", t.ChecksumKnown,
+		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
+		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,
 		"verify", t.Verify, "overwrite", t.Overwrite, "queue", t.Queue,
 		"request_payer", t.RequestPayer, "expected_owner", t.ExpectedOwner, "ssec_key_md5", t.SSECKeyMD5,
 	}
@@ -417,6 +460,11 @@ func transferFields(t Transfer) []any {
 type ChunkStart struct {
 	State     string // Running when the chunk should go ahead
 	PartReady bool   // the part file has been created
+	PartToken string // its token, once created
+	PartHost  string // the worker that created it
+	// SourceETag is the ETag earlier chunks saw, for a transfer enqueued
+	// without one.
+	SourceETag string
 }
 
 // Chunk states StartChunk reports besides the transfer's own.
@@ -434,29 +482,67 @@ func (l *Ledger) StartChunk(ctx context.Context, id string, gen, index int64, no
 	if err != nil {
 		return ChunkStart{}, fmt.Errorf("start chunk of transfer %s: %w", id, err)
 	}
-	return ChunkStart{State: res[0], PartReady: res[1] == "1"}, nil
+	return ChunkStart{State: res[0], PartReady: res[1] == "1", PartToken: res[2], PartHost: res[3], SourceETag: res[4]}, nil
 }
 
-// PartReady records that the transfer's part file exists, so it is never
-// created again. It returns the transfer's state: anything but Running or
-// Queued means the part file should go.
-func (l *Ledger) PartReady(ctx context.Context, id string, gen int64) (string, error) {
-	st, err := partReadyScript.Run(ctx, l.rdb, []string{xferKey(id)}, gen).Text()
+// Part is the part file a transfer's chunks write, as PartReady records
+// it: the first worker to record its own wins.
+type Part struct {
+	State string // the transfer's: anything but Running or Queued means the part file should go
+	Token string // the winning part file's token
+	Host  string // the worker that created it
+}
+
+// PartReady records that a worker created the transfer's part file with
+// the given token, unless another worker recorded one first; either way it
+// returns the one every chunk is to write. Once recorded, a part file is
+// never created again, so a removed one is not resurrected with holes.
+func (l *Ledger) PartReady(ctx context.Context, id string, gen int64, token, host string) (Part, error) {
+	res, err := partReadyScript.Run(ctx, l.rdb, []string{xferKey(id)}, gen, token, host).StringSlice()
 	if err != nil {
-		return "", fmt.Errorf("record part file of transfer %s: %w", id, err)
+		return Part{}, fmt.Errorf("record part file of transfer %s: %w", id, err)
 	}
-	return st, nil
+	return Part{State: res[0], Token: res[1], Host: res[2]}, nil
 }
 
-// ChunkDone records that chunk index landed with the given CRC32C and length.
-// Recording the same chunk again changes nothing. It returns how many chunks
-// have landed and how many there are; landed is -1 when the transfer is no
-// longer running in this generation.
-func (l *Ledger) ChunkDone(ctx context.Context, id string, gen, index int64, crc uint32, length int64) (landed, total int64, err error) {
+// Landing is one chunk that landed, as its writer saw it.
+type Landing struct {
+	Index  int64
+	Part   string // the token of the part file it was written to
+	CRC    uint64 // of its bytes, in the algorithm the transfer's chunks use
+	Length int64
+	// ETag is the ETag of the response, checked against the other chunks'
+	// when the transfer was enqueued without one.
+	ETag string
+}
+
+// Outcomes of ChunkDone besides a count.
+var (
+	// ErrPartMismatch: the chunk was written to a part file other than the
+	// transfer's (workers that do not share DEST, or a stale writer).
+	ErrPartMismatch = errors.New("chunk written to another part file")
+	// ErrSourceChanged: the chunk's response carried another ETag than the
+	// transfer's other chunks.
+	ErrSourceChanged = errors.New("source changed during the download")
+)
+
+// ChunkDone records that a chunk landed. Recording the same chunk again
+// changes nothing. It returns how many chunks have landed and how many
+// there are; landed is -1 when the transfer is no longer running in this
+// generation. A chunk written to another part file than the recorded one
+// is refused with ErrPartMismatch, and one whose ETag differs from the
+// object's with ErrSourceChanged.
+func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing) (landed, total int64, err error) {
 	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id)},
-		gen, index, strconv.FormatUint(uint64(crc), 16), length, l.ttlSeconds()).Int64Slice()
+		gen, c.Index, strconv.FormatUint(c.CRC, 16), c.Length, c.Part, c.ETag).Int64Slice()
 	if err != nil {
-		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", index, id, err)
+		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, err)
+	}
+	switch res[0] {
+	case -2:
+		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, ErrPartMismatch)
+	case -3:
+		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, ErrSourceChanged)
 	}
 	return res[0], res[1], nil
 }
@@ -501,14 +587,15 @@ func (l *Ledger) Cancel(ctx context.Context, id string, gen int64, now time.Time
 
 // Result is what finalizing an object records.
 type Result struct {
-	CRC32C string // base64, big-endian, as S3 prints checksums
-	Check  string // crc32c, md5 or none
+	Computed string // the checksum computed over the bytes, as S3 prints it
+	Check    string // what was checked: crc64nvme, crc32c, md5, none, …
+	Reason   string // with check none, why nothing was compared
 }
 
 // Succeed marks a transfer finalized and drops its chunk records. It
 // reports whether this call made the change (false: it was already final).
 func (l *Ledger) Succeed(ctx context.Context, id string, gen int64, r Result, now time.Time) (bool, error) {
-	return l.end(ctx, id, gen, Success, "", "drop", now, "crc32c", r.CRC32C, "check", r.Check)
+	return l.end(ctx, id, gen, Success, "", "drop", now, "computed", r.Computed, "check", r.Check, "check_reason", r.Reason)
 }
 
 func (l *Ledger) end(ctx context.Context, id string, gen int64, state, cause, chunks string, now time.Time, fields ...any) (bool, error) {
@@ -559,7 +646,7 @@ func (l *Ledger) SucceedBatch(ctx context.Context, results []BatchResult, now ti
 	args := []any{now.UnixMilli(), l.ttlSeconds()}
 	for _, r := range results {
 		keys = append(keys, xferKey(r.ID), xferChunksKey(r.ID), xferJobsKey(r.ID))
-		args = append(args, r.Gen, r.Size, r.CRC32C, r.Check)
+		args = append(args, r.Gen, r.Size, r.Computed, r.Check, r.Reason)
 	}
 	res, err := succeedBatchScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,15 @@ func transfer(key string, size, chunks int64) ledger.Transfer {
 	t := ledger.Transfer{Bucket: "b", Key: key, ETag: `"e"`, Size: size, ChunkSize: max(size/max(chunks, 1), 1), Chunks: chunks, Dest: "/d/" + key}
 	t.ID = ledger.TransferID(t.Bucket, t.Key, t.ETag, "", t.Size, t.Dest)
 	return t
+}
+
+// partReady records the part file "p" as the transfer's, as its first
+// chunk does.
+func partReady(t *testing.T, l *ledger.Ledger, id string, gen int64) {
+	t.Helper()
+	if p, err := l.PartReady(context.Background(), id, gen, "p", "host"); err != nil || p.Token != "p" {
+		t.Fatalf("part ready: %+v %v", p, err)
+	}
 }
 
 func create(t *testing.T, l *ledger.Ledger, job string, x ledger.Transfer) int64 {
@@ -90,12 +100,23 @@ func TestChunkLifecycle(t *testing.T) {
 	if s, _ := l.StartChunk(ctx, "nope", 1, 0, time.Now()); s.State != ledger.ChunkGone {
 		t.Fatalf("unknown transfer: %+v", s)
 	}
-	if s, _ := l.PartReady(ctx, x.ID, gen); s != ledger.Running {
-		t.Fatalf("part ready: %s", s)
+	if p, _ := l.PartReady(ctx, x.ID, gen, "tok-a", "host-a"); p.State != ledger.Running || p.Token != "tok-a" || p.Host != "host-a" {
+		t.Fatalf("part ready: %+v", p)
+	}
+	// A second creator loses: every chunk writes the first one's file.
+	if p, _ := l.PartReady(ctx, x.ID, gen, "tok-b", "host-b"); p.State != ledger.Running || p.Token != "tok-a" || p.Host != "host-a" {
+		t.Fatalf("second part ready: %+v", p)
+	}
+	if st, _ := l.StartChunk(ctx, x.ID, gen, 0, time.Now()); !st.PartReady || st.PartToken != "tok-a" || st.PartHost != "host-a" {
+		t.Fatalf("start after part ready: %+v", st)
+	}
+	// A chunk written to another part file is not recorded.
+	if _, _, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: 0, Part: "tok-b", CRC: 1, Length: 10}); !errors.Is(err, ledger.ErrPartMismatch) {
+		t.Fatalf("chunk of another part file: %v", err)
 	}
 	for i, want := range []int64{1, 1, 2, 3} { // chunk 0 twice
 		idx := []int64{0, 0, 1, 2}[i]
-		landed, total, err := l.ChunkDone(ctx, x.ID, gen, idx, uint32(idx+1), 10)
+		landed, total, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: idx, Part: "tok-a", CRC: uint64(idx + 1), Length: 10})
 		if err != nil || landed != want || total != 3 {
 			t.Fatalf("chunk %d: %d/%d %v", idx, landed, total, err)
 		}
@@ -110,7 +131,7 @@ func TestChunkLifecycle(t *testing.T) {
 	if err != nil || len(crcs) != 3 || crcs[2] != 3 {
 		t.Fatalf("crcs %v %v", crcs, err)
 	}
-	ok, err := l.Succeed(ctx, x.ID, gen, ledger.Result{CRC32C: "AAAAAA==", Check: "crc32c"}, time.Now())
+	ok, err := l.Succeed(ctx, x.ID, gen, ledger.Result{Computed: "AAAAAA==", Check: "crc32c"}, time.Now())
 	if err != nil || !ok {
 		t.Fatalf("succeed: %v %v", ok, err)
 	}
@@ -125,7 +146,7 @@ func TestChunkLifecycle(t *testing.T) {
 		t.Fatalf("after success: %+v", j)
 	}
 	got, _ := l.GetTransfer(ctx, x.ID)
-	if got.State != ledger.Success || got.CRC32C != "AAAAAA==" || got.Attempts != 1 {
+	if got.State != ledger.Success || got.Computed != "AAAAAA==" || got.Attempts != 2 { // two chunk starts above
 		t.Fatalf("record %+v", got)
 	}
 	if crcs, _ := l.ChunkCRCs(ctx, x.ID); len(crcs) != 0 {
@@ -141,6 +162,7 @@ func TestConcurrentChunks(t *testing.T) {
 	ctx := context.Background()
 	x := transfer("k", 64*10, 64)
 	gen := create(t, l, "j", x)
+	partReady(t, l, x.ID, gen)
 	if _, err := l.StartChunk(ctx, x.ID, gen, 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +173,7 @@ func TestConcurrentChunks(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range int64(64) {
-				landed, total, err := l.ChunkDone(ctx, x.ID, gen, (i+int64(w)*8)%64, 1, 10)
+				landed, total, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: (i + int64(w)*8) % 64, Part: "p", CRC: 1, Length: 10})
 				if err != nil {
 					t.Error(err)
 					return
@@ -179,8 +201,9 @@ func TestAttachModes(t *testing.T) {
 	ctx := context.Background()
 	x := transfer("k", 20, 2)
 	gen := create(t, l, "j1", x)
+	partReady(t, l, x.ID, gen)
 	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
-	_, _, _ = l.ChunkDone(ctx, x.ID, gen, 0, 7, 10)
+	_, _, _ = l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: 0, Part: "p", CRC: 7, Length: 10})
 
 	if err := l.CreateJob(ctx, "j2", "s3://b/k", "/d/k", time.Now()); err != nil {
 		t.Fatal(err)
@@ -234,8 +257,9 @@ func TestSkipCountsOnce(t *testing.T) {
 	ctx := context.Background()
 	x := transfer("k", 5, 1)
 	gen := create(t, l, "j1", x)
+	partReady(t, l, x.ID, gen)
 	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
-	_, _, _ = l.ChunkDone(ctx, x.ID, gen, 0, 1, 5)
+	_, _, _ = l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: 0, Part: "p", CRC: 1, Length: 5})
 	_, _ = l.Succeed(ctx, x.ID, gen, ledger.Result{}, time.Now())
 	if err := l.CreateJob(ctx, "j2", "s3://b/", "/d/", time.Now()); err != nil {
 		t.Fatal(err)
@@ -295,13 +319,14 @@ func TestRetentionRunsFromTheEnd(t *testing.T) {
 	ctx := context.Background()
 	x := transfer("k", 10, 1)
 	gen := create(t, l, "j", x)
+	partReady(t, l, x.ID, gen)
 	for _, k := range []string{"{s3fleet}:xfer:" + x.ID, "{s3fleet}:job:j"} {
 		if ttl, _ := rdb.TTL(ctx, k).Result(); ttl != -1 {
 			t.Fatalf("%s of a queued object has a TTL of %s", k, ttl)
 		}
 	}
 	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
-	_, _, _ = l.ChunkDone(ctx, x.ID, gen, 0, 1, 10)
+	_, _, _ = l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: 0, Part: "p", CRC: 1, Length: 10})
 	if ttl, _ := rdb.TTL(ctx, "{s3fleet}:xfer:"+x.ID).Result(); ttl != -1 {
 		t.Fatalf("a running object's record has a TTL of %s", ttl)
 	}

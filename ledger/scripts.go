@@ -20,7 +20,20 @@ local function keep(...)
   for _, k in ipairs({...}) do redis.call('PERSIST', k) end
 end
 local function num(v) return tonumber(v) or 0 end
+-- The job counter of a finalized transfer's check (check_crc64nvme, …).
+local function check_field(xfer)
+  local c = redis.call('HGET', xfer, 'check') or ''
+  if c == '' then c = 'none' end
+  return 'check_' .. c
+end
 local COUNTER = {success = 'succeeded', failed = 'failed', cancelled = 'cancelled'}
+-- The transfer's landed data is dropped: its part file is no longer the
+-- one to write (its token stays as stale_part, for its maker to remove).
+local function drop_part(xfer)
+  local tok = redis.call('HGET', xfer, 'part_token') or ''
+  if tok ~= '' then redis.call('HSET', xfer, 'stale_part', tok) end
+  redis.call('HSET', xfer, 'bytes_done', 0, 'part_ready', 0, 'part_token', '', 'part_host', '', 'source_etag', '')
+end
 `
 
 // createJobScript: KEYS job, jobs index; ARGV id, source, dest, now, ttl.
@@ -70,14 +83,15 @@ if mode == 'create' or mode == 'present' then
 elseif mode == 'restart' then
   local counter = COUNTER[st]
   if counter then bump_jobs(KEYS[3], counter, -1) end
+  if st == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), -1) end
   if ARGV[9] == '1' or st == 'success' then
     bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
     redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'bytes_done', 0, 'part_ready', 0)
+    drop_part(KEYS[1])
   end
   gen = gen + 1
   redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
-    'finished', 0, 'crc32c', '', 'check', '')
+    'finished', 0, 'computed', '', 'check', '', 'check_reason', '')
   if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 end
 
@@ -121,38 +135,59 @@ return {'ok', final, gen}
 
 // startChunkScript: KEYS xfer, xfer chunks; ARGV gen, now, index. Moves a
 // queued transfer to running and counts the attempt. Returns {state,
-// part_ready}; state is 'stale' for another generation, 'gone' for a
-// missing record and 'landed' when this chunk is recorded already.
+// part_ready, part_token, part_host, source_etag}; state is 'stale' for
+// another generation, 'gone' for a missing record and 'landed' when this
+// chunk is recorded already.
 var startChunkScript = redis.NewScript(luaCommon + `
 local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return {'gone', '0'} end
-if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return {'stale', '0'} end
-if st == 'running' and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return {'landed', '1'} end
+if not st then return {'gone', '0', '', '', ''} end
+local function out(state)
+  local f = redis.call('HMGET', KEYS[1], 'part_ready', 'part_token', 'part_host', 'source_etag')
+  return {state, f[1] or '0', f[2] or '', f[3] or '', f[4] or ''}
+end
+if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return {'stale', '0', '', '', ''} end
+if st == 'running' and redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return out('landed') end
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[2])
   st = 'running'
 end
 if st == 'running' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-return {st, redis.call('HGET', KEYS[1], 'part_ready') or '0'}
+return out(st)
 `)
 
-// partReadyScript: KEYS xfer; ARGV gen. Records that the part file exists.
-// Returns the transfer's state ('stale' for another generation).
+// partReadyScript: KEYS xfer; ARGV gen, token, host. Records the part file
+// a worker created, unless one is recorded already. Returns {state, token,
+// host} of the recorded one; state is 'stale' for another generation.
 var partReadyScript = redis.NewScript(luaCommon + `
 local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 'gone' end
-if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return 'stale' end
-if st == 'running' or st == 'queued' then redis.call('HSET', KEYS[1], 'part_ready', 1) end
-return st
+if not st then return {'gone', '', ''} end
+if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return {'stale', '', ''} end
+if (st == 'running' or st == 'queued') and (redis.call('HGET', KEYS[1], 'part_token') or '') == '' then
+  redis.call('HSET', KEYS[1], 'part_ready', 1, 'part_token', ARGV[2], 'part_host', ARGV[3])
+end
+local f = redis.call('HMGET', KEYS[1], 'part_token', 'part_host')
+return {st, f[1] or '', f[2] or ''}
 `)
 
 // chunkDoneScript: KEYS xfer, xfer chunks, xfer jobs; ARGV gen, index,
-// crc (hex), length, ttl. Records a landed chunk once. Returns {landed,
-// total}; landed is -1 when the transfer is no longer running this gen.
+// crc (hex), length, part token, etag. Records a landed chunk once.
+// Returns {landed, total}; landed is -1 when the transfer is no longer
+// running this gen, -2 when the chunk was written to another part file
+// than the recorded one, -3 when its ETag differs from the object's.
 var chunkDoneScript = redis.NewScript(luaCommon + `
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' or
    num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then
   return {-1, 0}
+end
+if (redis.call('HGET', KEYS[1], 'part_token') or '') ~= ARGV[5] then return {-2, 0} end
+if ARGV[6] ~= '' and (redis.call('HGET', KEYS[1], 'etag') or '') == '' then
+  -- enqueued without an ETag: every chunk must see the first one's
+  local seen = redis.call('HGET', KEYS[1], 'source_etag') or ''
+  if seen == '' then
+    redis.call('HSET', KEYS[1], 'source_etag', ARGV[6])
+  elseif seen ~= ARGV[6] then
+    return {-3, 0}
+  end
 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   local n = tonumber(ARGV[4])
@@ -181,10 +216,11 @@ if ARGV[5] == 'drop' then
   redis.call('DEL', KEYS[2])
 elseif ARGV[5] == '1' then
   bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
-  redis.call('HSET', KEYS[1], 'bytes_done', 0, 'part_ready', 0)
+  drop_part(KEYS[1])
   redis.call('DEL', KEYS[2])
 end
 bump_jobs(KEYS[3], COUNTER[ARGV[2]], 1)
+if ARGV[2] == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), 1) end
 local ttl = tonumber(ARGV[6])
 touch(ttl, KEYS[1], KEYS[2], KEYS[3])
 each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
@@ -217,23 +253,25 @@ return out
 
 // succeedBatchScript records the objects of a batch task finalized: KEYS
 // three a object (xfer, xfer chunks, xfer jobs); ARGV now, ttl, then four
-// an object (gen, bytes, crc32c base64, check). Each running object of that
+// an object (gen, bytes, computed checksum, check, reason). Each running object of that
 // generation counts its bytes and its success once. Returns 1 or 0 each.
 var succeedBatchScript = redis.NewScript(luaCommon + `
 local now, ttl = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS / 3 do
   local x, c, js = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local a = 2 + 4 * (i - 1)
+  local a = 2 + 5 * (i - 1)
   local st = redis.call('HGET', x, 'state')
   out[i] = 0
   if (st == 'running' or st == 'queued') and num(redis.call('HGET', x, 'gen')) == tonumber(ARGV[a + 1]) then
     local n = tonumber(ARGV[a + 2]) - num(redis.call('HGET', x, 'bytes_done'))
     redis.call('HINCRBY', x, 'bytes_done', n)
     bump_jobs(js, 'bytes_done', n)
-    redis.call('HSET', x, 'state', 'success', 'finished', now, 'error', '', 'crc32c', ARGV[a + 3], 'check', ARGV[a + 4])
+    redis.call('HSET', x, 'state', 'success', 'finished', now, 'error', '', 'computed', ARGV[a + 3], 'check', ARGV[a + 4],
+      'check_reason', ARGV[a + 5])
     redis.call('DEL', c)
     bump_jobs(js, 'succeeded', 1)
+    bump_jobs(js, check_field(x), 1)
     touch(ttl, x, js)
     each_job(js, function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
     out[i] = 1

@@ -3,11 +3,14 @@
 package location
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrBadURL reports a source that is not an s3://bucket[/key] URL.
@@ -127,9 +130,64 @@ func Target(src Source, key, dest string, destIsDir bool) (string, error) {
 }
 
 // PartPath is the file a transfer writes before it is renamed to final: in
-// the same directory, so the rename is atomic.
-func PartPath(final, transfer string) string {
-	return final + ".s3fleet-" + transfer + ".part"
+// the same directory, so the rename is atomic, and named by the transfer
+// and a token its creator drew, so that a part file is only ever the one
+// its creator made: a worker that cannot see it (another host's disk)
+// finds none rather than one of its own. The final name's base is
+// shortened as needed so the name always fits in NAME_MAX (255 bytes).
+func PartPath(final, transfer, token string) string {
+	return partStem(final, transfer) + token + ".part"
+}
+
+// PartGlob is a filepath.Glob pattern matching every part file of the
+// transfer, whatever its token.
+func PartGlob(final, transfer string) string {
+	return globEscape(partStem(final, transfer)) + "*.part"
+}
+
+// PartTokenLen is the length of the tokens PartPath expects.
+const PartTokenLen = 16
+
+// NewPartToken draws the token of a new part file: 64 random bits, in hex.
+func NewPartToken() string {
+	var b [PartTokenLen / 2]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// PartMissing says why a worker (me) cannot find the part file that
+// another worker (maker) made: they do not share DEST, or it was removed.
+func PartMissing(part, maker, me string) string {
+	if maker == me || maker == "" {
+		return fmt.Sprintf("part file %s was removed", part)
+	}
+	return fmt.Sprintf("the workers do not share DEST: part file %s, made by %s, is not visible to %s (or it was removed)", part, maker, me)
+}
+
+// nameMax is the longest file name Linux filesystems take, in bytes.
+const nameMax = 255
+
+// partStem is a part file's name up to its token.
+func partStem(final, transfer string) string {
+	dir, base := filepath.Split(final)
+	suffix := ".s3fleet-" + transfer + "-"
+	if room := nameMax - len(suffix) - PartTokenLen - len(".part"); len(base) > room {
+		base = cutUTF8(base, max(room, 0))
+	}
+	return dir + base + suffix
+}
+
+// cutUTF8 shortens s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// globEscape quotes filepath.Match's metacharacters.
+func globEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`).Replace(s)
 }
 
 // Within reports whether the absolute, clean path p is root or lies below it.

@@ -2,9 +2,12 @@ package location
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseS3URL(t *testing.T) {
@@ -362,17 +365,24 @@ func TestTargetStaysInside(t *testing.T) {
 
 func TestPartPath(t *testing.T) {
 	t.Parallel()
+	const tok = "0123456789abcdef"
+	long := strings.Repeat("x", 250)
+	longUTF8 := strings.Repeat("€", 84) // 252 bytes of 3-byte characters
 	tests := []struct {
 		name, final, transfer, want string
 	}{
-		{"plain", "/dest/a.txt", "t1", "/dest/a.txt.s3fleet-t1.part"},
-		{"nested", "/dest/x/y/z.bin", "0123abcd", "/dest/x/y/z.bin.s3fleet-0123abcd.part"},
-		{"unicode", "/dest/ü ñ.txt", "t", "/dest/ü ñ.txt.s3fleet-t.part"},
+		{"plain", "/dest/a.txt", "t1", "/dest/a.txt.s3fleet-t1-" + tok + ".part"},
+		{"nested", "/dest/x/y/z.bin", "0123abcd", "/dest/x/y/z.bin.s3fleet-0123abcd-" + tok + ".part"},
+		{"unicode", "/dest/ü ñ.txt", "t", "/dest/ü ñ.txt.s3fleet-t-" + tok + ".part"},
+		{"250-byte name", "/dest/" + long, "0123456789abcdef01234567",
+			"/dest/" + long[:255-len(".s3fleet-0123456789abcdef01234567-")-len(tok)-len(".part")] + ".s3fleet-0123456789abcdef01234567-" + tok + ".part"},
+		{"252-byte name of 3-byte characters", "/dest/" + longUTF8, "0123456789abcdef01234567", // 200 bytes of room: 66 whole characters
+			"/dest/" + strings.Repeat("€", 66) + ".s3fleet-0123456789abcdef01234567-" + tok + ".part"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := PartPath(tc.final, tc.transfer)
+			got := PartPath(tc.final, tc.transfer, tok)
 			if got != tc.want {
 				t.Errorf("PartPath(%q, %q) = %q, want %q", tc.final, tc.transfer, got, tc.want)
 			}
@@ -382,10 +392,44 @@ func TestPartPath(t *testing.T) {
 			if got == tc.final {
 				t.Errorf("PartPath(%q, %q) is the final path", tc.final, tc.transfer)
 			}
+			if n := len(filepath.Base(got)); n > 255 {
+				t.Errorf("PartPath(%q) has a %d-byte name, over NAME_MAX", tc.final, n)
+			}
+			if !utf8.ValidString(got) {
+				t.Errorf("PartPath(%q) split a character: %q", tc.final, got)
+			}
+			if ok, err := filepath.Match(PartGlob(tc.final, tc.transfer), got); !ok || err != nil {
+				t.Errorf("PartGlob(%q) does not match %q: %v", tc.final, got, err)
+			}
 		})
 	}
-	if PartPath("/d/f", "t1") == PartPath("/d/f", "t2") {
-		t.Error("two transfers of one file share a part file")
+	if PartPath("/d/f", "t1", tok) == PartPath("/d/f", "t2", tok) || PartPath("/d/f", "t1", tok) == PartPath("/d/f", "t1", NewPartToken()) {
+		t.Error("two transfers, or two part files of one transfer, share a name")
+	}
+	if a, b := NewPartToken(), NewPartToken(); len(a) != PartTokenLen || a == b {
+		t.Errorf("tokens %q and %q", a, b)
+	}
+}
+
+// TestPartGlobEscapesKeys matches only the transfer's own part files,
+// whatever glob metacharacters the key holds.
+func TestPartGlobEscapesKeys(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	odd := filepath.Join(dir, `we[ir]d*?\.txt`)
+	plain := filepath.Join(dir, "weid.txt")
+	mine := []string{PartPath(odd, "x1", NewPartToken()), PartPath(odd, "x1", NewPartToken())}
+	others := []string{PartPath(plain, "x1", NewPartToken()), PartPath(odd, "x2", NewPartToken()), odd}
+	for _, name := range append(append([]string{}, mine...), others...) {
+		if err := os.WriteFile(name, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := filepath.Glob(PartGlob(odd, "x1"))
+	slices.Sort(got)
+	slices.Sort(mine)
+	if err != nil || !slices.Equal(got, mine) {
+		t.Fatalf("PartGlob matched %q, want %q (%v)", got, mine, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/internal/metrics"
+	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // TypeAssemble verifies a complete object, moves it to its final name and
@@ -106,6 +107,9 @@ func (h *AssembleHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	if rec.Finalized {
 		h.Metrics.ObjectFinalized(rec.State)
+		if rec.State == ledger.Success {
+			h.Metrics.ObjectVerified(rec.Check)
+		}
 	}
 	log.Info("object finalized", "path", rec.Path, "bytes", rec.Size, "check", rec.Check, "state", rec.State)
 	return nil

@@ -2,18 +2,18 @@ package tasks
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -47,7 +48,7 @@ type BatchObject struct {
 	Dest          string `json:"dest"`
 	LastModified  int64  `json:"last_modified,omitempty"` // Unix ms
 	Overwrite     bool   `json:"overwrite,omitempty"`
-	Verify        bool   `json:"verify,omitempty"`
+	Verify        string `json:"verify,omitempty"` // off, auto (empty) or required
 	RequestPayer  string `json:"request_payer,omitempty"`
 	ExpectedOwner string `json:"expected_bucket_owner,omitempty"`
 	SSECKeyMD5    string `json:"sse_c_key_md5,omitempty"`
@@ -113,12 +114,11 @@ type BatchHandler struct {
 	Guard    location.Guard
 }
 
-// fetched is an object downloaded to its part file, not yet placed.
+// fetched is an object downloaded to its part file, judged, not yet placed.
 type fetched struct {
-	o     BatchObject
-	f     *os.File
-	crc   uint32
-	check string
+	o BatchObject
+	f *os.File
+	v ledger.Result
 }
 
 // ProcessTask downloads the batch's objects that are still to do, places
@@ -193,11 +193,9 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			// An earlier run of this batch placed it already.
 		}
 		dirs[filepath.Dir(g.o.Dest)] = true
-		res := ledger.BatchResult{BatchItem: ledger.BatchItem{ID: g.o.Transfer, Gen: g.o.Gen}, Size: g.o.Size,
-			Result: ledger.Result{CRC32C: assembler.EncodeCRC32C(g.crc), Check: g.check}}
-		results = append(results, res)
+		results = append(results, ledger.BatchResult{BatchItem: ledger.BatchItem{ID: g.o.Transfer, Gen: g.o.Gen}, Size: g.o.Size, Result: g.v})
 		records = append(records, assembler.Record{Transfer: g.o.Transfer, Source: "s3://" + g.o.Bucket + "/" + g.o.Key,
-			VersionID: g.o.VersionID, ETag: g.o.ETag, Size: g.o.Size, CRC32C: res.CRC32C, Check: g.check,
+			VersionID: g.o.VersionID, ETag: g.o.ETag, Size: g.o.Size, Checksum: g.v.Computed, Check: g.v.Check, CheckReason: g.v.Reason,
 			Chunks: 1, Attempts: 1, Path: g.o.Dest, State: ledger.Success})
 	}
 	if !h.NoFlush {
@@ -211,9 +209,10 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range changed {
+	for i, c := range changed {
 		if c {
 			h.Metrics.ObjectFinalized(ledger.Success)
+			h.Metrics.ObjectVerified(results[i].Check)
 		}
 	}
 	if len(records) > 0 {
@@ -257,9 +256,10 @@ func alreadyExists(dest string, err error) error {
 }
 
 // fetch GETs the whole object, pinned by its ETag, into a new part file of
-// its own (two runs of the same batch never share one), checks its length
-// and its CRC32C against S3's full-object checksum when S3 sends one, and
-// marks it (xattrs, mtime).
+// its own (two runs of the same batch never share one), checks its length,
+// computes as it streams the CRC and, when S3 keeps one that cannot be
+// combined (or only a single-part ETag), that sum too, judges them
+// (assembler.Decide), and marks the file (xattrs, mtime).
 func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error) {
 	if err := h.Guard.Check(o.Dest); err != nil {
 		return fetched{}, fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
@@ -269,14 +269,28 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 			return fetched{}, permanent("destination %s already exists (use --overwrite to replace it)", o.Dest)
 		}
 	}
-	g := getRequest{Bucket: o.Bucket, Key: o.Key, VersionID: o.VersionID, ETag: o.ETag, Checksum: true,
-		Payer: o.RequestPayer, Owner: o.ExpectedOwner, KeyMD5: o.SSECKeyMD5}
+	g := getRequest{Bucket: o.Bucket, Key: o.Key, VersionID: o.VersionID, ETag: o.ETag, Checksum: o.Verify != assembler.VerifyOff,
+		Payer: o.RequestPayer, Owner: o.ExpectedOwner, KeyMD5: o.SSECKeyMD5, Size: o.Size}
 	what := g.what()
 	out, err := get(ctx, h.S3, g, h.SSECKeys)
 	if err != nil {
 		return fetched{}, err
 	}
 	defer out.Body.Close()
+	if n := aws.ToInt64(out.ContentLength); out.ContentLength != nil && n != o.Size {
+		return fetched{}, fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, what, n, o.Size)
+	}
+	subject := assembler.Subject{Source: "s3://" + o.Bucket + "/" + o.Key, Mode: o.Verify, Sum: assembler.SumOf(out),
+		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
+			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse}
+	ev := assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm)}
+	body := io.Reader(out.Body)
+	if ev.HashAlgorithm = assembler.WantHash(subject); ev.HashAlgorithm != "" {
+		if ev.Hash, err = checksum.New(ev.HashAlgorithm); err != nil {
+			return fetched{}, err
+		}
+		body = io.TeeReader(body, ev.Hash) // one pass: the sum is computed from the bytes as they are copied
+	}
 	if retried, _ := asynq.GetRetryCount(ctx); retried > 0 {
 		removeStaleParts(o) // an earlier run may have died holding some
 	}
@@ -289,51 +303,46 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 		os.Remove(f.Name())
 		return fetched{}, err
 	}
-	_, crc, err := copyBody(ctx, f, out.Body, 0, o.Size, h.Limit, what)
-	if err != nil {
+	if _, ev.CRC, err = copyBody(ctx, f, body, 0, o.Size, ev.CRCAlgorithm, h.Limit, what); err != nil {
 		return discard(err)
 	}
-	check := assembler.CheckNone
-	if want := aws.ToString(out.ChecksumCRC32C); want != "" && !strings.Contains(want, "-") &&
-		(out.ChecksumType == "" || out.ChecksumType == types.ChecksumTypeFullObject) {
-		if got := assembler.EncodeCRC32C(crc); got != want {
-			return discard(fmt.Errorf("%w: %s: CRC32C of the body is %s, S3 says %s", assembler.ErrChecksum, what, got, want))
-		}
-		check = assembler.CheckCRC32C
+	reread := func(hh hash.Hash) error {
+		_, err := io.Copy(hh, io.NewSectionReader(f, 0, o.Size))
+		return err
 	}
-	if check == assembler.CheckNone && o.Verify {
-		if check, err = verifyMD5(f, o); err != nil {
-			return discard(err)
-		}
+	check, reason, err := assembler.Decide(subject, ev, reread)
+	if err != nil {
+		return discard(fmt.Errorf("%w: %w", asynq.SkipRetry, err))
 	}
 	if err := assembler.Mark(f, o.Transfer, o.ETag, o.LastModified); err != nil {
 		return discard(wrapLocal("mark "+f.Name(), err))
 	}
-	return fetched{o: o, f: f, crc: crc, check: check}, nil
+	return fetched{o: o, f: f, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), Check: check, Reason: reason}}, nil
 }
 
-// partPattern matches the part files of an object's batch runs.
-func partPattern(o BatchObject) string {
-	// Keys may hold glob metacharacters: escape all but our own star.
-	esc := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`).Replace(o.Dest + ".s3fleet-" + o.Transfer + "-")
-	return esc + "*.part"
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // removeStaleParts removes part files earlier runs left behind.
 func removeStaleParts(o BatchObject) {
-	stale, _ := filepath.Glob(partPattern(o))
+	stale, _ := filepath.Glob(location.PartGlob(o.Dest, o.Transfer))
 	for _, p := range stale {
 		_ = os.Remove(p)
 	}
 }
 
-// create makes a new part file beside the destination.
+// create makes a new part file beside the destination, with a token of
+// its own: two runs of the same batch never share one.
 func (h *BatchHandler) create(o BatchObject) (*os.File, error) {
-	dir := filepath.Dir(o.Dest)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(o.Dest), 0o755); err != nil {
 		return nil, wrapLocal("create destination directory", err)
 	}
-	f, err := os.CreateTemp(dir, filepath.Base(o.Dest)+".s3fleet-"+o.Transfer+"-*.part")
+	part := location.PartPath(o.Dest, o.Transfer, location.NewPartToken())
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, wrapLocal("create part file", err)
 	}
@@ -345,21 +354,4 @@ func (h *BatchHandler) create(o BatchObject) (*os.File, error) {
 func sameFS(a, b *os.File) bool {
 	var sa, sb unix.Stat_t
 	return unix.Fstat(int(a.Fd()), &sa) == nil && unix.Fstat(int(b.Fd()), &sb) == nil && sa.Dev == sb.Dev
-}
-
-// verifyMD5 compares the file's MD5 with a single-part ETag (--verify when
-// S3 has no CRC32C); a multipart or encrypted object's ETag is no MD5.
-func verifyMD5(f *os.File, o BatchObject) (string, error) {
-	etag := strings.Trim(o.ETag, `"`)
-	if len(etag) != 32 || strings.Contains(etag, "-") {
-		return assembler.CheckNone, nil
-	}
-	h := md5.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, o.Size)); err != nil {
-		return "", fmt.Errorf("read %s for its MD5: %w", f.Name(), err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != etag {
-		return "", fmt.Errorf("%w: s3://%s/%s: MD5 of the file is %s, ETag is %s", assembler.ErrChecksum, o.Bucket, o.Key, got, etag)
-	}
-	return assembler.CheckMD5, nil
 }

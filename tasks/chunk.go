@@ -5,22 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
@@ -46,6 +48,10 @@ type ChunkPayload struct {
 	Last      int64  `json:"last"`
 	Dest      string `json:"dest"`
 	Overwrite bool   `json:"overwrite,omitempty"`
+	// CRC is the checksum algorithm the chunk computes over its bytes, for
+	// the assembler to combine: the object's own when it is a CRC, else
+	// CRC64NVME (assembler.CRCFor).
+	CRC string `json:"crc,omitempty"`
 	// S3 request options: who pays, whose bucket it must be, and the MD5
 	// of the SSE-C key the object was encrypted with (never the key).
 	RequestPayer  string `json:"request_payer,omitempty"`
@@ -70,6 +76,8 @@ func (p ChunkPayload) Validate() error {
 		return fmt.Errorf("chunk %d of %d of a %d-byte object", p.Chunk, p.Chunks, p.Size)
 	case p.First < 0 || p.Last < p.First || p.Last >= p.Size:
 		return fmt.Errorf("range %d-%d outside a %d-byte object", p.First, p.Last, p.Size)
+	case !checksum.Algorithm(p.CRC).Combinable():
+		return fmt.Errorf("checksum %q is not a CRC", p.CRC)
 	}
 	return checkDest(p.Dest)
 }
@@ -112,8 +120,8 @@ var _ rangeGetter = (*s3.Client)(nil)
 // chunkLedger is what a chunk reads and records.
 type chunkLedger interface {
 	StartChunk(ctx context.Context, id string, gen, index int64, now time.Time) (ledger.ChunkStart, error)
-	PartReady(ctx context.Context, id string, gen int64) (string, error)
-	ChunkDone(ctx context.Context, id string, gen, index int64, crc uint32, length int64) (landed, total int64, err error)
+	PartReady(ctx context.Context, id string, gen int64, token, host string) (ledger.Part, error)
+	ChunkDone(ctx context.Context, id string, gen int64, c ledger.Landing) (landed, total int64, err error)
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
@@ -138,6 +146,11 @@ type ChunkHandler struct {
 	Metrics *metrics.Worker
 	// Guard refuses destinations outside the worker's allow_dest roots.
 	Guard location.Guard
+	// Worker names this worker in the ledger and in causes (WorkerName).
+	Worker string
+	// Parts tracks the part files this worker made, so that it removes
+	// those that lost their object (see SweepParts); nil tracks nothing.
+	Parts *PartFiles
 }
 
 // bufSize is the copy buffer, one per running chunk or batch: as large as
@@ -148,8 +161,6 @@ type ChunkHandler struct {
 const bufSize = 256 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ProcessTask downloads the chunk, records it, and enqueues the assembler
 // when it completes the object.
@@ -162,7 +173,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return permanent("invalid chunk payload for transfer %q: %v", p.Transfer, err)
 	}
 	log := logger(h.Log).With("job", p.Job, "transfer", p.Transfer, "bucket", p.Bucket, "key", p.Key, "chunk", p.Chunk)
-	err := h.process(ctx, p, log)
+	part, err := h.process(ctx, p, log)
 	if err == nil {
 		return nil
 	}
@@ -173,7 +184,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Stopped: by `enqueue cancel` (asynq cancels the running task, and
 		// the job's record says so), by shutdown or by the task's timeout.
 		if x, gerr := h.Ledger.GetTransfer(context.WithoutCancel(ctx), p.Transfer); gerr == nil && x.State == ledger.Cancelled {
-			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
+			h.Parts.remove(part)
 			log.Info("chunk stopped: the job was cancelled")
 			h.Metrics.ChunkFailed("revoked")
 			return fmt.Errorf("transfer %s cancelled: %w", p.Transfer, asynq.RevokeTask)
@@ -181,12 +192,13 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err // asynq retries it
 	}
 	if finalAttempt(ctx, err) {
-		// Without space, without its part file, or with its source gone, an
-		// object's landed bytes are of no use: they and the part file go.
+		// Without space, without its part file, with its source gone or
+		// changed, an object's landed bytes are of no use: they and the part
+		// file go.
 		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
-			errors.Is(err, errPartGone) || errors.Is(err, errSourceGone)
+			errors.Is(err, errPartGone) || errors.Is(err, errSourceGone) || errors.Is(err, ledger.ErrSourceChanged)
 		if clearData {
-			_ = os.Remove(location.PartPath(p.Dest, p.Transfer))
+			h.Parts.remove(part)
 		}
 		if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), clearData, time.Now()); ferr != nil {
 			log.Error("record failure", "err", ferr)
@@ -206,52 +218,73 @@ var (
 	errPartGone    = errors.New("part file was removed")
 )
 
-func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Logger) error {
+// process runs the chunk and returns the part file it wrote (if it got
+// that far) with its outcome.
+func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Logger) (string, error) {
 	if err := h.Guard.Check(p.Dest); err != nil {
-		return fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
+		return "", fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
 	}
 	start, err := h.Ledger.StartChunk(ctx, p.Transfer, p.Gen, p.Chunk, time.Now())
 	if err != nil {
-		return err
+		return "", err
 	}
 	var landed, total int64
+	var part string
 	switch start.State {
 	case ledger.Running:
-		landed, total, err = h.download(ctx, p, start.PartReady, log)
+		part, landed, total, err = h.download(ctx, p, start, log)
 	case ledger.ChunkLanded:
 		// A duplicate run: only make sure the assembler was enqueued.
 		landed, total, err = h.Ledger.Landed(ctx, p.Transfer, p.Gen)
 	case ledger.ChunkGone:
-		return permanent("no record of transfer %s (expired or forged)", p.Transfer)
+		return "", permanent("no record of transfer %s (expired or forged)", p.Transfer)
 	default:
 		log.Debug("chunk skipped", "state", start.State)
-		return errNothingToDo
+		return "", errNothingToDo
 	}
 	if err != nil {
-		return err
+		return part, err
 	}
-	return h.completeIfLast(ctx, p, landed, total, log)
+	return part, h.completeIfLast(ctx, p, landed, total, log)
 }
 
 // download fetches the chunk into the part file and records it.
-// It returns how many of the object's chunks have landed, of how many.
-func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, partReady bool, log *slog.Logger) (landed, total int64, err error) {
-	f, err := h.openPart(ctx, p, partReady)
+// It returns the part file's path, and how many of the object's chunks
+// have landed, of how many.
+func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledger.ChunkStart, log *slog.Logger) (part string, landed, total int64, err error) {
+	f, token, err := h.openPart(ctx, p, start)
 	if err != nil {
-		return 0, 0, err
+		return "", 0, 0, err
 	}
 	defer f.Close()
+	part = f.Name()
 	began := time.Now()
-	n, crc, err := h.fetch(ctx, p, f)
-	if err != nil {
-		return 0, 0, err
+	etag := p.ETag
+	if etag == "" {
+		etag = start.SourceETag // enqueued without a HEAD: pin what earlier chunks saw
 	}
-	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, p.Chunk, crc, n)
-	if err == nil {
+	n, crc, seen, err := h.fetch(ctx, p, etag, f)
+	if err != nil {
+		return part, 0, 0, err
+	}
+	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, ledger.Landing{
+		Index: p.Chunk, Part: token, CRC: crc, Length: n, ETag: seen})
+	switch {
+	case errors.Is(err, ledger.ErrPartMismatch):
+		return part, 0, 0, permanent("%s: %v (another worker's part file is the transfer's now)", p.what(), err)
+	case errors.Is(err, ledger.ErrSourceChanged):
+		return part, 0, 0, fmt.Errorf("%w: %s: the object changed during the download (this chunk's ETag %s differs from the others'): %w",
+			asynq.SkipRetry, p.what(), seen, err)
+	case err == nil:
 		h.Metrics.ChunkDone(n, time.Since(began))
 		log.Debug("chunk landed", "bytes", n, "took", time.Since(began))
 	}
-	return landed, total, err
+	return part, landed, total, err
+}
+
+// what names the chunk's object and range for messages.
+func (p ChunkPayload) what() string {
+	return fmt.Sprintf("s3://%s/%s %s", p.Bucket, p.Key, p.Range().Header())
 }
 
 // completeIfLast enqueues the assembler once every chunk has landed. Every
@@ -273,51 +306,80 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 	return nil
 }
 
-// openPart opens the transfer's part file for writing. The first chunk to
-// find none creates and sizes it; once the ledger says it exists it is never
-// created again, so a removed part file is not resurrected with holes.
-func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, ready bool) (*os.File, error) {
-	part := location.PartPath(p.Dest, p.Transfer)
-	f, err := os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return f, wrapLocal("open part file", err)
-	}
-	if ready {
-		return nil, fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, part)
+// openPart opens the transfer's part file for writing and returns it with
+// its token. Once the ledger names a part file, every chunk writes that
+// one, and a worker that cannot see it (it does not share DEST with the
+// worker that made it, or the file was removed) fails the object: the
+// part file is never made again, so a removed one is not resurrected with
+// holes, and each host's own file is never taken for the object. The first
+// chunks to find none each make their own, with a token of their own, and
+// the first to record its token wins; the others remove theirs.
+func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledger.ChunkStart) (*os.File, string, error) {
+	if start.PartReady {
+		f, err := h.openExisting(p, start.PartToken, start.PartHost)
+		return f, start.PartToken, err
 	}
 	if !p.Overwrite {
 		if _, err := os.Lstat(p.Dest); err == nil {
-			return nil, permanent("destination %s already exists (use --overwrite to replace it)", p.Dest)
+			return nil, "", permanent("destination %s already exists (use --overwrite to replace it)", p.Dest)
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(part), 0o755); err != nil {
-		return nil, wrapLocal("create destination directory", err)
+	if err := os.MkdirAll(filepath.Dir(p.Dest), 0o755); err != nil {
+		return nil, "", wrapLocal("create destination directory", err)
 	}
-	f, err = os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
-	if errors.Is(err, fs.ErrExist) {
-		// Another chunk created it a moment ago.
-		f, err = os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-		return f, wrapLocal("open part file", err)
-	}
+	token := location.NewPartToken()
+	part := location.PartPath(p.Dest, p.Transfer, token)
+	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, wrapLocal("create part file", err)
+		return nil, "", wrapLocal("create part file", err)
 	}
+	won, err := h.Ledger.PartReady(ctx, p.Transfer, p.Gen, token, h.Worker)
+	if err != nil || won.Token != token {
+		f.Close()
+		os.Remove(part) // lost the race (or cannot tell): the file is of no use
+	}
+	switch {
+	case err != nil:
+		return nil, "", err
+	case won.State != ledger.Running && won.State != ledger.Queued:
+		if won.Token == token {
+			f.Close()
+			os.Remove(part)
+		}
+		return nil, "", errNothingToDo
+	case won.Token != token:
+		f, err := h.openExisting(p, won.Token, won.Host)
+		return f, won.Token, err
+	}
+	h.Parts.add(p.Transfer, token, part)
+	// Only the winner reserves the object's blocks, so racing creators do
+	// not each hold its size on disk for a moment.
 	if err := preallocate(f, p.Size); err != nil {
 		f.Close()
-		os.Remove(part)
-		return nil, wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err)
+		return nil, "", wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err)
 	}
-	state, err := h.Ledger.PartReady(ctx, p.Transfer, p.Gen)
-	if err != nil {
-		f.Close()
-		return nil, err
+	return f, token, nil
+}
+
+// openExisting opens the part file another chunk made. A worker that finds
+// none does not share DEST with its maker, or the file was removed: either
+// way the object fails with that cause.
+func (h *ChunkHandler) openExisting(p ChunkPayload, token, maker string) (*os.File, error) {
+	part := location.PartPath(p.Dest, p.Transfer, token)
+	f, err := os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, location.PartMissing(part, maker, h.Worker))
 	}
-	if state != ledger.Running && state != ledger.Queued {
-		f.Close()
-		os.Remove(part)
-		return nil, errNothingToDo
+	return f, wrapLocal("open part file", err)
+}
+
+// WorkerName names this worker process in records and causes: its host
+// name (the host setting, or the machine's) and its process ID.
+func WorkerName(host string) string {
+	if host == "" {
+		host, _ = os.Hostname()
 	}
-	return f, nil
+	return fmt.Sprintf("%s (pid %d)", host, os.Getpid())
 }
 
 // preallocate reserves the file's blocks, so a full disk fails at once
@@ -343,32 +405,67 @@ func wrapLocal(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// fetch GETs the range pinned to the enqueued object and streams it to its
-// offset in f through a pooled buffer, computing its CRC32C on the way. It
-// returns only when exactly the range's bytes are written (and flushed,
-// unless NoFlush).
-func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, f *os.File) (int64, uint32, error) {
+// fetch GETs the range pinned to the enqueued object (to etag, when known)
+// and streams it to its offset in f through a pooled buffer, computing its
+// CRC on the way. It returns only when exactly the range's bytes are
+// written (and flushed, unless NoFlush), with the response's ETag. A
+// response whose Content-Range says the object has another size than the
+// one enqueued fails the object at once, with both sizes.
+func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f *os.File) (int64, uint64, string, error) {
 	r := p.Range()
-	g := getRequest{Bucket: p.Bucket, Key: p.Key, VersionID: p.VersionID, ETag: p.ETag, Range: r.Header(),
-		Payer: p.RequestPayer, Owner: p.ExpectedOwner, KeyMD5: p.SSECKeyMD5}
+	g := getRequest{Bucket: p.Bucket, Key: p.Key, VersionID: p.VersionID, ETag: etag, Range: r.Header(),
+		Payer: p.RequestPayer, Owner: p.ExpectedOwner, KeyMD5: p.SSECKeyMD5, Size: p.Size}
 	out, err := get(ctx, h.S3, g, h.SSECKeys)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	if out.ContentLength != nil && *out.ContentLength != r.Len() {
-		return 0, 0, fmt.Errorf("%s: server sent %d bytes, want %d", g.what(), *out.ContentLength, r.Len())
+	if err := checkRange(out, g, r); err != nil {
+		return 0, 0, "", err
 	}
-	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), h.Limit, g.what())
+	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), checksum.Algorithm(p.CRC), h.Limit, g.what())
 	if err != nil {
-		return n, crc, err
+		return n, crc, "", err
 	}
 	if !h.NoFlush {
 		if err := flushRange(f, r.First, n); err != nil {
-			return n, crc, wrapLocal("flush "+f.Name(), err)
+			return n, crc, "", wrapLocal("flush "+f.Name(), err)
 		}
 	}
-	return n, crc, nil
+	return n, crc, aws.ToString(out.ETag), nil
+}
+
+// checkRange holds a ranged response to the range asked and the object's
+// size as enqueued: Content-Length must be the range's, and the total of
+// Content-Range the object's.
+func checkRange(out *s3.GetObjectOutput, g getRequest, r chunker.Range) error {
+	if cr := aws.ToString(out.ContentRange); cr != "" {
+		total, ok := contentRangeTotal(cr)
+		switch {
+		case !ok:
+			return fmt.Errorf("%s: unreadable Content-Range %q", g.what(), cr)
+		case total >= 0 && total != g.Size:
+			return fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, g.what(), total, g.Size)
+		}
+	}
+	if out.ContentLength != nil && *out.ContentLength != r.Len() {
+		return fmt.Errorf("%s: server sent %d bytes, want %d", g.what(), *out.ContentLength, r.Len())
+	}
+	return nil
+}
+
+// contentRangeTotal reads the total of "bytes first-last/total"; an
+// unknown total ("*") is -1.
+func contentRangeTotal(cr string) (int64, bool) {
+	_, total, ok := strings.Cut(cr, "/")
+	if !ok {
+		return 0, false
+	}
+	if total == "*" {
+		return -1, true
+	}
+	n, err := strconv.ParseInt(total, 10, 64)
+	return n, err == nil && n >= 0
 }
 
 // errWrite marks a failure on the file side of a copy.
@@ -378,8 +475,8 @@ var errWrite = errors.New("write")
 var ErrShortBody = errors.New("body shorter than the range")
 
 // CopyAt copies exactly want bytes from src to dst at offset off through
-// buf, and returns the bytes written and their CRC32C. A body shorter or
-// longer than want is an error.
+// buf, and returns the bytes written and their CRC of algorithm alg (one
+// of the CRCs). A body shorter or longer than want is an error.
 //
 // Each read is written as it comes rather than after filling buf: the
 // writes stay as small as the socket's reads (tens to hundreds of KiB), as
@@ -387,17 +484,17 @@ var ErrShortBody = errors.New("body shorter than the range")
 // whole MiB under the file's lock; on the 2-core VMs the benchmarks run on,
 // perf showed the kernel copying into the page cache and spinning on the
 // inode's lock, and 1 GiB took 3 s instead of 1.3 (README, Benchmarks).
-func CopyAt(dst io.WriterAt, src io.Reader, off, want int64, buf []byte) (int64, uint32, error) {
+func CopyAt(dst io.WriterAt, src io.Reader, off, want int64, buf []byte, alg checksum.Algorithm) (int64, uint64, error) {
 	if len(buf) == 0 {
 		return 0, 0, errors.New("copy body: empty buffer")
 	}
 	var n int64
-	var crc uint32
+	var crc uint64
 	for empty := 0; n < want; {
 		m, rerr := src.Read(buf[:min(int64(len(buf)), want-n)])
 		if m > 0 {
 			empty = 0
-			crc = crc32.Update(crc, castagnoli, buf[:m])
+			crc = checksum.Update(alg, crc, buf[:m])
 			if _, err := dst.WriteAt(buf[:m], off+n); err != nil {
 				return n, crc, fmt.Errorf("%w at offset %d: %w", errWrite, off+n, err)
 			}

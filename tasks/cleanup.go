@@ -75,7 +75,10 @@ func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := h.Guard.Check(x.Dest); err != nil {
 		return permanent("transfer %s: %v", x.ID, err)
 	}
-	part := location.PartPath(x.Dest, x.ID)
+	if x.StalePart == "" {
+		return nil // no part file was made
+	}
+	part := location.PartPath(x.Dest, x.ID, x.StalePart)
 	if err := os.Remove(part); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", part, err)
 	}

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // memFile is an io.WriterAt over a byte slice.
@@ -56,7 +59,7 @@ func TestCopyAtWritesEachRead(t *testing.T) {
 	data := make([]byte, 1<<20)
 	_, _ = rand.Read(data)
 	dst := &writeSizes{memFile: memFile{b: make([]byte, len(data))}}
-	n, _, err := CopyAt(dst, sizedReader{bytes.NewReader(data), 64 << 10}, 0, int64(len(data)), make([]byte, bufSize))
+	n, _, err := CopyAt(dst, sizedReader{bytes.NewReader(data), 64 << 10}, 0, int64(len(data)), make([]byte, bufSize), checksum.CRC32C)
 	if err != nil || n != int64(len(data)) || !bytes.Equal(dst.b, data) {
 		t.Fatalf("n=%d err=%v, bytes equal %v", n, err, bytes.Equal(dst.b, data))
 	}
@@ -96,7 +99,7 @@ func TestCopyAt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dst := &memFile{b: make([]byte, tc.off+tc.want+10)}
-			n, crc, err := CopyAt(dst, tc.src, tc.off, tc.want, make([]byte, 64<<10))
+			n, crc, err := CopyAt(dst, tc.src, tc.off, tc.want, make([]byte, 64<<10), checksum.CRC32C)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)
@@ -109,14 +112,14 @@ func TestCopyAt(t *testing.T) {
 			if !bytes.Equal(dst.b[tc.off:tc.off+n], data[:n]) {
 				t.Fatal("bytes differ")
 			}
-			if want := crc32.Checksum(data[:n], castagnoli); crc != want {
+			if want := uint64(crc32.Checksum(data[:n], crc32.MakeTable(crc32.Castagnoli))); crc != want {
 				t.Fatalf("crc %08x, want %08x", crc, want)
 			}
 		})
 	}
 	t.Run("write error", func(t *testing.T) {
 		t.Parallel()
-		_, _, err := CopyAt(failingWriter{}, bytes.NewReader(data[:10]), 0, 10, make([]byte, 64))
+		_, _, err := CopyAt(failingWriter{}, bytes.NewReader(data[:10]), 0, 10, make([]byte, 64), checksum.CRC32C)
 		if !errors.Is(err, errWrite) || !strings.Contains(err.Error(), "disk on fire") {
 			t.Fatalf("error %v", err)
 		}
@@ -125,7 +128,7 @@ func TestCopyAt(t *testing.T) {
 
 func TestChunkPayloadValidate(t *testing.T) {
 	t.Parallel()
-	good := ChunkPayload{Transfer: "x", Gen: 1, Bucket: "b", Key: "k", Size: 10, Chunks: 2, Chunk: 1, First: 5, Last: 9, Dest: "/d/k"}
+	good := ChunkPayload{Transfer: "x", Gen: 1, Bucket: "b", Key: "k", Size: 10, Chunks: 2, Chunk: 1, First: 5, Last: 9, Dest: "/d/k", CRC: "CRC32C"}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good payload: %v", err)
 	}
@@ -139,6 +142,8 @@ func TestChunkPayloadValidate(t *testing.T) {
 		"zero size":         func(p *ChunkPayload) { p.Size = 0 },
 		"relative dest":     func(p *ChunkPayload) { p.Dest = "d/k" },
 		"unclean dest":      func(p *ChunkPayload) { p.Dest = "/d/../etc/k" },
+		"no CRC":            func(p *ChunkPayload) { p.CRC = "" },
+		"not a CRC":         func(p *ChunkPayload) { p.CRC = "SHA256" },
 	} {
 		p := good
 		mutate(&p)
@@ -183,25 +188,26 @@ func BenchmarkCopyAt(b *testing.B) {
 	b.ReportAllocs() // 0 allocs/op: nothing is allocated per buffer or per copy
 	for b.Loop() {
 		src.Reset(data)
-		if _, _, err := CopyAt(f, src, 0, int64(len(data)), buf); err != nil {
+		if _, _, err := CopyAt(f, src, 0, int64(len(data)), buf, checksum.CRC32C); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func TestPartPatternEscapesKeys(t *testing.T) {
+func TestRemoveStalePartsEscapesKeys(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	o := BatchObject{Transfer: "x1", Dest: filepath.Join(dir, "we[ir]d*?.txt")}
 	other := BatchObject{Transfer: "x1", Dest: filepath.Join(dir, "weid.txt")}
-	for _, name := range []string{o.Dest + ".s3fleet-x1-123.part", other.Dest + ".s3fleet-x1-9.part"} {
+	keep := location.PartPath(other.Dest, other.Transfer, location.NewPartToken())
+	for _, name := range []string{location.PartPath(o.Dest, o.Transfer, location.NewPartToken()), keep} {
 		if err := os.WriteFile(name, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	removeStaleParts(o)
 	left, _ := os.ReadDir(dir)
-	if len(left) != 1 || left[0].Name() != "weid.txt.s3fleet-x1-9.part" {
+	if len(left) != 1 || left[0].Name() != filepath.Base(keep) {
 		t.Fatalf("left %v", left)
 	}
 }
@@ -215,7 +221,7 @@ func TestCopyAtAllocatesNothing(t *testing.T) {
 	buf := make([]byte, 64<<10)
 	allocs := testing.AllocsPerRun(20, func() {
 		src.Reset(data)
-		if _, _, err := CopyAt(dst, src, 0, int64(len(data)), buf); err != nil {
+		if _, _, err := CopyAt(dst, src, 0, int64(len(data)), buf, checksum.CRC32C); err != nil {
 			t.Fatal(err)
 		}
 	})

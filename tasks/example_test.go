@@ -12,7 +12,7 @@ import (
 func ExampleNewChunkTask() {
 	task, err := tasks.NewChunkTask(tasks.ChunkPayload{
 		Job: "logs-2026", Transfer: "3f2a", Gen: 1, Bucket: "bucket", Key: "big.bin", ETag: `"9b2c"`,
-		Size: 20 << 20, Chunks: 3, Chunk: 1, First: 8 << 20, Last: 16<<20 - 1, Dest: "/data/big.bin",
+		Size: 20 << 20, Chunks: 3, Chunk: 1, First: 8 << 20, Last: 16<<20 - 1, Dest: "/data/big.bin", CRC: "CRC64NVME",
 	})
 	if err != nil {
 		panic(err)
@@ -22,7 +22,7 @@ func ExampleNewChunkTask() {
 	fmt.Println(tasks.ChunkTaskID("3f2a", 1, 1))
 	// Output:
 	// s3fleet:chunk
-	// {"job":"logs-2026","transfer":"3f2a","gen":1,"bucket":"bucket","key":"big.bin","etag":"\"9b2c\"","size":20971520,"chunks":3,"chunk":1,"first":8388608,"last":16777215,"dest":"/data/big.bin"}
+	// {"job":"logs-2026","transfer":"3f2a","gen":1,"bucket":"bucket","key":"big.bin","etag":"\"9b2c\"","size":20971520,"chunks":3,"chunk":1,"first":8388608,"last":16777215,"dest":"/data/big.bin","crc":"CRC64NVME"}
 	// chunk:3f2a:1:1
 }
 

@@ -10,10 +10,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/hibiken/asynq"
 	"golang.org/x/time/rate"
 
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 )
 
@@ -26,8 +28,12 @@ var errSourceGone = errors.New("source gone")
 type getRequest struct {
 	Bucket, Key, VersionID, ETag string
 	Range                        string // an HTTP Range header; empty: the whole object
-	Checksum                     bool   // ask for S3's checksum (whole objects only)
-	Payer, Owner, KeyMD5         string // request payer, expected owner, SSE-C key fingerprint
+	// Checksum asks for S3's checksum (whole objects only) by the
+	// x-amz-checksum-mode header alone: the SDK would otherwise hash the
+	// body a second time to validate it, and the fleet checks it itself.
+	Checksum             bool
+	Payer, Owner, KeyMD5 string // request payer, expected owner, SSE-C key fingerprint
+	Size                 int64  // the object's size as enqueued
 }
 
 func (g getRequest) what() string {
@@ -52,35 +58,54 @@ func get(ctx context.Context, api rangeGetter, g getRequest, keys map[string][]b
 	if g.ETag != "" {
 		in.IfMatch = aws.String(g.ETag)
 	}
-	if g.Checksum {
-		in.ChecksumMode = types.ChecksumModeEnabled
-	}
 	if err := SetRequestOptions(in, g.Payer, g.Owner, g.KeyMD5, keys); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", asynq.SkipRetry, g.what(), err)
 	}
-	out, err := api.GetObject(ctx, in)
+	var opts []func(*s3.Options)
+	if g.Checksum {
+		opts = append(opts, askChecksum)
+	}
+	out, err := api.GetObject(ctx, in, opts...)
 	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
 		return out, nil
 	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
 		// The object is gone or changed: the bytes landed so far are of no use.
 		return nil, fmt.Errorf("%w: %w: %s: %s", asynq.SkipRetry, errSourceGone, g.what(), s3client.Describe(err))
+	case status == http.StatusRequestedRangeNotSatisfiable:
+		return nil, fmt.Errorf("%w: %w: %s: the object is smaller than the %d bytes enqueued: %s",
+			asynq.SkipRetry, errSourceGone, g.what(), g.Size, s3client.Describe(err))
 	case s3client.Permanent(err):
 		return nil, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, g.what(), s3client.Describe(err))
 	}
 	return nil, fmt.Errorf("%s: %w", g.what(), err)
 }
 
+// askChecksum sends x-amz-checksum-mode: ENABLED, so that S3 returns the
+// object's checksum, without setting the input's ChecksumMode, which
+// would make the SDK validate the body with its own (slower) hash.
+func askChecksum(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+		return stack.Build.Add(middleware.BuildMiddlewareFunc("s3fleet:ChecksumMode",
+			func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+				if req, ok := in.Request.(*smithyhttp.Request); ok {
+					req.Header.Set("x-amz-checksum-mode", "ENABLED")
+				}
+				return next.HandleBuild(ctx, in)
+			}), middleware.After)
+	})
+}
+
 // copyBody streams want bytes of body to offset off of f through a pooled
 // buffer (and the worker's rate limiter, if any), and returns them with
-// their CRC32C.
-func copyBody(ctx context.Context, f *os.File, body io.Reader, off, want int64, lim *rate.Limiter, what string) (int64, uint32, error) {
+// their CRC of algorithm alg.
+func copyBody(ctx context.Context, f *os.File, body io.Reader, off, want int64, alg checksum.Algorithm, lim *rate.Limiter, what string) (int64, uint64, error) {
 	if lim != nil {
 		body = &limitedReader{ctx: ctx, r: body, lim: lim}
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	n, crc, err := CopyAt(f, body, off, want, *bp)
+	n, crc, err := CopyAt(f, body, off, want, *bp, alg)
 	switch {
 	case err == nil:
 		return n, crc, nil

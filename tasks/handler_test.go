@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func newRig(t *testing.T) *rig {
 	q := asynq.NewClientFromRedisClient(rdb)
 	return &rig{
 		led: led, queue: q, insp: asynq.NewInspectorFromRedisClient(rdb), s3: s3,
-		chunk: &tasks.ChunkHandler{S3: c, Ledger: led, Queue: q},
+		chunk: &tasks.ChunkHandler{S3: c, Ledger: led, Queue: q, Worker: "host-a (pid 1)", Parts: tasks.NewPartFiles()},
 		asm:   &tasks.AssembleHandler{Assembler: &assembler.Assembler{S3: c, Ledger: led}, Ledger: led},
 	}
 }
@@ -66,7 +67,7 @@ func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (
 	for i := range plan.Count() {
 		c := plan.Chunk(i)
 		task, err := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Bucket: "bkt", Key: key,
-			Size: size, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest})
+			Size: size, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest, CRC: "CRC64NVME"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,8 +140,8 @@ func TestAssemblerEnqueuedOnce(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("final file: %v (equal: %v)", err, bytes.Equal(got, data))
 	}
-	if _, err := os.Stat(location.PartPath(dest, x.ID)); !os.IsNotExist(err) {
-		t.Fatal("part file left")
+	if parts, _ := filepath.Glob(location.PartGlob(dest, x.ID)); len(parts) != 0 {
+		t.Fatalf("part files left: %v (the losers of the race to create one remove theirs)", parts)
 	}
 	j, _ := r.led.GetJob(context.Background(), "j")
 	if j.Succeeded != 1 || j.BytesDone != int64(len(data)) {
@@ -150,8 +151,8 @@ func TestAssemblerEnqueuedOnce(t *testing.T) {
 	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(location.PartPath(dest, x.ID)); !os.IsNotExist(err) {
-		t.Fatal("a late chunk resurrected the part file")
+	if parts, _ := filepath.Glob(location.PartGlob(dest, x.ID)); len(parts) != 0 {
+		t.Fatalf("a late chunk resurrected the part file: %v", parts)
 	}
 }
 
@@ -167,7 +168,8 @@ func TestRemovedPartFileIsNotResurrected(t *testing.T) {
 	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
 		t.Fatal(err)
 	}
-	part := location.PartPath(dest, x.ID)
+	rec, _ := r.led.GetTransfer(context.Background(), x.ID)
+	part := location.PartPath(dest, x.ID, rec.PartToken)
 	if err := os.Remove(part); err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +177,64 @@ func TestRemovedPartFileIsNotResurrected(t *testing.T) {
 	if !tasks.IsPermanent(err) {
 		t.Fatalf("error %v, want a permanent failure", err)
 	}
-	if _, err := os.Stat(part); !os.IsNotExist(err) {
-		t.Fatal("the part file was created again")
+	if parts, _ := filepath.Glob(location.PartGlob(dest, x.ID)); len(parts) != 0 {
+		t.Fatalf("the part file was created again: %v", parts)
 	}
 	got, _ := r.led.GetTransfer(context.Background(), x.ID)
-	if got.State != ledger.Failed || got.BytesDone != 0 {
-		t.Fatalf("transfer %s %q bytes %d: want failed with its chunks forgotten", got.State, got.Error, got.BytesDone)
+	if got.State != ledger.Failed || got.BytesDone != 0 || !strings.Contains(got.Error, "was removed") {
+		t.Fatalf("transfer %s %q bytes %d: want failed (part file removed) with its chunks forgotten", got.State, got.Error, got.BytesDone)
+	}
+}
+
+// TestUnsharedDestFails: a worker that cannot see the part file another
+// worker made (its own disk at the same path) fails the object, naming
+// both workers, and never writes a file of its own for it; the maker
+// removes its part file once the object has failed.
+func TestUnsharedDestFails(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.s3.CreateBucket(t, "bkt")
+	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
+	dest := filepath.Join(t.TempDir(), "obj")
+	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
+	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := r.led.GetTransfer(context.Background(), x.ID)
+	part := location.PartPath(dest, x.ID, rec.PartToken)
+	// Host B's disk: the same path, without host A's part file.
+	hidden := part + ".on-host-a"
+	if err := os.Rename(part, hidden); err != nil {
+		t.Fatal(err)
+	}
+	b := *r.chunk
+	b.Worker, b.Parts = "host-b (pid 2)", tasks.NewPartFiles()
+	err := b.ProcessTask(context.Background(), chunks[1])
+	if !tasks.IsPermanent(err) {
+		t.Fatalf("host B: error %v, want a permanent failure", err)
+	}
+	got, _ := r.led.GetTransfer(context.Background(), x.ID)
+	for _, want := range []string{"do not share DEST", "host-a (pid 1)", "host-b (pid 2)"} {
+		if got.State != ledger.Failed || !strings.Contains(got.Error, want) {
+			t.Fatalf("transfer %s %q: want failed, naming %q", got.State, got.Error, want)
+		}
+	}
+	if parts, _ := filepath.Glob(location.PartGlob(dest, x.ID)); len(parts) != 0 {
+		t.Fatalf("host B made a part file of its own: %v", parts)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatal("a file under the final name")
+	}
+	// Back on host A: its part file lost the object, and its sweep removes it.
+	if err := os.Rename(hidden, part); err != nil {
+		t.Fatal(err)
+	}
+	if r.chunk.Parts.Len() != 1 {
+		t.Fatalf("host A tracks %d part files, want 1", r.chunk.Parts.Len())
+	}
+	r.chunk.Parts.Sweep(context.Background(), r.led, nil)
+	if _, err := os.Stat(part); !os.IsNotExist(err) || r.chunk.Parts.Len() != 0 {
+		t.Fatalf("host A kept its part file of a failed object: %v, %d tracked", err, r.chunk.Parts.Len())
 	}
 }
 
@@ -190,12 +244,13 @@ func TestForgedPayloads(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	dir := t.TempDir()
-	good := tasks.ChunkPayload{Transfer: "x", Gen: 1, Bucket: "bkt", Key: "k", Size: 10, Chunks: 1, First: 0, Last: 9, Dest: dir + "/k"}
+	good := tasks.ChunkPayload{Transfer: "x", Gen: 1, Bucket: "bkt", Key: "k", Size: 10, Chunks: 1, First: 0, Last: 9, Dest: dir + "/k", CRC: "CRC64NVME"}
 	forged := map[string][]byte{
 		"not JSON":         []byte("{nope"),
 		"negative range":   mustJSON(func(p *tasks.ChunkPayload) { p.First, p.Last = -5, 3 }, good),
 		"past the size":    mustJSON(func(p *tasks.ChunkPayload) { p.Last = 100 }, good),
 		"relative path":    mustJSON(func(p *tasks.ChunkPayload) { p.Dest = "k" }, good),
+		"not a CRC":        mustJSON(func(p *tasks.ChunkPayload) { p.CRC = "SHA256" }, good),
 		"no such transfer": mustJSON(func(*tasks.ChunkPayload) {}, good),
 	}
 	for name, payload := range forged {

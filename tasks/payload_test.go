@@ -12,7 +12,8 @@ func chunkPayload() ChunkPayload {
 	return ChunkPayload{Job: "20261123-212903-f1bc73", Transfer: "b8c7a562fa008ecb049d563c", Gen: 1,
 		Bucket: "datasets", Key: "logs/2026/11/23/host-0042/part-00017.parquet", VersionID: "3HL4kqtJvjVBH40Nrjfkd",
 		ETag: `"9b2cf535f27731c974343645a3985328-128"`, Size: 1 << 30, Chunks: 128, Chunk: 17,
-		First: 17 << 23, Last: 18<<23 - 1, Dest: "/data/logs/2026/11/23/host-0042/part-00017.parquet"}
+		First: 17 << 23, Last: 18<<23 - 1, Dest: "/data/logs/2026/11/23/host-0042/part-00017.parquet",
+		CRC: "CRC64NVME"}
 }
 
 // batchPayload is a full batch of 100 small objects.

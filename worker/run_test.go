@@ -14,5 +14,5 @@ func runWorker(ctx context.Context, cfg config.Config) error {
 }
 
 func enqueuerRequest(srcs []string, dest string) enqueuer.Request {
-	return enqueuer.Request{Sources: srcs, Dest: dest, ExpectedSize: -1}
+	return enqueuer.Request{Sources: srcs, Dest: dest}
 }

@@ -89,7 +89,7 @@ func TestWebUI(t *testing.T) {
 	}
 	c.Wait(t, sum.Job, time.Minute)
 	o := c.Objects(t, sum.Job)["report.bin"]
-	if o.Check != "crc32c" || o.CRC32C == "" {
+	if o.Check != "crc32c" || o.Computed == "" {
 		t.Fatalf("object %+v", o)
 	}
 	base := "http://" + addr
@@ -122,7 +122,7 @@ func TestWebUI(t *testing.T) {
 	}
 	taskURL := base + "/ui/queues/" + tasks.QueueAssemble + "/tasks/" + tasks.AssembleTaskID(o.ID, o.Gen)
 	dom = regexp.MustCompile(`<[^>]*>`).ReplaceAllString(browse(t, browser, taskURL, ""), "") // the text a person reads
-	for _, want := range []string{o.CRC32C, `"check": "crc32c"`, "s3://bkt/report.bin"} {
+	for _, want := range []string{o.Computed, `"check": "crc32c"`, "s3://bkt/report.bin"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered task page does not show %q", want)
 		}

@@ -51,24 +51,29 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	led := ledger.New(rdb, cfg.Retention)
 	client := asynq.NewClientFromRedisClient(rdb)
 	reg := newRegistry(rdb)
-	host, _ := os.Hostname()
+	host := cfg.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	name := tasks.WorkerName(host)
 	met := metrics.NewWorker(reg, fmt.Sprintf("%s:%d", host, os.Getpid()))
 
 	chunkLimit := tasks.NewLimiter(int64(cfg.Bandwidth)) // shared by every task of this worker
 	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypeChunk, &tasks.ChunkHandler{
+	chunks := &tasks.ChunkHandler{
 		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
-		Guard: guard,
-	})
+		Guard: guard, Worker: name, Parts: tasks.NewPartFiles(),
+	}
+	mux.Handle(tasks.TypeChunk, chunks)
 	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
 		S3: s3c, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
 		Limit: chunkLimit, Metrics: met, Guard: guard,
 	})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
-		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log, Guard: guard, NoFlush: cfg.Flush == "none",
+		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log, Guard: guard, NoFlush: cfg.Flush == "none", Worker: name,
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},
@@ -102,7 +107,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
 	}
 	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, 30*time.Second, log)
-	log.Info("worker started", "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
+	go chunks.SweepParts(ctx, 5*time.Second)
+	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest)
 	<-ctx.Done()
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)

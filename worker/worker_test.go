@@ -93,12 +93,16 @@ func TestPrefixDownload(t *testing.T) {
 		if o.State != ledger.Success || o.Dest != path {
 			t.Errorf("%s: state %s dest %s", key, o.State, o.Dest)
 		}
-		wantCheck := assembler.CheckCRC32C
-		if key == "data/one" {
-			wantCheck = assembler.CheckNone
+		// Uploaded with a CRC32C, or with none asked (then the SDK sends a
+		// CRC32, or the server makes a CRC64NVME): every one is checked.
+		head, err := f.S3.Client(t).HeadObject(context.Background(), &s3.HeadObjectInput{
+			Bucket: aws.String("bkt"), Key: aws.String(key), ChecksumMode: "ENABLED"})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if o.Check != wantCheck {
-			t.Errorf("%s: check %q, want %q", key, o.Check, wantCheck)
+		wantCheck := assembler.SumOf(head).Algorithm.Check()
+		if o.Check != wantCheck || wantCheck == "" || (key != "data/one" && wantCheck != "crc32c") {
+			t.Errorf("%s: check %q, want %q (S3 keeps %+v)", key, o.Check, wantCheck, assembler.SumOf(head))
 		}
 		st, _ := os.Stat(path)
 		if lm := time.UnixMilli(o.LastModified); o.LastModified == 0 || !st.ModTime().Equal(lm) {
@@ -107,6 +111,13 @@ func TestPrefixDownload(t *testing.T) {
 	}
 	if j.BytesDone != j.BytesTotal {
 		t.Errorf("bytes done %d of %d", j.BytesDone, j.BytesTotal)
+	}
+	var checked int64
+	for _, n := range j.Checks {
+		checked += n
+	}
+	if checked != j.Succeeded || j.Checks["none"] != 0 {
+		t.Errorf("the job counts checks %v for %d objects, want every one checked", j.Checks, j.Succeeded)
 	}
 	noPartFiles(t, dest)
 }
@@ -136,8 +147,8 @@ func TestChecksum(t *testing.T) {
 		}
 		c.Wait(t, sum.Job, time.Minute)
 		o := c.Objects(t, sum.Job)["obj.bin"]
-		if o.State != ledger.Success || o.Check != assembler.CheckCRC32C || o.CRC32C != aws.ToString(head.ChecksumCRC32C) {
-			t.Fatalf("state %s check %q crc %q, want success crc32c %q (%s)", o.State, o.Check, o.CRC32C, aws.ToString(head.ChecksumCRC32C), o.Error)
+		if o.State != ledger.Success || o.Check != "crc32c" || o.Computed != aws.ToString(head.ChecksumCRC32C) {
+			t.Fatalf("state %s check %q crc %q, want success crc32c %q (%s)", o.State, o.Check, o.Computed, aws.ToString(head.ChecksumCRC32C), o.Error)
 		}
 		if got, _ := os.ReadFile(dest); !bytes.Equal(got, data) {
 			t.Fatal("bytes differ")

@@ -72,10 +72,11 @@ errors.`,
 				return err
 			}
 			req.Sources, req.Dest = args[:len(args)-1], args[len(args)-1]
-			req.ExpectedSize = -1
+			req.ExpectedSize = nil
 			if cmd.Flags().Changed("expected-size") {
-				req.ExpectedSize = expectedSize
+				req.ExpectedSize = &expectedSize
 			}
+			req.Verify = cfg.Verify
 			if manifest != "" && !wait {
 				return UsageError{errors.New("--manifest needs --wait (or use: enqueue wait JOB --manifest FILE)")}
 			}
@@ -140,10 +141,9 @@ errors.`,
 	f := cmd.Flags()
 	f.StringVar(&req.Job, "job", "", "name the job; enqueueing again under an existing name resumes it")
 	f.BoolVar(&wait, "wait", false, "follow the job with a progress bar until every object is done")
-	f.Int64Var(&expectedSize, "expected-size", 0, "the object's size in bytes: skips the HEAD (single key only)")
+	f.Int64Var(&expectedSize, "expected-size", 0, "the object's size in bytes: no HEAD is sent; every chunk must agree on the size and ETag (single key only)")
 	f.StringVar(&req.VersionID, "version-id", "", "download this version of the object (single key only)")
 	f.BoolVar(&req.Overwrite, "overwrite", false, "replace existing files at the destination")
-	f.BoolVar(&req.Verify, "verify", false, "when S3 has no CRC32C, check a single-part object's MD5 against its ETag")
 	f.BoolVar(&req.Sync, "sync", false, "skip objects whose file exists with the same size and ETag; replace the others")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print what would be downloaded (objects, bytes, chunks); enqueue nothing")
 	f.StringArrayVar(&req.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
@@ -157,6 +157,7 @@ errors.`,
 	f.StringVar(&sseKeyFile, "sse-c-key-file", "", "file holding the 32-byte SSE-C key (raw or base64); only its MD5 is enqueued")
 	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
+	f.Lookup("verify").NoOptDefVal = "required" // --verify alone, as it was before it took a value
 	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand())
 	return cmd
 }

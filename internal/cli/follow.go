@@ -2,12 +2,16 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -130,6 +134,17 @@ func newProgress(w io.Writer, silent bool) func(ledger.Job, time.Duration) {
 	}
 }
 
+// checksLine renders a job's checks, most first: "12 crc64nvme, 1 none".
+func checksLine(checks map[string]int64) string {
+	names := slices.Collect(maps.Keys(checks))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(checks[b], checks[a]), cmp.Compare(a, b)) })
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%d %s", checks[n], n)
+	}
+	return strings.Join(parts, ", ")
+}
+
 func failedNote(j ledger.Job) string {
 	if j.Failed == 0 {
 		return ""
@@ -169,6 +184,9 @@ func report(ctx context.Context, led *ledger.Ledger, j ledger.Job, base int64, w
 	fmt.Fprintf(w, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s downloaded in %s (%.1f MB/s)\n",
 		j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(got)),
 		wall.Round(time.Millisecond), mbps)
+	if len(j.Checks) > 0 {
+		fmt.Fprintf(w, "  checked: %s\n", checksLine(j.Checks))
+	}
 	if j.ListError != "" {
 		fmt.Fprintf(w, "  enqueue stopped early: %s\n", j.ListError)
 	}

@@ -11,25 +11,28 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // jobView is a job as status --json prints it.
 type jobView struct {
-	ID         string       `json:"job"`
-	Source     string       `json:"source"`
-	Dest       string       `json:"dest"`
-	Created    time.Time    `json:"created"`
-	State      string       `json:"state"`
-	Listed     bool         `json:"listed"`
-	ListError  string       `json:"list_error,omitempty"`
-	Objects    int64        `json:"objects"`
-	BytesTotal int64        `json:"bytes_total"`
-	BytesDone  int64        `json:"bytes_done"`
-	Counts     jobCounts    `json:"counts"`
-	WallMS     int64        `json:"wall_ms,omitempty"`
-	MBPerSec   float64      `json:"mb_per_s,omitempty"`
-	Items      []objectView `json:"objects_list,omitempty"`
+	ID         string    `json:"job"`
+	Source     string    `json:"source"`
+	Dest       string    `json:"dest"`
+	Created    time.Time `json:"created"`
+	State      string    `json:"state"`
+	Listed     bool      `json:"listed"`
+	ListError  string    `json:"list_error,omitempty"`
+	Objects    int64     `json:"objects"`
+	BytesTotal int64     `json:"bytes_total"`
+	BytesDone  int64     `json:"bytes_done"`
+	Counts     jobCounts `json:"counts"`
+	// Checks counts the succeeded objects by the check their bytes passed.
+	Checks   map[string]int64 `json:"checks,omitempty"`
+	WallMS   int64            `json:"wall_ms,omitempty"`
+	MBPerSec float64          `json:"mb_per_s,omitempty"`
+	Items    []objectView     `json:"objects_list,omitempty"`
 }
 
 type jobCounts struct {
@@ -42,17 +45,18 @@ type jobCounts struct {
 }
 
 type objectView struct {
-	Source    string `json:"source"`
-	Path      string `json:"path"`
-	State     string `json:"state"`
-	Size      int64  `json:"size"`
-	BytesDone int64  `json:"bytes_done"`
-	Chunks    int64  `json:"chunks"`
-	Attempts  int64  `json:"attempts"`
-	CRC32C    string `json:"crc32c,omitempty"`
-	Check     string `json:"check,omitempty"`
-	Error     string `json:"error,omitempty"`
-	Transfer  string `json:"transfer"`
+	Source      string `json:"source"`
+	Path        string `json:"path"`
+	State       string `json:"state"`
+	Size        int64  `json:"size"`
+	BytesDone   int64  `json:"bytes_done"`
+	Chunks      int64  `json:"chunks"`
+	Attempts    int64  `json:"attempts"`
+	Checksum    string `json:"checksum,omitempty"`
+	Check       string `json:"check,omitempty"`
+	CheckReason string `json:"check_reason,omitempty"`
+	Error       string `json:"error,omitempty"`
+	Transfer    string `json:"transfer"`
 }
 
 // JobState sums a job up in one word.
@@ -73,6 +77,7 @@ func jobJSON(j ledger.Job) jobView {
 		ID: j.ID, Source: j.Source, Dest: j.Dest, Created: time.UnixMilli(j.Created).UTC(), State: JobState(j),
 		Listed: j.Listed, ListError: j.ListError, Objects: j.Objects, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 		Counts: jobCounts{Succeeded: j.Succeeded, Skipped: j.Skipped, Failed: j.Failed, Cancelled: j.Cancelled},
+		Checks: j.Checks,
 	}
 }
 
@@ -96,7 +101,7 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 		if asJSON || all || shown < 50 {
 			v.Items = append(v.Items, objectView{
 				Source: o.Source(), Path: o.Dest, State: o.JobState, Size: o.Size, BytesDone: o.BytesDone,
-				Chunks: o.Chunks, Attempts: o.Attempts, CRC32C: o.CRC32C, Check: o.Check, Error: o.Error, Transfer: o.ID,
+				Chunks: o.Chunks, Attempts: o.Attempts, Checksum: o.Computed, Check: o.Check, CheckReason: o.CheckReason, Error: o.Error, Transfer: o.ID,
 			})
 			shown++
 		} else {
@@ -114,6 +119,9 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 	fmt.Fprintf(out, "  objects %d: %d queued, %d running, %d success, %d skipped, %d failed, %d cancelled\n",
 		v.Objects, v.Counts.Queued, v.Counts.Running, v.Counts.Succeeded, v.Counts.Skipped, v.Counts.Failed, v.Counts.Cancelled)
 	fmt.Fprintf(out, "  bytes %s of %s\n", humanize.IBytes(uint64(v.BytesDone)), humanize.IBytes(uint64(v.BytesTotal)))
+	if len(j.Checks) > 0 {
+		fmt.Fprintf(out, "  checked: %s\n", checksLine(j.Checks))
+	}
 	if !v.Listed {
 		fmt.Fprintln(out, "  (still enqueueing)")
 	}
@@ -123,8 +131,12 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tSIZE\tDONE\tCHECK\tSOURCE\tCAUSE")
 	for _, o := range v.Items {
+		cause := o.Error
+		if cause == "" && o.Check == assembler.CheckNone {
+			cause = o.CheckReason // why nothing was compared
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", o.State, humanize.IBytes(uint64(o.Size)),
-			humanize.IBytes(uint64(o.BytesDone)), o.Check, o.Source, o.Error)
+			humanize.IBytes(uint64(o.BytesDone)), o.Check, o.Source, cause)
 	}
 	tw.Flush()
 	if hidden > 0 {

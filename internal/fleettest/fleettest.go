@@ -120,7 +120,7 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 
 // Request is an enqueue request with no expected size.
 func Request(src, dest string) enqueuer.Request {
-	return enqueuer.Request{Sources: []string{src}, Dest: dest, ExpectedSize: -1}
+	return enqueuer.Request{Sources: []string{src}, Dest: dest}
 }
 
 // Wait polls a job until it is done or the limit passes.

@@ -15,6 +15,7 @@ type Worker struct {
 	chunks    *prometheus.CounterVec
 	latency   prometheus.Histogram
 	finalized *prometheus.CounterVec
+	verified  *prometheus.CounterVec
 }
 
 // NewWorker registers a worker's metrics on reg, labelled with its name.
@@ -39,7 +40,11 @@ func NewWorker(reg prometheus.Registerer, worker string) *Worker {
 			Help: "Objects this worker's assembler finished, by state (success, failed).",
 		}, []string{"state"}),
 	}
-	reg.MustRegister(w.bytes, w.chunks, w.latency, w.finalized)
+	w.verified = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "s3fleet", Name: "objects_verified_total", ConstLabels: labels,
+		Help: "Objects this worker finalized as a success, by the check their bytes passed (crc64nvme, crc32, crc32c, sha256, md5, none, ...).",
+	}, []string{"check"})
+	reg.MustRegister(w.bytes, w.chunks, w.latency, w.finalized, w.verified)
 	for _, r := range []string{"done", "retried", "failed", "revoked"} {
 		w.chunks.WithLabelValues(r)
 	}
@@ -71,4 +76,15 @@ func (w *Worker) ObjectFinalized(state string) {
 		return
 	}
 	w.finalized.WithLabelValues(state).Inc()
+}
+
+// ObjectVerified counts a successful object by the check its bytes passed.
+func (w *Worker) ObjectVerified(check string) {
+	if w == nil {
+		return
+	}
+	if check == "" {
+		check = "none"
+	}
+	w.verified.WithLabelValues(check).Inc()
 }
