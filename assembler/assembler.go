@@ -16,8 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -33,7 +31,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/s3fleet/s3fleet/checksum"
-	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -148,7 +145,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	if err := a.Guard.Check(t.Dest); err != nil {
 		return Record{}, a.fail(ctx, t, err, false)
 	}
-	crc, err := a.combine(ctx, t)
+	ev, err := a.combine(ctx, t)
 	if err != nil {
 		return Record{}, err
 	}
@@ -165,7 +162,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	f, err := os.OpenFile(part, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		if a.alreadyRenamed(t) {
-			return a.finishRenamed(ctx, t, crc)
+			return a.finishRenamed(ctx, t, ev)
 		}
 		return Record{}, a.fail(ctx, t, errors.New(location.PartMissing(part, t.PartHost, a.Worker)), true)
 	}
@@ -179,7 +176,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 		return Record{}, a.fail(ctx, t, fmt.Errorf("part file %s has %d bytes, want %d", part, st.Size(), t.Size), true)
 	}
 
-	v, err := a.verify(ctx, t, crc, f)
+	v, err := a.verify(ctx, t, ev, f)
 	if err != nil {
 		return Record{}, err
 	}
@@ -193,30 +190,39 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	return a.succeed(ctx, t, v)
 }
 
-// combine folds the chunks' CRCs, in order, into the object's.
-func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (uint64, error) {
+// combine folds the chunks' CRCs, in order, into the object's, and, for
+// chunks aligned to the upload's parts, into each part's.
+func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (Evidence, error) {
+	ev := Evidence{CRCAlgorithm: CRCFor(checksum.Algorithm(t.ChecksumAlgorithm)), Size: t.Size}
 	crcs, err := a.Ledger.ChunkCRCs(ctx, t.ID)
 	if err != nil {
-		return 0, err
+		return ev, err
 	}
-	plan, err := chunker.New(t.Size, max(t.ChunkSize, 1), 0)
-	if err != nil || plan.Count() != t.Chunks {
-		return 0, fmt.Errorf("%w: transfer %s: %d chunks of %d bytes do not cover %d bytes",
-			asynq.SkipRetry, t.ID, t.Chunks, t.ChunkSize, t.Size)
+	plan, err := t.Plan()
+	if err != nil {
+		return ev, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
 	if int64(len(crcs)) != t.Chunks {
-		return 0, fmt.Errorf("transfer %s: %d of %d chunks recorded", t.ID, len(crcs), t.Chunks)
+		return ev, fmt.Errorf("transfer %s: %d of %d chunks recorded", t.ID, len(crcs), t.Chunks)
 	}
-	alg := CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))
-	var crc uint64
+	if len(plan.Parts) > 0 {
+		ev.PartCRCs = make([]uint64, plan.PartCount())
+		ev.PartSizes = make([]int64, plan.PartCount())
+	}
 	for i := range t.Chunks {
 		c, ok := crcs[i]
 		if !ok {
-			return 0, fmt.Errorf("transfer %s: chunk %d not recorded", t.ID, i)
+			return ev, fmt.Errorf("transfer %s: chunk %d not recorded", t.ID, i)
 		}
-		crc = checksum.Combine(alg, crc, c, plan.Chunk(i).Len())
+		n := plan.Chunk(i).Len()
+		ev.CRC = checksum.Combine(ev.CRCAlgorithm, ev.CRC, c, n)
+		if ev.PartCRCs != nil {
+			p := plan.PartOf(i)
+			ev.PartCRCs[p] = checksum.Combine(ev.CRCAlgorithm, ev.PartCRCs[p], c, n)
+			ev.PartSizes[p] += n
+		}
 	}
-	return crc, nil
+	return ev, nil
 }
 
 // verified is the outcome of verify: the CRC computed and what it, or a
@@ -231,9 +237,8 @@ type verified struct {
 // HEAD saw it or none is to be made), or with verify: required reads the
 // file again for a checksum that cannot be combined (Decide). A mismatch
 // fails the object and removes its part file.
-func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint64, f *os.File) (verified, error) {
-	alg := CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))
-	v := verified{computed: checksum.Encode(alg, crc)}
+func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, f *os.File) (verified, error) {
+	v := verified{computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC)}
 	sum := Sum{Algorithm: checksum.Algorithm(t.ChecksumAlgorithm), Type: t.ChecksumType, Value: t.Checksum}
 	if !t.ChecksumKnown && t.Verify != VerifyOff {
 		in := &s3.HeadObjectInput{Bucket: aws.String(t.Bucket), Key: aws.String(t.Key), ChecksumMode: types.ChecksumModeEnabled}
@@ -259,12 +264,8 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint64, f
 		sum = SumOf(out)
 	}
 	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: t.ETag, Encrypted: t.SSECKeyMD5 != ""}
-	reread := func(h hash.Hash) error {
-		_, err := io.Copy(h, io.NewSectionReader(f, 0, t.Size))
-		return err
-	}
 	var err error
-	v.check, v.reason, err = Decide(subject, Evidence{CRCAlgorithm: alg, CRC: crc}, reread)
+	v.check, v.reason, err = Decide(subject, ev, FileRereader(f))
 	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrUnverified) {
 		return v, a.fail(ctx, t, err, true)
 	}
@@ -274,13 +275,13 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, crc uint64, f
 // finishRenamed records an object whose part file an earlier run renamed
 // before it could record the result; the check is made again on the final
 // file.
-func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, crc uint64) (Record, error) {
+func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, ev Evidence) (Record, error) {
 	f, err := os.Open(t.Dest)
 	if err != nil {
 		return Record{}, fmt.Errorf("open %s: %w", t.Dest, err)
 	}
 	defer f.Close()
-	v, err := a.verify(ctx, t, crc, f)
+	v, err := a.verify(ctx, t, ev, f)
 	if err != nil {
 		return Record{}, err
 	}

@@ -3,6 +3,7 @@ package chunker
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -143,4 +144,93 @@ func FuzzPlan(f *testing.F) {
 			t.Fatal("first chunk does not start at 0")
 		}
 	})
+}
+
+// TestAligned cuts objects of several part layouts and checks that the
+// chunks tile the object in order, none crosses a part boundary or exceeds
+// the chunk size, and PartOf names the part each lies in.
+func TestAligned(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		parts     []Run
+		chunkSize int64
+		count     int64
+	}{
+		{"parts a multiple of the chunk", []Run{{8 * mib, 3}, {3 * mib, 1}}, 2 * mib, 3*4 + 2},
+		{"parts that do not line up", []Run{{5*mib + 1, 2}, {7, 1}}, 2 * mib, 3 + 3 + 1},
+		{"chunk larger than every part", []Run{{5 * mib, 4}}, 64 * mib, 4},
+		{"chunk equal to the part", []Run{{5 * mib, 2}, {1, 1}}, 5 * mib, 3},
+		{"one part", []Run{{100, 1}}, 7, 15},
+		{"runs of varied sizes", []Run{{10, 2}, {3, 1}, {10, 1}, {1, 5}}, 4, 3*2 + 1 + 3 + 5},
+		{"10,000 parts", []Run{{5 * mib, 9999}, {17, 1}}, 8 * mib, 10000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := Aligned(tc.parts, tc.chunkSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Count() != tc.count {
+				t.Fatalf("Count() = %d, want %d", p.Count(), tc.count)
+			}
+			var bounds []int64 // each part's first byte, and the end
+			var off int64
+			for _, r := range tc.parts {
+				for range r.Count {
+					bounds = append(bounds, off)
+					off += r.Size
+				}
+			}
+			bounds = append(bounds, off)
+			if p.Size != off || p.PartCount() != int64(len(bounds)-1) {
+				t.Fatalf("size %d parts %d, want %d and %d", p.Size, p.PartCount(), off, len(bounds)-1)
+			}
+			next, lastPart := int64(0), int64(0)
+			for i := range p.Count() {
+				c := p.Chunk(i)
+				part := p.PartOf(i)
+				if c.Index != i || c.First != next || c.Len() <= 0 || c.Len() > tc.chunkSize {
+					t.Fatalf("chunk %d = %+v after byte %d", i, c, next)
+				}
+				if part < lastPart || part >= int64(len(bounds)-1) || c.First < bounds[part] || c.Last >= bounds[part+1] {
+					t.Fatalf("chunk %d %+v is not inside part %d [%d,%d)", i, c, part, bounds[part], bounds[part+1])
+				}
+				next, lastPart = c.Last+1, part
+			}
+			if next != p.Size {
+				t.Fatalf("chunks end at %d of %d", next, p.Size)
+			}
+			round, err := ParseParts(EncodeParts(tc.parts))
+			if err != nil || !slices.Equal(round, tc.parts) {
+				t.Fatalf("ParseParts(EncodeParts) = %v %v", round, err)
+			}
+		})
+	}
+}
+
+func TestAlignedInvalid(t *testing.T) {
+	t.Parallel()
+	for name, parts := range map[string][]Run{
+		"none":          nil,
+		"empty part":    {{0, 1}},
+		"no count":      {{5, 0}},
+		"negative size": {{-1, 2}},
+		"overflow":      {{math.MaxInt64 / 2, 3}},
+	} {
+		if _, err := Aligned(parts, 8); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := Aligned([]Run{{5, 1}}, 0); !errors.Is(err, ErrInvalid) {
+		t.Errorf("zero chunk size: %v", err)
+	}
+	for _, s := range []string{"5", "5x", "x3", "5x0", "0x5", "5x3,", "ax1"} {
+		if _, err := ParseParts(s); err == nil {
+			t.Errorf("ParseParts(%q) accepted", s)
+		}
+	}
+	if got := RunsOf([]int64{5, 5, 5, 3, 5}); !slices.Equal(got, []Run{{5, 3}, {3, 1}, {5, 1}}) {
+		t.Errorf("RunsOf = %v", got)
+	}
 }

@@ -157,6 +157,7 @@ type object struct {
 	lastModified time.Time
 	sum          assembler.Sum // S3's checksum: the algorithm from a listing, all of it from a HEAD
 	checksumSeen bool          // sum is all there is: no HEAD is to be made for it
+	parts        []chunker.Run // the upload's parts, when the chunks are to be aligned to them
 	cause        string        // why it cannot be downloaded (a failed HEAD)
 }
 
@@ -184,6 +185,9 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err := s.refused(ctx, obj); err != nil {
 			return Summary{}, err // before the job exists: nothing is recorded
 		}
+		one := []object{obj}
+		s.alignParts(ctx, one)
+		obj = one[0]
 		if err := s.begin(ctx); err != nil {
 			return Summary{}, err
 		}
@@ -193,6 +197,7 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err := s.begin(ctx); err != nil {
 			return err
 		}
+		s.alignParts(ctx, objs)
 		rest, err := s.addNew(ctx, objs)
 		if err != nil {
 			return err
@@ -458,6 +463,77 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 	return o, nil
 }
 
+func (e *Enqueuer) logger() *slog.Logger {
+	if e.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Log
+}
+
+// alignParts learns the upload parts of the objects whose checksum is one
+// of their parts' checksums (a COMPOSITE checksum; under verify: required,
+// a multipart ETag with no checksum), so that their chunks are cut along
+// the parts: a HEAD with partNumber per part, pinned to the ETag, several
+// at once. An object whose parts cannot be read is planned as usual and
+// its check says why.
+func (s *submission) alignParts(ctx context.Context, objs []object) {
+	if s.req.DryRun || s.req.Verify == assembler.VerifyOff {
+		return
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(s.e.Parallel, 1))
+	for i := range objs {
+		o := &objs[i]
+		n, ok := assembler.MultipartETag(o.etag)
+		if !ok || n < 2 || o.cause != "" || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
+			continue
+		}
+		g.Go(func() error {
+			parts, err := s.e.partSizes(gctx, o, n, s.req)
+			if err != nil {
+				s.e.logger().Warn("cannot read the upload's parts: its checksum of checksums will not be checked",
+					"bucket", o.src.Bucket, "key", o.key, "err", err)
+				return nil
+			}
+			o.parts = parts
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// partSizes reads the sizes of an object's n upload parts.
+func (e *Enqueuer) partSizes(ctx context.Context, o *object, n int, req Request) ([]chunker.Run, error) {
+	sizes := make([]int64, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(e.Parallel, 1))
+	for i := range sizes {
+		g.Go(func() error {
+			in := &s3.HeadObjectInput{Bucket: aws.String(o.src.Bucket), Key: aws.String(o.key),
+				PartNumber: aws.Int32(int32(i + 1)), IfMatch: aws.String(o.etag)}
+			if o.versionID != "" {
+				in.VersionId = aws.String(o.versionID)
+			}
+			if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
+				map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+				return err
+			}
+			out, err := e.S3.HeadObject(gctx, in)
+			if err != nil {
+				return fmt.Errorf("head part %d of s3://%s/%s: %s", i+1, o.src.Bucket, o.key, s3client.Describe(err))
+			}
+			if sizes[i] = aws.ToInt64(out.ContentLength); sizes[i] <= 0 {
+				return fmt.Errorf("part %d of s3://%s/%s has %d bytes", i+1, o.src.Bucket, o.key, sizes[i])
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return chunker.RunsOf(sizes), nil
+}
+
 // list streams the objects under a prefix, a page at a time.
 func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, page func([]object) error) error {
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(src.Bucket), Prefix: aws.String(src.Key)}
@@ -718,6 +794,11 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	if err != nil {
 		return t, err.Error()
 	}
+	if o.parts != nil {
+		if aligned, err := chunker.Aligned(o.parts, s.e.ChunkSize); err == nil && aligned.Size == o.size {
+			plan, t.Parts = aligned, chunker.EncodeParts(o.parts)
+		}
+	}
 	t.ChunkSize, t.Chunks = plan.ChunkSize, plan.Count()
 	return t, ""
 }
@@ -815,7 +896,10 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 		_, err = s.put(ctx, task, t)
 		return err
 	}
-	plan := chunker.Plan{Size: t.Size, ChunkSize: t.ChunkSize}
+	plan, err := t.Plan()
+	if err != nil {
+		return err
+	}
 	for _, i := range missing {
 		r := plan.Chunk(i)
 		task, err := tasks.NewChunkTask(tasks.ChunkPayload{

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/s3fleet/s3fleet/chunker"
 )
 
 // Object states, as s3transfer's futures report them.
@@ -75,14 +77,17 @@ func TransferID(bucket, key, etag, versionID string, size int64, dest string) st
 
 // Transfer is the record of one object being downloaded to one path.
 type Transfer struct {
-	ID           string `redis:"id"`
-	Bucket       string `redis:"bucket"`
-	Key          string `redis:"key"`
-	VersionID    string `redis:"version_id"`
-	ETag         string `redis:"etag"`
-	Size         int64  `redis:"size"`
-	ChunkSize    int64  `redis:"chunk_size"`
-	Chunks       int64  `redis:"chunks"`
+	ID        string `redis:"id"`
+	Bucket    string `redis:"bucket"`
+	Key       string `redis:"key"`
+	VersionID string `redis:"version_id"`
+	ETag      string `redis:"etag"`
+	Size      int64  `redis:"size"`
+	ChunkSize int64  `redis:"chunk_size"`
+	Chunks    int64  `redis:"chunks"`
+	// Parts are the object's upload parts (chunker.EncodeParts) when its
+	// chunks are aligned to them, for a checksum of the parts' checksums.
+	Parts        string `redis:"parts"`
 	Dest         string `redis:"dest"`
 	LastModified int64  `redis:"last_modified"` // Unix milliseconds; 0 if unknown
 	// The checksum S3 keeps for the object: its algorithm (CRC64NVME,
@@ -131,6 +136,25 @@ type Transfer struct {
 	Computed    string `redis:"computed"`
 	Check       string `redis:"check"`
 	CheckReason string `redis:"check_reason"`
+}
+
+// Plan is how the transfer's object is cut into chunks.
+func (t Transfer) Plan() (chunker.Plan, error) {
+	p := chunker.Plan{Size: t.Size, ChunkSize: max(t.ChunkSize, 1)}
+	if t.Parts != "" {
+		runs, err := chunker.ParseParts(t.Parts)
+		if err != nil {
+			return chunker.Plan{}, err
+		}
+		if p, err = chunker.Aligned(runs, max(t.ChunkSize, 1)); err != nil {
+			return chunker.Plan{}, err
+		}
+	}
+	if p.Size != t.Size || p.Count() != t.Chunks {
+		return chunker.Plan{}, fmt.Errorf("%w: transfer %s: %d chunks of %d bytes (parts %q) do not cover %d bytes",
+			chunker.ErrInvalid, t.ID, t.Chunks, t.ChunkSize, t.Parts, t.Size)
+	}
+	return p, nil
 }
 
 // Source renders the object as an s3:// URL.
@@ -448,7 +472,7 @@ func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
 func transferFields(t Transfer) []any {
 	return []any{
 		"bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
-		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "dest", t.Dest,
+		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "parts", t.Parts, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,
 		"verify", t.Verify, "overwrite", t.Overwrite, "queue", t.Queue,

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -283,7 +282,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	subject := assembler.Subject{Source: "s3://" + o.Bucket + "/" + o.Key, Mode: o.Verify, Sum: assembler.SumOf(out),
 		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
 			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse}
-	ev := assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm)}
+	ev := assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm), Size: o.Size}
 	body := io.Reader(out.Body)
 	if ev.HashAlgorithm = assembler.WantHash(subject); ev.HashAlgorithm != "" {
 		if ev.Hash, err = checksum.New(ev.HashAlgorithm); err != nil {
@@ -306,11 +305,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	if _, ev.CRC, err = copyBody(ctx, f, body, 0, o.Size, ev.CRCAlgorithm, h.Limit, what); err != nil {
 		return discard(err)
 	}
-	reread := func(hh hash.Hash) error {
-		_, err := io.Copy(hh, io.NewSectionReader(f, 0, o.Size))
-		return err
-	}
-	check, reason, err := assembler.Decide(subject, ev, reread)
+	check, reason, err := assembler.Decide(subject, ev, assembler.FileRereader(f))
 	if err != nil {
 		return discard(fmt.Errorf("%w: %w", asynq.SkipRetry, err))
 	}

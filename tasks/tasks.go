@@ -63,7 +63,7 @@ func permanent(format string, args ...any) error {
 // causeOf renders an error as the cause a user reads: without asynq's
 // retry markers.
 func causeOf(err error) string {
-	return strings.NewReplacer(asynq.SkipRetry.Error()+": ", "", errSourceGone.Error()+": ", "").Replace(err.Error())
+	return strings.NewReplacer(asynq.SkipRetry.Error()+": ", "", errSourceGone.Error()+": ", "", errPartGone.Error()+": ", "").Replace(err.Error())
 }
 
 // IsPermanent reports whether err says the task must not be retried.

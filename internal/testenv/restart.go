@@ -23,6 +23,7 @@ func (p *Process) Restart(t testing.TB, sig os.Signal, down time.Duration) time.
 	_ = p.Cmd.Wait()
 	time.Sleep(down)
 	cmd := exec.Command(p.Cmd.Path, p.Cmd.Args[1:]...)
+	cmd.Env = p.Cmd.Env
 	cmd.Stdout, cmd.Stderr = p.Cmd.Stdout, p.Cmd.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("restart %s: %v", p.Cmd.Path, err)
