@@ -128,6 +128,10 @@ type Assembler struct {
 	NoFlush bool
 	// Worker names this worker in causes (tasks.WorkerName).
 	Worker string
+	// VerifyDisk reads each finished file back from the device after its
+	// fsync (ReadBack) and fails the object unless its CRC is the one
+	// computed as it downloaded; it implies the fsync even with NoFlush.
+	VerifyDisk bool
 }
 
 // Assemble finalizes generation gen of a transfer and returns its record.
@@ -180,7 +184,10 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	if err != nil {
 		return Record{}, err
 	}
-	if err := a.place(t, f, part); err != nil {
+	if err := a.place(t, f, part, ev); err != nil {
+		if errors.Is(err, ErrDiskMismatch) {
+			return Record{}, a.fail(ctx, t, err, true)
+		}
 		if errors.Is(err, fs.ErrExist) {
 			os.Remove(part)
 			return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", t.Dest), true)
@@ -291,13 +298,23 @@ func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, ev Evi
 // place sets mtime and marks the file as ours, makes it durable and renames
 // it to its final name without replacing what is there (unless Overwrite),
 // then makes the rename durable. With NoFlush it only marks and renames.
-func (a *Assembler) place(t ledger.Transfer, f *os.File, part string) error {
+func (a *Assembler) place(t ledger.Transfer, f *os.File, part string, ev Evidence) error {
 	if err := Mark(f, t.ID, t.ETag, t.LastModified); err != nil {
 		return err
 	}
-	if !a.NoFlush {
+	if !a.NoFlush || a.VerifyDisk {
 		if err := syncFile(f); err != nil {
 			return fmt.Errorf("fsync %s: %w", part, err)
+		}
+	}
+	if a.VerifyDisk {
+		crc, direct, err := ReadBack(f, ev.CRCAlgorithm, t.Size)
+		if err != nil {
+			return err
+		}
+		if crc != ev.CRC {
+			return fmt.Errorf("%w: %s: %s %s read back from %s (direct I/O: %v), %s downloaded", ErrDiskMismatch, t.Source(),
+				ev.CRCAlgorithm, checksum.Encode(ev.CRCAlgorithm, crc), part, direct, checksum.Encode(ev.CRCAlgorithm, ev.CRC))
 		}
 	}
 	if err := Rename(part, t.Dest, t.Overwrite); err != nil {

@@ -52,6 +52,9 @@ type Config struct {
 	Verify string `mapstructure:"verify"`
 	// Host names this worker in records and causes; empty: the host name.
 	Host string `mapstructure:"host"`
+	// VerifyDisk reads each finished file back from the device before it
+	// is renamed to its final name, and fails it unless the CRC matches.
+	VerifyDisk bool `mapstructure:"verify_disk"`
 	// Threshold is the size below which an object is fetched in one task.
 	Threshold Size `mapstructure:"threshold"`
 	// BatchMaxObject: objects up to this size are fetched whole, many to a
@@ -125,6 +128,7 @@ var settings = []setting{
 	{"chunk_size", "32MiB", "bytes per ranged GET", Enqueuer},
 	{"verify", "auto", "check the bytes: off, auto (every checksum that needs no second read) or required (re-read for the rest; fail what nothing verifies)", Enqueuer},
 	{"host", "", "this worker's name in records and causes (default: the host name)", Worker},
+	{"verify_disk", false, "read each finished file back from the device (O_DIRECT, or after dropping it from the page cache) and fail it unless its CRC is the downloaded one", Worker},
 	{"threshold", "8MiB", "objects below this size are fetched in one task", Enqueuer},
 	{"batch_max_object", "1MiB", "objects up to this size are fetched whole, many to a task (0: one task each)", Enqueuer},
 	{"batch_objects", 100, "most objects in one batch task", Enqueuer},

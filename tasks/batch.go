@@ -111,13 +111,18 @@ type BatchHandler struct {
 	Limit    *rate.Limiter
 	Metrics  *metrics.Worker
 	Guard    location.Guard
+	// VerifyDisk reads each object back from the device after the flush
+	// (assembler.ReadBack) and fails it unless its bytes are the ones
+	// downloaded.
+	VerifyDisk bool
 }
 
 // fetched is an object downloaded to its part file, judged, not yet placed.
 type fetched struct {
-	o BatchObject
-	f *os.File
-	v ledger.Result
+	o  BatchObject
+	f  *os.File
+	v  ledger.Result
+	ev assembler.Evidence
 }
 
 // ProcessTask downloads the batch's objects that are still to do, places
@@ -169,7 +174,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		got = append(got, g)
 	}
 
-	if len(got) > 0 && !h.NoFlush {
+	if len(got) > 0 && (!h.NoFlush || h.VerifyDisk) {
 		// One flush for the whole batch instead of an fsync a file.
 		if err := unix.Syncfs(int(got[0].f.Fd())); err != nil {
 			return fmt.Errorf("syncfs %s: %w", filepath.Dir(got[0].f.Name()), err)
@@ -179,6 +184,9 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				_ = g.f.Sync()
 			}
 		}
+	}
+	if h.VerifyDisk {
+		got = h.readBack(ctx, got, log)
 	}
 	var results []ledger.BatchResult
 	var records []assembler.Record
@@ -231,6 +239,27 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	h.Metrics.ChunkFailed("retried")
 	return err
+}
+
+// readBack reads each flushed object back from the device and fails those
+// whose bytes differ from what was downloaded; it returns the others.
+func (h *BatchHandler) readBack(ctx context.Context, got []fetched, log *slog.Logger) []fetched {
+	ok := got[:0]
+	for _, g := range got {
+		crc, direct, err := assembler.ReadBack(g.f, g.ev.CRCAlgorithm, g.o.Size)
+		if err == nil && crc != g.ev.CRC {
+			err = fmt.Errorf("%w: s3://%s/%s: %s %s read back (direct I/O: %v), %s downloaded", assembler.ErrDiskMismatch, g.o.Bucket, g.o.Key,
+				g.ev.CRCAlgorithm, checksum.Encode(g.ev.CRCAlgorithm, crc), direct, checksum.Encode(g.ev.CRCAlgorithm, g.ev.CRC))
+		}
+		if err != nil {
+			h.failNow(ctx, g.o, fmt.Errorf("%w: %w", asynq.SkipRetry, err), log)
+			g.f.Close()
+			os.Remove(g.f.Name())
+			continue
+		}
+		ok = append(ok, g)
+	}
+	return ok
 }
 
 // failNow records an object failed when err leaves no retry, and reports
@@ -312,7 +341,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	if err := assembler.Mark(f, o.Transfer, o.ETag, o.LastModified); err != nil {
 		return discard(wrapLocal("mark "+f.Name(), err))
 	}
-	return fetched{o: o, f: f, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), Check: check, Reason: reason}}, nil
+	return fetched{o: o, f: f, ev: ev, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), Check: check, Reason: reason}}, nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -192,11 +192,12 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err // asynq retries it
 	}
 	if finalAttempt(ctx, err) {
-		// Without space, without its part file, with its source gone or
-		// changed, an object's landed bytes are of no use: they and the part
-		// file go.
+		// Without space, without its part file or with another's, with its
+		// source gone or changed or sending short bodies to the last, an
+		// object's landed bytes are of no use: they and the part file go.
 		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
-			errors.Is(err, errPartGone) || errors.Is(err, errSourceGone) || errors.Is(err, ledger.ErrSourceChanged)
+			errors.Is(err, errPartGone) || errors.Is(err, ledger.ErrPartMismatch) ||
+			errors.Is(err, errSourceGone) || errors.Is(err, ledger.ErrSourceChanged) || errors.Is(err, ErrShortBody)
 		if clearData {
 			h.Parts.remove(part)
 		}
@@ -271,7 +272,7 @@ func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledge
 		Index: p.Chunk, Part: token, CRC: crc, Length: n, ETag: seen})
 	switch {
 	case errors.Is(err, ledger.ErrPartMismatch):
-		return part, 0, 0, permanent("%s: %v (another worker's part file is the transfer's now)", p.what(), err)
+		return part, 0, 0, fmt.Errorf("%w: %s: %w (another worker's part file is the transfer's now)", asynq.SkipRetry, p.what(), err)
 	case errors.Is(err, ledger.ErrSourceChanged):
 		return part, 0, 0, fmt.Errorf("%w: %s: the object changed during the download (this chunk's ETag %s differs from the others'): %w",
 			asynq.SkipRetry, p.what(), seen, err)

@@ -69,11 +69,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	mux.Handle(tasks.TypeChunk, chunks)
 	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
 		S3: s3c, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
-		Limit: chunkLimit, Metrics: met, Guard: guard,
+		Limit: chunkLimit, Metrics: met, Guard: guard, VerifyDisk: cfg.VerifyDisk,
 	})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
-		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log, Guard: guard, NoFlush: cfg.Flush == "none", Worker: name,
+		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log, Guard: guard, NoFlush: cfg.Flush == "none", Worker: name, VerifyDisk: cfg.VerifyDisk,
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},
