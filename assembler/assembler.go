@@ -270,7 +270,11 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, 
 		}
 		sum = SumOf(out)
 	}
-	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: t.ETag, Encrypted: t.SSECKeyMD5 != ""}
+	etag := t.ETag
+	if etag == "" {
+		etag = t.SourceETag // enqueued with --expected-size: the ETag the chunks agreed on
+	}
+	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: etag, Encrypted: t.SSECKeyMD5 != ""}
 	var err error
 	v.check, v.reason, err = Decide(subject, ev, FileRereader(f))
 	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrUnverified) {

@@ -53,7 +53,8 @@ type CleanupHandler struct {
 	Guard  location.Guard
 }
 
-// ProcessTask removes the part file if the transfer is still cancelled.
+// ProcessTask removes the part file the cancel left, whatever became of
+// the transfer since.
 func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p CleanupPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
@@ -66,9 +67,9 @@ func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	if x.Gen != p.Gen || x.State != ledger.Cancelled {
-		return nil // retried since: the part file is in use again
-	}
+	// The cancel dropped the part file's token (stale_part): no chunk
+	// writes a file of that name again, even if the object was retried
+	// since (a retry makes a part file of its own), so it can always go.
 	if err := checkDest(x.Dest); err != nil {
 		return permanent("transfer %s: %v", x.ID, err)
 	}
@@ -76,7 +77,7 @@ func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return permanent("transfer %s: %v", x.ID, err)
 	}
 	if x.StalePart == "" {
-		return nil // no part file was made
+		return nil // no part file was made, or a later drop has its own cleanup
 	}
 	part := location.PartPath(x.Dest, x.ID, x.StalePart)
 	if err := os.Remove(part); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -275,3 +275,52 @@ func mustJSON(mutate func(*tasks.ChunkPayload), p tasks.ChunkPayload) []byte {
 	}
 	return b
 }
+
+// TestCancelCleanupRemovesThePartFile: the cleanup task of a cancel
+// removes the part file it left, even when the object was retried since
+// (the retry writes a part file of its own, which the cleanup leaves).
+func TestCancelCleanupRemovesThePartFile(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.s3.CreateBucket(t, "bkt")
+	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
+	dest := filepath.Join(t.TempDir(), "obj")
+	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
+	ctx := context.Background()
+	if err := r.chunk.ProcessTask(ctx, chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := r.led.GetTransfer(ctx, x.ID)
+	cancelled := location.PartPath(dest, x.ID, rec.PartToken)
+	if ok, err := r.led.Cancel(ctx, x.ID, 1, time.Now()); !ok || err != nil {
+		t.Fatalf("cancel: %v %v", ok, err)
+	}
+	// Retried before the cleanup ran: generation 2 makes its own part file.
+	cur, _ := r.led.GetTransfer(ctx, x.ID)
+	if _, _, err := r.led.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeRestart, Expect: cur, New: x}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	retried := chunks[0]
+	var p tasks.ChunkPayload
+	_ = json.Unmarshal(retried.Payload(), &p)
+	p.Gen = 2
+	if err := r.chunk.ProcessTask(ctx, asynq.NewTask(tasks.TypeChunk, mustJSON(func(*tasks.ChunkPayload) {}, p))); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ = r.led.GetTransfer(ctx, x.ID)
+	current := location.PartPath(dest, x.ID, rec.PartToken)
+	cleanup, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: "j", Transfer: x.ID, Gen: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &tasks.CleanupHandler{Ledger: r.led}
+	if err := h.ProcessTask(ctx, asynq.NewTask(cleanup.Type(), cleanup.Payload())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cancelled); !os.IsNotExist(err) {
+		t.Errorf("the cancelled generation's part file is still there: %v", err)
+	}
+	if _, err := os.Stat(current); err != nil || current == cancelled {
+		t.Errorf("the retry's part file %s: %v", current, err)
+	}
+}
