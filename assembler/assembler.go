@@ -57,9 +57,12 @@ type Record struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size"`
-	// Checksum is what the fleet computed over the bytes, in S3's encoding
-	// of the algorithm Check names (for check none, CRC64NVME).
-	Checksum string `json:"checksum,omitempty"`
+	// Checksum is the CRC the fleet computed over the bytes, as S3 prints
+	// checksums, and ChecksumAlgorithm its algorithm: the object's own CRC
+	// when S3 keeps one, else CRC64NVME. When Check names that algorithm,
+	// it is S3's checksum too.
+	Checksum          string `json:"checksum,omitempty"`
+	ChecksumAlgorithm string `json:"checksum_algorithm,omitempty"`
 	// Check is what the bytes were compared with: crc64nvme, crc32,
 	// crc32c, sha256, sha1, sha512, md5 (a single-part ETag), present (the
 	// file was there already) or none, with CheckReason saying why.
@@ -81,7 +84,7 @@ type Record struct {
 func RecordOf(t ledger.Transfer) Record {
 	r := Record{
 		Transfer: t.ID, Source: t.Source(), VersionID: t.VersionID, ETag: t.ETag, Size: t.Size,
-		Checksum: t.Computed, Check: t.Check, CheckReason: t.CheckReason, Chunks: t.Chunks, Attempts: t.Attempts, Path: t.Dest,
+		Checksum: t.Computed, ChecksumAlgorithm: t.ComputedAlgorithm, Check: t.Check, CheckReason: t.CheckReason, Chunks: t.Chunks, Attempts: t.Attempts, Path: t.Dest,
 		State: t.State, Error: t.Error,
 	}
 	began := t.Started
@@ -236,6 +239,7 @@ func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (Evidence, e
 // second read, was compared with.
 type verified struct {
 	computed      string
+	algorithm     string // computed's
 	check, reason string
 }
 
@@ -245,7 +249,7 @@ type verified struct {
 // file again for a checksum that cannot be combined (Decide). A mismatch
 // fails the object and removes its part file.
 func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, f *os.File) (verified, error) {
-	v := verified{computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC)}
+	v := verified{computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), algorithm: string(ev.CRCAlgorithm)}
 	sum := Sum{Algorithm: checksum.Algorithm(t.ChecksumAlgorithm), Type: t.ChecksumType, Value: t.Checksum}
 	if !t.ChecksumKnown && t.Verify != VerifyOff {
 		in := &s3.HeadObjectInput{Bucket: aws.String(t.Bucket), Key: aws.String(t.Key), ChecksumMode: types.ChecksumModeEnabled}
@@ -270,11 +274,12 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, 
 		}
 		sum = SumOf(out)
 	}
-	etag := t.ETag
-	if etag == "" {
-		etag = t.SourceETag // enqueued with --expected-size: the ETag the chunks agreed on
+	if t.ETag == "" && sum.Value == "" && t.Verify != VerifyOff {
+		// --expected-size: nothing was asked of S3 but the bytes.
+		v.check, v.reason = CheckNone, "enqueued with --expected-size: no HEAD was made, so S3's checksum is unknown"
+		return v, nil
 	}
-	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: etag, Encrypted: t.SSECKeyMD5 != ""}
+	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: t.ETag, Encrypted: t.SSECKeyMD5 != ""}
 	var err error
 	v.check, v.reason, err = Decide(subject, ev, FileRereader(f))
 	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrUnverified) {
@@ -303,7 +308,11 @@ func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, ev Evi
 // it to its final name without replacing what is there (unless Overwrite),
 // then makes the rename durable. With NoFlush it only marks and renames.
 func (a *Assembler) place(t ledger.Transfer, f *os.File, part string, ev Evidence) error {
-	if err := Mark(f, t.ID, t.ETag, t.LastModified); err != nil {
+	etag := t.ETag
+	if etag == "" {
+		etag = t.SourceETag // --expected-size: the ETag the chunks agreed on, for --sync
+	}
+	if err := Mark(f, t.ID, etag, t.LastModified); err != nil {
 		return err
 	}
 	if !a.NoFlush || a.VerifyDisk {
@@ -417,7 +426,7 @@ func createEmpty(part string) error {
 }
 
 func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, v verified) (Record, error) {
-	res := ledger.Result{Computed: v.computed, Check: v.check, Reason: v.reason}
+	res := ledger.Result{Computed: v.computed, Algorithm: v.algorithm, Check: v.check, Reason: v.reason}
 	changed, err := a.Ledger.Succeed(ctx, t.ID, t.Gen, res, time.Now())
 	if err != nil {
 		return Record{}, err
@@ -434,11 +443,11 @@ func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, v verified) 
 // fail records the object failed with cause; with clearData its part file
 // and chunk records go, so a retry starts afresh.
 func (a *Assembler) fail(ctx context.Context, t ledger.Transfer, cause error, clearData bool) error {
-	if clearData && t.PartToken != "" {
-		_ = os.Remove(location.PartPath(t.Dest, t.ID, t.PartToken))
-	}
 	if _, err := a.Ledger.Fail(context.WithoutCancel(ctx), t.ID, t.Gen, cause.Error(), clearData, time.Now()); err != nil {
 		return fmt.Errorf("record failure (%v): %w", cause, err)
+	}
+	if clearData && t.PartToken != "" {
+		_ = os.Remove(location.PartPath(t.Dest, t.ID, t.PartToken))
 	}
 	if a.Log != nil {
 		a.Log.Error("object failed", "transfer", t.ID, "bucket", t.Bucket, "key", t.Key, "err", cause)

@@ -186,7 +186,7 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 			return Summary{}, err // before the job exists: nothing is recorded
 		}
 		one := []object{obj}
-		s.alignParts(ctx, one)
+		s.describe(ctx, one)
 		obj = one[0]
 		if err := s.begin(ctx); err != nil {
 			return Summary{}, err
@@ -197,7 +197,7 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err := s.begin(ctx); err != nil {
 			return err
 		}
-		s.alignParts(ctx, objs)
+		s.describe(ctx, objs)
 		rest, err := s.addNew(ctx, objs)
 		if err != nil {
 			return err
@@ -371,8 +371,9 @@ func manifestObject(line string) (object, error) {
 		ETag      string `json:"etag"`
 		VersionID string `json:"version_id"`
 		// S3's checksum, when the manifest knows it: then no HEAD is made
-		// for it at assembly either. A manifest of the fleet's own says it
-		// as the checksum its check compared equal.
+		// for it at assembly either. A line of the fleet's own manifest
+		// (it has a check) holds the CRC the fleet computed, which is S3's
+		// only when the check was against that algorithm.
 		Checksum          string `json:"checksum"`
 		Check             string `json:"check"`
 		ChecksumAlgorithm string `json:"checksum_algorithm"`
@@ -389,10 +390,8 @@ func manifestObject(line string) (object, error) {
 		return object{}, fmt.Errorf("manifest line for %q needs a key and a size", m.Source)
 	}
 	o := object{src: location.Source{Bucket: src.Bucket}, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}
-	if m.ChecksumAlgorithm == "" && m.Checksum != "" && m.Check != assembler.CheckMD5 {
-		if _, err := checksum.Parse(m.Check); err == nil {
-			m.ChecksumAlgorithm = m.Check // the check was against S3's checksum of that algorithm
-		}
+	if m.Check != "" && !strings.EqualFold(m.Check, m.ChecksumAlgorithm) {
+		m.ChecksumAlgorithm, m.Checksum = "", "" // computed, but not compared with S3's: no evidence
 	}
 	if m.ChecksumAlgorithm != "" {
 		a, err := checksum.Parse(m.ChecksumAlgorithm)
@@ -470,13 +469,20 @@ func (e *Enqueuer) logger() *slog.Logger {
 	return e.Log
 }
 
-// alignParts learns the upload parts of the objects whose checksum is one
-// of their parts' checksums (a COMPOSITE checksum; under verify: required,
-// a multipart ETag with no checksum), so that their chunks are cut along
-// the parts: a HEAD with partNumber per part, pinned to the ETag, several
-// at once. An object whose parts cannot be read is planned as usual and
-// its check says why.
-func (s *submission) alignParts(ctx context.Context, objs []object) {
+// describe completes what a listing leaves out of the objects that are
+// not fetched whole (whose batch GET brings their checksum):
+//   - a listing that names no checksum algorithm (MinIO's never does) is
+//     not taken to mean there is none: a HEAD pinned to the ETag reads the
+//     checksum now rather than at assembly, so the chunks compute the
+//     object's own CRC (one HEAD either way);
+//   - an object whose checksum is its parts' checksums (COMPOSITE; under
+//     verify: required, a multipart ETag with no checksum) has its parts
+//     read, a HEAD with partNumber per part, so that its chunks are cut
+//     along them.
+//
+// Several objects at once. An object these cannot be read for is planned
+// as usual, and its check says why.
+func (s *submission) describe(ctx context.Context, objs []object) {
 	if s.req.DryRun || s.req.Verify == assembler.VerifyOff {
 		return
 	}
@@ -484,11 +490,21 @@ func (s *submission) alignParts(ctx context.Context, objs []object) {
 	g.SetLimit(max(s.e.Parallel, 1))
 	for i := range objs {
 		o := &objs[i]
-		n, ok := assembler.MultipartETag(o.etag)
-		if !ok || n < 2 || o.cause != "" || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
+		if o.cause != "" || (s.e.BatchMaxObject > 0 && o.size <= s.e.BatchMaxObject) {
 			continue
 		}
 		g.Go(func() error {
+			if !o.checksumSeen && o.sum.Algorithm == "" {
+				if sum, err := s.e.checksumOf(gctx, o, s.req); err == nil {
+					o.sum, o.checksumSeen = sum, true
+				} else {
+					s.e.logger().Warn("cannot read the object's checksum now: the assembler will", "bucket", o.src.Bucket, "key", o.key, "err", err)
+				}
+			}
+			n, ok := assembler.MultipartETag(o.etag)
+			if !ok || n < 2 || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
+				return nil
+			}
 			parts, err := s.e.partSizes(gctx, o, n, s.req)
 			if err != nil {
 				s.e.logger().Warn("cannot read the upload's parts: its checksum of checksums will not be checked",
@@ -500,6 +516,23 @@ func (s *submission) alignParts(ctx context.Context, objs []object) {
 		})
 	}
 	_ = g.Wait()
+}
+
+// checksumOf HEADs a listed object, pinned to its ETag, for its checksum.
+func (e *Enqueuer) checksumOf(ctx context.Context, o *object, req Request) (assembler.Sum, error) {
+	in := &s3.HeadObjectInput{Bucket: aws.String(o.src.Bucket), Key: aws.String(o.key), ChecksumMode: types.ChecksumModeEnabled}
+	if o.etag != "" {
+		in.IfMatch = aws.String(o.etag)
+	}
+	if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
+		map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+		return assembler.Sum{}, err
+	}
+	out, err := e.S3.HeadObject(ctx, in)
+	if err != nil {
+		return assembler.Sum{}, fmt.Errorf("head s3://%s/%s for its checksum: %s", o.src.Bucket, o.key, s3client.Describe(err))
+	}
+	return assembler.SumOf(out), nil
 }
 
 // partSizes reads the sizes of an object's n upload parts.

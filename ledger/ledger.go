@@ -133,9 +133,10 @@ type Transfer struct {
 
 	// The result, once finalized: the checksum the fleet computed over the
 	// bytes (S3's encoding of the algorithm Check names) and the check made.
-	Computed    string `redis:"computed"`
-	Check       string `redis:"check"`
-	CheckReason string `redis:"check_reason"`
+	Computed          string `redis:"computed"`
+	ComputedAlgorithm string `redis:"computed_algorithm"` // Computed's: CRC64NVME, CRC32 or CRC32C
+	Check             string `redis:"check"`
+	CheckReason       string `redis:"check_reason"`
 }
 
 // Plan is how the transfer's object is cut into chunks.
@@ -611,15 +612,17 @@ func (l *Ledger) Cancel(ctx context.Context, id string, gen int64, now time.Time
 
 // Result is what finalizing an object records.
 type Result struct {
-	Computed string // the checksum computed over the bytes, as S3 prints it
-	Check    string // what was checked: crc64nvme, crc32c, md5, none, …
-	Reason   string // with check none, why nothing was compared
+	Computed  string // the CRC computed over the bytes, as S3 prints it
+	Algorithm string // Computed's algorithm
+	Check     string // what was checked: crc64nvme, crc32c, md5, none, …
+	Reason    string // with check none, why nothing was compared
 }
 
 // Succeed marks a transfer finalized and drops its chunk records. It
 // reports whether this call made the change (false: it was already final).
 func (l *Ledger) Succeed(ctx context.Context, id string, gen int64, r Result, now time.Time) (bool, error) {
-	return l.end(ctx, id, gen, Success, "", "drop", now, "computed", r.Computed, "check", r.Check, "check_reason", r.Reason)
+	return l.end(ctx, id, gen, Success, "", "drop", now, "computed", r.Computed,
+		"computed_algorithm", r.Algorithm, "check", r.Check, "check_reason", r.Reason)
 }
 
 func (l *Ledger) end(ctx context.Context, id string, gen int64, state, cause, chunks string, now time.Time, fields ...any) (bool, error) {
@@ -670,7 +673,7 @@ func (l *Ledger) SucceedBatch(ctx context.Context, results []BatchResult, now ti
 	args := []any{now.UnixMilli(), l.ttlSeconds()}
 	for _, r := range results {
 		keys = append(keys, xferKey(r.ID), xferChunksKey(r.ID), xferJobsKey(r.ID))
-		args = append(args, r.Gen, r.Size, r.Computed, r.Check, r.Reason)
+		args = append(args, r.Gen, r.Size, r.Computed, r.Check, r.Reason, r.Algorithm)
 	}
 	res, err := succeedBatchScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {

@@ -91,7 +91,7 @@ elseif mode == 'restart' then
   end
   gen = gen + 1
   redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
-    'finished', 0, 'computed', '', 'check', '', 'check_reason', '')
+    'finished', 0, 'computed', '', 'computed_algorithm', '', 'check', '', 'check_reason', '')
   if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 end
 
@@ -253,14 +253,14 @@ return out
 
 // succeedBatchScript records the objects of a batch task finalized: KEYS
 // three a object (xfer, xfer chunks, xfer jobs); ARGV now, ttl, then four
-// an object (gen, bytes, computed checksum, check, reason). Each running object of that
+// an object (gen, bytes, computed checksum, check, reason, its algorithm). Each running object of that
 // generation counts its bytes and its success once. Returns 1 or 0 each.
 var succeedBatchScript = redis.NewScript(luaCommon + `
 local now, ttl = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS / 3 do
   local x, c, js = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local a = 2 + 5 * (i - 1)
+  local a = 2 + 6 * (i - 1)
   local st = redis.call('HGET', x, 'state')
   out[i] = 0
   if (st == 'running' or st == 'queued') and num(redis.call('HGET', x, 'gen')) == tonumber(ARGV[a + 1]) then
@@ -268,7 +268,7 @@ for i = 1, #KEYS / 3 do
     redis.call('HINCRBY', x, 'bytes_done', n)
     bump_jobs(js, 'bytes_done', n)
     redis.call('HSET', x, 'state', 'success', 'finished', now, 'error', '', 'computed', ARGV[a + 3], 'check', ARGV[a + 4],
-      'check_reason', ARGV[a + 5])
+      'check_reason', ARGV[a + 5], 'computed_algorithm', ARGV[a + 6])
     redis.call('DEL', c)
     bump_jobs(js, 'succeeded', 1)
     bump_jobs(js, check_field(x), 1)

@@ -202,7 +202,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		dirs[filepath.Dir(g.o.Dest)] = true
 		results = append(results, ledger.BatchResult{BatchItem: ledger.BatchItem{ID: g.o.Transfer, Gen: g.o.Gen}, Size: g.o.Size, Result: g.v})
 		records = append(records, assembler.Record{Transfer: g.o.Transfer, Source: "s3://" + g.o.Bucket + "/" + g.o.Key,
-			VersionID: g.o.VersionID, ETag: g.o.ETag, Size: g.o.Size, Checksum: g.v.Computed, Check: g.v.Check, CheckReason: g.v.Reason,
+			VersionID: g.o.VersionID, ETag: g.o.ETag, Size: g.o.Size, Checksum: g.v.Computed, ChecksumAlgorithm: g.v.Algorithm, Check: g.v.Check, CheckReason: g.v.Reason,
 			Chunks: 1, Attempts: 1, Path: g.o.Dest, State: ledger.Success})
 	}
 	if !h.NoFlush {
@@ -338,10 +338,15 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	if err != nil {
 		return discard(fmt.Errorf("%w: %w", asynq.SkipRetry, err))
 	}
-	if err := assembler.Mark(f, o.Transfer, o.ETag, o.LastModified); err != nil {
+	lastModified := o.LastModified
+	if lastModified == 0 && out.LastModified != nil {
+		lastModified = out.LastModified.UnixMilli() // --expected-size: the GET says it
+	}
+	if err := assembler.Mark(f, o.Transfer, subject.ETag, lastModified); err != nil {
 		return discard(wrapLocal("mark "+f.Name(), err))
 	}
-	return fetched{o: o, f: f, ev: ev, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), Check: check, Reason: reason}}, nil
+	return fetched{o: o, f: f, ev: ev, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC),
+		Algorithm: string(ev.CRCAlgorithm), Check: check, Reason: reason}}, nil
 }
 
 func firstNonEmpty(a, b string) string {

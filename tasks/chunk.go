@@ -198,12 +198,15 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		clearData := errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
 			errors.Is(err, errPartGone) || errors.Is(err, ledger.ErrPartMismatch) ||
 			errors.Is(err, errSourceGone) || errors.Is(err, ledger.ErrSourceChanged) || errors.Is(err, ErrShortBody)
-		if clearData {
-			h.Parts.remove(part)
-		}
+		// The cause is recorded before the part file goes: a chunk of the
+		// object that finds it gone then sees the object failed already,
+		// rather than record a missing part file as the cause.
 		if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), clearData, time.Now()); ferr != nil {
 			log.Error("record failure", "err", ferr)
 			return ferr // retry: the failure must be recorded
+		}
+		if clearData {
+			h.Parts.remove(part)
 		}
 		log.Error("object failed", "err", err)
 		h.Metrics.ChunkFailed("failed")
@@ -317,7 +320,7 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 // the first to record its token wins; the others remove theirs.
 func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledger.ChunkStart) (*os.File, string, error) {
 	if start.PartReady {
-		f, err := h.openExisting(p, start.PartToken, start.PartHost)
+		f, err := h.openExisting(ctx, p, start.PartToken, start.PartHost)
 		return f, start.PartToken, err
 	}
 	if !p.Overwrite {
@@ -349,7 +352,7 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 		}
 		return nil, "", errNothingToDo
 	case won.Token != token:
-		f, err := h.openExisting(p, won.Token, won.Host)
+		f, err := h.openExisting(ctx, p, won.Token, won.Host)
 		return f, won.Token, err
 	}
 	h.Parts.add(p.Transfer, token, part)
@@ -364,11 +367,16 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 
 // openExisting opens the part file another chunk made. A worker that finds
 // none does not share DEST with its maker, or the file was removed: either
-// way the object fails with that cause.
-func (h *ChunkHandler) openExisting(p ChunkPayload, token, maker string) (*os.File, error) {
+// way the object fails with that cause, unless it has ended meanwhile (a
+// failure that removed the file is the cause then).
+func (h *ChunkHandler) openExisting(ctx context.Context, p ChunkPayload, token, maker string) (*os.File, error) {
 	part := location.PartPath(p.Dest, p.Transfer, token)
 	f, err := os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, fs.ErrNotExist) {
+		if x, gerr := h.Ledger.GetTransfer(ctx, p.Transfer); gerr == nil &&
+			(x.Gen != p.Gen || x.PartToken != token || (x.State != ledger.Running && x.State != ledger.Queued)) {
+			return nil, errNothingToDo
+		}
 		return nil, fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, location.PartMissing(part, maker, h.Worker))
 	}
 	return f, wrapLocal("open part file", err)

@@ -45,18 +45,19 @@ type jobCounts struct {
 }
 
 type objectView struct {
-	Source      string `json:"source"`
-	Path        string `json:"path"`
-	State       string `json:"state"`
-	Size        int64  `json:"size"`
-	BytesDone   int64  `json:"bytes_done"`
-	Chunks      int64  `json:"chunks"`
-	Attempts    int64  `json:"attempts"`
-	Checksum    string `json:"checksum,omitempty"`
-	Check       string `json:"check,omitempty"`
-	CheckReason string `json:"check_reason,omitempty"`
-	Error       string `json:"error,omitempty"`
-	Transfer    string `json:"transfer"`
+	Source            string `json:"source"`
+	Path              string `json:"path"`
+	State             string `json:"state"`
+	Size              int64  `json:"size"`
+	BytesDone         int64  `json:"bytes_done"`
+	Chunks            int64  `json:"chunks"`
+	Attempts          int64  `json:"attempts"`
+	Checksum          string `json:"checksum,omitempty"`
+	ChecksumAlgorithm string `json:"checksum_algorithm,omitempty"`
+	Check             string `json:"check,omitempty"`
+	CheckReason       string `json:"check_reason,omitempty"`
+	Error             string `json:"error,omitempty"`
+	Transfer          string `json:"transfer"`
 }
 
 // JobState sums a job up in one word.
@@ -101,7 +102,7 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 		if asJSON || all || shown < 50 {
 			v.Items = append(v.Items, objectView{
 				Source: o.Source(), Path: o.Dest, State: o.JobState, Size: o.Size, BytesDone: o.BytesDone,
-				Chunks: o.Chunks, Attempts: o.Attempts, Checksum: o.Computed, Check: o.Check, CheckReason: o.CheckReason, Error: o.Error, Transfer: o.ID,
+				Chunks: o.Chunks, Attempts: o.Attempts, Checksum: o.Computed, ChecksumAlgorithm: o.ComputedAlgorithm, Check: o.Check, CheckReason: o.CheckReason, Error: o.Error, Transfer: o.ID,
 			})
 			shown++
 		} else {
