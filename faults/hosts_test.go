@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/internal/testenv"
 )
@@ -25,25 +26,8 @@ import (
 // only: its eth0 counted at least the bytes it landed, Redis saw a client
 // from its address, and it has no route off the subnet.
 func TestSeveralHosts(t *testing.T) {
-	if err := testenv.NetnsSupported(); err != nil {
-		t.Skipf("network namespaces unavailable (%v): the several-hosts test needs root and iproute2", err)
-	}
-	tag := fmt.Sprintf("s3f%d", os.Getpid()%100000)
-	net, err := testenv.NewSubnet(t, tag+"-br", "10.77.0.")
-	if err != nil {
-		t.Skipf("cannot make the test subnet: %v", err)
-	}
-	srv, srvIP, err := net.AddHost(t, tag+"-srv", 1)
-	if err != nil {
-		t.Skipf("cannot make the server namespace: %v", err)
-	}
-	rds := testenv.StartRedisIn(t, srv, srvIP)
-	s3srv := testenv.StartS3In(t, srv, srvIP)
-	rdb := rds.ClientIn(t, srv)
-	s3c := s3srv.ClientIn(srv)
-	if _, err := s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bkt")}); err != nil {
-		t.Fatal(err)
-	}
+	h := newHostsNet(t, "s3f", "10.77.0.")
+	net, tag, srv, rds, s3srv, rdb, s3c := h.net, h.tag, h.srv, h.redis, h.s3, h.rdb, h.s3c
 	want := putMany(t, s3c, "bkt", 60, func(i int) string { return fmt.Sprintf("data/obj-%02d", i) },
 		func(i int) int64 { return int64(100*kib + i*4099) })
 	want["data/big.bin"] = putLarge(t, s3c, "bkt", "data/big.bin", 96*mib)
@@ -112,4 +96,45 @@ func TestSeveralHosts(t *testing.T) {
 	}
 	summary(t, "Redis+S3 in %s, 3 workers in their own namespaces on 10.77.0.0/24; %d objects (%d verified) in %s; %s",
 		srv.Name, len(want), verified, took.Round(100*time.Millisecond), strings.Join(report, "; "))
+}
+
+// hostsNet is the fleet's servers as a host of their own: a subnet of
+// network namespaces made for the test (on a prefix such as "10.77.0.",
+// which exists only inside them), with Redis and the S3 server in the
+// namespace of address .1 and a bucket "bkt". Workers are added as more
+// hosts of the subnet.
+type hostsNet struct {
+	net   *testenv.Subnet
+	tag   string // names the test's namespaces
+	srv   *testenv.Netns
+	redis *testenv.Redis
+	s3    *testenv.S3
+	rdb   redis.UniversalClient
+	s3c   *s3.Client
+}
+
+// newHostsNet makes it, or skips the test (with the reason) where network
+// namespaces cannot be had.
+func newHostsNet(t *testing.T, name, prefix string) hostsNet {
+	t.Helper()
+	if err := testenv.NetnsSupported(); err != nil {
+		t.Skipf("network namespaces unavailable (%v): the test needs root and iproute2", err)
+	}
+	h := hostsNet{tag: fmt.Sprintf("%s%d", name, os.Getpid()%100000)}
+	var err error
+	if h.net, err = testenv.NewSubnet(t, h.tag+"-br", prefix); err != nil {
+		t.Skipf("cannot make the test subnet: %v", err)
+	}
+	var ip string
+	if h.srv, ip, err = h.net.AddHost(t, h.tag+"-srv", 1); err != nil {
+		t.Skipf("cannot make the server namespace: %v", err)
+	}
+	h.redis = testenv.StartRedisIn(t, h.srv, ip)
+	h.s3 = testenv.StartS3In(t, h.srv, ip)
+	h.rdb = h.redis.ClientIn(t, h.srv)
+	h.s3c = h.s3.ClientIn(h.srv)
+	if _, err := h.s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bkt")}); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

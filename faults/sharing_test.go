@@ -14,10 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/s3fleet/s3fleet/internal/testenv"
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
@@ -423,25 +419,8 @@ func TestSharedDestTwoWorkers(t *testing.T) {
 // on the host's file system.
 func TestUnsharedDestNetns(t *testing.T) {
 	needPrivateMounts(t)
-	if err := testenv.NetnsSupported(); err != nil {
-		t.Skipf("network namespaces unavailable (%v): the netns variant needs root and iproute2", err)
-	}
-	tag := fmt.Sprintf("s3u%d", os.Getpid()%100000)
-	net, err := testenv.NewSubnet(t, tag+"-br", "10.78.0.")
-	if err != nil {
-		t.Skipf("cannot make the test subnet: %v", err)
-	}
-	srv, srvIP, err := net.AddHost(t, tag+"-srv", 1)
-	if err != nil {
-		t.Skipf("cannot make the server namespace: %v", err)
-	}
-	rds := testenv.StartRedisIn(t, srv, srvIP)
-	s3srv := testenv.StartS3In(t, srv, srvIP)
-	rdb := rds.ClientIn(t, srv)
-	s3c := s3srv.ClientIn(srv)
-	if _, err := s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bkt")}); err != nil {
-		t.Fatal(err)
-	}
+	h := newHostsNet(t, "s3u", "10.78.0.")
+	net, tag, srv, rds, s3srv, rdb, s3c := h.net, h.tag, h.srv, h.redis, h.s3, h.rdb, h.s3c
 	want := putLarge(t, s3c, "bkt", sharingKey, sharingSize)
 
 	env := append(os.Environ(), s3srv.Env()...)

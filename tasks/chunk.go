@@ -50,7 +50,7 @@ type ChunkPayload struct {
 	Overwrite bool   `json:"overwrite,omitempty"`
 	// CRC is the checksum algorithm the chunk computes over its bytes, for
 	// the assembler to combine: the object's own when it is a CRC, else
-	// CRC64NVME (assembler.CRCFor).
+	// CRC64NVME (assembler.CRCFor); empty means CRC64NVME.
 	CRC string `json:"crc,omitempty"`
 	// S3 request options: who pays, whose bucket it must be, and the MD5
 	// of the SSE-C key the object was encrypted with (never the key).
@@ -76,10 +76,22 @@ func (p ChunkPayload) Validate() error {
 		return fmt.Errorf("chunk %d of %d of a %d-byte object", p.Chunk, p.Chunks, p.Size)
 	case p.First < 0 || p.Last < p.First || p.Last >= p.Size:
 		return fmt.Errorf("range %d-%d outside a %d-byte object", p.First, p.Last, p.Size)
-	case !checksum.Algorithm(p.CRC).Combinable():
+	}
+	if err := checkDest(p.Dest); err != nil {
+		return err
+	}
+	if !p.crc().Combinable() {
 		return fmt.Errorf("checksum %q is not a CRC", p.CRC)
 	}
-	return checkDest(p.Dest)
+	return nil
+}
+
+// crc is the algorithm the chunk computes.
+func (p ChunkPayload) crc() checksum.Algorithm {
+	if p.CRC == "" {
+		return checksum.CRC64NVME
+	}
+	return checksum.Algorithm(p.CRC)
 }
 
 // checkDest insists on an absolute, clean destination path.
@@ -432,7 +444,7 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f
 	if err := checkRange(out, g, r); err != nil {
 		return 0, 0, "", err
 	}
-	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), checksum.Algorithm(p.CRC), h.Limit, g.what())
+	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
 	if err != nil {
 		return n, crc, "", err
 	}

@@ -132,6 +132,9 @@ func TestChunkPayloadValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good payload: %v", err)
 	}
+	if old := (ChunkPayload{Transfer: "x", Gen: 1, Bucket: "b", Key: "k", Size: 10, Chunks: 1, Last: 9, Dest: "/d/k"}); old.Validate() != nil || old.crc() != checksum.CRC64NVME {
+		t.Fatalf("a payload without a CRC (as before it was named) is refused or not CRC64NVME: %v", old.Validate())
+	}
 	for name, mutate := range map[string]func(*ChunkPayload){
 		"no transfer":       func(p *ChunkPayload) { p.Transfer = "" },
 		"generation 0":      func(p *ChunkPayload) { p.Gen = 0 },
@@ -142,7 +145,6 @@ func TestChunkPayloadValidate(t *testing.T) {
 		"zero size":         func(p *ChunkPayload) { p.Size = 0 },
 		"relative dest":     func(p *ChunkPayload) { p.Dest = "d/k" },
 		"unclean dest":      func(p *ChunkPayload) { p.Dest = "/d/../etc/k" },
-		"no CRC":            func(p *ChunkPayload) { p.CRC = "" },
 		"not a CRC":         func(p *ChunkPayload) { p.CRC = "SHA256" },
 	} {
 		p := good

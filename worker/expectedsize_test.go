@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,75 +28,20 @@ import (
 
 // esSeen is one request the recording proxy received, and the answer S3
 // gave it (Status 0: none came back).
-type esSeen struct {
-	Method, Path, Range, IfMatch string
-	Status                       int
-	ETag, ContentRange           string
-}
+// esSeen is a request the proxy saw.
+type esSeen = testenv.Seen
 
-// esProxy is a reverse proxy in front of S3 that records every request
-// (method, range, If-Match) with its answer, and can hold requests: its
-// gate runs before a request is forwarded and may block (it must give up
-// when the request's context ends).
-type esProxy struct {
-	URL  string
-	mu   sync.Mutex
-	seen []esSeen
-	gate atomic.Pointer[func(*http.Request)]
-}
-
-type esIndexKey struct{}
+// esProxy is the recording proxy in front of S3 (testenv.Proxy): every
+// request with its answer, and a gate that can hold requests.
+type esProxy struct{ *testenv.Proxy }
 
 func startESProxy(t *testing.T, target string) *esProxy {
-	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &esProxy{}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	orig := rp.Director
-	rp.Director = func(r *http.Request) {
-		host := r.Host
-		orig(r)
-		r.Host = host // keep the signed Host header
-	}
-	rp.ModifyResponse = func(resp *http.Response) error {
-		if i, ok := resp.Request.Context().Value(esIndexKey{}).(int); ok {
-			p.mu.Lock()
-			p.seen[i].Status = resp.StatusCode
-			p.seen[i].ETag = resp.Header.Get("ETag")
-			p.seen[i].ContentRange = resp.Header.Get("Content-Range")
-			p.mu.Unlock()
-		}
-		return nil
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.mu.Lock()
-		i := len(p.seen)
-		p.seen = append(p.seen, esSeen{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), IfMatch: r.Header.Get("If-Match")})
-		p.mu.Unlock()
-		if g := p.gate.Load(); g != nil {
-			(*g)(r)
-			if r.Context().Err() != nil {
-				return
-			}
-		}
-		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), esIndexKey{}, i)))
-	}))
-	t.Cleanup(srv.Close)
-	p.URL = srv.URL
-	return p
+	return &esProxy{testenv.StartProxy(t, target)}
 }
 
-func (p *esProxy) setGate(g func(*http.Request)) { p.gate.Store(&g) }
+func (p *esProxy) setGate(g func(*http.Request)) { p.SetGate(g) }
 
-// requests returns what the proxy saw so far.
-func (p *esProxy) requests() []esSeen {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]esSeen(nil), p.seen...)
-}
+func (p *esProxy) requests() []esSeen { return p.Requests() }
 
 // count counts the requests seen with this method.
 func (p *esProxy) count(method string) int {
