@@ -213,11 +213,15 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// The cause is recorded before the part file goes: a chunk of the
 		// object that finds it gone then sees the object failed already,
 		// rather than record a missing part file as the cause.
-		if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), clearData, time.Now()); ferr != nil {
+		// Only the chunk that ended the object removes the file: one that
+		// ended otherwise (finalized by a duplicate run, say) is not this
+		// chunk's to touch.
+		ended, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), clearData, time.Now())
+		if ferr != nil {
 			log.Error("record failure", "err", ferr)
 			return ferr // retry: the failure must be recorded
 		}
-		if clearData {
+		if clearData && ended {
 			h.Parts.remove(part)
 		}
 		log.Error("object failed", "err", err)
@@ -270,7 +274,10 @@ func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Lo
 func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledger.ChunkStart, log *slog.Logger) (part string, landed, total int64, err error) {
 	f, token, err := h.openPart(ctx, p, start)
 	if err != nil {
-		return "", 0, 0, err
+		if token != "" {
+			part = location.PartPath(p.Dest, p.Transfer, token)
+		}
+		return part, 0, 0, err
 	}
 	defer f.Close()
 	part = f.Name()
@@ -323,7 +330,7 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 }
 
 // openPart opens the transfer's part file for writing and returns it with
-// its token. Once the ledger names a part file, every chunk writes that
+// its token (the token alone, with an error about the transfer's file). Once the ledger names a part file, every chunk writes that
 // one, and a worker that cannot see it (it does not share DEST with the
 // worker that made it, or the file was removed) fails the object: the
 // part file is never made again, so a removed one is not resurrected with
@@ -372,7 +379,7 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 	// not each hold its size on disk for a moment.
 	if err := preallocate(f, p.Size); err != nil {
 		f.Close()
-		return nil, "", wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err)
+		return nil, token, wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err) // the file is the transfer's: it goes once the failure is recorded
 	}
 	return f, token, nil
 }
