@@ -206,7 +206,7 @@ func Decide(s Subject, ev Evidence, reread Rereader) (check, reason string, err 
 	}
 	md5, ok := s.md5ETag()
 	if !ok {
-		why := "S3 keeps no checksum and the ETag is no MD5 (encrypted)"
+		why := "S3 keeps no checksum, and the ETag is no MD5 of the bytes (none known, or an encrypted object's)"
 		if sum.Algorithm != "" {
 			why = fmt.Sprintf("S3 keeps a %s checksum but did not send it", sum.Algorithm)
 		}

@@ -76,20 +76,20 @@ func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (
 	return x, ts
 }
 
-// finalizedCount is the registry's objects_finalized_total{state="success"}.
-func finalizedCount(t *testing.T, reg *prometheus.Registry) float64 {
+// counter is the value of the registry's counter name{label="value"}.
+func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "s3fleet_objects_finalized_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "state" && l.GetValue() == "success" {
+				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
 				}
 			}
@@ -133,8 +133,12 @@ func TestAssemblerEnqueuedOnce(t *testing.T) {
 			t.Fatalf("assemble: %v", err)
 		}
 	}
-	if n := finalizedCount(t, reg); n != 1 {
+	if n := counter(t, reg, "s3fleet_objects_finalized_total", "state", "success"); n != 1 {
 		t.Errorf("objects_finalized_total %v after two runs of the assembler, want 1", n)
+	}
+	rec, _ := r.led.GetTransfer(context.Background(), x.ID)
+	if n := counter(t, reg, "s3fleet_objects_verified_total", "check", rec.Check); n != 1 || rec.Check == "" {
+		t.Errorf("objects_verified_total{check=%q} %v, want 1", rec.Check, n)
 	}
 	got, err := os.ReadFile(dest)
 	if err != nil || !bytes.Equal(got, data) {
