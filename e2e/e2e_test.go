@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,16 +29,23 @@ import (
 
 var binDir string
 
-func TestMain(m *testing.M) {
-	flagShort := false
-	for _, a := range os.Args {
-		if a == "-test.short=true" || a == "-test.short" {
-			flagShort = true
-		}
+// skipTier, when set, is why this tier's tests do not run; each says so
+// with t.Skip (tier), so that go test -v lists them.
+var skipTier string
+
+// tier skips a test of this tier when the tier does not run.
+func tier(t *testing.T) {
+	t.Helper()
+	if skipTier != "" {
+		t.Skip(skipTier)
 	}
-	if flagShort {
-		fmt.Println("e2e: skipped in -short mode")
-		os.Exit(0)
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		skipTier = "e2e: the end-to-end tier does not run with -short (make test runs it)"
+		os.Exit(m.Run()) // no binaries to build
 	}
 	dir, err := os.MkdirTemp("", "s3fleet-e2e-bin")
 	if err != nil {
@@ -153,6 +161,7 @@ func fileSHA(t *testing.T, path string) [32]byte {
 // still completes with the right bytes; the same enqueue run again does no
 // duplicate work.
 func TestFleet(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.s3.CreateBucket(t, "bkt")
 	bigData := f.s3.PutRandom(t, "bkt", "big.bin", 256<<20, true)
@@ -268,6 +277,7 @@ func TestFleet(t *testing.T) {
 // TestBadInputCLI: each mistake exits with its code and message and leaves
 // no file and no job behind.
 func TestBadInputCLI(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.s3.CreateBucket(t, "bkt")
 	f.s3.PutRandom(t, "bkt", "obj", 100, false)

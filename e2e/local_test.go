@@ -17,6 +17,7 @@ import (
 // TestLocal: enqueue --local downloads with no Redis and no worker to
 // start; killed mid-job, a re-run with --sync finishes what was missing.
 func TestLocal(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.s3.CreateBucket(t, "bkt")
 	want := map[string][32]byte{}

@@ -14,6 +14,7 @@ import (
 // --quiet, a manifest written by --wait and read back by --from, list,
 // wait, cancel and retry of a finished job.
 func TestOperateCLI(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.s3.CreateBucket(t, "bkt")
 	want := map[string][32]byte{}

@@ -15,6 +15,7 @@ import (
 // that cannot fit fails with ENOSPC ("no space left on device") and its
 // part file is removed; the ten small objects of the same job land.
 func TestDiskFull(t *testing.T) {
+	tier(t)
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, strings.TrimSpace(string(out)))

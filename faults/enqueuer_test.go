@@ -20,6 +20,7 @@ import (
 // same job finishes the job: 3000 objects, none counted twice, each
 // fetched once.
 func TestEnqueuerKilled(t *testing.T) {
+	tier(t)
 	const n = 3000
 	f := newFleet(t)
 	f.createBucket(t, "bkt")

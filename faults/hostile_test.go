@@ -26,6 +26,7 @@ import (
 // completes a normal job. Where the worker has allow_dest, a task forged
 // together with its ledger record is refused too.
 func TestForgedTasks(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.createBucket(t, "bkt")
 	sum := putBytes(t, f.s3c, "bkt", "obj", 10, false)
@@ -107,9 +108,6 @@ func TestForgedTasks(t *testing.T) {
 
 	guarded := "no allow_dest in this worker: a task forged with its ledger record was not tried"
 	t.Run("forged record outside allow_dest", func(t *testing.T) {
-		if _, help := runBin(f, "worker", "--help"); !strings.Contains(help, "allow-dest") {
-			t.Skip("worker has no --allow-dest yet")
-		}
 		w.signal(t, syscall.SIGTERM)
 		w.wait(time.Minute)
 		root := t.TempDir()
@@ -172,6 +170,7 @@ func runBin(f *fleet, name string, args ...string) (int, string) {
 // pointing at files and directories outside the destination: the fleet must
 // never write through them.
 func TestSymlinkedDestination(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.createBucket(t, "bkt")
 	sum := putBytes(t, f.s3c, "bkt", "obj", 3*mib, false)

@@ -26,6 +26,7 @@ import (
 // only: its eth0 counted at least the bytes it landed, Redis saw a client
 // from its address, and it has no route off the subnet.
 func TestSeveralHosts(t *testing.T) {
+	tier(t)
 	h := newHostsNet(t, "s3f", "10.77.0.")
 	net, tag, srv, rds, s3srv, rdb, s3c := h.net, h.tag, h.srv, h.redis, h.s3, h.rdb, h.s3c
 	want := putMany(t, s3c, "bkt", 60, func(i int) string { return fmt.Sprintf("data/obj-%02d", i) },

@@ -119,6 +119,7 @@ func (o *orphans) waits() (recovered, retaken []time.Duration) {
 // worker in turn gets SIGTERM while a replacement starts, and no chunk
 // waits for a lease.
 func TestWorkerKilled(t *testing.T) {
+	tier(t)
 	f := newFleet(t, withRedisArgs("--appendonly", "yes"))
 	f.createBucket(t, "bkt")
 	began := time.Now()
@@ -252,6 +253,7 @@ func TestWorkerKilled(t *testing.T) {
 // the fleet must still notice: the job must end (the object completes or
 // is reported failed with a cause), never wait for ever.
 func TestWorkerKilledOnLastAttempt(t *testing.T) {
+	tier(t)
 	f := newFleet(t, withEnv("S3FLEET_MAX_RETRIES=0"))
 	f.createBucket(t, "bkt")
 	want := putLarge(t, f.s3c, "bkt", "obj.bin", 64*mib)

@@ -21,6 +21,7 @@ import (
 // its enqueue), the
 // peak RSS of each worker and of the enqueuer.
 func TestLoad(t *testing.T) {
+	tier(t)
 	const small, large = 20000, 3
 	f := newFleet(t, withEnv("S3FLEET_RETENTION=150s"))
 	f.createBucket(t, "bkt")

@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,16 +13,28 @@ import (
 // binDir holds the enqueue and worker binaries the tests run.
 var binDir string
 
-func TestMain(m *testing.M) {
-	if os.Getenv("S3FLEET_FAULTS") != "1" {
-		fmt.Println("faults: set S3FLEET_FAULTS=1 (make test-faults)")
-		os.Exit(0)
+// skipTier, when set, is why the fault suite does not run; each of its
+// tests says so with t.Skip (tier), so that go test -v lists them.
+var skipTier string
+
+// tier skips a test of the suite when the suite does not run.
+func tier(t *testing.T) {
+	t.Helper()
+	if skipTier != "" {
+		t.Skip(skipTier)
 	}
-	for _, a := range os.Args {
-		if a == "-test.short=true" || a == "-test.short" {
-			fmt.Println("faults: skipped in -short mode")
-			os.Exit(0)
-		}
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	switch {
+	case os.Getenv("S3FLEET_FAULTS") != "1":
+		skipTier = "faults: the fault suite runs with S3FLEET_FAULTS=1 (make test-faults)"
+	case testing.Short():
+		skipTier = "faults: the fault suite does not run with -short"
+	}
+	if skipTier != "" {
+		os.Exit(m.Run()) // no binaries to build
 	}
 	// S3FLEET_FAULTS_BIN names a directory of prebuilt binaries; by default
 	// they are built once from this tree.

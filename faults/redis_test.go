@@ -18,6 +18,7 @@ import (
 // workers and the waiting enqueue reconnect, the job completes with every
 // byte right, and no object is marked failed for the outage.
 func TestRedisOutage(t *testing.T) {
+	tier(t)
 	f := newFleet(t, withRedisArgs("--appendonly", "yes", "--appendfsync", "everysec"))
 	f.createBucket(t, "bkt")
 	want := putLarge(t, f.s3c, "bkt", "big.bin", 512*mib)

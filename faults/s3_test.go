@@ -21,6 +21,7 @@ import (
 // the workers' read timeout (2 s) must turn into a retry. Every job
 // completes with every byte right.
 func TestS3Faults(t *testing.T) {
+	tier(t)
 	f := newFleet(t, withEnv("S3FLEET_READ_TIMEOUT=2s", "S3FLEET_CHUNK_SIZE=4MiB", "S3FLEET_THRESHOLD=4MiB"))
 	f.createBucket(t, "bkt")
 	want := map[string][32]byte{"src/big.bin": putLarge(t, f.s3c, "bkt", "src/big.bin", 48*mib)}
@@ -93,6 +94,7 @@ func TestS3Faults(t *testing.T) {
 // it: the object fails with "source changed" (412 on If-Match) and no file
 // under its final name; enqueueing it again downloads the new version.
 func TestSourceChanged(t *testing.T) {
+	tier(t)
 	f := newFleet(t)
 	f.createBucket(t, "bkt")
 	putLarge(t, f.s3c, "bkt", "obj.bin", 64*mib)
@@ -138,6 +140,7 @@ func TestSourceChanged(t *testing.T) {
 // error and the job exits 1, the others land; once the fault is gone the
 // same enqueue under the same job fetches only the missing chunk.
 func TestRetriesExhausted(t *testing.T) {
+	tier(t)
 	f := newFleet(t, withEnv("S3FLEET_MAX_RETRIES=2"))
 	f.createBucket(t, "bkt")
 	want := putMany(t, f.s3c, "bkt", 3, func(i int) string { return fmt.Sprintf("p/ok-%d", i) }, func(int) int64 { return 10 * kib })

@@ -21,6 +21,7 @@ import (
 // output of commands given a wrong password or a wrong secret. Neither
 // secret appears anywhere.
 func TestSecretsNeverShown(t *testing.T) {
+	tier(t)
 	const (
 		password    = "redis-pw-7Qz9xK2m"
 		wrongPass   = "wrong-pw-Jr84nB1c"

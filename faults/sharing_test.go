@@ -342,6 +342,7 @@ func (r unsharedRun) check(t *testing.T) {
 // enqueues from the host: the job must fail, saying the workers do not
 // share DEST.
 func TestUnsharedDestMountNamespaces(t *testing.T) {
+	tier(t)
 	needPrivateMounts(t)
 	f := newFleet(t, withEnv("S3FLEET_CONCURRENCY=2", "S3FLEET_CHUNK_SIZE=8MiB"))
 	f.createBucket(t, "bkt")
@@ -378,6 +379,7 @@ func TestUnsharedDestMountNamespaces(t *testing.T) {
 // TestSharedDestTwoWorkers is the control: the same object and settings,
 // two workers with one DEST. The job succeeds, both ran chunks.
 func TestSharedDestTwoWorkers(t *testing.T) {
+	tier(t)
 	f := newFleet(t, withEnv("S3FLEET_CONCURRENCY=2", "S3FLEET_CHUNK_SIZE=8MiB"))
 	f.createBucket(t, "bkt")
 	want := putLarge(t, f.s3c, "bkt", sharingKey, sharingSize)
@@ -418,6 +420,7 @@ func TestSharedDestTwoWorkers(t *testing.T) {
 // with a private tmpfs at DEST. The enqueuer runs in the servers' namespace
 // on the host's file system.
 func TestUnsharedDestNetns(t *testing.T) {
+	tier(t)
 	needPrivateMounts(t)
 	h := newHostsNet(t, "s3u", "10.78.0.")
 	net, tag, srv, rds, s3srv, rdb, s3c := h.net, h.tag, h.srv, h.redis, h.s3, h.rdb, h.s3c
