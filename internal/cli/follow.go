@@ -106,7 +106,9 @@ func newProgress(w io.Writer, silent bool) func(ledger.Job, time.Duration) {
 		return func(ledger.Job, time.Duration) {}
 	}
 	if !isTerminal(w) {
-		var last time.Time
+		// The first line after 5 s, when there is a rate to show: a job
+		// that ends sooner prints only its summary, not "0.0% … ETA ?".
+		last := time.Now()
 		return func(j ledger.Job, elapsed time.Duration) {
 			if elapsed >= 0 && time.Since(last) >= 5*time.Second {
 				fmt.Fprintln(w, progressLine(j, elapsed))
@@ -124,7 +126,7 @@ func newProgress(w io.Writer, silent bool) func(ledger.Job, time.Duration) {
 		}
 		if bar == nil {
 			bar = progressbar.NewOptions64(max(j.BytesTotal, 1),
-				progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true),
+				progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true), progressbar.OptionShowCount(), progressbar.OptionUseIECUnits(true),
 				progressbar.OptionSetPredictTime(true), progressbar.OptionFullWidth(), progressbar.OptionThrottle(100*time.Millisecond),
 				progressbar.OptionShowDescriptionAtLineEnd(), progressbar.OptionSetRenderBlankState(true))
 		}
