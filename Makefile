@@ -22,6 +22,15 @@ help: ## list the targets
 build: ## build enqueue and worker into bin/
 	$(GO) build -o bin/ ./cmd/...
 
+INSTALL_DIR ?= $(shell $(GO) env GOPATH)/bin
+
+.PHONY: install
+install: ## install the programs as s3fleet-enqueue and s3fleet-worker into INSTALL_DIR (default: $(go env GOPATH)/bin)
+	@mkdir -p $(INSTALL_DIR)
+	$(GO) build -o $(INSTALL_DIR)/s3fleet-enqueue ./cmd/enqueue
+	$(GO) build -o $(INSTALL_DIR)/s3fleet-worker ./cmd/worker
+	@echo "installed $(INSTALL_DIR)/s3fleet-enqueue and $(INSTALL_DIR)/s3fleet-worker"
+
 $(VERSITYGW):
 	@mkdir -p $(BIN)
 	@echo "building versitygw $(VERSITYGW_VERSION) (the S3 server of tests and the demo; once, cached in .bin/)"
