@@ -297,6 +297,7 @@ func (a *Assembler) finishRenamed(ctx context.Context, t ledger.Transfer, ev Evi
 		return Record{}, fmt.Errorf("open %s: %w", t.Dest, err)
 	}
 	defer f.Close()
+	removeStrays(t)
 	v, err := a.verify(ctx, t, ev, f)
 	if err != nil {
 		return Record{}, err
@@ -333,10 +334,22 @@ func (a *Assembler) place(t ledger.Transfer, f *os.File, part string, ev Evidenc
 	if err := Rename(part, t.Dest, t.Overwrite); err != nil {
 		return err
 	}
+	removeStrays(t)
 	if a.NoFlush {
 		return nil
 	}
 	return syncDir(filepath.Dir(t.Dest))
+}
+
+// removeStrays removes the transfer's other part files once it is placed:
+// a worker killed between creating its part file and recording its token
+// leaves one that no record names. Every chunk wrote the recorded file, so
+// any other is of no use.
+func removeStrays(t ledger.Transfer) {
+	strays, _ := filepath.Glob(location.PartGlob(t.Dest, t.ID))
+	for _, p := range strays {
+		_ = os.Remove(p)
+	}
 }
 
 // syncFile and syncDir are the flushes place makes, variables for a test

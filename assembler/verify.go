@@ -336,6 +336,9 @@ func (s Subject) againstSum(ev Evidence, reread Rereader) (string, string, error
 	if err != nil {
 		return "", "", err
 	}
+	if h == nil && a.Combinable() {
+		return s.unverified(fmt.Sprintf("S3 keeps a %s checksum and the chunks computed %s (the algorithm was not known when they ran): comparing needs a second read (verify: required)", a, ev.CRCAlgorithm))
+	}
 	if h == nil {
 		return s.unverified(fmt.Sprintf("S3 keeps a %s checksum, which needs a second read (verify: required)", a))
 	}

@@ -471,10 +471,10 @@ func (e *Enqueuer) logger() *slog.Logger {
 
 // describe completes what a listing leaves out of the objects that are
 // not fetched whole (whose batch GET brings their checksum):
-//   - a listing that names no checksum algorithm (MinIO's never does) is
-//     not taken to mean there is none: a HEAD pinned to the ETag reads the
-//     checksum now rather than at assembly, so the chunks compute the
-//     object's own CRC (one HEAD either way);
+//   - a listing names a checksum's algorithm at most (MinIO's never do),
+//     and a manifest line may name one without its value: a HEAD pinned to
+//     the ETag reads the checksum now rather than at assembly, so that the
+//     chunks compute the object's own CRC (one HEAD either way);
 //   - an object whose checksum is its parts' checksums (COMPOSITE; under
 //     verify: required, a multipart ETag with no checksum) has its parts
 //     read, a HEAD with partNumber per part, so that its chunks are cut
@@ -494,7 +494,7 @@ func (s *submission) describe(ctx context.Context, objs []object) {
 			continue
 		}
 		g.Go(func() error {
-			if !o.checksumSeen && o.sum.Algorithm == "" {
+			if !o.checksumSeen {
 				if sum, err := s.e.checksumOf(gctx, o, s.req); err == nil {
 					o.sum, o.checksumSeen = sum, true
 				} else {
@@ -979,6 +979,7 @@ func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
 	s.batch = append(s.batch, tasks.BatchObject{
 		Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, VersionID: t.VersionID, ETag: t.ETag,
 		Size: t.Size, Dest: t.Dest, LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
+		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
 		RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
 	})
 	s.batchBytes += t.Size

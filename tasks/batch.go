@@ -37,20 +37,25 @@ const TypeBatch = "s3fleet:batch"
 // BatchObject is one object of a batch: what a chunk payload says, for an
 // object fetched whole, plus what the assembler would read from the record.
 type BatchObject struct {
-	Transfer      string `json:"transfer"`
-	Gen           int64  `json:"gen"`
-	Bucket        string `json:"bucket"`
-	Key           string `json:"key"`
-	VersionID     string `json:"version_id,omitempty"`
-	ETag          string `json:"etag,omitempty"`
-	Size          int64  `json:"size"`
-	Dest          string `json:"dest"`
-	LastModified  int64  `json:"last_modified,omitempty"` // Unix ms
-	Overwrite     bool   `json:"overwrite,omitempty"`
-	Verify        string `json:"verify,omitempty"` // off, auto (empty) or required
-	RequestPayer  string `json:"request_payer,omitempty"`
-	ExpectedOwner string `json:"expected_bucket_owner,omitempty"`
-	SSECKeyMD5    string `json:"sse_c_key_md5,omitempty"`
+	Transfer     string `json:"transfer"`
+	Gen          int64  `json:"gen"`
+	Bucket       string `json:"bucket"`
+	Key          string `json:"key"`
+	VersionID    string `json:"version_id,omitempty"`
+	ETag         string `json:"etag,omitempty"`
+	Size         int64  `json:"size"`
+	Dest         string `json:"dest"`
+	LastModified int64  `json:"last_modified,omitempty"` // Unix ms
+	Overwrite    bool   `json:"overwrite,omitempty"`
+	Verify       string `json:"verify,omitempty"` // off, auto (empty) or required
+	// S3's checksum as enqueued, when known (a HEAD, a manifest line): the
+	// bytes must match it, whatever the GET says.
+	ChecksumAlgorithm string `json:"checksum_algorithm,omitempty"`
+	ChecksumType      string `json:"checksum_type,omitempty"`
+	Checksum          string `json:"checksum,omitempty"`
+	RequestPayer      string `json:"request_payer,omitempty"`
+	ExpectedOwner     string `json:"expected_bucket_owner,omitempty"`
+	SSECKeyMD5        string `json:"sse_c_key_md5,omitempty"`
 }
 
 // BatchPayload is a batch task's payload.
@@ -308,7 +313,11 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	if n := aws.ToInt64(out.ContentLength); out.ContentLength != nil && n != o.Size {
 		return fetched{}, fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, what, n, o.Size)
 	}
-	subject := assembler.Subject{Source: "s3://" + o.Bucket + "/" + o.Key, Mode: o.Verify, Sum: assembler.SumOf(out),
+	sum, err := enqueuedSum(o, assembler.SumOf(out), what)
+	if err != nil {
+		return fetched{}, err
+	}
+	subject := assembler.Subject{Source: "s3://" + o.Bucket + "/" + o.Key, Mode: o.Verify, Sum: sum,
 		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
 			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse}
 	ev := assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm), Size: o.Size}
@@ -347,6 +356,25 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	}
 	return fetched{o: o, f: f, ev: ev, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC),
 		Algorithm: string(ev.CRCAlgorithm), Check: check, Reason: reason}}, nil
+}
+
+// enqueuedSum is the checksum a batch object's bytes are judged by: the
+// one the GET names, held to the one enqueued when that is known. An
+// enqueued value the GET does not repeat (no checksum sent, or another
+// algorithm's) is what the bytes must match; a different value of the same
+// algorithm is another version of the object.
+func enqueuedSum(o BatchObject, got assembler.Sum, what string) (assembler.Sum, error) {
+	if o.Checksum == "" {
+		return got, nil
+	}
+	want := assembler.Sum{Algorithm: checksum.Algorithm(o.ChecksumAlgorithm), Type: o.ChecksumType, Value: o.Checksum}
+	switch {
+	case got.Value == "" || got.Algorithm != want.Algorithm:
+		return want, nil
+	case got.Value != want.Value:
+		return got, fmt.Errorf("%w: %w: %s: its %s is %s, not the %s enqueued", asynq.SkipRetry, errSourceGone, what, got.Algorithm, got.Value, want.Value)
+	}
+	return got, nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -448,7 +448,7 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f
 		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	if err := checkRange(out, g, r); err != nil {
+	if err := checkRange(out, g, r, p.ETag == ""); err != nil {
 		return 0, 0, "", err
 	}
 	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
@@ -465,16 +465,24 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f
 
 // checkRange holds a ranged response to the range asked and the object's
 // size as enqueued: Content-Length must be the range's, and the total of
-// Content-Range the object's.
-func checkRange(out *s3.GetObjectOutput, g getRequest, r chunker.Range) error {
+// Content-Range the object's. A chunk of an object enqueued without an
+// ETag (--expected-size) has nothing else to pin the object across chunks:
+// its response must name both the ETag and the total, or it fails.
+func checkRange(out *s3.GetObjectOutput, g getRequest, r chunker.Range, unpinned bool) error {
+	total := int64(-1)
 	if cr := aws.ToString(out.ContentRange); cr != "" {
-		total, ok := contentRangeTotal(cr)
+		t, ok := contentRangeTotal(cr)
 		switch {
 		case !ok:
 			return fmt.Errorf("%s: unreadable Content-Range %q", g.what(), cr)
-		case total >= 0 && total != g.Size:
-			return fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, g.what(), total, g.Size)
+		case t >= 0 && t != g.Size:
+			return fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, g.what(), t, g.Size)
 		}
+		total = t
+	}
+	if unpinned && (aws.ToString(out.ETag) == "" || total < 0) {
+		return fmt.Errorf("%w: %w: %s: the response names no ETag or no total size (Content-Range %q), so nothing ties this chunk to the others' version of the object: --expected-size needs both",
+			asynq.SkipRetry, errSourceGone, g.what(), aws.ToString(out.ContentRange))
 	}
 	if out.ContentLength != nil && *out.ContentLength != r.Len() {
 		return fmt.Errorf("%s: server sent %d bytes, want %d", g.what(), *out.ContentLength, r.Len())

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/location"
 )
@@ -229,5 +230,32 @@ func TestCopyAtAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("CopyAt allocates %.1f times a copy, want 0", allocs)
+	}
+}
+
+// TestEnqueuedSum: a batch object's bytes are held to the checksum
+// enqueued with it (a HEAD's, a manifest line's), not only to what the GET
+// says; another value of the same algorithm is another version.
+func TestEnqueuedSum(t *testing.T) {
+	t.Parallel()
+	o := BatchObject{ChecksumAlgorithm: "CRC32C", Checksum: "AQIDBA=="}
+	want := assembler.Sum{Algorithm: checksum.CRC32C, Value: "AQIDBA=="}
+	for _, tc := range []struct {
+		name string
+		o    BatchObject
+		got  assembler.Sum
+		want assembler.Sum
+		err  bool
+	}{
+		{"nothing enqueued: the GET's", BatchObject{}, assembler.Sum{Algorithm: checksum.CRC32, Value: "x"}, assembler.Sum{Algorithm: checksum.CRC32, Value: "x"}, false},
+		{"the GET names none: the enqueued", o, assembler.Sum{}, want, false},
+		{"the GET names another algorithm: the enqueued", o, assembler.Sum{Algorithm: checksum.CRC64NVME, Value: "y"}, want, false},
+		{"the same", o, want, want, false},
+		{"another value: another version", o, assembler.Sum{Algorithm: checksum.CRC32C, Value: "BAUGBw=="}, assembler.Sum{}, true},
+	} {
+		got, err := enqueuedSum(tc.o, tc.got, "get s3://b/k")
+		if tc.err != (err != nil) || (!tc.err && got != tc.want) {
+			t.Errorf("%s: %+v %v, want %+v (error %v)", tc.name, got, err, tc.want, tc.err)
+		}
 	}
 }

@@ -19,8 +19,9 @@ import (
 	"github.com/s3fleet/s3fleet/internal/s3client"
 )
 
-// errSourceGone marks a source deleted or changed since enqueue; its text
-// is left out of messages (causeOf).
+// errSourceGone marks a source deleted or changed since enqueue, or one
+// whose version the responses do not pin; the bytes landed for it are of no
+// use. Its text is left out of messages (causeOf).
 var errSourceGone = errors.New("source gone")
 
 // getRequest is one GET of a chunk or a whole object, pinned to the

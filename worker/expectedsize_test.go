@@ -484,6 +484,31 @@ func TestExpectedSize(t *testing.T) {
 		t.Logf("overwritten, pinned: failed %s after the release (%d GETs): %s", run.took.Round(time.Millisecond), len(all), run.obj.Error)
 	})
 
+	// A server (or a proxy) that sends no ETag and no total size leaves
+	// nothing to tie the chunks to one version: the object fails rather
+	// than land whatever the chunks got (found by a red-team run: a file
+	// mixing two versions was recorded a success).
+	t.Run("responses without ETag or total size fail", func(t *testing.T) {
+		t.Parallel()
+		r := newESRig(t, srv, 2)
+		r.proxy.SetTamper(func(q *http.Request, resp *http.Response) {
+			if q.Method == http.MethodGet && q.URL.Path == "/bkt/big.bin" {
+				resp.Header.Del("ETag")
+				if cr := resp.Header.Get("Content-Range"); cr != "" {
+					resp.Header.Set("Content-Range", cr[:strings.LastIndexByte(cr, '/')]+"/*")
+				}
+			}
+		})
+		fleettest.StartWorker(t, r.cfg)
+		run, began := r.submit(t, "big.bin", esSize(bigSize))
+		run = r.wait(t, run, began, 20*time.Second)
+		if run.obj.State != ledger.Failed || !strings.Contains(run.obj.Error, "names no ETag or no total size") {
+			t.Fatalf("object %s %q: want failed, the responses tying nothing together", run.obj.State, run.obj.Error)
+		}
+		esNoFile(t, run.dest)
+		noPartFiles(t, r.dir)
+	})
+
 	// Two chunks are fetched at once, before any ETag is known, so neither
 	// is pinned; the object is replaced between the two: the second chunk's
 	// response carries another ETag, and the object fails.
