@@ -98,6 +98,25 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) 
 	return 0
 }
 
+// startedObject uploads a 3 MiB object, records its transfer as the
+// enqueuer would, runs its first chunk and returns its chunk tasks, its
+// destination and its part file.
+func (r *rig) startedObject(t *testing.T) (x ledger.Transfer, chunks []*asynq.Task, dest, part string) {
+	t.Helper()
+	r.s3.CreateBucket(t, "bkt")
+	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
+	dest = filepath.Join(t.TempDir(), "obj")
+	x, chunks = r.enqueueObject(t, "obj", int64(len(data)), dest)
+	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.led.GetTransfer(context.Background(), x.ID)
+	if err != nil || rec.PartToken == "" {
+		t.Fatalf("after the first chunk: %+v %v", rec, err)
+	}
+	return x, chunks, dest, location.PartPath(dest, x.ID, rec.PartToken)
+}
+
 // TestAssemblerEnqueuedOnce runs every chunk of an object twice at once,
 // as asynq's at-least-once delivery may: the bytes land right, the
 // assembler is enqueued exactly once, and running it twice finalizes once.
@@ -173,15 +192,7 @@ func TestAssemblerEnqueuedOnce(t *testing.T) {
 func TestRemovedPartFileIsNotResurrected(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.s3.CreateBucket(t, "bkt")
-	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
-	dest := filepath.Join(t.TempDir(), "obj")
-	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
-	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := r.led.GetTransfer(context.Background(), x.ID)
-	part := location.PartPath(dest, x.ID, rec.PartToken)
+	x, chunks, dest, part := r.startedObject(t)
 	if err := os.Remove(part); err != nil {
 		t.Fatal(err)
 	}
@@ -205,15 +216,7 @@ func TestRemovedPartFileIsNotResurrected(t *testing.T) {
 func TestUnsharedDestFails(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.s3.CreateBucket(t, "bkt")
-	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
-	dest := filepath.Join(t.TempDir(), "obj")
-	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
-	if err := r.chunk.ProcessTask(context.Background(), chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := r.led.GetTransfer(context.Background(), x.ID)
-	part := location.PartPath(dest, x.ID, rec.PartToken)
+	x, chunks, dest, part := r.startedObject(t)
 	// Host B's disk: the same path, without host A's part file.
 	hidden := part + ".on-host-a"
 	if err := os.Rename(part, hidden); err != nil {
@@ -294,16 +297,8 @@ func mustJSON(mutate func(*tasks.ChunkPayload), p tasks.ChunkPayload) []byte {
 func TestCancelCleanupRemovesThePartFile(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.s3.CreateBucket(t, "bkt")
-	data := r.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
-	dest := filepath.Join(t.TempDir(), "obj")
-	x, chunks := r.enqueueObject(t, "obj", int64(len(data)), dest)
 	ctx := context.Background()
-	if err := r.chunk.ProcessTask(ctx, chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := r.led.GetTransfer(ctx, x.ID)
-	cancelled := location.PartPath(dest, x.ID, rec.PartToken)
+	x, chunks, dest, cancelled := r.startedObject(t)
 	if ok, err := r.led.Cancel(ctx, x.ID, 1, time.Now()); !ok || err != nil {
 		t.Fatalf("cancel: %v %v", ok, err)
 	}
@@ -319,7 +314,7 @@ func TestCancelCleanupRemovesThePartFile(t *testing.T) {
 	if err := r.chunk.ProcessTask(ctx, asynq.NewTask(tasks.TypeChunk, mustJSON(func(*tasks.ChunkPayload) {}, p))); err != nil {
 		t.Fatal(err)
 	}
-	rec, _ = r.led.GetTransfer(ctx, x.ID)
+	rec, _ := r.led.GetTransfer(ctx, x.ID)
 	current := location.PartPath(dest, x.ID, rec.PartToken)
 	cleanup, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: "j", Transfer: x.ID, Gen: 1})
 	if err != nil {
