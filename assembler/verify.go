@@ -201,7 +201,7 @@ func Decide(s Subject, ev Evidence, reread Rereader) (check, reason string, err 
 	case sum.Value != "":
 		return s.againstSum(ev, reread)
 	}
-	if n, ok := multipartETag(s.ETag); ok && !s.Encrypted {
+	if n, ok := MultipartETag(s.ETag); ok && !s.Encrypted {
 		return s.multipartMD5(n, ev, reread)
 	}
 	md5, ok := s.md5ETag()
@@ -306,9 +306,9 @@ func (s Subject) partSums(a checksum.Algorithm, sizes []int64, reread Rereader) 
 	return sums, nil
 }
 
-// multipartETag returns the number of parts of a multipart upload's ETag
-// ("…-N").
-func multipartETag(etag string) (int, bool) {
+// MultipartETag reports whether an ETag is a multipart upload's ("…-N"),
+// and of how many parts.
+func MultipartETag(etag string) (int, bool) {
 	e := strings.Trim(etag, `"`)
 	i := strings.LastIndexByte(e, '-')
 	if i != 32 {
@@ -320,10 +320,6 @@ func multipartETag(etag string) (int, bool) {
 	n, err := strconv.Atoi(e[i+1:])
 	return n, err == nil && n >= 1 && n <= 10000
 }
-
-// MultipartETag reports whether an ETag is a multipart upload's, and of
-// how many parts.
-func MultipartETag(etag string) (int, bool) { return multipartETag(etag) }
 
 // againstSum checks a full-object checksum the CRC on the way was not:
 // SHA-*, MD5, or a CRC other than the one computed.
