@@ -98,8 +98,11 @@ type Request struct {
 	// Sync skips objects whose file is there with the same size and ETag
 	// (from the fleet's record or the file's xattr) and replaces the rest.
 	Sync bool
-	// DryRun counts what would be downloaded and records nothing.
-	DryRun bool
+	// DryRun counts what would be downloaded and records nothing; Planned,
+	// when set, is called (from several goroutines) with each object and
+	// what would be done with it.
+	DryRun  bool
+	Planned func(PlannedObject)
 	// Include and Exclude are glob patterns (with **) matched against the
 	// key below the prefix (or the whole key, for a single key).
 	Include, Exclude []string
@@ -132,6 +135,19 @@ type Summary struct {
 	Filtered int64  `json:"filtered"` // left out by --include/--exclude
 	Chunks   int64  `json:"chunks"`   // chunk tasks newly enqueued (planned, with DryRun)
 	DryRun   bool   `json:"dry_run,omitempty"`
+}
+
+// PlannedObject is one object of a dry run and what enqueue would do with
+// it.
+type PlannedObject struct {
+	Source string `json:"source"`
+	Path   string `json:"path,omitempty"`
+	Size   int64  `json:"size"`
+	// Action is download, attach (in flight already), resume (failed or
+	// cancelled before, or its file is gone), skip (done already), refuse
+	// (with Cause) or filter (left out by --include/--exclude).
+	Action string `json:"action"`
+	Cause  string `json:"cause,omitempty"`
 }
 
 // ErrUsage marks errors in the request itself.
@@ -689,6 +705,7 @@ func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
 func (s *submission) add(ctx context.Context, o object, single bool) error {
 	if !s.wanted(o) {
 		atomic.AddInt64(&s.sum.Filtered, 1)
+		s.planned(PlannedObject{Source: "s3://" + o.src.Bucket + "/" + o.key, Size: o.size, Action: "filter"})
 		return nil
 	}
 	t, cause := s.transfer(o)
@@ -706,6 +723,12 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 			if c == "" && mode != ledger.ModeSkip && mode != ledger.ModePresent {
 				atomic.AddInt64(&s.sum.Chunks, t.Chunks)
 			}
+			action := map[string]string{ledger.ModeCreate: "download", ledger.ModePresent: "skip", ledger.ModeSkip: "skip",
+				ledger.ModeAttach: "attach", ledger.ModeRestart: "resume"}[mode]
+			if c != "" {
+				action = "refuse"
+			}
+			s.planned(PlannedObject{Source: t.Source(), Path: t.Dest, Size: t.Size, Action: action, Cause: c})
 			return nil
 		}
 		req := ledger.AttachRequest{Job: s.sum.Job, Mode: mode, Expect: cur, New: t, Cause: c, KeepData: keep}
@@ -890,6 +913,13 @@ func (s *submission) finalStillThere(t ledger.Transfer) bool {
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
+}
+
+// planned reports one object of a dry run to the caller.
+func (s *submission) planned(p PlannedObject) {
+	if s.req.DryRun && s.req.Planned != nil {
+		s.req.Planned(p)
+	}
 }
 
 func (s *submission) count(mode, cause string, size int64) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/dustin/go-humanize"
 	"github.com/hibiken/asynq"
@@ -107,6 +108,16 @@ errors.`,
 				return err
 			}
 			defer env.close()
+			if req.DryRun && out.json {
+				// One JSON line per object with its action, then the summary.
+				var mu sync.Mutex
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				req.Planned = func(p enqueuer.PlannedObject) {
+					mu.Lock()
+					defer mu.Unlock()
+					_ = enc.Encode(p)
+				}
+			}
 			sum, err := env.enq.Submit(ctx, req)
 			if errors.Is(err, enqueuer.ErrUsage) {
 				return UsageError{err}
