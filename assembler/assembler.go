@@ -274,7 +274,7 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, 
 		}
 		sum = SumOf(out)
 	}
-	if t.ETag == "" && sum.Value == "" && t.Verify != VerifyOff {
+	if t.NoHead && sum.Value == "" && t.Verify != VerifyOff {
 		// --expected-size: nothing was asked of S3 but the bytes.
 		v.check, v.reason = CheckNone, "enqueued with --expected-size: no HEAD was made, so S3's checksum is unknown"
 		return v, nil

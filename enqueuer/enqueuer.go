@@ -174,6 +174,7 @@ type object struct {
 	sum          assembler.Sum // S3's checksum: the algorithm from a listing, all of it from a HEAD
 	checksumSeen bool          // sum is all there is: no HEAD is to be made for it
 	parts        []chunker.Run // the upload's parts, when the chunks are to be aligned to them
+	noHead       bool          // --expected-size: nothing but the chunks' responses describes it
 	cause        string        // why it cannot be downloaded (a failed HEAD)
 }
 
@@ -447,7 +448,7 @@ func absDest(d string) (string, bool, error) {
 func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (object, error) {
 	if req.ExpectedSize != nil && req.single() {
 		// No HEAD, now or at assembly: the chunks' responses must agree.
-		return object{src: src, key: src.Key, size: *req.ExpectedSize, versionID: req.VersionID, checksumSeen: true}, nil
+		return object{src: src, key: src.Key, size: *req.ExpectedSize, versionID: req.VersionID, checksumSeen: true, noHead: true}, nil
 	}
 	in := &s3.HeadObjectInput{Bucket: aws.String(src.Bucket), Key: aws.String(src.Key), ChecksumMode: types.ChecksumModeEnabled}
 	if req.VersionID != "" {
@@ -830,8 +831,8 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	t := ledger.Transfer{
 		Bucket: o.src.Bucket, Key: o.key, VersionID: o.versionID, ETag: o.etag, Size: o.size,
 		ChecksumAlgorithm: string(o.sum.Algorithm), ChecksumType: o.sum.Type, Checksum: o.sum.Value,
-		ChecksumKnown: o.checksumSeen || s.req.Verify == assembler.VerifyOff,
-		Verify:        s.req.Verify, Overwrite: s.req.Overwrite, Queue: s.queue,
+		ChecksumKnown: o.checksumSeen || s.req.Verify == assembler.VerifyOff, NoHead: o.noHead,
+		Verify: s.req.Verify, Overwrite: s.req.Overwrite, Queue: s.queue,
 		RequestPayer: s.req.RequestPayer, ExpectedOwner: s.req.ExpectedOwner, SSECKeyMD5: s.req.SSECKeyMD5,
 	}
 	if !o.lastModified.IsZero() {
@@ -969,7 +970,7 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key,
 			VersionID: t.VersionID, ETag: t.ETag, Size: t.Size, Chunks: t.Chunks,
 			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, Overwrite: t.Overwrite,
-			CRC:          string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))),
+			CRC: string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))), NoHead: t.NoHead,
 			RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
 		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)
 		if err != nil {

@@ -102,6 +102,9 @@ type Transfer struct {
 	// Verify is off, auto or required (see the assembler).
 	Verify    string `redis:"verify"`
 	Overwrite bool   `redis:"overwrite"`
+	// NoHead says the object was enqueued with --expected-size: no HEAD
+	// described it, so its chunks' responses must pin it themselves.
+	NoHead bool `redis:"no_head"`
 	// Queue is the chunk queue of the job's priority.
 	Queue string `redis:"queue"`
 	// S3 request options that travel with the object.
@@ -476,7 +479,7 @@ func transferFields(t Transfer) []any {
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "parts", t.Parts, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,
-		"verify", t.Verify, "overwrite", t.Overwrite, "queue", t.Queue,
+		"verify", t.Verify, "overwrite", t.Overwrite, "no_head", t.NoHead, "queue", t.Queue,
 		"request_payer", t.RequestPayer, "expected_owner", t.ExpectedOwner, "ssec_key_md5", t.SSECKeyMD5,
 	}
 }

@@ -52,6 +52,9 @@ type ChunkPayload struct {
 	// the assembler to combine: the object's own when it is a CRC, else
 	// CRC64NVME (assembler.CRCFor); empty means CRC64NVME.
 	CRC string `json:"crc,omitempty"`
+	// NoHead says the object was enqueued with --expected-size: the
+	// chunks' responses are all that pin it (see checkRange).
+	NoHead bool `json:"no_head,omitempty"`
 	// S3 request options: who pays, whose bucket it must be, and the MD5
 	// of the SSE-C key the object was encrypted with (never the key).
 	RequestPayer  string `json:"request_payer,omitempty"`
@@ -448,7 +451,7 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f
 		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	if err := checkRange(out, g, r, p.ETag == ""); err != nil {
+	if err := checkRange(out, g, r, p.NoHead && p.ETag == ""); err != nil {
 		return 0, 0, "", err
 	}
 	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
