@@ -145,6 +145,22 @@ func TestWorkerKilled(t *testing.T) {
 			if j.Done() {
 				t.Fatal("the job finished before the kill")
 			}
+			// Chunks run in waves (every GET throttled alike), and progress
+			// jumps as a wave lands, when few are leased: kill once at least
+			// 9 of the 12 slots are busy (not counting the leases an earlier
+			// victim left), so the victim (4 slots) holds some.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				ids, err := f.rdb.ZRange(context.Background(), leaseKey, 0, -1).Result()
+				live := 0
+				for _, id := range ids {
+					if !known[id] {
+						live++
+					}
+				}
+				if err == nil && live >= 9 {
+					break
+				}
+			}
 			victim := workers[i]
 			victim.signal(t, syscall.SIGKILL)
 			lastKill = time.Now()
