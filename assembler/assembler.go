@@ -100,24 +100,27 @@ func RecordOf(t ledger.Transfer) Record {
 	return r
 }
 
-// headAPI is the S3 call the assembler may make: a HEAD for the checksum.
-type headAPI interface {
-	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+// endpoints resolves the remote a transfer names to this worker's client
+// for it (s3client.Set).
+type endpoints interface {
+	Client(ctx context.Context, remote, fingerprint string) (*s3.Client, error)
 }
 
-var _ headAPI = (*s3.Client)(nil)
+var _ endpoints = (*s3client.Set)(nil)
 
 // store is the part of the ledger the assembler uses.
 type store interface {
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
-	ChunkCRCs(ctx context.Context, id string) (map[int64]uint64, error)
+	Chunks(ctx context.Context, id string) (map[int64]ledger.Chunk, error)
 	Succeed(ctx context.Context, id string, gen int64, r ledger.Result, now time.Time) (bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
 }
 
 // Assembler finalizes objects.
 type Assembler struct {
-	S3     headAPI
+	// S3 resolves the endpoints transfers name: the source's (a HEAD for
+	// its checksum) and an S3 destination's.
+	S3     endpoints
 	Ledger store
 	Log    *slog.Logger
 	// Options applies a transfer's S3 request options (payer, owner, the
@@ -125,6 +128,8 @@ type Assembler struct {
 	Options func(in *s3.HeadObjectInput, t ledger.Transfer) error
 	// Guard refuses destinations outside the worker's allow_dest roots.
 	Guard location.Guard
+	// AllowWrite refuses S3 destinations outside the worker's allow_write.
+	AllowWrite location.Prefixes
 	// NoFlush (flush=none, scratch data) skips the fsyncs of the file and
 	// its directory: the rename is atomic for every reader, but a machine
 	// that crashes soon after may lose the file's bytes.
@@ -149,12 +154,24 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	if t.Gen != gen || (t.State != ledger.Running && t.State != ledger.Queued) {
 		return RecordOf(t), nil // finalized already, failed, cancelled, or superseded
 	}
-	if err := a.Guard.Check(t.Dest); err != nil {
+	_, dst, toS3, err := location.ParseDest(t.Dest)
+	switch {
+	case err != nil:
+		return Record{}, a.fail(ctx, t, err, false)
+	case toS3:
+		err = a.AllowWrite.Check(dst)
+	default:
+		err = a.Guard.Check(t.Dest)
+	}
+	if err != nil {
 		return Record{}, a.fail(ctx, t, err, false)
 	}
 	ev, err := a.combine(ctx, t)
 	if err != nil {
 		return Record{}, err
+	}
+	if toS3 {
+		return a.completeUpload(ctx, t, ev, dst)
 	}
 	if t.Chunks == 0 && t.PartToken == "" {
 		t.PartToken = location.NewPartToken()
@@ -204,7 +221,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 // chunks aligned to the upload's parts, into each part's.
 func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (Evidence, error) {
 	ev := Evidence{CRCAlgorithm: CRCFor(checksum.Algorithm(t.ChecksumAlgorithm)), Size: t.Size}
-	crcs, err := a.Ledger.ChunkCRCs(ctx, t.ID)
+	crcs, err := a.Ledger.Chunks(ctx, t.ID)
 	if err != nil {
 		return ev, err
 	}
@@ -220,7 +237,8 @@ func (a *Assembler) combine(ctx context.Context, t ledger.Transfer) (Evidence, e
 		ev.PartSizes = make([]int64, plan.PartCount())
 	}
 	for i := range t.Chunks {
-		c, ok := crcs[i]
+		rec, ok := crcs[i]
+		c := rec.CRC
 		if !ok {
 			return ev, fmt.Errorf("transfer %s: chunk %d not recorded", t.ID, i)
 		}
@@ -264,7 +282,11 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, 
 				return v, a.fail(ctx, t, err, true)
 			}
 		}
-		out, err := a.S3.HeadObject(ctx, in)
+		api, err := a.client(ctx, t.Remote, t.RemoteFP)
+		if err != nil {
+			return v, a.fail(ctx, t, err, true)
+		}
+		out, err := api.HeadObject(ctx, in)
 		if err != nil {
 			described := fmt.Errorf("head %s for its checksum: %s", t.Source(), s3client.Describe(err))
 			if s3client.Permanent(err) {
@@ -280,8 +302,12 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, 
 		return v, nil
 	}
 	subject := Subject{Source: t.Source(), Mode: t.Verify, Sum: sum, ETag: t.ETag, Encrypted: t.SSECKeyMD5 != ""}
+	var reread Rereader
+	if f != nil {
+		reread = FileRereader(f)
+	}
 	var err error
-	v.check, v.reason, err = Decide(subject, ev, FileRereader(f))
+	v.check, v.reason, err = Decide(subject, ev, reread)
 	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrUnverified) {
 		return v, a.fail(ctx, t, err, true)
 	}
@@ -453,6 +479,21 @@ func (a *Assembler) succeed(ctx context.Context, t ledger.Transfer, v verified) 
 	return r, nil
 }
 
+// dropPart removes the transfer's part file, or aborts its multipart
+// upload.
+func (a *Assembler) dropPart(ctx context.Context, t ledger.Transfer) {
+	_, dst, toS3, err := location.ParseDest(t.Dest)
+	switch {
+	case err != nil:
+	case !toS3:
+		_ = os.Remove(location.PartPath(t.Dest, t.ID, t.PartToken))
+	default:
+		if api, err := a.client(context.WithoutCancel(ctx), dst.Remote, t.DestFP); err == nil {
+			a.abort(api, dst, t.PartToken)
+		}
+	}
+}
+
 // fail records the object failed with cause; with clearData its part file
 // and chunk records go, so a retry starts afresh.
 func (a *Assembler) fail(ctx context.Context, t ledger.Transfer, cause error, clearData bool) error {
@@ -460,7 +501,7 @@ func (a *Assembler) fail(ctx context.Context, t ledger.Transfer, cause error, cl
 		return fmt.Errorf("record failure (%v): %w", cause, err)
 	}
 	if clearData && t.PartToken != "" {
-		_ = os.Remove(location.PartPath(t.Dest, t.ID, t.PartToken))
+		a.dropPart(ctx, t)
 	}
 	if a.Log != nil {
 		a.Log.Error("object failed", "transfer", t.ID, "bucket", t.Bucket, "key", t.Key, "err", cause)

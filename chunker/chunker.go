@@ -39,6 +39,26 @@ type Plan struct {
 // ErrInvalid reports a plan that cannot be built from the given numbers.
 var ErrInvalid = errors.New("invalid chunk plan")
 
+// S3's multipart limits: every part but the last has at least
+// MinPartSize bytes, and an upload has at most MaxParts parts.
+const (
+	MinPartSize = 5 << 20
+	MaxParts    = 10_000
+)
+
+// PartSize is the chunk size of an object copied to S3, where each chunk
+// is an upload part: chunkSize, raised to S3's minimum part size, and for
+// a huge object so that it has at most MaxParts parts (rounded up to a
+// whole MiB).
+func PartSize(size, chunkSize int64) int64 {
+	c := max(chunkSize, MinPartSize)
+	if need := (size + MaxParts - 1) / MaxParts; need > c {
+		const mib = 1 << 20
+		c = (need + mib - 1) / mib * mib
+	}
+	return c
+}
+
 // New returns the plan for an object of size bytes. Objects smaller than
 // threshold are one chunk, whatever chunkSize is, as s3transfer does.
 func New(size, chunkSize, threshold int64) (Plan, error) {

@@ -20,6 +20,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // EnvPrefix is the prefix of every environment variable s3fleet reads.
@@ -90,6 +92,16 @@ type Config struct {
 	// AllowDest are the directories a worker may write under; a task
 	// whose destination resolves elsewhere is refused. Empty: anywhere.
 	AllowDest []string `mapstructure:"allow_dest"`
+	// Remotes are other S3 endpoints, by name: NAME://bucket/key is an
+	// object there, s3://bucket/key one on the top-level endpoint. Set in
+	// the config file only.
+	Remotes map[string]Remote `mapstructure:"remotes"`
+	// AllowRead are the object URL prefixes (REMOTE://bucket/prefix) a
+	// worker may read from; empty: whatever its credentials can read.
+	AllowRead []string `mapstructure:"allow_read"`
+	// AllowWrite are the object URL prefixes a worker may write under;
+	// empty: none (a worker writes to S3 only where it is told it may).
+	AllowWrite []string `mapstructure:"allow_write"`
 	// UI is the address of the worker's web UI (/ui/), /metrics and
 	// /healthz; empty: none. A missing host means loopback.
 	UI string `mapstructure:"ui"`
@@ -99,6 +111,29 @@ type Config struct {
 	LogLevel string `mapstructure:"log_level"`
 	// LogFormat is text or json.
 	LogFormat string `mapstructure:"log_format"`
+}
+
+// Remote is one S3 endpoint other than the top-level one.
+type Remote struct {
+	// Endpoint is its URL; empty means AWS.
+	Endpoint string `mapstructure:"endpoint"`
+	// Region is its region (default: the top-level region).
+	Region string `mapstructure:"region"`
+	// PathStyle addresses buckets as http://host/bucket.
+	PathStyle bool `mapstructure:"path_style"`
+	// Profile is the AWS profile (shared config and credentials files)
+	// its credentials come from; empty: the default chain.
+	Profile string `mapstructure:"profile"`
+}
+
+// RemoteNames are the configured remotes' names, sorted.
+func (c Config) RemoteNames() []string {
+	names := make([]string, 0, len(c.Remotes))
+	for n := range c.Remotes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // setting is one key with its default, flag help and the programs using it.
@@ -146,6 +181,8 @@ var settings = []setting{
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},
 	{"allow_dest", []string{}, "directory a worker may write under (repeatable; env: colon-separated like PATH)", Worker},
+	{"allow_read", []string{}, "object URL prefix a worker may read from, e.g. s3://bucket/prefix/ (repeatable; empty: any)", Worker},
+	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; empty: none)", Worker},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
@@ -196,9 +233,17 @@ func decode(v *viper.Viper) (Config, error) {
 	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	c.AllowDest = slices.DeleteFunc(c.AllowDest, func(s string) bool { return strings.TrimSpace(s) == "" })
-	if len(c.AllowDest) == 0 {
-		c.AllowDest = nil
+	for _, l := range []*[]string{&c.AllowDest, &c.AllowRead, &c.AllowWrite} {
+		*l = slices.DeleteFunc(*l, func(s string) bool { return strings.TrimSpace(s) == "" })
+		if len(*l) == 0 {
+			*l = nil
+		}
+	}
+	for name, r := range c.Remotes {
+		if r.Region == "" {
+			r.Region = c.Region
+			c.Remotes[name] = r
+		}
 	}
 	return c, nil
 }
@@ -341,6 +386,27 @@ func (c Config) Validate() error {
 	if c.SSECKey != "" {
 		if _, _, err := ParseSSECKey([]byte(c.SSECKey)); err != nil {
 			bad("sse_c_key", "%v", err)
+		}
+	}
+	for _, name := range c.RemoteNames() {
+		r := c.Remotes[name]
+		if err := location.ValidRemoteName(name); err != nil {
+			bad("remotes", "%v", err)
+		}
+		if r.Endpoint != "" {
+			if u, err := url.Parse(r.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("remotes."+name+".endpoint", "want an http:// or https:// URL, got %q", RedactURL(r.Endpoint))
+			}
+		}
+	}
+	for _, l := range []struct {
+		name string
+		v    []string
+	}{{"allow_read", c.AllowRead}, {"allow_write", c.AllowWrite}} {
+		for _, raw := range l.v {
+			if _, err := location.ParseURL(raw, c.RemoteNames()); err != nil {
+				bad(l.name, "%v", err)
+			}
 		}
 	}
 	if c.Flush != "sync" && c.Flush != "none" {

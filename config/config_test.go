@@ -238,6 +238,16 @@ func TestLoadFile(t *testing.T) {
 		{"empty file", "", func(*Config) {}},
 		{"comments only", "# nothing here\n", func(*Config) {}},
 		{"unknown keys are ignored", "no_such_setting: 1\n", func(*Config) {}},
+		{"remotes and allow lists", "remotes:\n  r2:\n    endpoint: https://acc.r2.example.com\n    region: auto\n    profile: r2\n" +
+			"  minio:\n    endpoint: http://127.0.0.1:9000\n    path_style: true\n" +
+			"allow_write: [\"r2://archive/logs/\"]\nallow_read: [\"s3://src/\", \"minio://b1b/\"]\n",
+			func(c *Config) {
+				c.Remotes = map[string]Remote{
+					"r2":    {Endpoint: "https://acc.r2.example.com", Region: "auto", Profile: "r2"},
+					"minio": {Endpoint: "http://127.0.0.1:9000", Region: "us-east-1", PathStyle: true}, // the top-level region
+				}
+				c.AllowWrite, c.AllowRead = []string{"r2://archive/logs/"}, []string{"s3://src/", "minio://b1b/"}
+			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,6 +263,22 @@ func TestLoadFile(t *testing.T) {
 				t.Errorf("Load --config with %q =\n%+v\nwant\n%+v", tc.yaml, got, want)
 			}
 		})
+	}
+}
+
+func TestLoadRemotesInvalid(t *testing.T) {
+	isolate(t)
+	for yaml, want := range map[string]string{
+		"remotes:\n  s3:\n    endpoint: http://x:1\n":            "top-level endpoint's",
+		"remotes:\n  r_2:\n    endpoint: http://x:1\n":           `has the character '_'`,
+		"remotes:\n  r2:\n    endpoint: ftp://x\n":               "remotes.r2.endpoint",
+		"allow_write: [\"dst://out/\"]\n":                          `unknown remote "dst"`,
+		"remotes:\n  r2:\n    region: auto\nallow_read: [\"r3://bucket/\"]\n": "the configured remotes are r2",
+	} {
+		_, err := load(t, Worker, "--config", writeFile(t, "s3fleet.yaml", yaml))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load with %q: %v, want an error containing %q", yaml, err, want)
+		}
 	}
 }
 

@@ -49,6 +49,13 @@ type sourceAPI interface {
 
 var _ sourceAPI = (*s3.Client)(nil)
 
+// remoteSet resolves the remotes of the configuration (s3client.Set).
+type remoteSet interface {
+	Client(ctx context.Context, name, fingerprint string) (*s3.Client, error)
+	Fingerprint(name string) (string, error)
+	Names() []string
+}
+
 // taskEnqueuer is the part of asynq.Client the enqueuer uses.
 type taskEnqueuer interface {
 	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
@@ -56,7 +63,10 @@ type taskEnqueuer interface {
 
 // Enqueuer submits jobs.
 type Enqueuer struct {
-	S3     sourceAPI
+	// S3 is the top-level endpoint (s3://), Remotes the configured others
+	// (NAME://); nil Remotes: none.
+	S3      sourceAPI
+	Remotes remoteSet
 	Ledger *ledger.Ledger
 	Queue  taskEnqueuer
 	// Control deletes and cancels tasks, for Cancel.
@@ -117,9 +127,11 @@ type Request struct {
 
 // single reports whether the request names exactly one key.
 func (r Request) single() bool {
-	return len(r.Sources) == 1 && r.From == nil && !strings.HasSuffix(r.Sources[0], "/") &&
-		strings.Count(strings.TrimPrefix(r.Sources[0], "s3://"), "/") > 0 &&
-		!strings.HasSuffix(strings.TrimPrefix(r.Sources[0], "s3://"), "/")
+	if len(r.Sources) != 1 || r.From != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(r.Sources[0], "://")
+	return strings.Count(rest, "/") > 0 && !strings.HasSuffix(rest, "/")
 }
 
 // Summary says what an enqueue did (or, with DryRun, would do).
@@ -178,6 +190,11 @@ type object struct {
 	cause        string        // why it cannot be downloaded (a failed HEAD)
 }
 
+// url renders the object as its URL.
+func (o object) url() string {
+	return location.Source{Remote: o.src.Remote, Bucket: o.src.Bucket, Key: o.key}.String()
+}
+
 // Submit runs one enqueue command. Nothing is recorded or enqueued when the
 // only source cannot be read; objects that cannot be downloaded (an unsafe
 // key, an existing file, a missing key among several) are recorded failed
@@ -193,7 +210,7 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err != nil {
 			return Summary{}, err
 		}
-		if _, err := location.Target(src, obj.key, s.dest, s.destIsDir); err != nil {
+		if _, err := s.target(obj); err != nil {
 			return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
 		if !s.wanted(obj) {
@@ -244,14 +261,22 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	}
 	s := &submission{e: e, req: req, sum: Summary{Job: req.Job, DryRun: req.DryRun}}
 	for _, raw := range req.Sources {
-		src, err := location.ParseS3URL(raw)
+		src, err := location.ParseURL(raw, e.remoteNames())
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
 		s.srcs = append(s.srcs, src)
 	}
 	var err error
-	if s.dest, s.destIsDir, err = absDest(req.Dest); err != nil {
+	if location.IsURL(req.Dest) {
+		if s.destObj, err = location.ParseURL(req.Dest, e.remoteNames()); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		s.toS3, s.dest = true, s.destObj.String()
+		if s.destFP, err = e.fingerprint(s.destObj.Remote); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+	} else if s.dest, s.destIsDir, err = absDest(req.Dest); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	if !req.single() && (req.ExpectedSize != nil || req.VersionID != "") {
@@ -267,8 +292,14 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 		return nil, fmt.Errorf("%w: --expected-size sends no HEAD, so --verify required has no checksum to compare with; "+
 			"give the object as a --from manifest line with its checksum instead", ErrUsage)
 	}
-	if (len(s.srcs) > 1 || req.From != nil) && !strings.HasSuffix(req.Dest, "/") && !s.destIsDir {
+	if (len(s.srcs) > 1 || req.From != nil) && !strings.HasSuffix(req.Dest, "/") && !s.destIsDir && !(s.toS3 && s.destObj.IsPrefix()) {
 		return nil, fmt.Errorf("%w: with several sources DEST must be a directory (end it with /)", ErrUsage)
+	}
+	if s.toS3 && !s.destObj.IsPrefix() && slices.ContainsFunc(s.srcs, location.Source.IsPrefix) {
+		return nil, fmt.Errorf("%w: a prefix is copied under a prefix: end %s with /", ErrUsage, req.Dest)
+	}
+	if s.toS3 && req.Sync {
+		return nil, fmt.Errorf("%w: --sync to S3 is not supported yet", ErrUsage)
 	}
 	if s.queue, err = tasks.ChunkQueue(req.Priority); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
@@ -305,7 +336,7 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 					o = object{src: k, key: k.Key, cause: err.Error()}
 				}
 				if fromFile {
-					o.src = location.Source{Bucket: k.Bucket} // the bucket as prefix
+					o.src = location.Source{Remote: k.Remote, Bucket: k.Bucket} // the bucket as prefix
 				}
 				objs[i] = o
 				return nil
@@ -347,7 +378,7 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 				continue
 			}
 			if strings.HasPrefix(line, "{") {
-				o, err := manifestObject(line)
+				o, err := manifestObject(line, s.e.remoteNames())
 				if err != nil {
 					return fmt.Errorf("%w: --from line %d: %w", ErrUsage, n, err)
 				}
@@ -359,7 +390,7 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 				}
 				continue
 			}
-			src, err := location.ParseS3URL(line)
+			src, err := location.ParseURL(line, s.e.remoteNames())
 			if err != nil {
 				return fmt.Errorf("%w: --from line %d: %w", ErrUsage, n, err)
 			}
@@ -381,7 +412,7 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 
 // manifestObject reads one line of a manifest (as --manifest writes it):
 // the object's source, size and ETag, so no HEAD is needed.
-func manifestObject(line string) (object, error) {
+func manifestObject(line string, remotes []string) (object, error) {
 	var m struct {
 		Source    string `json:"source"`
 		Size      *int64 `json:"size"`
@@ -399,14 +430,14 @@ func manifestObject(line string) (object, error) {
 	if err := json.Unmarshal([]byte(line), &m); err != nil {
 		return object{}, fmt.Errorf("not a manifest line: %w", err)
 	}
-	src, err := location.ParseS3URL(m.Source)
+	src, err := location.ParseURL(m.Source, remotes)
 	if err != nil {
 		return object{}, err
 	}
 	if src.IsPrefix() || m.Size == nil || *m.Size < 0 {
 		return object{}, fmt.Errorf("manifest line for %q needs a key and a size", m.Source)
 	}
-	o := object{src: location.Source{Bucket: src.Bucket}, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}
+	o := object{src: location.Source{Remote: src.Remote, Bucket: src.Bucket}, key: src.Key, size: *m.Size, etag: m.ETag, versionID: m.VersionID}
 	if m.Check != "" && !strings.EqualFold(m.Check, m.ChecksumAlgorithm) {
 		m.ChecksumAlgorithm, m.Checksum = "", "" // computed, but not compared with S3's: no evidence
 	}
@@ -427,9 +458,6 @@ func manifestObject(line string) (object, error) {
 func absDest(d string) (string, bool, error) {
 	if d == "" {
 		return "", false, errors.New("empty destination")
-	}
-	if strings.HasPrefix(d, "s3://") {
-		return "", false, fmt.Errorf("destination %q must be a local path (uploads are not supported)", d)
 	}
 	abs, err := filepath.Abs(d)
 	if err != nil {
@@ -458,10 +486,14 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 		map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
 		return object{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	out, err := e.S3.HeadObject(ctx, in)
+	api, err := e.api(ctx, src.Remote)
+	if err != nil {
+		return object{}, err
+	}
+	out, err := api.HeadObject(ctx, in)
 	if err != nil {
 		if s3client.HTTPStatus(err) == 404 {
-			if _, berr := e.S3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(src.Bucket)}); s3client.HTTPStatus(berr) == 404 {
+			if _, berr := api.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(src.Bucket)}); s3client.HTTPStatus(berr) == 404 {
 				return object{}, fmt.Errorf("head %s: bucket %q does not exist", src, src.Bucket)
 			}
 			return object{}, fmt.Errorf("head %s: no such key %q in bucket %q", src, src.Key, src.Bucket)
@@ -477,6 +509,39 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 		o.versionID = "" // pin by ETag; a version ID is only sent when the user asked for one
 	}
 	return o, nil
+}
+
+// api is the client of a source's endpoint.
+func (e *Enqueuer) api(ctx context.Context, remote string) (sourceAPI, error) {
+	if remote == "" {
+		return e.S3, nil
+	}
+	if e.Remotes == nil {
+		return nil, fmt.Errorf("%w: remote %q: no remotes are configured", ErrUsage, remote)
+	}
+	return e.Remotes.Client(ctx, remote, "")
+}
+
+// remoteNames are the configured remotes' names.
+func (e *Enqueuer) remoteNames() []string {
+	if e.Remotes == nil {
+		return nil
+	}
+	return e.Remotes.Names()
+}
+
+// fingerprint is a remote's fingerprint as tasks carry it. The top-level
+// endpoint has none: s3:// is each worker's own endpoint, which may well
+// be reached by another URL than the enqueuer's (a proxy, a load
+// balancer), as downloads always allowed.
+func (e *Enqueuer) fingerprint(remote string) (string, error) {
+	switch {
+	case remote == "":
+		return "", nil
+	case e.Remotes == nil:
+		return "", fmt.Errorf("remote %q: no remotes are configured", remote)
+	}
+	return e.Remotes.Fingerprint(remote)
 }
 
 func (e *Enqueuer) logger() *slog.Logger {
@@ -519,7 +584,7 @@ func (s *submission) describe(ctx context.Context, objs []object) {
 				}
 			}
 			n, ok := assembler.MultipartETag(o.etag)
-			if !ok || n < 2 || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
+			if s.toS3 || !ok || n < 2 || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
 				return nil
 			}
 			parts, err := s.e.partSizes(gctx, o, n, s.req)
@@ -545,9 +610,13 @@ func (e *Enqueuer) checksumOf(ctx context.Context, o *object, req Request) (asse
 		map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
 		return assembler.Sum{}, err
 	}
-	out, err := e.S3.HeadObject(ctx, in)
+	api, err := e.api(ctx, o.src.Remote)
 	if err != nil {
-		return assembler.Sum{}, fmt.Errorf("head s3://%s/%s for its checksum: %s", o.src.Bucket, o.key, s3client.Describe(err))
+		return assembler.Sum{}, err
+	}
+	out, err := api.HeadObject(ctx, in)
+	if err != nil {
+		return assembler.Sum{}, fmt.Errorf("head %s for its checksum: %s", o.url(), s3client.Describe(err))
 	}
 	return assembler.SumOf(out), nil
 }
@@ -555,6 +624,10 @@ func (e *Enqueuer) checksumOf(ctx context.Context, o *object, req Request) (asse
 // partSizes reads the sizes of an object's n upload parts.
 func (e *Enqueuer) partSizes(ctx context.Context, o *object, n int, req Request) ([]chunker.Run, error) {
 	sizes := make([]int64, n)
+	api, err := e.api(ctx, o.src.Remote)
+	if err != nil {
+		return nil, err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(e.Parallel, 1))
 	for i := range sizes {
@@ -568,12 +641,12 @@ func (e *Enqueuer) partSizes(ctx context.Context, o *object, n int, req Request)
 				map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
 				return err
 			}
-			out, err := e.S3.HeadObject(gctx, in)
+			out, err := api.HeadObject(gctx, in)
 			if err != nil {
-				return fmt.Errorf("head part %d of s3://%s/%s: %s", i+1, o.src.Bucket, o.key, s3client.Describe(err))
+				return fmt.Errorf("head part %d of %s: %s", i+1, o.url(), s3client.Describe(err))
 			}
 			if sizes[i] = aws.ToInt64(out.ContentLength); sizes[i] <= 0 {
-				return fmt.Errorf("part %d of s3://%s/%s has %d bytes", i+1, o.src.Bucket, o.key, sizes[i])
+				return fmt.Errorf("part %d of %s has %d bytes", i+1, o.url(), sizes[i])
 			}
 			return nil
 		})
@@ -593,7 +666,11 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 	if req.ExpectedOwner != "" {
 		in.ExpectedBucketOwner = aws.String(req.ExpectedOwner)
 	}
-	p := s3.NewListObjectsV2Paginator(e.S3, in)
+	api, err := e.api(ctx, src.Remote)
+	if err != nil {
+		return err
+	}
+	p := s3.NewListObjectsV2Paginator(api, in)
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
@@ -643,8 +720,11 @@ type submission struct {
 	e         *Enqueuer
 	req       Request
 	srcs      []location.Source
-	dest      string
+	dest      string // an absolute path, or the destination's URL when toS3
 	destIsDir bool
+	toS3      bool            // the destination is an object or a prefix on S3
+	destObj   location.Source // the destination, when toS3
+	destFP    string          // its endpoint's fingerprint
 	queue     string
 	begun     bool
 	sum       Summary
@@ -706,7 +786,7 @@ func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
 func (s *submission) add(ctx context.Context, o object, single bool) error {
 	if !s.wanted(o) {
 		atomic.AddInt64(&s.sum.Filtered, 1)
-		s.planned(PlannedObject{Source: "s3://" + o.src.Bucket + "/" + o.key, Size: o.size, Action: "filter"})
+		s.planned(PlannedObject{Source: o.url(), Size: o.size, Action: "filter"})
 		return nil
 	}
 	t, cause := s.transfer(o)
@@ -715,7 +795,7 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			return err
 		}
-		mode, keep, c := s.decide(cur, &t, cause)
+		mode, keep, c := s.decide(ctx, cur, &t, cause)
 		if single && c != "" {
 			return fmt.Errorf("%s: %s", t.Source(), c)
 		}
@@ -771,7 +851,7 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 			continue
 		}
 		t, cause := s.transfer(o)
-		if cause == "" && !t.Overwrite && exists(t.Dest) {
+		if cause == "" && !t.Overwrite && !s.toS3 && exists(t.Dest) {
 			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
 		}
 		reqs = append(reqs, ledger.AttachRequest{Job: s.sum.Job, Mode: ledger.ModeCreate, New: t, Cause: cause})
@@ -820,7 +900,7 @@ func (s *submission) refused(ctx context.Context, o object) error {
 	if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
-	if _, _, c := s.decide(cur, &t, cause); c != "" {
+	if _, _, c := s.decide(ctx, cur, &t, cause); c != "" {
 		return fmt.Errorf("%s: %s", t.Source(), c)
 	}
 	return nil
@@ -829,7 +909,7 @@ func (s *submission) refused(ctx context.Context, o object) error {
 // transfer describes the object's transfer, and why it cannot be made.
 func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	t := ledger.Transfer{
-		Bucket: o.src.Bucket, Key: o.key, VersionID: o.versionID, ETag: o.etag, Size: o.size,
+		Remote: o.src.Remote, Bucket: o.src.Bucket, Key: o.key, VersionID: o.versionID, ETag: o.etag, Size: o.size,
 		ChecksumAlgorithm: string(o.sum.Algorithm), ChecksumType: o.sum.Type, Checksum: o.sum.Value,
 		ChecksumKnown: o.checksumSeen || s.req.Verify == assembler.VerifyOff, NoHead: o.noHead,
 		Verify: s.req.Verify, Overwrite: s.req.Overwrite, Queue: s.queue,
@@ -838,20 +918,27 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	if !o.lastModified.IsZero() {
 		t.LastModified = o.lastModified.UnixMilli()
 	}
-	final, err := location.Target(o.src, o.key, s.dest, s.destIsDir || len(s.srcs) > 1 || s.req.From != nil)
-	t.Dest = final
-	t.ID = ledger.TransferID(t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)
+	if fp, err := s.e.fingerprint(o.src.Remote); err == nil {
+		t.RemoteFP = fp
+	}
+	final, err := s.target(o)
+	t.Dest, t.DestFP = final, s.destFP
+	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)
 	if o.cause != "" {
 		return t, o.cause
 	}
 	if err != nil {
 		return t, err.Error()
 	}
-	plan, err := chunker.New(o.size, s.e.ChunkSize, s.e.Threshold)
+	chunkSize := s.e.ChunkSize
+	if s.toS3 {
+		chunkSize = chunker.PartSize(o.size, chunkSize)
+	}
+	plan, err := chunker.New(o.size, chunkSize, s.e.Threshold)
 	if err != nil {
 		return t, err.Error()
 	}
-	if o.parts != nil {
+	if o.parts != nil && !s.toS3 { // upload parts have their own sizes
 		if aligned, err := chunker.Aligned(o.parts, s.e.ChunkSize); err == nil && aligned.Size == o.size {
 			plan, t.Parts = aligned, chunker.EncodeParts(o.parts)
 		}
@@ -860,10 +947,30 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	return t, ""
 }
 
+// target is where the object lands: its path, or its destination URL.
+func (s *submission) target(o object) (string, error) {
+	several := s.destIsDir || len(s.srcs) > 1 || s.req.From != nil
+	if !s.toS3 {
+		return location.Target(o.src, o.key, s.dest, several)
+	}
+	dest := s.destObj
+	key, err := location.TargetKey(o.src, o.key, dest)
+	if err != nil {
+		return "", err
+	}
+	dest.Key = key
+	return dest.String(), nil
+}
+
 // decide picks what to do with an object from its record and what this
 // host sees of its destination. With --sync a file that differs is to be
 // replaced, so t may come back with Overwrite set.
-func (s *submission) decide(cur ledger.Transfer, t *ledger.Transfer, cause string) (mode string, keepData bool, c string) {
+//
+// For an S3 destination, whether an object is there already is for the
+// workers to find (a HEAD before the upload, If-None-Match when it
+// completes): a HEAD here per listed object would slow a large listing
+// down, and proves nothing by the time the object is written.
+func (s *submission) decide(ctx context.Context, cur ledger.Transfer, t *ledger.Transfer, cause string) (mode string, keepData bool, c string) {
 	switch cur.State {
 	case "":
 		switch {
@@ -872,14 +979,14 @@ func (s *submission) decide(cur ledger.Transfer, t *ledger.Transfer, cause strin
 			return ledger.ModePresent, false, ""
 		case s.req.Sync:
 			t.Overwrite = true
-		case !t.Overwrite && exists(t.Dest):
+		case !t.Overwrite && !s.toS3 && exists(t.Dest):
 			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
 		}
 		return ledger.ModeCreate, false, cause
 	case ledger.Queued, ledger.Running:
 		return ledger.ModeAttach, false, ""
 	case ledger.Success:
-		if s.finalStillThere(cur) {
+		if s.finalStillThere(ctx, cur) {
 			return ledger.ModeSkip, false, ""
 		}
 		if s.req.Sync {
@@ -906,9 +1013,27 @@ func sameFile(path string, size int64, etag string) bool {
 // finalStillThere reports whether a downloaded object's file is still at its
 // destination with its size, as this host sees it. A file this host cannot
 // see is downloaded again: a needless download is better than a lost file.
-func (s *submission) finalStillThere(t ledger.Transfer) bool {
+func (s *submission) finalStillThere(ctx context.Context, t ledger.Transfer) bool {
+	if s.toS3 {
+		return s.objectThere(ctx, t)
+	}
 	st, err := os.Stat(t.Dest)
 	return err == nil && st.Mode().IsRegular() && st.Size() == t.Size
+}
+
+// objectThere reports whether a copied object is still at its
+// destination with its size.
+func (s *submission) objectThere(ctx context.Context, t ledger.Transfer) bool {
+	_, dst, _, err := location.ParseDest(t.Dest)
+	if err != nil {
+		return false
+	}
+	api, err := s.e.api(ctx, dst.Remote)
+	if err != nil {
+		return false
+	}
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	return err == nil && aws.ToInt64(out.ContentLength) == t.Size
 }
 
 func exists(p string) bool {
@@ -967,11 +1092,9 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 	for _, i := range missing {
 		r := plan.Chunk(i)
 		task, err := tasks.NewChunkTask(tasks.ChunkPayload{
-			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key,
-			VersionID: t.VersionID, ETag: t.ETag, Size: t.Size, Chunks: t.Chunks,
-			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, Overwrite: t.Overwrite,
+			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Chunks: t.Chunks,
+			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, Overwrite: t.Overwrite,
 			CRC: string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))), NoHead: t.NoHead,
-			RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
 		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)
 		if err != nil {
 			return err
@@ -991,7 +1114,11 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 // empty object of unknown ETag (--expected-size 0) always does: the GET is
 // what proves it empty.
 func (s *submission) batchable(t ledger.Transfer) bool {
-	return s.e.BatchMaxObject > 0 && t.Size <= s.e.BatchMaxObject && t.Chunks <= 1 || t.Size == 0 && t.ETag == ""
+	most := s.e.BatchMaxObject
+	if s.toS3 {
+		most = min(most, tasks.MaxPutObject) // held in memory on its way
+	}
+	return most > 0 && t.Size <= most && t.Chunks <= 1 || t.Size == 0 && (t.ETag == "" || s.toS3)
 }
 
 // batchWaiting reports whether the object's batch task is still to run.
@@ -1008,10 +1135,9 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
 	s.batchMu.Lock()
 	s.batch = append(s.batch, tasks.BatchObject{
-		Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, VersionID: t.VersionID, ETag: t.ETag,
-		Size: t.Size, Dest: t.Dest, LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
+		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP,
+		LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
 		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
-		RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
 	})
 	s.batchBytes += t.Size
 	full := int64(len(s.batch)) >= max(s.e.BatchObjects, 1) || s.batchBytes >= s.e.BatchBytes

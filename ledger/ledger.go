@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/chunker"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // Object states, as s3transfer's futures report them.
@@ -66,8 +67,12 @@ func New(rdb redis.UniversalClient, retention time.Duration) *Ledger {
 
 // TransferID names the transfer of one object version to one destination:
 // the same object, version and destination always give the same ID.
-func TransferID(bucket, key, etag, versionID string, size int64, dest string) string {
+func TransferID(remote, bucket, key, etag, versionID string, size int64, dest string) string {
 	h := sha256.New()
+	if remote != "" {
+		h.Write([]byte("remote:" + remote)) // the top-level endpoint's IDs stay as they were
+		h.Write([]byte{0})
+	}
 	for _, s := range []string{bucket, key, etag, versionID, strconv.FormatInt(size, 10), dest} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
@@ -77,7 +82,11 @@ func TransferID(bucket, key, etag, versionID string, size int64, dest string) st
 
 // Transfer is the record of one object being downloaded to one path.
 type Transfer struct {
-	ID        string `redis:"id"`
+	ID string `redis:"id"`
+	// Remote names the source's endpoint (empty: the top-level one), and
+	// RemoteFP its fingerprint (s3client.Options.Fingerprint).
+	Remote    string `redis:"remote"`
+	RemoteFP  string `redis:"remote_fp"`
 	Bucket    string `redis:"bucket"`
 	Key       string `redis:"key"`
 	VersionID string `redis:"version_id"`
@@ -87,8 +96,11 @@ type Transfer struct {
 	Chunks    int64  `redis:"chunks"`
 	// Parts are the object's upload parts (chunker.EncodeParts) when its
 	// chunks are aligned to them, for a checksum of the parts' checksums.
-	Parts        string `redis:"parts"`
+	Parts string `redis:"parts"`
+	// Dest is an absolute path, or an object URL (REMOTE://bucket/key)
+	// with DestFP its endpoint's fingerprint.
 	Dest         string `redis:"dest"`
+	DestFP       string `redis:"dest_fp"`
 	LastModified int64  `redis:"last_modified"` // Unix milliseconds; 0 if unknown
 	// The checksum S3 keeps for the object: its algorithm (CRC64NVME,
 	// CRC32, CRC32C, SHA256, …; empty when unknown) and type (FULL_OBJECT
@@ -119,9 +131,9 @@ type Transfer struct {
 	Gen       int64  `redis:"gen"`
 	PartReady bool   `redis:"part_ready"`
 	// PartToken names the one part file every chunk writes (see
-	// location.PartPath), and PartHost the worker that made it; StalePart
-	// is the token of a part file whose data was dropped, for its maker
-	// to remove.
+	// location.PartPath), or, for a transfer to S3, its multipart upload's
+	// ID, and PartHost the worker that made it; StalePart is the token of
+	// a part file (or upload) whose data was dropped, to be removed.
 	PartToken string `redis:"part_token"`
 	PartHost  string `redis:"part_host"`
 	StalePart string `redis:"stale_part"`
@@ -161,8 +173,14 @@ func (t Transfer) Plan() (chunker.Plan, error) {
 	return p, nil
 }
 
-// Source renders the object as an s3:// URL.
-func (t Transfer) Source() string { return "s3://" + t.Bucket + "/" + t.Key }
+// Source renders the object as its URL: s3://bucket/key, or
+// REMOTE://bucket/key.
+func (t Transfer) Source() string {
+	return location.Source{Remote: t.Remote, Bucket: t.Bucket, Key: t.Key}.String()
+}
+
+// ToS3 reports whether the transfer's destination is an object, not a file.
+func (t Transfer) ToS3() bool { return location.IsURL(t.Dest) }
 
 // Job is the record of one enqueue command and its counters.
 type Job struct {
@@ -339,21 +357,29 @@ func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) e
 	}
 }
 
-// ChunkCRCs returns the CRC recorded for each landed chunk, by index (of
-// the algorithm the chunks computed: the transfer's, or CRC64NVME).
-func (l *Ledger) ChunkCRCs(ctx context.Context, id string) (map[int64]uint64, error) {
+// Chunk is what is recorded of a landed chunk.
+type Chunk struct {
+	CRC uint64 // of its bytes, in the algorithm the transfer's chunks use
+	// PartETag is the ETag S3 gave the upload part the chunk became, for
+	// a transfer to S3.
+	PartETag string
+}
+
+// Chunks returns the record of each landed chunk, by index.
+func (l *Ledger) Chunks(ctx context.Context, id string) (map[int64]Chunk, error) {
 	m, err := l.rdb.HGetAll(ctx, xferChunksKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read chunks of transfer %s: %w", id, err)
 	}
-	out := make(map[int64]uint64, len(m))
+	out := make(map[int64]Chunk, len(m))
 	for k, v := range m {
+		crc, etag, _ := strings.Cut(v, ":")
 		i, err1 := strconv.ParseInt(k, 10, 64)
-		c, err2 := strconv.ParseUint(v, 16, 64)
+		c, err2 := strconv.ParseUint(crc, 16, 64)
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("transfer %s: bad chunk record %q=%q", id, k, v)
 		}
-		out[i] = c
+		out[i] = Chunk{CRC: c, PartETag: etag}
 	}
 	return out, nil
 }
@@ -475,7 +501,7 @@ func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
 // pairs for HSET.
 func transferFields(t Transfer) []any {
 	return []any{
-		"bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
+		"remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "parts", t.Parts, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,
@@ -542,6 +568,8 @@ type Landing struct {
 	// ETag is the ETag of the response, checked against the other chunks'
 	// when the transfer was enqueued without one.
 	ETag string
+	// PartETag is the ETag of the upload part it became (a transfer to S3).
+	PartETag string
 }
 
 // Outcomes of ChunkDone besides a count.
@@ -562,7 +590,7 @@ var (
 // object's with ErrSourceChanged.
 func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing) (landed, total int64, err error) {
 	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id)},
-		gen, c.Index, strconv.FormatUint(c.CRC, 16), c.Length, c.Part, c.ETag).Int64Slice()
+		gen, c.Index, chunkValue(c), c.Length, c.Part, c.ETag).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, err)
 	}
@@ -573,6 +601,16 @@ func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing)
 		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, ErrSourceChanged)
 	}
 	return res[0], res[1], nil
+}
+
+// chunkValue is a chunk's record: its CRC in hex, and ":" and its upload
+// part's ETag when it has one.
+func chunkValue(c Landing) string {
+	v := strconv.FormatUint(c.CRC, 16)
+	if c.PartETag != "" {
+		v += ":" + c.PartETag
+	}
+	return v
 }
 
 // Landed returns how many chunks of a running transfer have landed, of how

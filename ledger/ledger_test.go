@@ -21,7 +21,7 @@ func newLedger(t *testing.T) *ledger.Ledger {
 
 func transfer(key string, size, chunks int64) ledger.Transfer {
 	t := ledger.Transfer{Bucket: "b", Key: key, ETag: `"e"`, Size: size, ChunkSize: max(size/max(chunks, 1), 1), Chunks: chunks, Dest: "/d/" + key}
-	t.ID = ledger.TransferID(t.Bucket, t.Key, t.ETag, "", t.Size, t.Dest)
+	t.ID = ledger.TransferID("", t.Bucket, t.Key, t.ETag, "", t.Size, t.Dest)
 	return t
 }
 
@@ -61,16 +61,17 @@ func job(t *testing.T, l *ledger.Ledger, id string) ledger.Job {
 
 func TestTransferIDIsDeterministic(t *testing.T) {
 	t.Parallel()
-	a := ledger.TransferID("b", "k", "e", "", 10, "/d/k")
-	if a != ledger.TransferID("b", "k", "e", "", 10, "/d/k") {
+	a := ledger.TransferID("", "b", "k", "e", "", 10, "/d/k")
+	if a != ledger.TransferID("", "b", "k", "e", "", 10, "/d/k") {
 		t.Fatal("same inputs, different IDs")
 	}
 	for _, other := range []string{
-		ledger.TransferID("b", "k", "e2", "", 10, "/d/k"),
-		ledger.TransferID("b", "k", "e", "v1", 10, "/d/k"),
-		ledger.TransferID("b", "k", "e", "", 11, "/d/k"),
-		ledger.TransferID("b", "k", "e", "", 10, "/d/k2"),
-		ledger.TransferID("b", "ke", "", "", 10, "/d/k"), // field boundaries matter
+		ledger.TransferID("", "b", "k", "e2", "", 10, "/d/k"),
+		ledger.TransferID("", "b", "k", "e", "v1", 10, "/d/k"),
+		ledger.TransferID("", "b", "k", "e", "", 11, "/d/k"),
+		ledger.TransferID("", "b", "k", "e", "", 10, "/d/k2"),
+		ledger.TransferID("", "b", "ke", "", "", 10, "/d/k"), // field boundaries matter
+		ledger.TransferID("r2", "b", "k", "e", "", 10, "/d/k"),
 	} {
 		if other == a {
 			t.Fatalf("different inputs share the ID %s", a)
@@ -116,7 +117,7 @@ func TestChunkLifecycle(t *testing.T) {
 	}
 	for i, want := range []int64{1, 1, 2, 3} { // chunk 0 twice
 		idx := []int64{0, 0, 1, 2}[i]
-		landed, total, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: idx, Part: "tok-a", CRC: uint64(idx + 1), Length: 10})
+		landed, total, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: idx, Part: "tok-a", CRC: uint64(idx + 1), Length: 10, PartETag: fmt.Sprintf(`"etag-%d"`, idx)})
 		if err != nil || landed != want || total != 3 {
 			t.Fatalf("chunk %d: %d/%d %v", idx, landed, total, err)
 		}
@@ -127,8 +128,8 @@ func TestChunkLifecycle(t *testing.T) {
 	if j := job(t, l, "j"); j.BytesDone != 30 {
 		t.Fatalf("bytes done %d, want 30", j.BytesDone)
 	}
-	crcs, err := l.ChunkCRCs(ctx, x.ID)
-	if err != nil || len(crcs) != 3 || crcs[2] != 3 {
+	crcs, err := l.Chunks(ctx, x.ID)
+	if err != nil || len(crcs) != 3 || crcs[2].CRC != 3 || crcs[2].PartETag != `"etag-2"` {
 		t.Fatalf("crcs %v %v", crcs, err)
 	}
 	ok, err := l.Succeed(ctx, x.ID, gen, ledger.Result{Computed: "AAAAAA==", Check: "crc32c"}, time.Now())
@@ -149,7 +150,7 @@ func TestChunkLifecycle(t *testing.T) {
 	if got.State != ledger.Success || got.Computed != "AAAAAA==" || got.Attempts != 2 { // two chunk starts above
 		t.Fatalf("record %+v", got)
 	}
-	if crcs, _ := l.ChunkCRCs(ctx, x.ID); len(crcs) != 0 {
+	if crcs, _ := l.Chunks(ctx, x.ID); len(crcs) != 0 {
 		t.Fatal("chunk records kept after success")
 	}
 }

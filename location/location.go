@@ -1,5 +1,6 @@
-// Package location parses s3:// URLs and maps object keys to destination
-// paths, refusing any key that would land outside the destination.
+// Package location parses object URLs (s3://bucket/key, and NAME://… for a
+// remote of the configuration) and maps object keys to destination paths
+// or keys, refusing any key that would land outside the destination.
 package location
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -16,14 +18,27 @@ import (
 // ErrBadURL reports a source that is not an s3://bucket[/key] URL.
 var ErrBadURL = errors.New("malformed S3 URL")
 
+// ErrUnknownRemote reports a NAME:// URL whose name no remote of the
+// configuration has.
+var ErrUnknownRemote = errors.New("unknown remote")
+
 // ErrUnsafeKey reports a key that cannot become a path under the destination.
 var ErrUnsafeKey = errors.New("unsafe key")
 
 // maxNameLen is the longest file name most Linux filesystems accept.
 const maxNameLen = 255
 
-// Source is a parsed s3:// URL.
+// MaxKeyLen is the longest object key S3 takes, in bytes.
+const MaxKeyLen = 1024
+
+// TopLevel is the scheme of the top-level endpoint (the endpoint setting):
+// s3://bucket/key. Any other scheme names a remote of the configuration.
+const TopLevel = "s3"
+
+// Source is a parsed object URL: s3://bucket/key on the top-level
+// endpoint, or NAME://bucket/key on a remote of the configuration.
 type Source struct {
+	Remote string // empty: the top-level endpoint
 	Bucket string
 	Key    string // the key, or the prefix when IsPrefix
 }
@@ -32,14 +47,68 @@ type Source struct {
 // ends with "/" or names a whole bucket.
 func (s Source) IsPrefix() bool { return s.Key == "" || strings.HasSuffix(s.Key, "/") }
 
-// String renders the source as an s3:// URL.
-func (s Source) String() string { return "s3://" + s.Bucket + "/" + s.Key }
+// String renders the source as its URL.
+func (s Source) String() string { return Scheme(s.Remote) + "://" + s.Bucket + "/" + s.Key }
+
+// Scheme is the URL scheme of a remote: s3 for the top-level endpoint.
+func Scheme(remote string) string {
+	if remote == "" {
+		return TopLevel
+	}
+	return remote
+}
 
 // ParseS3URL parses s3://bucket/key, s3://bucket/prefix/ or s3://bucket.
 func ParseS3URL(raw string) (Source, error) {
-	rest, ok := strings.CutPrefix(raw, "s3://")
-	if !ok {
+	if !strings.HasPrefix(raw, TopLevel+"://") {
 		return Source{}, fmt.Errorf("%w %q: want s3://bucket/key or s3://bucket/prefix/", ErrBadURL, raw)
+	}
+	return ParseURL(raw, nil)
+}
+
+// IsURL reports whether raw is written as an object URL (NAME://…) rather
+// than a local path, whether or not NAME is a configured remote.
+func IsURL(raw string) bool {
+	scheme, _, ok := strings.Cut(raw, "://")
+	return ok && ValidRemoteName(scheme) == nil || ok && scheme == TopLevel
+}
+
+// ValidRemoteName checks a remote's name: lower-case letters, digits and
+// hyphens, starting with a letter, at most 32 bytes, and not "s3".
+func ValidRemoteName(name string) error {
+	if name == TopLevel {
+		return fmt.Errorf("remote name %q is the top-level endpoint's", name)
+	}
+	if name == "" || len(name) > 32 || name[0] < 'a' || name[0] > 'z' {
+		return fmt.Errorf("remote name %q: want a lower-case letter, then letters, digits or '-' (at most 32)", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return fmt.Errorf("remote name %q has the character %q", name, r)
+		}
+	}
+	return nil
+}
+
+// ParseURL parses an object URL: s3://bucket[/key] on the top-level
+// endpoint, or NAME://bucket[/key] where NAME is one of remotes. An
+// unknown NAME is an error that lists the configured remotes.
+func ParseURL(raw string, remotes []string) (Source, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return Source{}, fmt.Errorf("%w %q: want s3://bucket/key or REMOTE://bucket/key", ErrBadURL, raw)
+	}
+	var src Source
+	if scheme != TopLevel {
+		if !slices.Contains(remotes, scheme) {
+			known := "no remotes are configured"
+			if len(remotes) > 0 {
+				known = "the configured remotes are " + strings.Join(remotes, ", ")
+			}
+			return Source{}, fmt.Errorf("%w %q in %q: %s (the remotes: section of the config file); s3:// is the top-level endpoint",
+				ErrUnknownRemote, scheme, raw, known)
+		}
+		src.Remote = scheme
 	}
 	bucket, key, _ := strings.Cut(rest, "/")
 	if err := checkBucket(bucket); err != nil {
@@ -48,7 +117,63 @@ func ParseS3URL(raw string) (Source, error) {
 	if strings.ContainsRune(key, 0) {
 		return Source{}, fmt.Errorf("%w %q: key contains a NUL byte", ErrBadURL, raw)
 	}
-	return Source{Bucket: bucket, Key: key}, nil
+	if len(key) > MaxKeyLen {
+		return Source{}, fmt.Errorf("%w %q: the key is longer than %d bytes", ErrBadURL, truncate(raw), MaxKeyLen)
+	}
+	src.Bucket, src.Key = bucket, key
+	return src, nil
+}
+
+// ParseDest reads a destination as the fleet records it: an absolute
+// clean path, or an object URL of any well-formed remote name (the worker
+// resolves the name from its own configuration).
+func ParseDest(dest string) (path string, obj Source, isObject bool, err error) {
+	if IsURL(dest) {
+		scheme, _, _ := strings.Cut(dest, "://")
+		obj, err = ParseURL(dest, []string{scheme})
+		if err == nil && (obj.Key == "" || strings.HasSuffix(obj.Key, "/")) {
+			err = fmt.Errorf("destination %q names no key", dest)
+		}
+		return "", obj, err == nil, err
+	}
+	if !filepath.IsAbs(dest) || filepath.Clean(dest) != dest {
+		return "", Source{}, false, fmt.Errorf("destination %q is not an absolute clean path", dest)
+	}
+	return dest, Source{}, false, nil
+}
+
+// TargetKey returns the key an object lands at under an object
+// destination, as Target does for files, with keys kept as they are (S3
+// keys are not paths: "a//b" stays "a//b"):
+//   - for a prefix source, the key below the prefix, after dest's key;
+//   - for a key and a dest that is a prefix (ends in "/", or a bucket),
+//     the key's last segment after it;
+//   - otherwise dest's key itself.
+func TargetKey(src Source, key string, dest Source) (string, error) {
+	var out string
+	switch {
+	case src.IsPrefix():
+		rel, ok := strings.CutPrefix(key, src.Key)
+		if !ok || rel == "" {
+			return "", fmt.Errorf("%w %q: not under the prefix %q", ErrUnsafeKey, key, src.Key)
+		}
+		if !dest.IsPrefix() {
+			return "", fmt.Errorf("destination %s must end with / for a prefix", dest)
+		}
+		out = dest.Key + rel
+	case dest.IsPrefix():
+		base := key[strings.LastIndex(key, "/")+1:]
+		if base == "" {
+			return "", fmt.Errorf("%w %q: has no last segment", ErrUnsafeKey, key)
+		}
+		out = dest.Key + base
+	default:
+		out = dest.Key
+	}
+	if len(out) > MaxKeyLen {
+		return "", fmt.Errorf("%w %q: the destination key would be longer than %d bytes", ErrUnsafeKey, truncate(out), MaxKeyLen)
+	}
+	return out, nil
 }
 
 // checkBucket applies S3's bucket naming rules loosely: 3 to 63 characters of

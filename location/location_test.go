@@ -18,19 +18,19 @@ func TestParseS3URL(t *testing.T) {
 		want       Source
 		wantPrefix bool
 	}{
-		{"key", "s3://bucket/key", Source{"bucket", "key"}, false},
-		{"nested key", "s3://bucket/a/b/c.bin", Source{"bucket", "a/b/c.bin"}, false},
-		{"key with spaces", "s3://bucket/my dir/my file.txt", Source{"bucket", "my dir/my file.txt"}, false},
-		{"unicode key", "s3://bucket/ü ñ/日本語.txt", Source{"bucket", "ü ñ/日本語.txt"}, false},
-		{"whole bucket", "s3://bucket", Source{"bucket", ""}, true},
-		{"whole bucket with slash", "s3://bucket/", Source{"bucket", ""}, true},
-		{"prefix", "s3://bucket/prefix/", Source{"bucket", "prefix/"}, true},
-		{"nested prefix", "s3://bucket/a/b/", Source{"bucket", "a/b/"}, true},
-		{"key kept verbatim", "s3://bucket//x/../y", Source{"bucket", "/x/../y"}, false},
-		{"dotted and hyphenated bucket", "s3://my-bucket.example/k", Source{"my-bucket.example", "k"}, false},
-		{"three character bucket", "s3://abc/k", Source{"abc", "k"}, false},
-		{"63 character bucket", "s3://" + strings.Repeat("b", 63) + "/k", Source{strings.Repeat("b", 63), "k"}, false},
-		{"upper case and underscore tolerated", "s3://My_Bucket/k", Source{"My_Bucket", "k"}, false},
+		{"key", "s3://bucket/key", Source{Bucket: "bucket", Key: "key"}, false},
+		{"nested key", "s3://bucket/a/b/c.bin", Source{Bucket: "bucket", Key: "a/b/c.bin"}, false},
+		{"key with spaces", "s3://bucket/my dir/my file.txt", Source{Bucket: "bucket", Key: "my dir/my file.txt"}, false},
+		{"unicode key", "s3://bucket/ü ñ/日本語.txt", Source{Bucket: "bucket", Key: "ü ñ/日本語.txt"}, false},
+		{"whole bucket", "s3://bucket", Source{Bucket: "bucket", Key: ""}, true},
+		{"whole bucket with slash", "s3://bucket/", Source{Bucket: "bucket", Key: ""}, true},
+		{"prefix", "s3://bucket/prefix/", Source{Bucket: "bucket", Key: "prefix/"}, true},
+		{"nested prefix", "s3://bucket/a/b/", Source{Bucket: "bucket", Key: "a/b/"}, true},
+		{"key kept verbatim", "s3://bucket//x/../y", Source{Bucket: "bucket", Key: "/x/../y"}, false},
+		{"dotted and hyphenated bucket", "s3://my-bucket.example/k", Source{Bucket: "my-bucket.example", Key: "k"}, false},
+		{"three character bucket", "s3://abc/k", Source{Bucket: "abc", Key: "k"}, false},
+		{"63 character bucket", "s3://" + strings.Repeat("b", 63) + "/k", Source{Bucket: strings.Repeat("b", 63), Key: "k"}, false},
+		{"upper case and underscore tolerated", "s3://My_Bucket/k", Source{Bucket: "My_Bucket", Key: "k"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,8 +248,8 @@ func TestTarget(t *testing.T) {
 		{"single key into destIsDir", single, single.Key, "/dest", true, "/dest/report.csv"},
 		{"single key into plain dest", single, single.Key, "/dest/out.csv", false, "/dest/out.csv"},
 		{"single key plain dest cleaned", single, single.Key, "/dest//x/../out.csv", false, "/dest/out.csv"},
-		{"single top-level key into dir", Source{"bucket", "k"}, "k", "/dest/", false, "/dest/k"},
-		{"single unicode key into dir", Source{"bucket", "ü/ñ ok.txt"}, "ü/ñ ok.txt", "/dest", true, "/dest/ñ ok.txt"},
+		{"single top-level key into dir", Source{Bucket: "bucket", Key: "k"}, "k", "/dest/", false, "/dest/k"},
+		{"single unicode key into dir", Source{Bucket: "bucket", Key: "ü/ñ ok.txt"}, "ü/ñ ok.txt", "/dest", true, "/dest/ñ ok.txt"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,7 +290,7 @@ func TestTargetErrors(t *testing.T) {
 	}{
 		{"relative dest", prefix, "data/a", "dest", false, false},
 		{"relative dot dest", prefix, "data/a", "./dest", false, false},
-		{"relative plain dest for a key", Source{"bucket", "k"}, "k", "out.txt", false, false},
+		{"relative plain dest for a key", Source{Bucket: "bucket", Key: "k"}, "k", "out.txt", false, false},
 		{"empty dest", prefix, "data/a", "", false, false},
 		{"key outside prefix", prefix, "other/a", "/dest", false, true},
 		{"key is the prefix", prefix, "data/", "/dest", false, true},
@@ -306,13 +306,13 @@ func TestTargetErrors(t *testing.T) {
 		{"empty key in bucket", bucket, "", "/dest", false, true},
 		{"NUL in key", bucket, "x\x00y", "/dest", false, true},
 		{"long segment", bucket, "d/" + strings.Repeat("n", 256), "/dest", false, true},
-		{"single key parent base", Source{"bucket", "a/.."}, "a/..", "/dest/", false, true},
-		{"single key dot", Source{"bucket", "."}, ".", "/dest", true, true},
-		{"single key dotdot", Source{"bucket", ".."}, "..", "/dest", true, true},
-		{"single empty key", Source{"bucket", "x"}, "", "/dest/", false, true},
-		{"single root key", Source{"bucket", "x"}, "/", "/dest", true, true},
-		{"single NUL base", Source{"bucket", "x"}, "d/x\x00y", "/dest", true, true},
-		{"single long base", Source{"bucket", "x"}, strings.Repeat("n", 256), "/dest/", false, true},
+		{"single key parent base", Source{Bucket: "bucket", Key: "a/.."}, "a/..", "/dest/", false, true},
+		{"single key dot", Source{Bucket: "bucket", Key: "."}, ".", "/dest", true, true},
+		{"single key dotdot", Source{Bucket: "bucket", Key: ".."}, "..", "/dest", true, true},
+		{"single empty key", Source{Bucket: "bucket", Key: "x"}, "", "/dest/", false, true},
+		{"single root key", Source{Bucket: "bucket", Key: "x"}, "/", "/dest", true, true},
+		{"single NUL base", Source{Bucket: "bucket", Key: "x"}, "d/x\x00y", "/dest", true, true},
+		{"single long base", Source{Bucket: "bucket", Key: "x"}, strings.Repeat("n", 256), "/dest/", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -341,7 +341,7 @@ func TestTargetStaysInside(t *testing.T) {
 		"a/./b", "./a", "a/..", "data/..", "data/.", "data//..//x", "x\x00y", `..\..\x`,
 		"ü ñ/ok.txt", "data/ok", "data/a b/c", strings.Repeat("../", 50) + "x",
 	}
-	sources := []Source{{"bucket", ""}, {"bucket", "data/"}, {"bucket", "data/."}, {"bucket", "../"}}
+	sources := []Source{{Bucket: "bucket", Key: ""}, {Bucket: "bucket", Key: "data/"}, {Bucket: "bucket", Key: "data/."}, {Bucket: "bucket", Key: "../"}}
 	for _, dest := range []string{"/dest", "/dest/"} {
 		for _, src := range sources {
 			for _, key := range keys {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
@@ -37,14 +38,13 @@ const TypeBatch = "s3fleet:batch"
 // BatchObject is one object of a batch: what a chunk payload says, for an
 // object fetched whole, plus what the assembler would read from the record.
 type BatchObject struct {
-	Transfer     string `json:"transfer"`
-	Gen          int64  `json:"gen"`
-	Bucket       string `json:"bucket"`
-	Key          string `json:"key"`
-	VersionID    string `json:"version_id,omitempty"`
-	ETag         string `json:"etag,omitempty"`
-	Size         int64  `json:"size"`
+	Transfer string `json:"transfer"`
+	Gen      int64  `json:"gen"`
+	Object
+	// Dest is an absolute path, or an object URL with DestFP its
+	// endpoint's fingerprint.
 	Dest         string `json:"dest"`
+	DestFP       string `json:"dest_fp,omitempty"`
 	LastModified int64  `json:"last_modified,omitempty"` // Unix ms
 	Overwrite    bool   `json:"overwrite,omitempty"`
 	Verify       string `json:"verify,omitempty"` // off, auto (empty) or required
@@ -53,9 +53,6 @@ type BatchObject struct {
 	ChecksumAlgorithm string `json:"checksum_algorithm,omitempty"`
 	ChecksumType      string `json:"checksum_type,omitempty"`
 	Checksum          string `json:"checksum,omitempty"`
-	RequestPayer      string `json:"request_payer,omitempty"`
-	ExpectedOwner     string `json:"expected_bucket_owner,omitempty"`
-	SSECKeyMD5        string `json:"sse_c_key_md5,omitempty"`
 }
 
 // BatchPayload is a batch task's payload.
@@ -88,15 +85,21 @@ func NewBatchTask(p BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
 }
 
 func (o BatchObject) validate() error {
+	if err := o.Object.validate(); err != nil {
+		return err
+	}
 	switch {
-	case o.Transfer == "" || o.Bucket == "" || o.Key == "":
-		return errors.New("missing transfer, bucket or key")
+	case o.Transfer == "":
+		return errors.New("missing transfer")
 	case o.Gen < 1:
 		return fmt.Errorf("generation %d", o.Gen)
 	case o.Size < 0:
 		return fmt.Errorf("size %d", o.Size)
+	case o.Size > MaxPutObject && location.IsURL(o.Dest):
+		return fmt.Errorf("a %d-byte object is too large to copy whole (at most %d)", o.Size, MaxPutObject)
 	}
-	return checkDest(o.Dest)
+	_, _, _, err := location.ParseDest(o.Dest)
+	return err
 }
 
 // batchLedger is what a batch reads and records.
@@ -108,7 +111,7 @@ type batchLedger interface {
 
 // BatchHandler runs batch tasks.
 type BatchHandler struct {
-	S3       rangeGetter
+	S3       Endpoints
 	Ledger   batchLedger
 	Log      *slog.Logger
 	NoFlush  bool
@@ -116,6 +119,9 @@ type BatchHandler struct {
 	Limit    *rate.Limiter
 	Metrics  *metrics.Worker
 	Guard    location.Guard
+	// Access refuses sources outside allow_read and S3 destinations
+	// outside allow_write.
+	Access Access
 	// VerifyDisk reads each object back from the device after the flush
 	// (assembler.ReadBack) and fails it unless its bytes are the ones
 	// downloaded.
@@ -154,6 +160,8 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 
 	var got []fetched
+	var results []ledger.BatchResult
+	var records []assembler.Record
 	var retry []error
 	var retryObjs []BatchObject
 	defer func() {
@@ -167,6 +175,18 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			continue
 		}
 		began := time.Now()
+		if location.IsURL(o.Dest) {
+			res, rec, err := h.put(ctx, o)
+			if err != nil {
+				if !h.failNow(ctx, o, err, log) {
+					retry, retryObjs = append(retry, err), append(retryObjs, o)
+				}
+				continue
+			}
+			h.Metrics.ChunkDone(o.Size, time.Since(began))
+			results, records = append(results, res), append(records, rec)
+			continue
+		}
 		g, err := h.fetch(ctx, o)
 		if err != nil {
 			if h.failNow(ctx, o, err, log) {
@@ -193,8 +213,6 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if h.VerifyDisk {
 		got = h.readBack(ctx, got, log)
 	}
-	var results []ledger.BatchResult
-	var records []assembler.Record
 	dirs := map[string]bool{}
 	for _, g := range got {
 		if err := assembler.Rename(g.f.Name(), g.o.Dest, g.o.Overwrite); err != nil {
@@ -206,7 +224,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		dirs[filepath.Dir(g.o.Dest)] = true
 		results = append(results, ledger.BatchResult{BatchItem: ledger.BatchItem{ID: g.o.Transfer, Gen: g.o.Gen}, Size: g.o.Size, Result: g.v})
-		records = append(records, assembler.Record{Transfer: g.o.Transfer, Source: "s3://" + g.o.Bucket + "/" + g.o.Key,
+		records = append(records, assembler.Record{Transfer: g.o.Transfer, Source: g.o.URL(),
 			VersionID: g.o.VersionID, ETag: g.o.ETag, Size: g.o.Size, Checksum: g.v.Computed, ChecksumAlgorithm: g.v.Algorithm, Check: g.v.Check, CheckReason: g.v.Reason,
 			Chunks: 1, Attempts: 1, Path: g.o.Dest, State: ledger.Success})
 	}
@@ -253,7 +271,7 @@ func (h *BatchHandler) readBack(ctx context.Context, got []fetched, log *slog.Lo
 	for _, g := range got {
 		crc, direct, err := assembler.ReadBack(g.f, g.ev.CRCAlgorithm, g.o.Size)
 		if err == nil && crc != g.ev.CRC {
-			err = fmt.Errorf("%w: s3://%s/%s: %s %s read back (direct I/O: %v), %s downloaded", assembler.ErrDiskMismatch, g.o.Bucket, g.o.Key,
+			err = fmt.Errorf("%w: %s: %s %s read back (direct I/O: %v), %s downloaded", assembler.ErrDiskMismatch, g.o.URL(),
 				g.ev.CRCAlgorithm, checksum.Encode(g.ev.CRCAlgorithm, crc), direct, checksum.Encode(g.ev.CRCAlgorithm, g.ev.CRC))
 		}
 		if err != nil {
@@ -277,7 +295,7 @@ func (h *BatchHandler) failNow(ctx context.Context, o BatchObject, err error, lo
 		log.Error("record failure", "transfer", o.Transfer, "err", ferr)
 	}
 	h.Metrics.ChunkFailed("failed")
-	log.Error("object failed", "transfer", o.Transfer, "bucket", o.Bucket, "key", o.Key, "err", causeOf(err))
+	log.Error("object failed", "transfer", o.Transfer, "source", o.URL(), "err", causeOf(err))
 	return true
 }
 
@@ -302,32 +320,15 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 			return fetched{}, permanent("destination %s already exists (use --overwrite to replace it)", o.Dest)
 		}
 	}
-	g := getRequest{Bucket: o.Bucket, Key: o.Key, VersionID: o.VersionID, ETag: o.ETag, Checksum: o.Verify != assembler.VerifyOff,
-		Payer: o.RequestPayer, Owner: o.ExpectedOwner, KeyMD5: o.SSECKeyMD5, Size: o.Size}
-	what := g.what()
-	out, err := get(ctx, h.S3, g, h.SSECKeys)
+	if err := h.Access.checkRead(o.Object); err != nil {
+		return fetched{}, err
+	}
+	out, body, subject, ev, err := h.getWhole(ctx, o)
 	if err != nil {
 		return fetched{}, err
 	}
 	defer out.Body.Close()
-	if n := aws.ToInt64(out.ContentLength); out.ContentLength != nil && n != o.Size {
-		return fetched{}, fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, what, n, o.Size)
-	}
-	sum, err := enqueuedSum(o, assembler.SumOf(out), what)
-	if err != nil {
-		return fetched{}, err
-	}
-	subject := assembler.Subject{Source: "s3://" + o.Bucket + "/" + o.Key, Mode: o.Verify, Sum: sum,
-		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
-			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse}
-	ev := assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm), Size: o.Size}
-	body := io.Reader(out.Body)
-	if ev.HashAlgorithm = assembler.WantHash(subject); ev.HashAlgorithm != "" {
-		if ev.Hash, err = checksum.New(ev.HashAlgorithm); err != nil {
-			return fetched{}, err
-		}
-		body = io.TeeReader(body, ev.Hash) // one pass: the sum is computed from the bytes as they are copied
-	}
+	what := o.get("", "").what()
 	if retried, _ := asynq.GetRetryCount(ctx); retried > 0 {
 		removeStaleParts(o) // an earlier run may have died holding some
 	}
@@ -356,6 +357,51 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	}
 	return fetched{o: o, f: f, ev: ev, v: ledger.Result{Computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC),
 		Algorithm: string(ev.CRCAlgorithm), Check: check, Reason: reason}}, nil
+}
+
+// getWhole GETs the whole object, pinned by its ETag, checks its length,
+// and returns its body (teed, when S3 keeps a checksum that cannot be
+// combined, or only a single-part ETag, into that sum), what its bytes are
+// to be judged against, and the evidence to fill as they are read: the
+// source side of a batch object, whatever its destination. The caller
+// closes out.Body.
+func (h *BatchHandler) getWhole(ctx context.Context, o BatchObject) (*s3.GetObjectOutput, io.Reader, assembler.Subject, assembler.Evidence, error) {
+	var subject assembler.Subject
+	var ev assembler.Evidence
+	g := o.get("", "")
+	g.Checksum = o.Verify != assembler.VerifyOff
+	what := g.what()
+	api, err := client(ctx, h.S3, o.Remote, o.RemoteFP)
+	if err != nil {
+		return nil, nil, subject, ev, err
+	}
+	out, err := get(ctx, api, g, h.SSECKeys)
+	if err != nil {
+		return nil, nil, subject, ev, err
+	}
+	fail := func(err error) (*s3.GetObjectOutput, io.Reader, assembler.Subject, assembler.Evidence, error) {
+		out.Body.Close()
+		return nil, nil, subject, ev, err
+	}
+	if n := aws.ToInt64(out.ContentLength); out.ContentLength != nil && n != o.Size {
+		return fail(fmt.Errorf("%w: %w: %s: the object has %d bytes, not the %d enqueued", asynq.SkipRetry, errSourceGone, what, n, o.Size))
+	}
+	sum, err := enqueuedSum(o, assembler.SumOf(out), what)
+	if err != nil {
+		return fail(err)
+	}
+	subject = assembler.Subject{Source: o.URL(), Mode: o.Verify, Sum: sum,
+		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
+			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse}
+	ev = assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm), Size: o.Size}
+	body := io.Reader(out.Body)
+	if ev.HashAlgorithm = assembler.WantHash(subject); ev.HashAlgorithm != "" {
+		if ev.Hash, err = checksum.New(ev.HashAlgorithm); err != nil {
+			return fail(err)
+		}
+		body = io.TeeReader(body, ev.Hash) // one pass: the sum is computed from the bytes as they are copied
+	}
+	return out, body, subject, ev, nil
 }
 
 // enqueuedSum is the checksum a batch object's bytes are judged by: the

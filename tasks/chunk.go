@@ -34,19 +34,18 @@ const TypeChunk = "s3fleet:chunk"
 
 // ChunkPayload names one range of one object and where it lands.
 type ChunkPayload struct {
-	Job       string `json:"job"`
-	Transfer  string `json:"transfer"`
-	Gen       int64  `json:"gen"`
-	Bucket    string `json:"bucket"`
-	Key       string `json:"key"`
-	VersionID string `json:"version_id,omitempty"`
-	ETag      string `json:"etag,omitempty"`
-	Size      int64  `json:"size"`
-	Chunks    int64  `json:"chunks"`
-	Chunk     int64  `json:"chunk"`
-	First     int64  `json:"first"`
-	Last      int64  `json:"last"`
+	Job      string `json:"job"`
+	Transfer string `json:"transfer"`
+	Gen      int64  `json:"gen"`
+	Object
+	Chunks int64 `json:"chunks"`
+	Chunk  int64 `json:"chunk"`
+	First  int64 `json:"first"`
+	Last   int64 `json:"last"`
+	// Dest is an absolute path, or an object URL (REMOTE://bucket/key)
+	// with DestFP its endpoint's fingerprint.
 	Dest      string `json:"dest"`
+	DestFP    string `json:"dest_fp,omitempty"`
 	Overwrite bool   `json:"overwrite,omitempty"`
 	// CRC is the checksum algorithm the chunk computes over its bytes, for
 	// the assembler to combine: the object's own when it is a CRC, else
@@ -55,11 +54,6 @@ type ChunkPayload struct {
 	// NoHead says the object was enqueued with --expected-size: the
 	// chunks' responses are all that pin it (see checkRange).
 	NoHead bool `json:"no_head,omitempty"`
-	// S3 request options: who pays, whose bucket it must be, and the MD5
-	// of the SSE-C key the object was encrypted with (never the key).
-	RequestPayer  string `json:"request_payer,omitempty"`
-	ExpectedOwner string `json:"expected_bucket_owner,omitempty"`
-	SSECKeyMD5    string `json:"sse_c_key_md5,omitempty"`
 }
 
 // Range is the payload's byte range.
@@ -70,9 +64,12 @@ func (p ChunkPayload) Range() chunker.Range {
 // Validate refuses payloads no enqueuer writes: they were forged or
 // corrupted in Redis.
 func (p ChunkPayload) Validate() error {
+	if err := p.Object.validate(); err != nil {
+		return err
+	}
 	switch {
-	case p.Transfer == "" || p.Bucket == "" || p.Key == "":
-		return errors.New("missing transfer, bucket or key")
+	case p.Transfer == "":
+		return errors.New("missing transfer")
 	case p.Gen < 1:
 		return fmt.Errorf("generation %d", p.Gen)
 	case p.Size <= 0 || p.Chunks < 1 || p.Chunk < 0 || p.Chunk >= p.Chunks:
@@ -80,7 +77,7 @@ func (p ChunkPayload) Validate() error {
 	case p.First < 0 || p.Last < p.First || p.Last >= p.Size:
 		return fmt.Errorf("range %d-%d outside a %d-byte object", p.First, p.Last, p.Size)
 	}
-	if err := checkDest(p.Dest); err != nil {
+	if _, _, _, err := location.ParseDest(p.Dest); err != nil {
 		return err
 	}
 	if !p.crc().Combinable() {
@@ -95,14 +92,6 @@ func (p ChunkPayload) crc() checksum.Algorithm {
 		return checksum.CRC64NVME
 	}
 	return checksum.Algorithm(p.CRC)
-}
-
-// checkDest insists on an absolute, clean destination path.
-func checkDest(dest string) error {
-	if !filepath.IsAbs(dest) || filepath.Clean(dest) != dest {
-		return fmt.Errorf("destination %q is not an absolute clean path", dest)
-	}
-	return nil
 }
 
 // ChunkTaskID is the chunk's asynq task ID: enqueueing it twice is a no-op
@@ -144,7 +133,9 @@ type chunkLedger interface {
 
 // ChunkHandler runs chunk tasks.
 type ChunkHandler struct {
-	S3     rangeGetter
+	// S3 resolves the endpoints tasks name (the source's, an S3
+	// destination's).
+	S3     Endpoints
 	Ledger chunkLedger
 	Queue  taskEnqueuer
 	Log    *slog.Logger
@@ -161,10 +152,14 @@ type ChunkHandler struct {
 	Metrics *metrics.Worker
 	// Guard refuses destinations outside the worker's allow_dest roots.
 	Guard location.Guard
+	// Access refuses sources outside allow_read and S3 destinations
+	// outside allow_write.
+	Access Access
 	// Worker names this worker in the ledger and in causes (WorkerName).
 	Worker string
-	// Parts tracks the part files this worker made, so that it removes
-	// those that lost their object (see SweepParts); nil tracks nothing.
+	// Parts tracks the part files and uploads this worker made, so that it
+	// removes those that lost their object (see SweepParts); nil tracks
+	// nothing.
 	Parts *PartFiles
 }
 
@@ -187,8 +182,8 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := p.Validate(); err != nil {
 		return permanent("invalid chunk payload for transfer %q: %v", p.Transfer, err)
 	}
-	log := logger(h.Log).With("job", p.Job, "transfer", p.Transfer, "bucket", p.Bucket, "key", p.Key, "chunk", p.Chunk)
-	part, err := h.process(ctx, p, log)
+	log := logger(h.Log).With("job", p.Job, "transfer", p.Transfer, "source", p.URL(), "chunk", p.Chunk)
+	undo, err := h.process(ctx, p, log)
 	if err == nil {
 		return nil
 	}
@@ -199,7 +194,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Stopped: by `enqueue cancel` (asynq cancels the running task, and
 		// the job's record says so), by shutdown or by the task's timeout.
 		if x, gerr := h.Ledger.GetTransfer(context.WithoutCancel(ctx), p.Transfer); gerr == nil && x.State == ledger.Cancelled {
-			h.Parts.remove(part)
+			undo()
 			log.Info("chunk stopped: the job was cancelled")
 			h.Metrics.ChunkFailed("revoked")
 			return fmt.Errorf("transfer %s cancelled: %w", p.Transfer, asynq.RevokeTask)
@@ -225,7 +220,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return ferr // retry: the failure must be recorded
 		}
 		if clearData && ended {
-			h.Parts.remove(part)
+			undo()
 		}
 		log.Error("object failed", "err", err)
 		h.Metrics.ChunkFailed("failed")
@@ -241,34 +236,50 @@ var (
 	errPartGone    = errors.New("part file was removed")
 )
 
-// process runs the chunk and returns the part file it wrote (if it got
-// that far) with its outcome.
-func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Logger) (string, error) {
-	if err := h.Guard.Check(p.Dest); err != nil {
-		return "", fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
+// process runs the chunk and returns, with its outcome, what removes the
+// part file or aborts the upload it wrote to (if it got that far): for a
+// failure that ends the object with its data.
+func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Logger) (undo func(), err error) {
+	undo = func() {}
+	_, dst, toS3, _ := location.ParseDest(p.Dest) // validated
+	if err := h.Access.checkRead(p.Object); err != nil {
+		return undo, err
+	}
+	if toS3 {
+		err = h.Access.checkWrite(dst)
+	} else if err = h.Guard.Check(p.Dest); err != nil {
+		err = fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
+	}
+	if err != nil {
+		return undo, err
 	}
 	start, err := h.Ledger.StartChunk(ctx, p.Transfer, p.Gen, p.Chunk, time.Now())
 	if err != nil {
-		return "", err
+		return undo, err
 	}
 	var landed, total int64
-	var part string
 	switch start.State {
 	case ledger.Running:
-		part, landed, total, err = h.download(ctx, p, start, log)
+		if toS3 {
+			undo, landed, total, err = h.upload(ctx, p, dst, start, log)
+		} else {
+			var part string
+			part, landed, total, err = h.download(ctx, p, start, log)
+			undo = func() { h.Parts.remove(part) }
+		}
 	case ledger.ChunkLanded:
 		// A duplicate run: only make sure the assembler was enqueued.
 		landed, total, err = h.Ledger.Landed(ctx, p.Transfer, p.Gen)
 	case ledger.ChunkGone:
-		return "", permanent("no record of transfer %s (expired or forged)", p.Transfer)
+		return undo, permanent("no record of transfer %s (expired or forged)", p.Transfer)
 	default:
 		log.Debug("chunk skipped", "state", start.State)
-		return "", errNothingToDo
+		return undo, errNothingToDo
 	}
 	if err != nil {
-		return part, err
+		return undo, err
 	}
-	return part, h.completeIfLast(ctx, p, landed, total, log)
+	return undo, h.completeIfLast(ctx, p, landed, total, log)
 }
 
 // download fetches the chunk into the part file and records it.
@@ -293,24 +304,30 @@ func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledge
 	if err != nil {
 		return part, 0, 0, err
 	}
-	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, ledger.Landing{
-		Index: p.Chunk, Part: token, CRC: crc, Length: n, ETag: seen})
+	landed, total, err = h.landed(ctx, p, ledger.Landing{Index: p.Chunk, Part: token, CRC: crc, Length: n, ETag: seen}, began, log)
+	return part, landed, total, err
+}
+
+// landed records a chunk that landed in the sink.
+func (h *ChunkHandler) landed(ctx context.Context, p ChunkPayload, l ledger.Landing, began time.Time, log *slog.Logger) (landed, total int64, err error) {
+	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, l)
+	seen, n := l.ETag, l.Length
 	switch {
 	case errors.Is(err, ledger.ErrPartMismatch):
-		return part, 0, 0, fmt.Errorf("%w: %s: %w (another worker's part file is the transfer's now)", asynq.SkipRetry, p.what(), err)
+		return 0, 0, fmt.Errorf("%w: %s: %w (another worker's part file or upload is the transfer's now)", asynq.SkipRetry, p.what(), err)
 	case errors.Is(err, ledger.ErrSourceChanged):
-		return part, 0, 0, fmt.Errorf("%w: %s: the object changed during the download (this chunk's ETag %s differs from the others'): %w",
+		return 0, 0, fmt.Errorf("%w: %s: the object changed during the transfer (this chunk's ETag %s differs from the others'): %w",
 			asynq.SkipRetry, p.what(), seen, err)
 	case err == nil:
 		h.Metrics.ChunkDone(n, time.Since(began))
 		log.Debug("chunk landed", "bytes", n, "took", time.Since(began))
 	}
-	return part, landed, total, err
+	return landed, total, err
 }
 
 // what names the chunk's object and range for messages.
 func (p ChunkPayload) what() string {
-	return fmt.Sprintf("s3://%s/%s %s", p.Bucket, p.Key, p.Range().Header())
+	return p.URL() + " " + p.Range().Header()
 }
 
 // completeIfLast enqueues the assembler once every chunk has landed. Every
@@ -326,7 +343,7 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 		return err
 	}
 	if _, err := h.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue assembly of s3://%s/%s: %w", p.Bucket, p.Key, err)
+		return fmt.Errorf("enqueue assembly of %s: %w", p.URL(), err)
 	}
 	log.Info("object complete, assembly enqueued", "chunks", total)
 	return nil
@@ -377,7 +394,7 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 		f, err := h.openExisting(ctx, p, won.Token, won.Host)
 		return f, won.Token, err
 	}
-	h.Parts.add(p.Transfer, token, part)
+	h.Parts.add(p.Transfer, token, part, removeFile(part))
 	// Only the winner reserves the object's blocks, so racing creators do
 	// not each hold its size on disk for a moment.
 	if err := preallocate(f, p.Size); err != nil {
@@ -444,16 +461,11 @@ func wrapLocal(op string, err error) error {
 // one enqueued fails the object at once, with both sizes.
 func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f *os.File) (int64, uint64, string, error) {
 	r := p.Range()
-	g := getRequest{Bucket: p.Bucket, Key: p.Key, VersionID: p.VersionID, ETag: etag, Range: r.Header(),
-		Payer: p.RequestPayer, Owner: p.ExpectedOwner, KeyMD5: p.SSECKeyMD5, Size: p.Size}
-	out, err := get(ctx, h.S3, g, h.SSECKeys)
+	out, g, err := h.getRange(ctx, p, etag)
 	if err != nil {
 		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	if err := checkRange(out, g, r, p.NoHead && p.ETag == ""); err != nil {
-		return 0, 0, "", err
-	}
 	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
 	if err != nil {
 		return n, crc, "", err
@@ -464,6 +476,26 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f
 		}
 	}
 	return n, crc, aws.ToString(out.ETag), nil
+}
+
+// getRange sends the chunk's ranged GET, pinned to the enqueued object
+// (to etag, when known), and holds its response to the range and size
+// (checkRange). The caller closes the body.
+func (h *ChunkHandler) getRange(ctx context.Context, p ChunkPayload, etag string) (*s3.GetObjectOutput, getRequest, error) {
+	g := p.Object.get(etag, p.Range().Header())
+	api, err := client(ctx, h.S3, p.Remote, p.RemoteFP)
+	if err != nil {
+		return nil, g, err
+	}
+	out, err := get(ctx, api, g, h.SSECKeys)
+	if err != nil {
+		return nil, g, err
+	}
+	if err := checkRange(out, g, p.Range(), p.NoHead && p.ETag == ""); err != nil {
+		out.Body.Close()
+		return nil, g, err
+	}
+	return out, g, nil
 }
 
 // checkRange holds a ranged response to the range asked and the object's

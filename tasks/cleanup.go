@@ -17,7 +17,8 @@ import (
 )
 
 // TypeCleanup removes the part file of a cancelled transfer, on a worker,
-// since only workers are sure to see the destination.
+// since only workers are sure to see the destination, or aborts its
+// multipart upload.
 const TypeCleanup = "s3fleet:cleanup"
 
 // CleanupPayload names the transfer whose part file goes. The path is
@@ -51,6 +52,9 @@ type CleanupHandler struct {
 	Ledger transferReader
 	Log    *slog.Logger
 	Guard  location.Guard
+	// S3 and Access abort the upload of a cancelled transfer to S3.
+	S3     Endpoints
+	Access Access
 }
 
 // ProcessTask removes the part file the cancel left, whatever became of
@@ -70,14 +74,29 @@ func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// The cancel dropped the part file's token (stale_part): no chunk
 	// writes a file of that name again, even if the object was retried
 	// since (a retry makes a part file of its own), so it can always go.
-	if err := checkDest(x.Dest); err != nil {
-		return permanent("transfer %s: %v", x.ID, err)
-	}
-	if err := h.Guard.Check(x.Dest); err != nil {
+	_, dst, toS3, err := location.ParseDest(x.Dest)
+	if err != nil {
 		return permanent("transfer %s: %v", x.ID, err)
 	}
 	if x.StalePart == "" {
 		return nil // no part file was made, or a later drop has its own cleanup
+	}
+	if toS3 {
+		if err := h.Access.checkWrite(dst); err != nil {
+			return fmt.Errorf("transfer %s: %w", x.ID, err)
+		}
+		api, err := client(ctx, h.S3, dst.Remote, x.DestFP)
+		if err != nil {
+			return err
+		}
+		if err := abortUpload(api, dst, x.StalePart)(); err != nil {
+			return err
+		}
+		logger(h.Log).Info("multipart upload aborted", "job", p.Job, "transfer", x.ID, "dest", x.Dest)
+		return nil
+	}
+	if err := h.Guard.Check(x.Dest); err != nil {
+		return permanent("transfer %s: %v", x.ID, err)
 	}
 	part := location.PartPath(x.Dest, x.ID, x.StalePart)
 	if err := os.Remove(part); err != nil && !errors.Is(err, fs.ErrNotExist) {

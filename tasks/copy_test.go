@@ -129,11 +129,11 @@ func TestCopyAt(t *testing.T) {
 
 func TestChunkPayloadValidate(t *testing.T) {
 	t.Parallel()
-	good := ChunkPayload{Transfer: "x", Gen: 1, Bucket: "b", Key: "k", Size: 10, Chunks: 2, Chunk: 1, First: 5, Last: 9, Dest: "/d/k", CRC: "CRC32C"}
+	good := ChunkPayload{Transfer: "x", Gen: 1, Chunks: 2, Object: Object{Bucket: "b", Key: "k", Size: 10}, Chunk: 1, First: 5, Last: 9, Dest: "/d/k", CRC: "CRC32C"}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good payload: %v", err)
 	}
-	if old := (ChunkPayload{Transfer: "x", Gen: 1, Bucket: "b", Key: "k", Size: 10, Chunks: 1, Last: 9, Dest: "/d/k"}); old.Validate() != nil || old.crc() != checksum.CRC64NVME {
+	if old := (ChunkPayload{Transfer: "x", Gen: 1, Chunks: 1, Object: Object{Bucket: "b", Key: "k", Size: 10}, Last: 9, Dest: "/d/k"}); old.Validate() != nil || old.crc() != checksum.CRC64NVME {
 		t.Fatalf("a payload without a CRC (as before it was named) is refused or not CRC64NVME: %v", old.Validate())
 	}
 	for name, mutate := range map[string]func(*ChunkPayload){

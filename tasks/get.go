@@ -17,6 +17,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // errSourceGone marks a source deleted or changed since enqueue, or one
@@ -27,6 +28,7 @@ var errSourceGone = errors.New("source gone")
 // getRequest is one GET of a chunk or a whole object, pinned to the
 // version seen at enqueue.
 type getRequest struct {
+	Remote, RemoteFP             string // the endpoint's name and fingerprint
 	Bucket, Key, VersionID, ETag string
 	Range                        string // an HTTP Range header; empty: the whole object
 	// Checksum asks for S3's checksum (whole objects only) by the
@@ -38,7 +40,7 @@ type getRequest struct {
 }
 
 func (g getRequest) what() string {
-	w := fmt.Sprintf("get s3://%s/%s", g.Bucket, g.Key)
+	w := "get " + location.Source{Remote: g.Remote, Bucket: g.Bucket, Key: g.Key}.String()
 	if g.Range != "" {
 		w += " " + g.Range
 	}

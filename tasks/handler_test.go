@@ -39,7 +39,7 @@ func newRig(t *testing.T) *rig {
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
 	s3 := testenv.StartS3(t)
-	c := s3.Client(t)
+	c := s3.Endpoints()
 	led := ledger.New(rdb, time.Hour)
 	q := asynq.NewClientFromRedisClient(rdb)
 	return &rig{
@@ -56,7 +56,7 @@ func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (
 	ctx := context.Background()
 	plan, _ := chunker.New(size, 1<<20, 1<<20)
 	x := ledger.Transfer{Bucket: "bkt", Key: key, Size: size, ChunkSize: plan.ChunkSize, Chunks: plan.Count(), Dest: dest, ChecksumKnown: true}
-	x.ID = ledger.TransferID("bkt", key, "", "", size, dest)
+	x.ID = ledger.TransferID("", "bkt", key, "", "", size, dest)
 	if err := r.led.CreateJob(ctx, "j", "s3://bkt/"+key, dest, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +66,7 @@ func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (
 	var ts []*asynq.Task
 	for i := range plan.Count() {
 		c := plan.Chunk(i)
-		task, err := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Bucket: "bkt", Key: key,
-			Size: size, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest, CRC: "CRC64NVME"})
+		task, err := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "bkt", Key: key, Size: size}, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest, CRC: "CRC64NVME"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +258,7 @@ func TestForgedPayloads(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	dir := t.TempDir()
-	good := tasks.ChunkPayload{Transfer: "x", Gen: 1, Bucket: "bkt", Key: "k", Size: 10, Chunks: 1, First: 0, Last: 9, Dest: dir + "/k", CRC: "CRC64NVME"}
+	good := tasks.ChunkPayload{Transfer: "x", Gen: 1, Chunks: 1, Object: tasks.Object{Bucket: "bkt", Key: "k", Size: 10}, First: 0, Last: 9, Dest: dir + "/k", CRC: "CRC64NVME"}
 	forged := map[string][]byte{
 		"not JSON":         []byte("{nope"),
 		"negative range":   mustJSON(func(p *tasks.ChunkPayload) { p.First, p.Last = -5, 3 }, good),

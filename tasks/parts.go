@@ -12,27 +12,41 @@ import (
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
-// PartFiles are the part files one worker made, kept so that it removes
-// those that lost their object: a part file that lost the race to be the
-// transfer's is removed at once, but the winner's stays behind on a host
-// whose workers do not share DEST with the rest of the fleet when the
-// object fails elsewhere, and no task of its own comes back to it.
+// PartFiles are the part files and multipart uploads one worker made,
+// kept so that it removes those that lost their object: one that lost the
+// race to be the transfer's is removed at once, but the winner's stays
+// behind when the object fails elsewhere (on a host whose workers do not
+// share DEST with the rest of the fleet, say), and no task of its own
+// comes back to it.
 type PartFiles struct {
 	mu    sync.Mutex
-	files map[string]madePart // by path
+	files map[string]madePart // by path, or by upload ID
 }
 
-type madePart struct{ transfer, token string }
+type madePart struct {
+	transfer, token string
+	drop            func() error // removes the file or aborts the upload; nil once gone
+}
+
+// removeFile is the drop of a part file: gone already counts as removed.
+func removeFile(path string) func() error {
+	return func() error {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+}
 
 // NewPartFiles returns an empty set.
 func NewPartFiles() *PartFiles { return &PartFiles{files: map[string]madePart{}} }
 
-func (p *PartFiles) add(transfer, token, path string) {
+func (p *PartFiles) add(transfer, token, key string, drop func() error) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	p.files[path] = madePart{transfer: transfer, token: token}
+	p.files[key] = madePart{transfer: transfer, token: token, drop: drop}
 	p.mu.Unlock()
 }
 
@@ -41,12 +55,18 @@ func (p *PartFiles) remove(path string) {
 	if path == "" {
 		return
 	}
-	_ = os.Remove(path)
+	p.drop(path, removeFile(path))
+}
+
+// drop runs drop (removes the part file or aborts the upload key names)
+// and forgets it.
+func (p *PartFiles) drop(key string, drop func() error) {
+	_ = drop()
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	delete(p.files, path)
+	delete(p.files, key)
 	p.mu.Unlock()
 }
 
@@ -68,7 +88,7 @@ func (p *PartFiles) Sweep(ctx context.Context, led transferReader, log *slog.Log
 		files[k] = v
 	}
 	p.mu.Unlock()
-	for path, m := range files {
+	for key, m := range files {
 		x, err := led.GetTransfer(ctx, m.transfer)
 		switch {
 		case errors.Is(err, ledger.ErrNotFound):
@@ -77,14 +97,13 @@ func (p *PartFiles) Sweep(ctx context.Context, led transferReader, log *slog.Log
 		case x.PartToken == m.token && x.State != ledger.Success:
 			continue // still the transfer's
 		}
-		if err := os.Remove(path); err == nil {
-			logger(log).Info("removed a part file that is no longer its object's", "transfer", m.transfer, "path", path)
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			logger(log).Warn("remove stale part file", "path", path, "err", err)
+		if err := m.drop(); err != nil {
+			logger(log).Warn("remove stale part file or upload", "transfer", m.transfer, "part", key, "err", err)
 			continue
 		}
+		logger(log).Info("removed a part file or upload that is no longer its object's", "transfer", m.transfer, "part", key)
 		p.mu.Lock()
-		delete(p.files, path)
+		delete(p.files, key)
 		p.mu.Unlock()
 	}
 }

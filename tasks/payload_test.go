@@ -9,20 +9,14 @@ import (
 
 // chunkPayload is a typical chunk: a long key, a version, an ETag.
 func chunkPayload() ChunkPayload {
-	return ChunkPayload{Job: "20261123-212903-f1bc73", Transfer: "b8c7a562fa008ecb049d563c", Gen: 1,
-		Bucket: "datasets", Key: "logs/2026/11/23/host-0042/part-00017.parquet", VersionID: "3HL4kqtJvjVBH40Nrjfkd",
-		ETag: `"9b2cf535f27731c974343645a3985328-128"`, Size: 1 << 30, Chunks: 128, Chunk: 17,
-		First: 17 << 23, Last: 18<<23 - 1, Dest: "/data/logs/2026/11/23/host-0042/part-00017.parquet",
-		CRC: "CRC64NVME"}
+	return ChunkPayload{Job: "20261123-212903-f1bc73", Transfer: "b8c7a562fa008ecb049d563c", Gen: 1, Object: Object{Bucket: "datasets", Key: "logs/2026/11/23/host-0042/part-00017.parquet", VersionID: "3HL4kqtJvjVBH40Nrjfkd", ETag: `"9b2cf535f27731c974343645a3985328-128"`, Size: 1 << 30}, Chunks: 128, Chunk: 17, First: 17 << 23, Last: 18<<23 - 1, Dest: "/data/logs/2026/11/23/host-0042/part-00017.parquet", CRC: "CRC64NVME"}
 }
 
 // batchPayload is a full batch of 100 small objects.
 func batchPayload() BatchPayload {
 	p := BatchPayload{Job: "20261123-212903-f1bc73"}
 	for i := range 100 {
-		p.Objects = append(p.Objects, BatchObject{Transfer: fmt.Sprintf("%024x", i), Gen: 1, Bucket: "datasets",
-			Key: fmt.Sprintf("logs/2026/11/23/small-%05d.json", i), ETag: `"9b2cf535f27731c974343645a3985328"`,
-			Size: 16 << 10, Dest: fmt.Sprintf("/data/logs/2026/11/23/small-%05d.json", i), LastModified: 1763900000000})
+		p.Objects = append(p.Objects, BatchObject{Transfer: fmt.Sprintf("%024x", i), Gen: 1, Dest: fmt.Sprintf("/data/logs/2026/11/23/small-%05d.json", i), Object: Object{Bucket: "datasets", Key: fmt.Sprintf("logs/2026/11/23/small-%05d.json", i), ETag: `"9b2cf535f27731c974343645a3985328"`, Size: 16 << 10}, LastModified: 1763900000000})
 	}
 	return p
 }

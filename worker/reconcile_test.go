@@ -23,7 +23,7 @@ func TestReconcileArchived(t *testing.T) {
 	ctx := context.Background()
 	led := ledger.New(rdb, time.Hour)
 	x := ledger.Transfer{Bucket: "b", Key: "k", Size: 10, ChunkSize: 10, Chunks: 1, Dest: "/d/k"}
-	x.ID = ledger.TransferID("b", "k", "", "", 10, "/d/k")
+	x.ID = ledger.TransferID("", "b", "k", "", "", 10, "/d/k")
 	if err := led.CreateJob(ctx, "j", "s3://b/k", "/d/k", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -34,8 +34,7 @@ func TestReconcileArchived(t *testing.T) {
 	if _, err := led.StartChunk(ctx, x.ID, 1, 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	task, _ := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Bucket: "b", Key: "k",
-		Size: 10, Chunks: 1, Last: 9, Dest: "/d/k"})
+	task, _ := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "b", Key: "k", Size: 10}, Chunks: 1, Last: 9, Dest: "/d/k"})
 	client := asynq.NewClientFromRedisClient(rdb)
 	info, err := client.Enqueue(task)
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/internal/metrics"
-	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 	"github.com/s3fleet/s3fleet/tasks"
@@ -33,8 +32,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	s3c, err := s3client.New(ctx, connect.S3Options(cfg))
-	if err != nil {
+	eps := connect.Endpoints(cfg)
+	if _, err := eps.Client(ctx, "", ""); err != nil {
 		return err
 	}
 	keys, err := cfg.SSECKeys()
@@ -47,6 +46,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if guard.Open() {
 		log.Warn("no allow_dest: this worker writes wherever a task in Redis says; set allow_dest (S3FLEET_ALLOW_DEST) to the download roots")
+	}
+	access, err := accessOf(cfg)
+	if err != nil {
+		return err
 	}
 	led := ledger.New(rdb, cfg.Retention)
 	client := asynq.NewClientFromRedisClient(rdb)
@@ -61,19 +64,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	chunkLimit := tasks.NewLimiter(int64(cfg.Bandwidth)) // shared by every task of this worker
 	mux := asynq.NewServeMux()
 	chunks := &tasks.ChunkHandler{
-		S3: s3c, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
+		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
-		Guard: guard, Worker: name, Parts: tasks.NewPartFiles(),
+		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(),
 	}
 	mux.Handle(tasks.TypeChunk, chunks)
 	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
-		S3: s3c, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
-		Limit: chunkLimit, Metrics: met, Guard: guard, VerifyDisk: cfg.VerifyDisk,
+		S3: eps, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
+		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk,
 	})
-	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard})
+	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard, S3: eps, Access: access})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
-		Assembler: &assembler.Assembler{S3: s3c, Ledger: led, Log: log, Guard: guard, NoFlush: cfg.Flush == "none", Worker: name, VerifyDisk: cfg.VerifyDisk,
+		Assembler: &assembler.Assembler{S3: eps, Ledger: led, Log: log, Guard: guard, AllowWrite: access.Write,
+			NoFlush: cfg.Flush == "none", Worker: name, VerifyDisk: cfg.VerifyDisk,
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},
@@ -109,12 +113,26 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
-		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest)
+		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
+		"remotes", eps.Names(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite)
 	<-ctx.Done()
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
 	srv.Shutdown()
 	log.Info("worker stopped")
 	return nil
+}
+
+// accessOf reads the worker's allow_read and allow_write.
+func accessOf(cfg config.Config) (tasks.Access, error) {
+	read, err := location.NewPrefixes("allow_read", cfg.AllowRead, cfg.RemoteNames())
+	if err != nil {
+		return tasks.Access{}, fmt.Errorf("config: %w", err)
+	}
+	write, err := location.NewPrefixes("allow_write", cfg.AllowWrite, cfg.RemoteNames())
+	if err != nil {
+		return tasks.Access{}, fmt.Errorf("config: %w", err)
+	}
+	return tasks.Access{Read: read, Write: write}, nil
 }
 
 // RetryDelay returns asynq's retry delay: about a second after a worker

@@ -365,7 +365,9 @@ func TestBadInput(t *testing.T) {
 		{"empty prefix", "s3://bkt/nothing/", dir + "/", "no objects under s3://bkt/nothing/"},
 		{"malformed URL", "bkt/obj", dir + "/x", "malformed S3 URL"},
 		{"existing destination", "s3://bkt/obj", existing, "already exists"},
-		{"destination is S3", "s3://bkt/obj", "s3://bkt/copy", "must be a local path"},
+		{"unknown remote", "s3://bkt/obj", "dst://bkt/copy", `unknown remote "dst"`},
+		{"unknown source remote", "r2://bkt/obj", dir + "/x", `unknown remote "r2"`},
+		{"prefix to an S3 key", "s3://bkt/p/", "s3://bkt/copy", "end s3://bkt/copy with /"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Submit(context.Background(), fleettest.Request(tc.src, tc.dest))

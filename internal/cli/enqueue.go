@@ -16,7 +16,6 @@ import (
 	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
-	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
@@ -46,12 +45,14 @@ func NewEnqueueCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue [flags] SOURCE... DEST",
-		Short: "Download S3 objects with the s3fleet workers",
+		Short: "Download S3 objects, or copy them to another store, with the s3fleet workers",
 		Long: `enqueue splits S3 objects into byte-range chunk tasks on Redis; the workers
-download them. A SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/ (every
-object under it). DEST works as cp does: a key copied to a path ending in "/"
-lands under its base name; a prefix lands as the keys' relative paths under
-DEST. DEST is a path the workers see.
+download them, or copy them. A SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/
+(every object under it) on the top-level endpoint, or REMOTE://BUCKET/… on a
+remote of the config file. DEST works as cp does: a key copied to a path
+ending in "/" lands under its base name; a prefix lands as the keys' relative
+paths under DEST. DEST is a path the workers see, or REMOTE://BUCKET/KEY (or
+s3://…) to copy to S3 (the workers' allow_write must cover it).
 
 It prints the job ID at once, or with --wait follows the job and exits 0
 when every object landed, 1 when any failed or was cancelled, 2 on usage
@@ -59,6 +60,7 @@ errors.`,
 		Example: `  enqueue s3://bucket/big.bin /data/big.bin --wait
   enqueue s3://bucket/logs/2026/ /data/logs/ --job logs-2026 --include '**/*.gz'
   enqueue --from keys.txt /data/ --priority high --manifest done.jsonl --wait
+  enqueue s3://bucket/logs/ r2://archive/logs/ --wait
   enqueue status logs-2026
   enqueue cancel logs-2026`,
 		Args: usageArgs(func(cmd *cobra.Command, args []string) error {
@@ -312,13 +314,14 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 	if !withS3 {
 		return e, nil
 	}
-	s3c, err := s3client.New(ctx, connect.S3Options(cfg))
+	eps := connect.Endpoints(cfg)
+	s3c, err := eps.Client(ctx, "", "")
 	if err != nil {
 		rdb.Close()
 		return nil, err
 	}
 	e.enq = &enqueuer.Enqueuer{
-		S3: s3c, Ledger: led, Queue: asynq.NewClientFromRedisClient(rdb), Control: asynq.NewInspectorFromRedisClient(rdb),
+		S3: s3c, Remotes: eps, Ledger: led, Queue: asynq.NewClientFromRedisClient(rdb), Control: asynq.NewInspectorFromRedisClient(rdb),
 		Log: connect.Logger(cfg), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
 		ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
 		AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},

@@ -53,6 +53,19 @@ func S3Options(cfg config.Config) s3client.Options {
 	}
 }
 
+// Endpoints are the top-level S3 endpoint and the configured remotes,
+// each with the client options of the configuration (a remote's own
+// endpoint, region, addressing and profile).
+func Endpoints(cfg config.Config) *s3client.Set {
+	remotes := map[string]s3client.Options{}
+	for name, r := range cfg.Remotes {
+		o := S3Options(cfg)
+		o.Endpoint, o.Region, o.PathStyle, o.Profile = r.Endpoint, r.Region, r.PathStyle, r.Profile
+		remotes[name] = o
+	}
+	return s3client.NewSet(S3Options(cfg), remotes)
+}
+
 // Logger builds the slog logger the configuration asks for, on stderr.
 func Logger(cfg config.Config) *slog.Logger {
 	var level slog.Level

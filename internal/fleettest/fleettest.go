@@ -17,7 +17,6 @@ import (
 	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
-	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/internal/testenv"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/worker"
@@ -99,7 +98,8 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	s3c, err := s3client.New(ctx, connect.S3Options(cfg))
+	eps := connect.Endpoints(cfg)
+	s3c, err := eps.Client(ctx, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 	q := asynq.NewClientFromRedisClient(rdb)
 	return &Client{
 		Enqueuer: &enqueuer.Enqueuer{
-			S3: s3c, Ledger: led, Queue: q, Control: asynq.NewInspectorFromRedisClient(rdb), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 8,
+			S3: s3c, Remotes: eps, Ledger: led, Queue: q, Control: asynq.NewInspectorFromRedisClient(rdb), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 8,
 			ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
 			AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
 			BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),

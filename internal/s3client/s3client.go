@@ -27,6 +27,9 @@ type Options struct {
 	Concurrency    int           // connections kept idle per host
 	ConnectTimeout time.Duration // dial and TLS handshake limit
 	ReadTimeout    time.Duration // a body that stalls this long fails; 0: none
+	// Profile takes the credentials from this AWS profile (the shared
+	// config and credentials files) rather than the default chain.
+	Profile string
 	// Credentials overrides the default chain (env, profile, IMDS); tests
 	// use it. Nil in production.
 	Credentials aws.CredentialsProvider
@@ -56,6 +59,9 @@ func New(ctx context.Context, o Options) (*s3.Client, error) {
 	}
 	if o.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(o.Region))
+	}
+	if o.Profile != "" {
+		opts = append(opts, awsconfig.WithSharedConfigProfile(o.Profile))
 	}
 	if o.Credentials != nil {
 		opts = append(opts, awsconfig.WithCredentialsProvider(o.Credentials))

@@ -191,6 +191,10 @@ func (s *S3) Options(endpoint string) s3client.Options {
 	}
 }
 
+// Endpoints returns the server as the top-level endpoint of a set, as
+// workers resolve it.
+func (s *S3) Endpoints() *s3client.Set { return s3client.NewSet(s.Options(""), nil) }
+
 // Client returns an S3 client of the server.
 func (s *S3) Client(t testing.TB) *s3.Client {
 	t.Helper()

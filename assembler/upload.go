@@ -1,0 +1,144 @@
+package assembler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// SetSum sets the field of algorithm alg, among an S3 input's checksum
+// fields, to value (S3's base64); other algorithms set nothing.
+func SetSum(alg checksum.Algorithm, value string, crc32, crc32c, crc64nvme **string) {
+	switch alg {
+	case checksum.CRC32:
+		*crc32 = aws.String(value)
+	case checksum.CRC32C:
+		*crc32c = aws.String(value)
+	case checksum.CRC64NVME:
+		*crc64nvme = aws.String(value)
+	}
+}
+
+// sumField reads the field of algorithm alg among an S3 output's checksum
+// fields.
+func sumField(alg checksum.Algorithm, crc32, crc32c, crc64nvme *string) string {
+	switch alg {
+	case checksum.CRC32:
+		return aws.ToString(crc32)
+	case checksum.CRC32C:
+		return aws.ToString(crc32c)
+	case checksum.CRC64NVME:
+		return aws.ToString(crc64nvme)
+	}
+	return ""
+}
+
+// completeUpload finalizes a transfer to S3: the combined CRC is first
+// judged against the source's checksum (as a file's is, but with no second
+// read: the bytes are not here), so that a wrong object never appears
+// under its key; then CompleteMultipartUpload hands S3 each part's CRC
+// and the FULL_OBJECT one, which S3 checks against the bytes it stored,
+// with If-None-Match unless Overwrite. The object exists under its key
+// only from then on. A checksum the destination then reports that is not
+// the one computed removes the object and fails it.
+func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Evidence, dst location.Source) (Record, error) {
+	api, err := a.client(ctx, dst.Remote, t.DestFP)
+	if err != nil {
+		return Record{}, a.fail(ctx, t, err, true)
+	}
+	v, err := a.verify(ctx, t, ev, nil)
+	if err != nil {
+		return Record{}, err
+	}
+	chunks, err := a.Ledger.Chunks(ctx, t.ID)
+	if err != nil {
+		return Record{}, err
+	}
+	parts := make([]types.CompletedPart, t.Chunks)
+	for i := range t.Chunks {
+		c := chunks[i]
+		parts[i] = types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: aws.String(c.PartETag)}
+		SetSum(ev.CRCAlgorithm, checksum.Encode(ev.CRCAlgorithm, c.CRC), &parts[i].ChecksumCRC32, &parts[i].ChecksumCRC32C, &parts[i].ChecksumCRC64NVME)
+	}
+	want := checksum.Encode(ev.CRCAlgorithm, ev.CRC)
+	in := &s3.CompleteMultipartUploadInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(t.PartToken),
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, ChecksumType: types.ChecksumTypeFullObject}
+	SetSum(ev.CRCAlgorithm, want, &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
+	if !t.Overwrite {
+		in.IfNoneMatch = aws.String("*")
+	}
+	out, err := api.CompleteMultipartUpload(ctx, in)
+	got := ""
+	switch status := s3client.HTTPStatus(err); {
+	case err == nil:
+		got = sumField(ev.CRCAlgorithm, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME)
+	case s3client.ErrorCode(err) == "NoSuchUpload":
+		// Completed by an earlier run that could not record it, or aborted:
+		// the object under the key tells which.
+		if got, err = a.destSum(ctx, api, dst, ev.CRCAlgorithm); err != nil || got != want {
+			return Record{}, a.fail(ctx, t, fmt.Errorf("complete the upload to %s: the multipart upload is gone and the object there (checksum %q, %v) is not this one", dst, got, err), true)
+		}
+	case status == http.StatusPreconditionFailed:
+		return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
+	case s3client.Permanent(err):
+		return Record{}, a.fail(ctx, t, fmt.Errorf("%w: complete the upload to %s: %s", ErrChecksum, dst, s3client.Describe(err)), true)
+	default:
+		return Record{}, fmt.Errorf("complete the upload to %s: %w", dst, err)
+	}
+	if got == "" {
+		if got, err = a.destSum(ctx, api, dst, ev.CRCAlgorithm); err != nil {
+			return Record{}, err
+		}
+	}
+	if got != "" && got != want {
+		_, derr := api.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+		return Record{}, a.fail(ctx, t, fmt.Errorf("%w: %s: the destination's %s is %s, the bytes copied have %s (object removed: %v)",
+			ErrChecksum, dst, ev.CRCAlgorithm, got, want, derr == nil), true)
+	}
+	return a.succeed(ctx, t, v)
+}
+
+// destSum reads the destination object's checksum of algorithm alg ("" if
+// it keeps none of that algorithm).
+func (a *Assembler) destSum(ctx context.Context, api *s3.Client, dst location.Source, alg checksum.Algorithm) (string, error) {
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		return "", fmt.Errorf("head %s for its checksum: %s", dst, s3client.Describe(err))
+	}
+	if out.ChecksumType != "" && out.ChecksumType != types.ChecksumTypeFullObject {
+		return "", nil
+	}
+	return sumField(alg, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME), nil
+}
+
+// abort aborts a multipart upload, best effort (the worker that made it
+// sweeps it too).
+func (a *Assembler) abort(api *s3.Client, dst location.Source, id string) {
+	_, err := api.AbortMultipartUpload(context.Background(), &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(id)})
+	if err != nil && a.Log != nil && s3client.HTTPStatus(err) != http.StatusNotFound {
+		a.Log.Warn("abort multipart upload", "dest", dst.String(), "err", s3client.Describe(err))
+	}
+}
+
+// client resolves a remote; one this worker does not know, or knows as
+// another endpoint, fails the object.
+func (a *Assembler) client(ctx context.Context, remote, fingerprint string) (*s3.Client, error) {
+	c, err := a.S3.Client(ctx, remote, fingerprint)
+	if errors.Is(err, s3client.ErrRemote) {
+		return nil, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	return c, err
+}
+

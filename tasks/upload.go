@@ -1,0 +1,303 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/hibiken/asynq"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// partWriter is the S3 API a chunk uses to write an S3 destination.
+type partWriter interface {
+	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	CreateMultipartUpload(ctx context.Context, in *s3.CreateMultipartUploadInput, optFns ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error)
+	UploadPart(ctx context.Context, in *s3.UploadPartInput, optFns ...func(*s3.Options)) (*s3.UploadPartOutput, error)
+	AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, optFns ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+}
+
+var _ partWriter = (*s3.Client)(nil)
+
+// upload copies the chunk's range from its source into part Chunk+1 of
+// the transfer's multipart upload and records it, with the part's ETag
+// and the CRC of its bytes (which CompleteMultipartUpload hands back to
+// S3, part by part and combined, for S3 to check). It returns what
+// aborts the upload, and how many chunks have landed, of how many.
+func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.Source, start ledger.ChunkStart, log *slog.Logger) (undo func(), landed, total int64, err error) {
+	undo = func() {}
+	api, err := client(ctx, h.S3, dst.Remote, p.DestFP)
+	if err != nil {
+		return undo, 0, 0, err
+	}
+	etag := p.ETag
+	if etag == "" {
+		etag = start.SourceETag // enqueued without a HEAD: pin what earlier chunks saw
+	}
+	id, err := h.openUpload(ctx, api, p, dst, start, etag)
+	if id != "" {
+		undo = func() { h.Parts.drop(uploadKey(id), abortUpload(api, dst, id)) }
+	}
+	if err != nil {
+		return undo, 0, 0, err
+	}
+	began := time.Now()
+	out, g, err := h.getRange(ctx, p, etag)
+	if err != nil {
+		return undo, 0, 0, err
+	}
+	defer out.Body.Close()
+	n, crc, partETag, err := h.putPart(ctx, api, p, dst, id, out.Body, g.what())
+	if err != nil {
+		return undo, 0, 0, err
+	}
+	landed, total, err = h.landed(ctx, p, ledger.Landing{Index: p.Chunk, Part: id, CRC: crc, Length: n,
+		ETag: aws.ToString(out.ETag), PartETag: partETag}, began, log)
+	return undo, landed, total, err
+}
+
+func uploadKey(id string) string { return "upload:" + id }
+
+// openUpload returns the transfer's multipart upload, creating it when
+// the ledger names none yet: the first chunk to record its own wins, and
+// the others abort theirs. An existing destination object fails the
+// object at once, unless Overwrite (CompleteMultipartUpload checks again,
+// with If-None-Match). The upload carries the source's content headers
+// and user metadata (read by a HEAD pinned to the source's ETag), and
+// asks for a FULL_OBJECT checksum of the chunks' algorithm.
+func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, start ledger.ChunkStart, etag string) (string, error) {
+	if start.PartReady {
+		return start.PartToken, nil
+	}
+	if !p.Overwrite {
+		if err := noObject(ctx, api, dst); err != nil {
+			return "", err
+		}
+	}
+	meta, err := h.sourceMeta(ctx, p, etag)
+	if err != nil {
+		return "", err
+	}
+	alg := p.crc()
+	in := &s3.CreateMultipartUploadInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key),
+		ChecksumAlgorithm: types.ChecksumAlgorithm(alg), ChecksumType: types.ChecksumTypeFullObject}
+	meta.create(in)
+	out, err := api.CreateMultipartUpload(ctx, in)
+	if err != nil {
+		return "", s3Failure("create a multipart upload of "+dst.String(), err)
+	}
+	id := aws.ToString(out.UploadId)
+	abort := abortUpload(api, dst, id)
+	won, err := h.Ledger.PartReady(ctx, p.Transfer, p.Gen, id, h.Worker)
+	if err != nil || won.Token != id {
+		_ = abort() // lost the race (or cannot tell): the upload is of no use
+	}
+	switch {
+	case err != nil:
+		return "", err
+	case won.State != ledger.Running && won.State != ledger.Queued:
+		if won.Token == id {
+			_ = abort()
+		}
+		return "", errNothingToDo
+	case won.Token != id:
+		return won.Token, nil
+	}
+	h.Parts.add(p.Transfer, id, uploadKey(id), abort)
+	return id, nil
+}
+
+// sourceMeta reads the source's content headers and user metadata, for
+// the copy to keep (an upload part carries none of them).
+func (h *ChunkHandler) sourceMeta(ctx context.Context, p ChunkPayload, etag string) (objectMeta, error) {
+	api, err := client(ctx, h.S3, p.Remote, p.RemoteFP)
+	if err != nil {
+		return objectMeta{}, err
+	}
+	in := &s3.HeadObjectInput{Bucket: aws.String(p.Bucket), Key: aws.String(p.Key)}
+	if p.VersionID != "" {
+		in.VersionId = aws.String(p.VersionID)
+	}
+	if etag != "" {
+		in.IfMatch = aws.String(etag)
+	}
+	if err := SetRequestOptions(in, p.RequestPayer, p.ExpectedOwner, p.SSECKeyMD5, h.SSECKeys); err != nil {
+		return objectMeta{}, fmt.Errorf("%w: head %s: %w", asynq.SkipRetry, p.URL(), err)
+	}
+	out, err := api.HeadObject(ctx, in)
+	switch status := s3client.HTTPStatus(err); {
+	case err == nil:
+		return metaOfHead(out), nil
+	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
+		return objectMeta{}, fmt.Errorf("%w: %w: head %s: %s", asynq.SkipRetry, errSourceGone, p.URL(), s3client.Describe(err))
+	}
+	return objectMeta{}, s3Failure("head "+p.URL(), err)
+}
+
+// putPart streams the chunk's bytes into its upload part, computing their
+// CRC on the way. Over TLS the body streams straight through, the SDK
+// sending the part's checksum as a trailer (aws-chunked). Over plain HTTP
+// the SDK cannot stream an unseekable body, and a part's checksum header
+// must precede its bytes: the chunk is spooled to an unlinked temporary
+// file (in $TMPDIR; at most one chunk per running chunk task, so
+// concurrency × chunk_size bytes of temporary disk, through the page
+// cache; memory stays one copy buffer), then sent with its CRC as the
+// checksum header. Either way S3 checks the part's bytes against a
+// checksum, and the payload is not hashed a second time for signing.
+func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, id string, body io.Reader, what string) (int64, uint64, string, error) {
+	r, alg := p.Range(), p.crc()
+	in := &s3.UploadPartInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(id),
+		PartNumber: aws.Int32(int32(p.Chunk + 1)), ContentLength: aws.Int64(r.Len())}
+	var n int64
+	var crc uint64
+	var out *s3.UploadPartOutput
+	var err error
+	if h.S3.Secure(dst.Remote) {
+		if h.Limit != nil {
+			body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
+		}
+		cr := &crcReader{r: io.LimitReader(body, r.Len()), alg: alg}
+		in.Body, in.ChecksumAlgorithm = cr, types.ChecksumAlgorithm(alg)
+		out, err = api.UploadPart(ctx, in, func(o *s3.Options) { o.RetryMaxAttempts = 1 }) // the body cannot rewind: asynq retries
+		n, crc = cr.n, cr.crc
+		if err == nil && n != r.Len() {
+			return n, crc, "", fmt.Errorf("%s: %w: got %d of %d bytes", what, ErrShortBody, n, r.Len())
+		}
+	} else {
+		f, serr := spoolFile()
+		if serr != nil {
+			return 0, 0, "", wrapLocal("spool a chunk for "+dst.String(), serr)
+		}
+		defer f.Close()
+		if n, crc, err = copyBody(ctx, f, body, 0, r.Len(), alg, h.Limit, what); err != nil {
+			return n, crc, "", err
+		}
+		in.Body = io.NewSectionReader(f, 0, n)
+		assembler.SetSum(alg, checksum.Encode(alg, crc), &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
+		out, err = api.UploadPart(ctx, in, unsignedPayload)
+	}
+	if err != nil {
+		if s3client.ErrorCode(err) == "NoSuchUpload" {
+			return n, crc, "", fmt.Errorf("%w: %w: upload part %d of %s: the multipart upload was aborted", asynq.SkipRetry, errPartGone, p.Chunk+1, dst)
+		}
+		return n, crc, "", s3Failure(fmt.Sprintf("upload part %d of %s", p.Chunk+1, dst), err)
+	}
+	return n, crc, aws.ToString(out.ETag), nil
+}
+
+// unsignedPayload signs a request without hashing its body (the body's
+// checksum header, which S3 checks, covers it), so that a part's bytes
+// are not read twice.
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+}
+
+// spoolFile opens an unlinked temporary file in the system's temporary
+// directory ($TMPDIR): it leaves nothing behind, even when the worker is
+// killed.
+func spoolFile() (*os.File, error) {
+	dir := os.TempDir()
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), dir+"/(spool)"), nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+		return nil, fmt.Errorf("open a temporary file in %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, "s3fleet-spool-*")
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(f.Name())
+	return f, nil
+}
+
+// crcReader computes the CRC of what is read through it.
+type crcReader struct {
+	r   io.Reader
+	alg checksum.Algorithm
+	crc uint64
+	n   int64
+}
+
+func (c *crcReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.crc = checksum.Update(c.alg, c.crc, p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// noObject fails for good when the destination object exists.
+func noObject(ctx context.Context, api partWriter, dst location.Source) error {
+	_, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	switch {
+	case err == nil:
+		return permanent("destination %s already exists (use --overwrite to replace it)", dst)
+	case s3client.HTTPStatus(err) == http.StatusNotFound:
+		return nil
+	}
+	return s3Failure("head "+dst.String(), err)
+}
+
+// abortUpload is the drop of a multipart upload: one gone already (aborted
+// or completed) counts as removed.
+func abortUpload(api partWriter, dst location.Source, id string) func() error {
+	return func() error {
+		_, err := api.AbortMultipartUpload(context.Background(), &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(id)})
+		if err != nil && s3client.HTTPStatus(err) != http.StatusNotFound {
+			return fmt.Errorf("abort the multipart upload of %s: %s", dst, s3client.Describe(err))
+		}
+		return nil
+	}
+}
+
+// s3Failure names the operation of a failed S3 call, permanent (asynq
+// does not retry it) when a retry cannot help.
+func s3Failure(op string, err error) error {
+	if s3client.Permanent(err) {
+		return fmt.Errorf("%w: %s: %s", asynq.SkipRetry, op, s3client.Describe(err))
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// objectMeta is what a copy keeps of its source besides the bytes: the
+// content headers and the user metadata.
+type objectMeta struct {
+	contentType, contentEncoding, contentDisposition, cacheControl, contentLanguage *string
+	expires                                                                         *time.Time
+	metadata                                                                        map[string]string
+}
+
+func metaOfHead(o *s3.HeadObjectOutput) objectMeta {
+	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata}
+}
+
+func metaOfGet(o *s3.GetObjectOutput) objectMeta {
+	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata}
+}
+
+func (m objectMeta) create(in *s3.CreateMultipartUploadInput) {
+	in.ContentType, in.ContentEncoding, in.ContentDisposition, in.CacheControl, in.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
+	in.Expires, in.Metadata = m.expires, m.metadata
+}
+
+func (m objectMeta) put(in *s3.PutObjectInput) {
+	in.ContentType, in.ContentEncoding, in.ContentDisposition, in.CacheControl, in.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
+	in.Expires, in.Metadata = m.expires, m.metadata
+}

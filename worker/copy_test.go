@@ -1,0 +1,360 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/enqueuer"
+	"github.com/s3fleet/s3fleet/internal/fleettest"
+	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// copyRig is two S3 servers with different credentials: versitygw as the
+// top-level endpoint (s3://, credentials from the environment) and MinIO
+// as the remote "minio" (minio://, credentials from an AWS profile), with
+// a fleet whose workers may write to minio://dst/ and s3://back/ only.
+type copyRig struct {
+	f      *fleettest.Fleet
+	m      *testenv.MinIO
+	vc, mc *s3.Client // versitygw's and MinIO's clients
+	cfg    config.Config
+	c      *fleettest.Client
+}
+
+// newCopyRig starts the servers (MinIO over TLS when tls), the buckets and
+// the configuration; workers are for the test to start. It sets the
+// process's environment (the profile's files, the CA bundle), so its
+// tests do not run in parallel.
+func newCopyRig(t *testing.T, tls bool) *copyRig {
+	t.Helper()
+	needMinIOBinary(t)
+	r := &copyRig{f: fleettest.New(t), m: testenv.StartMinIO(t, testenv.MinIOOptions{TLS: tls})}
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "credentials")
+	if err := os.WriteFile(creds, []byte(fmt.Sprintf("[minio]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+		r.m.AccessKey, r.m.SecretKey)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	if tls {
+		t.Setenv("AWS_CA_BUNDLE", r.m.CAFile)
+	}
+	r.vc, r.mc = r.f.S3.Client(t), r.m.Client(t)
+	r.f.S3.CreateBucket(t, "src")
+	r.f.S3.CreateBucket(t, "back")
+	for _, b := range []string{"dst", "other"} {
+		if _, err := r.mc.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.cfg = r.f.Config()
+	r.cfg.Remotes = map[string]config.Remote{"minio": {Endpoint: r.m.Endpoint, Region: testenv.Region, PathStyle: true, Profile: "minio"}}
+	r.cfg.AllowWrite = []string{"minio://dst/", "s3://back/"}
+	r.c = fleettest.NewClient(t, r.cfg)
+	return r
+}
+
+// put stores an object with content headers and user metadata.
+func put(t *testing.T, c *s3.Client, bucket, key string, data []byte) {
+	t.Helper()
+	_, err := c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(data),
+		ContentType: aws.String("application/x-test"), CacheControl: aws.String("max-age=60"), ContentDisposition: aws.String("attachment"),
+		Metadata: map[string]string{"origin": "s3fleet-test"}})
+	if err != nil {
+		t.Fatalf("put s3://%s/%s: %v", bucket, key, err)
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// wantCopied checks that the object at bucket/key has exactly data, the
+// test's content headers and metadata, and a FULL_OBJECT checksum of the
+// source's algorithm (CRC32, as the SDK puts objects by default) that is
+// the data's.
+func wantCopied(t *testing.T, c *s3.Client, bucket, key string, data []byte) {
+	t.Helper()
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		t.Fatalf("get %s/%q: %v", bucket, key, err)
+	}
+	defer out.Body.Close()
+	got, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("%s/%q: %d bytes differ from the source's %d", bucket, key, len(got), len(data))
+	}
+	if aws.ToString(out.ContentType) != "application/x-test" || aws.ToString(out.CacheControl) != "max-age=60" ||
+		aws.ToString(out.ContentDisposition) != "attachment" || out.Metadata["origin"] != "s3fleet-test" {
+		t.Errorf("%s/%q lost its headers or metadata: type %q cache %q disposition %q metadata %v", bucket, key,
+			aws.ToString(out.ContentType), aws.ToString(out.CacheControl), aws.ToString(out.ContentDisposition), out.Metadata)
+	}
+	want := checksum.Encode(checksum.CRC32, checksum.Update(checksum.CRC32, 0, data))
+	if got := aws.ToString(out.ChecksumCRC32); got != want || out.ChecksumType != types.ChecksumTypeFullObject {
+		t.Errorf("%s/%q: CRC32 %q (type %s), want %q FULL_OBJECT", bucket, key, got, out.ChecksumType, want)
+	}
+}
+
+// noUploads fails unless bucket has no multipart upload in progress
+// (waiting a little: a worker's sweep may still be aborting one).
+func noUploads(t *testing.T, c *s3.Client, bucket string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := c.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+		if err != nil {
+			t.Fatalf("list uploads of %s: %v", bucket, err)
+		}
+		if len(out.Uploads) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d multipart uploads left in %s, first %q", len(out.Uploads), bucket, aws.ToString(out.Uploads[0].Key))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func noObject(t *testing.T, c *s3.Client, bucket, key string) {
+	t.Helper()
+	if _, err := c.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err == nil {
+		t.Errorf("%s/%q exists", bucket, key)
+	}
+}
+
+// oddKeys are keys a copy must keep as they are (versitygw, a POSIX
+// gateway, folds "a//b" and "./" itself: those are tested where the
+// store keeps them).
+var oddKeys = []string{"p/sp ace+plus", "p/ü/日本語.txt", "p/" + strings.Repeat("n", 250), "p/%41", "p/new\nline", "p/q?x=1&y=#h"}
+
+// TestCopyAcrossEndpoints copies a prefix from versitygw to MinIO (each
+// with its own credentials) and back: a large object through multipart
+// uploads (chunks streamed into parts), small ones with odd keys whole in
+// batches. Every byte arrives, with its headers and metadata, under a
+// checksum S3 itself checked, and no upload is left.
+func TestCopyAcrossEndpoints(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "tls"}[tls], func(t *testing.T) {
+			r := newCopyRig(t, tls)
+			fleettest.StartWorker(t, r.cfg)
+			fleettest.StartWorker(t, r.cfg)
+			size := 48*mib + 12345
+			if !tls {
+				size = 256*mib + 12345
+			}
+			big := randomBytes(t, size)
+			put(t, r.vc, "src", "p/big.bin", big)
+			small := map[string][]byte{}
+			for i, k := range oddKeys {
+				small[k] = randomBytes(t, 1000*i+1)
+				put(t, r.vc, "src", k, small[k])
+			}
+			ctx := context.Background()
+			sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/p/", "minio://dst/copy/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := r.c.Wait(t, sum.Job, 3*time.Minute)
+			if j.Succeeded != int64(len(oddKeys)+1) || j.Failed != 0 {
+				for _, o := range r.c.Objects(t, sum.Job) {
+					t.Logf("%s: %s %s", o.Key, o.State, o.Error)
+				}
+				t.Fatalf("job %+v", j)
+			}
+			for _, o := range r.c.Objects(t, sum.Job) {
+				if o.Check != "crc32" {
+					t.Errorf("%s: check %q (%s), want crc32 (the source's)", o.Key, o.Check, o.CheckReason)
+				}
+			}
+			wantCopied(t, r.mc, "dst", "copy/big.bin", big)
+			for k, data := range small {
+				wantCopied(t, r.mc, "dst", "copy/"+strings.TrimPrefix(k, "p/"), data)
+			}
+			noUploads(t, r.mc, "dst")
+
+			// Back, from the remote to the top-level endpoint.
+			sum, err = r.c.Submit(ctx, fleettest.Request("minio://dst/copy/", "s3://back/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j := r.c.Wait(t, sum.Job, 3*time.Minute); j.Succeeded != int64(len(oddKeys)+1) {
+				t.Fatalf("copy back: %+v", j)
+			}
+			wantCopied(t, r.vc, "back", "big.bin", big)
+			for k, data := range small {
+				wantCopied(t, r.vc, "back", strings.TrimPrefix(k, "p/"), data)
+			}
+			noUploads(t, r.vc, "back")
+		})
+	}
+}
+
+// TestCopyRefusals: an existing destination is not replaced without
+// --overwrite (large and small, and nothing is uploaded), and a
+// destination outside allow_write is refused by the workers.
+func TestCopyRefusals(t *testing.T) {
+	r := newCopyRig(t, false)
+	fleettest.StartWorker(t, r.cfg)
+	ctx := context.Background()
+	big, small := randomBytes(t, 12*mib), randomBytes(t, 100)
+	put(t, r.vc, "src", "in/big", big)
+	put(t, r.vc, "src", "in/small", small)
+	for _, k := range []string{"out/big", "out/small"} {
+		put(t, r.mc, "dst", k, []byte("already here"))
+	}
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/in/", "minio://dst/out/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	for k, o := range r.c.Objects(t, sum.Job) {
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists (use --overwrite") {
+			t.Errorf("%s over an existing object: %s %q", k, o.State, o.Error)
+		}
+	}
+	noUploads(t, r.mc, "dst")
+
+	req := fleettest.Request("s3://src/in/", "minio://dst/out/")
+	req.Overwrite, req.Job = true, "again"
+	if _, err := r.c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, "again", time.Minute); j.Succeeded != 2 {
+		t.Fatalf("with --overwrite: %+v", j)
+	}
+	wantCopied(t, r.mc, "dst", "out/big", big)
+	wantCopied(t, r.mc, "dst", "out/small", small)
+
+	sum, err = r.c.Submit(ctx, fleettest.Request("s3://src/in/", "minio://other/x/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	for k, o := range r.c.Objects(t, sum.Job) {
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "allow_write") {
+			t.Errorf("%s to a bucket outside allow_write: %s %q", k, o.State, o.Error)
+		}
+	}
+	noObject(t, r.mc, "other", "x/big")
+	noObject(t, r.mc, "other", "x/small")
+	noUploads(t, r.mc, "other")
+
+	_, err = r.c.Submit(ctx, fleettest.Request("s3://src/in/", "dst://out/x/"))
+	if !errors.Is(err, enqueuer.ErrUsage) || !strings.Contains(err.Error(), "the configured remotes are minio") {
+		t.Errorf("an unknown remote: %v, want a usage error listing minio", err)
+	}
+}
+
+// TestCopySourceChanged: a source overwritten while its chunks are being
+// copied fails the object with that cause, leaves no object at the
+// destination and aborts the upload.
+func TestCopySourceChanged(t *testing.T) {
+	r := newCopyRig(t, false)
+	proxy := testenv.StartProxy(t, r.f.S3.Endpoint)
+	var gets atomic.Int32
+	proxy.SetGate(func(req *http.Request) {
+		if req.Method == http.MethodGet && req.Header.Get("Range") != "" && gets.Add(1) == 3 {
+			put(t, r.vc, "src", "obj", randomBytes(t, 20*mib)) // a new version, mid-copy
+		}
+	})
+	wcfg := r.cfg
+	wcfg.Endpoint = proxy.URL
+	fleettest.StartWorker(t, wcfg)
+	put(t, r.vc, "src", "obj", randomBytes(t, 20*mib))
+	sum, err := r.c.Submit(context.Background(), fleettest.Request("s3://src/obj", "minio://dst/obj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	o := r.c.Objects(t, sum.Job)["obj"]
+	if o.State != ledger.Failed || !strings.Contains(o.Error, "source changed") {
+		t.Fatalf("object %s %q, want failed: source changed", o.State, o.Error)
+	}
+	noObject(t, r.mc, "dst", "obj")
+	noUploads(t, r.mc, "dst")
+}
+
+// TestCopyCancel: cancelling a job mid-copy aborts its upload.
+func TestCopyCancel(t *testing.T) {
+	r := newCopyRig(t, false)
+	wcfg := r.cfg
+	wcfg.Bandwidth = 4 * mib // slow enough to cancel mid-copy
+	fleettest.StartWorker(t, wcfg)
+	put(t, r.vc, "src", "slow", randomBytes(t, 40*mib))
+	ctx := context.Background()
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/slow", "minio://dst/slow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := r.mc.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("dst")})
+		if err == nil && len(out.Uploads) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no multipart upload started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := r.c.Cancel(ctx, sum.Job); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, sum.Job, time.Minute); j.Cancelled != 1 {
+		t.Fatalf("job %+v", j)
+	}
+	noUploads(t, r.mc, "dst")
+	noObject(t, r.mc, "dst", "slow")
+}
+
+// TestCopyRemoteFingerprint: a worker whose remote of the same name is
+// another endpoint refuses the enqueuer's tasks for it rather than copy
+// to the wrong store.
+func TestCopyRemoteFingerprint(t *testing.T) {
+	r := newCopyRig(t, false)
+	proxy := testenv.StartProxy(t, r.m.Endpoint) // the same store, but another endpoint as far as names go
+	wcfg := r.cfg
+	wcfg.Remotes = map[string]config.Remote{"minio": {Endpoint: proxy.URL, Region: testenv.Region, PathStyle: true, Profile: "minio"}}
+	fleettest.StartWorker(t, wcfg)
+	put(t, r.vc, "src", "k", randomBytes(t, 10))
+	sum, err := r.c.Submit(context.Background(), fleettest.Request("s3://src/k", "minio://dst/k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	if o := r.c.Objects(t, sum.Job)["k"]; o.State != ledger.Failed || !strings.Contains(o.Error, "means another endpoint") {
+		t.Fatalf("object %s %q, want refused: another endpoint", o.State, o.Error)
+	}
+	noObject(t, r.mc, "dst", "k")
+}
