@@ -141,4 +141,3 @@ func (a *Assembler) client(ctx context.Context, remote, fingerprint string) (*s3
 	}
 	return c, err
 }
-

@@ -239,7 +239,7 @@ func TestPartSize(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct{ size, chunk, want int64 }{
 		{100 * mib, 32 * mib, 32 * mib},
-		{100 * mib, 1 * mib, 5 * mib},          // S3's minimum part
+		{100 * mib, 1 * mib, 5 * mib},           // S3's minimum part
 		{10_000 * 32 * mib, 32 * mib, 32 * mib}, // exactly 10,000 parts
 		{10_000*32*mib + 1, 32 * mib, 33 * mib}, // one byte more: larger parts
 		{5 << 40, 32 * mib, 525 * mib},          // 5 TiB, S3's largest object

@@ -269,10 +269,10 @@ func TestLoadFile(t *testing.T) {
 func TestLoadRemotesInvalid(t *testing.T) {
 	isolate(t)
 	for yaml, want := range map[string]string{
-		"remotes:\n  s3:\n    endpoint: http://x:1\n":            "top-level endpoint's",
-		"remotes:\n  r_2:\n    endpoint: http://x:1\n":           `has the character '_'`,
-		"remotes:\n  r2:\n    endpoint: ftp://x\n":               "remotes.r2.endpoint",
-		"allow_write: [\"dst://out/\"]\n":                          `unknown remote "dst"`,
+		"remotes:\n  s3:\n    endpoint: http://x:1\n":                         "top-level endpoint's",
+		"remotes:\n  r_2:\n    endpoint: http://x:1\n":                        `has the character '_'`,
+		"remotes:\n  r2:\n    endpoint: ftp://x\n":                            "remotes.r2.endpoint",
+		"allow_write: [\"dst://out/\"]\n":                                     `unknown remote "dst"`,
 		"remotes:\n  r2:\n    region: auto\nallow_read: [\"r3://bucket/\"]\n": "the configured remotes are r2",
 	} {
 		_, err := load(t, Worker, "--config", writeFile(t, "s3fleet.yaml", yaml))

@@ -67,8 +67,8 @@ type Enqueuer struct {
 	// (NAME://); nil Remotes: none.
 	S3      sourceAPI
 	Remotes remoteSet
-	Ledger *ledger.Ledger
-	Queue  taskEnqueuer
+	Ledger  *ledger.Ledger
+	Queue   taskEnqueuer
 	// Control deletes and cancels tasks, for Cancel.
 	Control taskControl
 	Log     *slog.Logger
