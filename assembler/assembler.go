@@ -268,33 +268,9 @@ type verified struct {
 // fails the object and removes its part file.
 func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, f *os.File) (verified, error) {
 	v := verified{computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), algorithm: string(ev.CRCAlgorithm)}
-	sum := Sum{Algorithm: checksum.Algorithm(t.ChecksumAlgorithm), Type: t.ChecksumType, Value: t.Checksum}
-	if !t.ChecksumKnown && t.Verify != VerifyOff {
-		in := &s3.HeadObjectInput{Bucket: aws.String(t.Bucket), Key: aws.String(t.Key), ChecksumMode: types.ChecksumModeEnabled}
-		if t.VersionID != "" {
-			in.VersionId = aws.String(t.VersionID)
-		}
-		if t.ETag != "" {
-			in.IfMatch = aws.String(t.ETag)
-		}
-		if a.Options != nil {
-			if err := a.Options(in, t); err != nil {
-				return v, a.fail(ctx, t, err, true)
-			}
-		}
-		api, err := a.client(ctx, t.Remote, t.RemoteFP)
-		if err != nil {
-			return v, a.fail(ctx, t, err, true)
-		}
-		out, err := api.HeadObject(ctx, in)
-		if err != nil {
-			described := fmt.Errorf("head %s for its checksum: %s", t.Source(), s3client.Describe(err))
-			if s3client.Permanent(err) {
-				return v, a.fail(ctx, t, described, true)
-			}
-			return v, described
-		}
-		sum = SumOf(out)
+	sum, err := a.sourceSum(ctx, t)
+	if err != nil {
+		return v, err
 	}
 	if t.NoHead && sum.Value == "" && t.Verify != VerifyOff {
 		// --expected-size: nothing was asked of S3 but the bytes.
@@ -306,12 +282,46 @@ func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, 
 	if f != nil {
 		reread = FileRereader(f)
 	}
-	var err error
 	v.check, v.reason, err = Decide(subject, ev, reread)
 	if errors.Is(err, ErrChecksum) || errors.Is(err, ErrUnverified) {
 		return v, a.fail(ctx, t, err, true)
 	}
 	return v, err
+}
+
+// sourceSum is the checksum S3 keeps for the transfer's source: as
+// enqueued, or read now by a HEAD pinned to the ETag (unless verify is
+// off). A failure that a retry cannot mend is recorded.
+func (a *Assembler) sourceSum(ctx context.Context, t ledger.Transfer) (Sum, error) {
+	sum := Sum{Algorithm: checksum.Algorithm(t.ChecksumAlgorithm), Type: t.ChecksumType, Value: t.Checksum}
+	if t.ChecksumKnown || t.Verify == VerifyOff {
+		return sum, nil
+	}
+	in := &s3.HeadObjectInput{Bucket: aws.String(t.Bucket), Key: aws.String(t.Key), ChecksumMode: types.ChecksumModeEnabled}
+	if t.VersionID != "" {
+		in.VersionId = aws.String(t.VersionID)
+	}
+	if t.ETag != "" {
+		in.IfMatch = aws.String(t.ETag)
+	}
+	if a.Options != nil {
+		if err := a.Options(in, t); err != nil {
+			return sum, a.fail(ctx, t, err, true)
+		}
+	}
+	api, err := a.client(ctx, t.Remote, t.RemoteFP)
+	if err != nil {
+		return sum, a.fail(ctx, t, err, true)
+	}
+	out, err := api.HeadObject(ctx, in)
+	if err != nil {
+		described := fmt.Errorf("head %s for its checksum: %s", t.Source(), s3client.Describe(err))
+		if s3client.Permanent(err) {
+			return sum, a.fail(ctx, t, described, true)
+		}
+		return sum, described
+	}
+	return SumOf(out), nil
 }
 
 // finishRenamed records an object whose part file an earlier run renamed

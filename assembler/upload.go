@@ -51,14 +51,22 @@ func sumField(alg checksum.Algorithm, crc32, crc32c, crc64nvme *string) string {
 // and the FULL_OBJECT one, which S3 checks against the bytes it stored,
 // with If-None-Match unless Overwrite. The object exists under its key
 // only from then on. A checksum the destination then reports that is not
-// the one computed removes the object and fails it.
+// the one computed removes the object and fails it. A server-side copy
+// (no bytes passed through a worker, so no CRC was computed) completes
+// without checksums and is judged by the copy's checksum instead
+// (CheckCopy).
 func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Evidence, dst location.Source) (Record, error) {
 	api, err := a.client(ctx, dst.Remote, t.DestFP)
 	if err != nil {
 		return Record{}, a.fail(ctx, t, err, true)
 	}
-	v, err := a.verify(ctx, t, ev, nil)
-	if err != nil {
+	var v verified
+	var src Sum
+	if t.ServerSide {
+		if src, err = a.sourceSum(ctx, t); err != nil {
+			return Record{}, err
+		}
+	} else if v, err = a.verify(ctx, t, ev, nil); err != nil {
 		return Record{}, err
 	}
 	chunks, err := a.Ledger.Chunks(ctx, t.ID)
@@ -69,12 +77,17 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 	for i := range t.Chunks {
 		c := chunks[i]
 		parts[i] = types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: aws.String(c.PartETag)}
-		SetSum(ev.CRCAlgorithm, checksum.Encode(ev.CRCAlgorithm, c.CRC), &parts[i].ChecksumCRC32, &parts[i].ChecksumCRC32C, &parts[i].ChecksumCRC64NVME)
+		if !t.ServerSide {
+			SetSum(ev.CRCAlgorithm, checksum.Encode(ev.CRCAlgorithm, c.CRC), &parts[i].ChecksumCRC32, &parts[i].ChecksumCRC32C, &parts[i].ChecksumCRC64NVME)
+		}
 	}
 	want := checksum.Encode(ev.CRCAlgorithm, ev.CRC)
 	in := &s3.CompleteMultipartUploadInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(t.PartToken),
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, ChecksumType: types.ChecksumTypeFullObject}
-	SetSum(ev.CRCAlgorithm, want, &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}}
+	if !t.ServerSide {
+		in.ChecksumType = types.ChecksumTypeFullObject
+		SetSum(ev.CRCAlgorithm, want, &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
+	}
 	if !t.Overwrite {
 		in.IfNoneMatch = aws.String("*")
 	}
@@ -83,9 +96,10 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
 		got = sumField(ev.CRCAlgorithm, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME)
-	case s3client.ErrorCode(err) == "NoSuchUpload":
+	case s3client.ErrorCode(err) == "NoSuchUpload" && t.ServerSide:
 		// Completed by an earlier run that could not record it, or aborted:
-		// the object under the key tells which.
+		// CheckCopy below tells by the object under the key.
+	case s3client.ErrorCode(err) == "NoSuchUpload":
 		if got, err = a.destSum(ctx, api, dst, ev.CRCAlgorithm); err != nil || got != want {
 			return Record{}, a.fail(ctx, t, fmt.Errorf("complete the upload to %s: the multipart upload is gone and the object there (checksum %q, %v) is not this one", dst, got, err), true)
 		}
@@ -96,17 +110,91 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 	default:
 		return Record{}, fmt.Errorf("complete the upload to %s: %w", dst, err)
 	}
+	if t.ServerSide {
+		c, err := CheckCopy(ctx, api, dst, t.Size, src, t.Verify)
+		if err != nil {
+			return Record{}, a.fail(ctx, t, RemoveCopy(ctx, api, dst, err), true)
+		}
+		return a.succeed(ctx, t, verified{computed: c.Value, algorithm: string(c.Algorithm), check: c.Check, reason: c.Reason})
+	}
 	if got == "" {
 		if got, err = a.destSum(ctx, api, dst, ev.CRCAlgorithm); err != nil {
 			return Record{}, err
 		}
 	}
 	if got != "" && got != want {
-		_, derr := api.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
-		return Record{}, a.fail(ctx, t, fmt.Errorf("%w: %s: the destination's %s is %s, the bytes copied have %s (object removed: %v)",
-			ErrChecksum, dst, ev.CRCAlgorithm, got, want, derr == nil), true)
+		return Record{}, a.fail(ctx, t, RemoveCopy(ctx, api, dst, fmt.Errorf("%w: %s: the destination's %s is %s, the bytes copied have %s",
+			ErrChecksum, dst, ev.CRCAlgorithm, got, want)), true)
 	}
 	return a.succeed(ctx, t, v)
+}
+
+// deleter removes an object.
+type deleter interface {
+	DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, optFns ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+}
+
+// RemoveCopy removes a copy that failed its check from under its key, and
+// returns cause, saying whether that worked.
+func RemoveCopy(ctx context.Context, api deleter, dst location.Source, cause error) error {
+	_, err := api.DeleteObject(context.WithoutCancel(ctx), &s3.DeleteObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	if err != nil {
+		return fmt.Errorf("%w (and removing the copy failed: %s)", cause, s3client.Describe(err))
+	}
+	return fmt.Errorf("%w (the copy was removed)", cause)
+}
+
+// headAPI reads an object's headers.
+type headAPI interface {
+	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
+
+// CopyCheck is what CheckCopy found of a server-side copy.
+type CopyCheck struct {
+	Algorithm     checksum.Algorithm // of Value, the copy's checksum ("" if it has none)
+	Value         string
+	Check, Reason string // as Decide names them
+}
+
+// CheckCopy judges a server-side copy, whose bytes no worker saw: it must
+// have the source's size, and the full-object checksum it reports must be
+// the source's when both have one of the same algorithm (S3 computed it
+// from the bytes it copied). A copy nothing can be compared with is check
+// none, with the reason, or under VerifyRequired an error wrapping
+// ErrUnverified; a mismatch wraps ErrChecksum.
+func CheckCopy(ctx context.Context, api headAPI, dst location.Source, size int64, src Sum, mode string) (CopyCheck, error) {
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		return CopyCheck{}, fmt.Errorf("head the copy %s: %s", dst, s3client.Describe(err))
+	}
+	d := SumOf(out)
+	c := CopyCheck{Algorithm: d.Algorithm, Value: d.Value}
+	switch n := aws.ToInt64(out.ContentLength); {
+	case n != size:
+		return c, fmt.Errorf("%w: %s: the copy has %d bytes, the source %d", ErrChecksum, dst, n, size)
+	case mode == VerifyOff:
+		c.Check, c.Reason = CheckNone, "verify is off"
+	case src.Value != "" && d.Value != "" && src.Algorithm == d.Algorithm && !src.Composite() && !d.Composite():
+		if d.Value != src.Value {
+			return c, fmt.Errorf("%w: %s: the copy's %s is %s, the source's %s", ErrChecksum, dst, d.Algorithm, d.Value, src.Value)
+		}
+		c.Check = d.Algorithm.Check()
+	default:
+		why := fmt.Sprintf("server-side copy: the source's checksum (%s %s) and the copy's (%s %s) are not of one algorithm",
+			orNone(string(src.Algorithm)), src.Type, orNone(string(d.Algorithm)), d.Type)
+		if mode == VerifyRequired {
+			return c, fmt.Errorf("%w: %s: %s (verify: required)", ErrUnverified, dst, why)
+		}
+		c.Check, c.Reason = CheckNone, why
+	}
+	return c, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // destSum reads the destination object's checksum of algorithm alg ("" if

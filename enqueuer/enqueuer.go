@@ -931,7 +931,14 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		return t, err.Error()
 	}
 	chunkSize := s.e.ChunkSize
-	if s.toS3 {
+	// On one endpoint S3 copies the bytes itself, pinned by the ETag, where
+	// nothing of them reaches a worker to check: not under --verify
+	// required, which copies through the workers.
+	t.ServerSide = s.toS3 && o.src.Remote == s.destObj.Remote && t.ETag != "" && s.req.Verify != assembler.VerifyRequired
+	switch {
+	case t.ServerSide:
+		chunkSize = chunker.PartSize(o.size, max(chunkSize, serverSidePart))
+	case s.toS3:
 		chunkSize = chunker.PartSize(o.size, chunkSize)
 	}
 	plan, err := chunker.New(o.size, chunkSize, s.e.Threshold)
@@ -946,6 +953,10 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	t.ChunkSize, t.Chunks = plan.ChunkSize, plan.Count()
 	return t, ""
 }
+
+// serverSidePart is the smallest part of a server-side copy: no byte
+// passes through a worker, so larger parts only mean fewer requests.
+const serverSidePart = 256 << 20
 
 // target is where the object lands: its path, or its destination URL.
 func (s *submission) target(o object) (string, error) {
@@ -1093,7 +1104,7 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 		r := plan.Chunk(i)
 		task, err := tasks.NewChunkTask(tasks.ChunkPayload{
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Chunks: t.Chunks,
-			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, Overwrite: t.Overwrite,
+			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Overwrite: t.Overwrite,
 			CRC: string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))), NoHead: t.NoHead,
 		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)
 		if err != nil {
@@ -1135,7 +1146,7 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
 	s.batchMu.Lock()
 	s.batch = append(s.batch, tasks.BatchObject{
-		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP,
+		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide,
 		LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
 		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
 	})

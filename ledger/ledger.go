@@ -99,9 +99,12 @@ type Transfer struct {
 	Parts string `redis:"parts"`
 	// Dest is an absolute path, or an object URL (REMOTE://bucket/key)
 	// with DestFP its endpoint's fingerprint.
-	Dest         string `redis:"dest"`
-	DestFP       string `redis:"dest_fp"`
-	LastModified int64  `redis:"last_modified"` // Unix milliseconds; 0 if unknown
+	Dest   string `redis:"dest"`
+	DestFP string `redis:"dest_fp"`
+	// ServerSide says the destination is on the source's endpoint and S3
+	// copies the bytes itself (UploadPartCopy, CopyObject).
+	ServerSide   bool  `redis:"server_side"`
+	LastModified int64 `redis:"last_modified"` // Unix milliseconds; 0 if unknown
 	// The checksum S3 keeps for the object: its algorithm (CRC64NVME,
 	// CRC32, CRC32C, SHA256, …; empty when unknown) and type (FULL_OBJECT
 	// or COMPOSITE) from the listing or a HEAD, and its value (base64 as S3
@@ -501,7 +504,7 @@ func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
 // pairs for HSET.
 func transferFields(t Transfer) []any {
 	return []any{
-		"remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
+		"remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "server_side", t.ServerSide, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "parts", t.Parts, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,

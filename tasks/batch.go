@@ -43,8 +43,10 @@ type BatchObject struct {
 	Object
 	// Dest is an absolute path, or an object URL with DestFP its
 	// endpoint's fingerprint.
-	Dest         string `json:"dest"`
-	DestFP       string `json:"dest_fp,omitempty"`
+	Dest   string `json:"dest"`
+	DestFP string `json:"dest_fp,omitempty"`
+	// ServerSide has S3 copy the object itself (CopyObject).
+	ServerSide   bool   `json:"server_side,omitempty"`
 	LastModified int64  `json:"last_modified,omitempty"` // Unix ms
 	Overwrite    bool   `json:"overwrite,omitempty"`
 	Verify       string `json:"verify,omitempty"` // off, auto (empty) or required
@@ -98,7 +100,10 @@ func (o BatchObject) validate() error {
 	case o.Size > MaxPutObject && location.IsURL(o.Dest):
 		return fmt.Errorf("a %d-byte object is too large to copy whole (at most %d)", o.Size, MaxPutObject)
 	}
-	_, _, _, err := location.ParseDest(o.Dest)
+	_, dst, toS3, err := location.ParseDest(o.Dest)
+	if err == nil && o.ServerSide && (!toS3 || dst.Remote != o.Remote || o.ETag == "") {
+		err = errors.New("a server-side copy needs a destination on the source's endpoint and the source's ETag")
+	}
 	return err
 }
 
@@ -176,7 +181,11 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		began := time.Now()
 		if location.IsURL(o.Dest) {
-			res, rec, err := h.put(ctx, o)
+			put := h.put
+			if o.ServerSide {
+				put = h.copyWhole
+			}
+			res, rec, err := put(ctx, o)
 			if err != nil {
 				if !h.failNow(ctx, o, err, log) {
 					retry, retryObjs = append(retry, err), append(retryObjs, o)

@@ -44,9 +44,12 @@ type ChunkPayload struct {
 	Last   int64 `json:"last"`
 	// Dest is an absolute path, or an object URL (REMOTE://bucket/key)
 	// with DestFP its endpoint's fingerprint.
-	Dest      string `json:"dest"`
-	DestFP    string `json:"dest_fp,omitempty"`
-	Overwrite bool   `json:"overwrite,omitempty"`
+	Dest   string `json:"dest"`
+	DestFP string `json:"dest_fp,omitempty"`
+	// ServerSide has S3 copy the range itself (UploadPartCopy): the
+	// destination is on the source's endpoint.
+	ServerSide bool `json:"server_side,omitempty"`
+	Overwrite  bool `json:"overwrite,omitempty"`
 	// CRC is the checksum algorithm the chunk computes over its bytes, for
 	// the assembler to combine: the object's own when it is a CRC, else
 	// CRC64NVME (assembler.CRCFor); empty means CRC64NVME.
@@ -77,8 +80,12 @@ func (p ChunkPayload) Validate() error {
 	case p.First < 0 || p.Last < p.First || p.Last >= p.Size:
 		return fmt.Errorf("range %d-%d outside a %d-byte object", p.First, p.Last, p.Size)
 	}
-	if _, _, _, err := location.ParseDest(p.Dest); err != nil {
+	_, dst, toS3, err := location.ParseDest(p.Dest)
+	if err != nil {
 		return err
+	}
+	if p.ServerSide && (!toS3 || dst.Remote != p.Remote || p.ETag == "") {
+		return errors.New("a server-side copy needs a destination on the source's endpoint and the source's ETag")
 	}
 	if !p.crc().Combinable() {
 		return fmt.Errorf("checksum %q is not a CRC", p.CRC)

@@ -57,6 +57,14 @@ func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.
 		return undo, 0, 0, err
 	}
 	began := time.Now()
+	if p.ServerSide {
+		n, partETag, err := h.copyPart(ctx, api, p, dst, id)
+		if err != nil {
+			return undo, 0, 0, err
+		}
+		landed, total, err = h.landed(ctx, p, ledger.Landing{Index: p.Chunk, Part: id, Length: n, PartETag: partETag}, began, log)
+		return undo, landed, total, err
+	}
 	out, g, err := h.getRange(ctx, p, etag)
 	if err != nil {
 		return undo, 0, 0, err
@@ -78,8 +86,9 @@ func uploadKey(id string) string { return "upload:" + id }
 // the others abort theirs. An existing destination object fails the
 // object at once, unless Overwrite (CompleteMultipartUpload checks again,
 // with If-None-Match). The upload carries the source's content headers
-// and user metadata (read by a HEAD pinned to the source's ETag), and
-// asks for a FULL_OBJECT checksum of the chunks' algorithm.
+// and user metadata (read by a HEAD pinned to the source's ETag), and,
+// unless S3 copies the bytes itself, asks for a FULL_OBJECT checksum of
+// the chunks' algorithm.
 func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, start ledger.ChunkStart, etag string) (string, error) {
 	if start.PartReady {
 		return start.PartToken, nil
@@ -93,9 +102,13 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	if err != nil {
 		return "", err
 	}
-	alg := p.crc()
-	in := &s3.CreateMultipartUploadInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key),
-		ChecksumAlgorithm: types.ChecksumAlgorithm(alg), ChecksumType: types.ChecksumTypeFullObject}
+	in := &s3.CreateMultipartUploadInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)}
+	if !p.ServerSide {
+		// A server-side copy's upload asks for none: versitygw copies the
+		// source's whole-object checksum into each part when the algorithms
+		// match, and Complete then fails or stores a wrong value.
+		in.ChecksumAlgorithm, in.ChecksumType = types.ChecksumAlgorithm(p.crc()), types.ChecksumTypeFullObject
+	}
 	meta.create(in)
 	out, err := api.CreateMultipartUpload(ctx, in)
 	if err != nil {

@@ -146,6 +146,20 @@ func noUploads(t *testing.T, c *s3.Client, bucket string) {
 	}
 }
 
+// wantCopiedBytes checks the bytes of an object and its metadata only.
+func wantCopiedBytes(t *testing.T, c *s3.Client, bucket, key string, data []byte) {
+	t.Helper()
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get %s/%q: %v", bucket, key, err)
+	}
+	got, err := io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil || !bytes.Equal(got, data) || out.Metadata["origin"] != "s3fleet-test" {
+		t.Fatalf("%s/%q: %d bytes (equal %v, %v), metadata %v", bucket, key, len(got), bytes.Equal(got, data), err, out.Metadata)
+	}
+}
+
 func noObject(t *testing.T, c *s3.Client, bucket, key string) {
 	t.Helper()
 	if _, err := c.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err == nil {
@@ -357,4 +371,94 @@ func TestCopyRemoteFingerprint(t *testing.T) {
 		t.Fatalf("object %s %q, want refused: another endpoint", o.State, o.Error)
 	}
 	noObject(t, r.mc, "dst", "k")
+}
+
+// TestServerSideCopy: within one endpoint S3 copies the bytes itself
+// (UploadPartCopy for a large object, CopyObject for small ones): no GET
+// of the source's bytes reaches S3 from a worker, the copies keep their
+// headers and metadata, and the copy's checksum is compared with the
+// source's where both are of one algorithm (versitygw gives a copy
+// without one CRC64NVME, as S3 does).
+func TestServerSideCopy(t *testing.T) {
+	r := newCopyRig(t, false)
+	proxy := testenv.StartProxy(t, r.f.S3.Endpoint)
+	wcfg := r.cfg
+	wcfg.Endpoint = proxy.URL // the workers' own view of s3://: seen by the proxy
+	fleettest.StartWorker(t, wcfg)
+	ctx := context.Background()
+	big := randomBytes(t, 20*mib+5)
+	_, err := r.vc.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("src"), Key: aws.String("ss/big"), Body: bytes.NewReader(big),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme, ContentType: aws.String("application/x-test"),
+		CacheControl: aws.String("max-age=60"), ContentDisposition: aws.String("attachment"), Metadata: map[string]string{"origin": "s3fleet-test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crc32Big := randomBytes(t, 6*mib)
+	put(t, r.vc, "src", "ss/crc32-big", crc32Big) // CRC32: the copy's CRC64NVME is not comparable
+	small := map[string][]byte{}
+	for i, k := range oddKeys {
+		small[k] = randomBytes(t, 100*i+1)
+		put(t, r.vc, "src", "ss/"+strings.TrimPrefix(k, "p/"), small[k])
+	}
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/ss/", "s3://back/ss/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := r.c.Wait(t, sum.Job, 2*time.Minute)
+	objs := r.c.Objects(t, sum.Job)
+	if j.Succeeded != int64(len(oddKeys)+2) {
+		for _, o := range objs {
+			t.Logf("%s: %s %s", o.Key, o.State, o.Error)
+		}
+		t.Fatalf("job %+v", j)
+	}
+	for _, seen := range proxy.Requests() {
+		if seen.Method == http.MethodGet && strings.HasPrefix(seen.Path, "/src/") {
+			t.Errorf("a worker read the source's bytes: %s %s %s", seen.Method, seen.Path, seen.Range)
+		}
+	}
+	if o := objs["ss/big"]; o.Check != "crc64nvme" || o.Chunks < 1 {
+		t.Errorf("big: check %q (%s), chunks %d; want crc64nvme", o.Check, o.CheckReason, o.Chunks)
+	}
+	if o := objs["ss/crc32-big"]; o.Check != "none" || !strings.Contains(o.CheckReason, "not of one algorithm") {
+		t.Errorf("crc32-big: check %q (%s), want none: not of one algorithm", o.Check, o.CheckReason)
+	}
+	got, err := r.vc.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("back"), Key: aws.String("ss/big")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if !bytes.Equal(data, big) || aws.ToString(got.ContentType) != "application/x-test" || got.Metadata["origin"] != "s3fleet-test" {
+		t.Errorf("big copy: %d bytes (equal %v), type %q, metadata %v", len(data), bytes.Equal(data, big), aws.ToString(got.ContentType), got.Metadata)
+	}
+	for k, data := range small {
+		wantCopied(t, r.vc, "back", "ss/"+strings.TrimPrefix(k, "p/"), data)
+	}
+	noUploads(t, r.vc, "back")
+
+	// MinIO copies server-side too (a copy it keeps no checksum for: none).
+	put(t, r.mc, "dst", "in/big", big)
+	sum, err = r.c.Submit(ctx, fleettest.Request("minio://dst/in/big", "minio://dst/out/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("server-side on MinIO: %+v %+v", j, r.c.Objects(t, sum.Job))
+	}
+	wantCopiedBytes(t, r.mc, "dst", "out/big", big)
+	noUploads(t, r.mc, "dst")
+
+	// Under --verify required the copy goes through the workers, where
+	// every byte is checked against the source's checksum.
+	req := fleettest.Request("s3://src/ss/crc32-big", "s3://back/req/crc32-big")
+	req.Verify = "required"
+	sum, err = r.c.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	if o := r.c.Objects(t, sum.Job)["ss/crc32-big"]; o.State != ledger.Success || o.Check != "crc32" {
+		t.Errorf("required: %s check %q (%s %s), want success crc32", o.State, o.Check, o.CheckReason, o.Error)
+	}
 }

@@ -1,0 +1,184 @@
+package tasks
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// copySource is the x-amz-copy-source of an object: bucket/key with the
+// key's segments URL-escaped ("+" too: servers read it as a space), and
+// its version.
+func copySource(o Object) string {
+	segs := strings.Split(o.Key, "/")
+	for i, s := range segs {
+		segs[i] = strings.ReplaceAll(url.PathEscape(s), "+", "%2B")
+	}
+	src := o.Bucket + "/" + strings.Join(segs, "/")
+	if o.VersionID != "" {
+		src += "?versionId=" + url.QueryEscape(o.VersionID)
+	}
+	return src
+}
+
+// copyOptions are the request options of a copy's source: who pays, whose
+// bucket it must be, and the SSE-C key it was encrypted with (the
+// worker's own copy of the key the task names by MD5).
+type copyOptions struct {
+	payer                 types.RequestPayer
+	owner                 *string
+	keyAlg, key, keyMD5   *string
+	hasKey                bool
+	ifMatch, copySrc, rng *string
+}
+
+func (h *ChunkHandler) copyOptions(o Object) (copyOptions, error) {
+	return copyOptionsOf(o, h.SSECKeys)
+}
+
+func copyOptionsOf(o Object, keys map[string][]byte) (copyOptions, error) {
+	c := copyOptions{payer: types.RequestPayer(o.RequestPayer), copySrc: aws.String(copySource(o)), ifMatch: aws.String(o.ETag)}
+	if o.ExpectedOwner != "" {
+		c.owner = aws.String(o.ExpectedOwner)
+	}
+	if o.SSECKeyMD5 != "" {
+		k, ok := keys[o.SSECKeyMD5]
+		if !ok {
+			return c, fmt.Errorf("this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", o.SSECKeyMD5)
+		}
+		c.hasKey = true
+		c.keyAlg, c.key, c.keyMD5 = aws.String("AES256"), aws.String(base64.StdEncoding.EncodeToString(k)), aws.String(o.SSECKeyMD5)
+	}
+	return c, nil
+}
+
+// copyPart has S3 copy the chunk's range of the source into part Chunk+1
+// of the upload (UploadPartCopy, pinned with x-amz-copy-source-if-match):
+// no byte passes through the worker, so the worker's bandwidth cap does
+// not apply, and there is no CRC of the bytes to record (the assembler
+// compares the copy's checksum with the source's instead).
+func (h *ChunkHandler) copyPart(ctx context.Context, api *s3.Client, p ChunkPayload, dst location.Source, id string) (int64, string, error) {
+	r := p.Range()
+	o, err := h.copyOptions(p.Object)
+	if err != nil {
+		return 0, "", fmt.Errorf("%w: copy %s: %w", asynq.SkipRetry, p.what(), err)
+	}
+	in := &s3.UploadPartCopyInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(id),
+		PartNumber: aws.Int32(int32(p.Chunk + 1)), CopySource: o.copySrc, CopySourceRange: aws.String(r.Header()),
+		CopySourceIfMatch: o.ifMatch, RequestPayer: o.payer, ExpectedSourceBucketOwner: o.owner,
+		CopySourceSSECustomerAlgorithm: o.keyAlg, CopySourceSSECustomerKey: o.key, CopySourceSSECustomerKeyMD5: o.keyMD5}
+	out, err := api.UploadPartCopy(ctx, in)
+	switch status := s3client.HTTPStatus(err); {
+	case err == nil:
+		if out.CopyPartResult == nil {
+			return 0, "", fmt.Errorf("copy %s into part %d of %s: no result", p.what(), p.Chunk+1, dst)
+		}
+		return r.Len(), aws.ToString(out.CopyPartResult.ETag), nil
+	case s3client.ErrorCode(err) == "NoSuchUpload":
+		return 0, "", fmt.Errorf("%w: %w: copy part %d of %s: the multipart upload was aborted", asynq.SkipRetry, errPartGone, p.Chunk+1, dst)
+	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
+		return 0, "", fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, p.what(), s3client.Describe(err))
+	}
+	return 0, "", s3Failure(fmt.Sprintf("copy %s into part %d of %s", p.what(), p.Chunk+1, dst), err)
+}
+
+// copyWhole has S3 copy a small object whole (CopyObject, pinned to the
+// source's ETag, its headers and metadata copied, If-None-Match unless
+// Overwrite), then compares the copy's checksum with the source's.
+func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.BatchResult, assembler.Record, error) {
+	_, dst, _, _ := location.ParseDest(o.Dest) // validated
+	if err := h.Access.checkRead(o.Object); err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, err
+	}
+	if err := h.Access.checkWrite(dst); err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, err
+	}
+	api, err := client(ctx, h.S3, dst.Remote, o.DestFP)
+	if err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, err
+	}
+	opts, err := copyOptionsOf(o.Object, h.SSECKeys)
+	if err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: copy %s: %w", asynq.SkipRetry, o.URL(), err)
+	}
+	in := &s3.CopyObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), CopySource: opts.copySrc,
+		CopySourceIfMatch: opts.ifMatch, MetadataDirective: types.MetadataDirectiveCopy, RequestPayer: opts.payer,
+		ExpectedSourceBucketOwner: opts.owner, CopySourceSSECustomerAlgorithm: opts.keyAlg, CopySourceSSECustomerKey: opts.key,
+		CopySourceSSECustomerKeyMD5: opts.keyMD5}
+	if !o.Overwrite {
+		in.IfNoneMatch = aws.String("*")
+	}
+	src, err := h.sourceSum(ctx, api, o)
+	if err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, err
+	}
+	began := time.Now()
+	if _, err := api.CopyObject(ctx, in); err != nil {
+		switch status := s3client.HTTPStatus(err); {
+		case status == http.StatusPreconditionFailed && o.Overwrite:
+			return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
+		case status == http.StatusPreconditionFailed:
+			// The source changed, or the destination exists: which?
+			if herr := noObject(ctx, api, dst); herr != nil {
+				return ledger.BatchResult{}, assembler.Record{}, herr
+			}
+			return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
+		case status == http.StatusNotFound:
+			return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
+		}
+		return ledger.BatchResult{}, assembler.Record{}, s3Failure("copy "+o.URL()+" to "+dst.String(), err)
+	}
+	v, err := assembler.CheckCopy(ctx, api, dst, o.Size, src, o.Verify)
+	if err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w", asynq.SkipRetry, assembler.RemoveCopy(ctx, api, dst, err))
+	}
+	h.Metrics.ChunkDone(0, time.Since(began))
+	res := ledger.Result{Computed: v.Value, Algorithm: string(v.Algorithm), Check: v.Check, Reason: v.Reason}
+	rec := assembler.Record{Transfer: o.Transfer, Source: o.URL(), VersionID: o.VersionID, ETag: o.ETag, Size: o.Size,
+		Checksum: v.Value, ChecksumAlgorithm: string(v.Algorithm), Check: v.Check, CheckReason: v.Reason, Chunks: 1, Attempts: 1, Path: o.Dest, State: ledger.Success}
+	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
+}
+
+// sourceSum is the checksum S3 keeps for a batch object's source: as
+// enqueued, or read by a HEAD pinned to its ETag (the source's endpoint is
+// the destination's, api).
+func (h *BatchHandler) sourceSum(ctx context.Context, api headObjectAPI, o BatchObject) (assembler.Sum, error) {
+	if o.Checksum != "" || o.Verify == assembler.VerifyOff {
+		return assembler.Sum{Algorithm: checksum.Algorithm(o.ChecksumAlgorithm), Type: o.ChecksumType, Value: o.Checksum}, nil
+	}
+	in := &s3.HeadObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key), ChecksumMode: types.ChecksumModeEnabled, IfMatch: aws.String(o.ETag)}
+	if o.VersionID != "" {
+		in.VersionId = aws.String(o.VersionID)
+	}
+	if err := SetRequestOptions(in, o.RequestPayer, o.ExpectedOwner, o.SSECKeyMD5, h.SSECKeys); err != nil {
+		return assembler.Sum{}, fmt.Errorf("%w: head %s: %w", asynq.SkipRetry, o.URL(), err)
+	}
+	out, err := api.HeadObject(ctx, in)
+	switch status := s3client.HTTPStatus(err); {
+	case err == nil:
+		return assembler.SumOf(out), nil
+	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
+		return assembler.Sum{}, fmt.Errorf("%w: %w: head %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
+	}
+	return assembler.Sum{}, s3Failure("head "+o.URL()+" for its checksum", err)
+}
+
+// headObjectAPI reads an object's headers.
+type headObjectAPI interface {
+	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
