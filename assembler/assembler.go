@@ -268,6 +268,13 @@ type verified struct {
 // fails the object and removes its part file.
 func (a *Assembler) verify(ctx context.Context, t ledger.Transfer, ev Evidence, f *os.File) (verified, error) {
 	v := verified{computed: checksum.Encode(ev.CRCAlgorithm, ev.CRC), algorithm: string(ev.CRCAlgorithm)}
+	if t.SourcePath != "" {
+		// An upload: the CRC is of the file's bytes as read (each chunk checked
+		// the file against its pin, before and after), and S3 checks it
+		// against what it stored when the upload completes.
+		v.check = ev.CRCAlgorithm.Check()
+		return v, nil
+	}
 	sum, err := a.sourceSum(ctx, t)
 	if err != nil {
 		return v, err

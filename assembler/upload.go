@@ -100,13 +100,25 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 		// Completed by an earlier run that could not record it, or aborted:
 		// CheckCopy below tells by the object under the key.
 	case s3client.ErrorCode(err) == "NoSuchUpload":
-		if got, err = a.destSum(ctx, api, dst, ev.CRCAlgorithm); err != nil || got != want {
+		if got, err = DestSum(ctx, api, dst, ev.CRCAlgorithm); err != nil || got != want {
 			return Record{}, a.fail(ctx, t, fmt.Errorf("complete the upload to %s: the multipart upload is gone and the object there (checksum %q, %v) is not this one", dst, got, err), true)
 		}
+	case status == http.StatusPreconditionFailed && t.ServerSide:
+		// Another object is there, or this copy is, its response lost (the
+		// SDK retried with If-None-Match): CheckCopy below tells, unless it
+		// cannot compare them.
+		if c, cerr := CheckCopy(ctx, api, dst, t.Size, src, t.Verify); cerr != nil || c.Check == CheckNone {
+			return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
+		}
 	case status == http.StatusPreconditionFailed:
-		return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
-	case s3client.Permanent(err):
+		// The same, by the checksum of the bytes this upload sent.
+		if got, err = DestSum(ctx, api, dst, ev.CRCAlgorithm); err != nil || got != want {
+			return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
+		}
+	case s3client.ErrorCode(err) == "BadDigest" || s3client.ErrorCode(err) == "InvalidDigest":
 		return Record{}, a.fail(ctx, t, fmt.Errorf("%w: complete the upload to %s: %s", ErrChecksum, dst, s3client.Describe(err)), true)
+	case s3client.Permanent(err):
+		return Record{}, a.fail(ctx, t, fmt.Errorf("complete the upload to %s: %s", dst, s3client.Describe(err)), true)
 	default:
 		return Record{}, fmt.Errorf("complete the upload to %s: %w", dst, err)
 	}
@@ -118,7 +130,7 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 		return a.succeed(ctx, t, verified{computed: c.Value, algorithm: string(c.Algorithm), check: c.Check, reason: c.Reason})
 	}
 	if got == "" {
-		if got, err = a.destSum(ctx, api, dst, ev.CRCAlgorithm); err != nil {
+		if got, err = DestSum(ctx, api, dst, ev.CRCAlgorithm); err != nil {
 			return Record{}, err
 		}
 	}
@@ -197,9 +209,9 @@ func orNone(s string) string {
 	return s
 }
 
-// destSum reads the destination object's checksum of algorithm alg ("" if
-// it keeps none of that algorithm).
-func (a *Assembler) destSum(ctx context.Context, api *s3.Client, dst location.Source, alg checksum.Algorithm) (string, error) {
+// DestSum reads the destination object's full-object checksum of
+// algorithm alg ("" if it keeps none of that algorithm).
+func DestSum(ctx context.Context, api headAPI, dst location.Source, alg checksum.Algorithm) (string, error) {
 	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
 	if err != nil {
 		return "", fmt.Errorf("head %s for its checksum: %s", dst, s3client.Describe(err))

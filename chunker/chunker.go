@@ -40,18 +40,20 @@ type Plan struct {
 var ErrInvalid = errors.New("invalid chunk plan")
 
 // S3's multipart limits: every part but the last has at least
-// MinPartSize bytes, and an upload has at most MaxParts parts.
+// MinPartSize bytes, none more than MaxPartSize, and an upload has at most
+// MaxParts parts.
 const (
 	MinPartSize = 5 << 20
+	MaxPartSize = 5 << 30
 	MaxParts    = 10_000
 )
 
 // PartSize is the chunk size of an object copied to S3, where each chunk
 // is an upload part: chunkSize, raised to S3's minimum part size, and for
 // a huge object so that it has at most MaxParts parts (rounded up to a
-// whole MiB).
+// whole MiB), and at most MaxPartSize.
 func PartSize(size, chunkSize int64) int64 {
-	c := max(chunkSize, MinPartSize)
+	c := min(max(chunkSize, MinPartSize), MaxPartSize)
 	if need := (size + MaxParts - 1) / MaxParts; need > c {
 		const mib = 1 << 20
 		c = (need + mib - 1) / mib * mib

@@ -243,6 +243,7 @@ func TestPartSize(t *testing.T) {
 		{10_000 * 32 * mib, 32 * mib, 32 * mib}, // exactly 10,000 parts
 		{10_000*32*mib + 1, 32 * mib, 33 * mib}, // one byte more: larger parts
 		{5 << 40, 32 * mib, 525 * mib},          // 5 TiB, S3's largest object
+		{100 << 30, 8 << 30, 5 << 30},           // a chunk_size over S3's 5 GiB part
 	} {
 		got := PartSize(tc.size, tc.chunk)
 		if got != tc.want {

@@ -99,6 +99,9 @@ type Config struct {
 	// AllowRead are the object URL prefixes (REMOTE://bucket/prefix) a
 	// worker may read from; empty: whatever its credentials can read.
 	AllowRead []string `mapstructure:"allow_read"`
+	// AllowSource are the local directories a worker may upload files
+	// from; empty: none.
+	AllowSource []string `mapstructure:"allow_source"`
 	// AllowWrite are the object URL prefixes a worker may write under;
 	// empty: none (a worker writes to S3 only where it is told it may).
 	AllowWrite []string `mapstructure:"allow_write"`
@@ -182,6 +185,7 @@ var settings = []setting{
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},
 	{"allow_dest", []string{}, "directory a worker may write under (repeatable; env: colon-separated like PATH)", Worker},
 	{"allow_read", []string{}, "object URL prefix a worker may read from, e.g. s3://bucket/prefix/ (repeatable; empty: any)", Worker},
+	{"allow_source", []string{}, "local directory a worker may upload files from (repeatable; env: colon-separated; empty: none)", Worker},
 	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; empty: none)", Worker},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
@@ -233,7 +237,7 @@ func decode(v *viper.Viper) (Config, error) {
 	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	for _, l := range []*[]string{&c.AllowDest, &c.AllowRead, &c.AllowWrite} {
+	for _, l := range []*[]string{&c.AllowDest, &c.AllowSource, &c.AllowRead, &c.AllowWrite} {
 		*l = slices.DeleteFunc(*l, func(s string) bool { return strings.TrimSpace(s) == "" })
 		if len(*l) == 0 {
 			*l = nil

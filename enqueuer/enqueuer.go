@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -188,10 +189,14 @@ type object struct {
 	parts        []chunker.Run // the upload's parts, when the chunks are to be aligned to them
 	noHead       bool          // --expected-size: nothing but the chunks' responses describes it
 	cause        string        // why it cannot be downloaded (a failed HEAD)
+	path, pin    string        // a local file to upload, and its pin (location.FilePin)
 }
 
-// url renders the object as its URL.
+// url renders the object as its URL (a local file as its path).
 func (o object) url() string {
+	if o.path != "" {
+		return o.path
+	}
 	return location.Source{Remote: o.src.Remote, Bucket: o.src.Bucket, Key: o.key}.String()
 }
 
@@ -260,7 +265,17 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 		return nil, fmt.Errorf("%w: no source", ErrUsage)
 	}
 	s := &submission{e: e, req: req, sum: Summary{Job: req.Job, DryRun: req.DryRun}}
-	for _, raw := range req.Sources {
+	for i, raw := range req.Sources {
+		if local := !location.IsURL(raw); i > 0 && local != s.local {
+			return nil, fmt.Errorf("%w: sources are all objects or all local files, not both", ErrUsage)
+		} else if local {
+			src, err := localSource(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+			}
+			s.local, s.srcs = true, append(s.srcs, src)
+			continue
+		}
 		src, err := location.ParseURL(raw, e.remoteNames())
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
@@ -297,6 +312,12 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	}
 	if s.toS3 && !s.destObj.IsPrefix() && slices.ContainsFunc(s.srcs, location.Source.IsPrefix) {
 		return nil, fmt.Errorf("%w: a prefix is copied under a prefix: end %s with /", ErrUsage, req.Dest)
+	}
+	if s.local && (!s.toS3 || req.From != nil || req.ExpectedSize != nil || req.VersionID != "") {
+		return nil, fmt.Errorf("%w: a local source uploads to S3: give a REMOTE://bucket/key or prefix/ destination (and no --from, --expected-size or --version-id)", ErrUsage)
+	}
+	if s.toS3 && req.SSECKeyMD5 != "" {
+		return nil, fmt.Errorf("%w: SSE-C objects are not copied to S3: the copy would not be encrypted", ErrUsage)
 	}
 	if s.toS3 && req.Sync {
 		return nil, fmt.Errorf("%w: --sync to S3 is not supported yet", ErrUsage)
@@ -347,6 +368,9 @@ func (s *submission) each(ctx context.Context, page func([]object) error) error 
 		return page(objs)
 	}
 	source := func(src location.Source) error {
+		if s.local {
+			return s.walk(ctx, src, page)
+		}
 		if src.IsPrefix() {
 			if err := flushKeys(); err != nil {
 				return err
@@ -451,6 +475,72 @@ func manifestObject(line string, remotes []string) (object, error) {
 	}
 	// Like every key read from --from, it lands at its key's path under DEST.
 	return o, nil
+}
+
+// localSource reads a local source: a file, or a directory (a prefix:
+// its files land at their paths below it), as an absolute path.
+func localSource(raw string) (location.Source, error) {
+	abs, err := filepath.Abs(raw)
+	if err != nil {
+		return location.Source{}, fmt.Errorf("source %q: %w", raw, err)
+	}
+	st, err := os.Stat(abs)
+	switch {
+	case err != nil:
+		return location.Source{}, fmt.Errorf("source %s: %w", raw, err)
+	case st.IsDir():
+		return location.Source{Key: strings.TrimSuffix(abs, "/") + "/"}, nil
+	case !st.Mode().IsRegular():
+		return location.Source{}, fmt.Errorf("source %s is not a regular file or a directory", raw)
+	}
+	return location.Source{Key: abs}, nil
+}
+
+// walk lists the files of a local source, a page at a time, each pinned
+// (size, times, inode) as it is now. Symlinks and special files are left
+// out, with a warning: an upload does not follow links out of the tree.
+func (s *submission) walk(ctx context.Context, src location.Source, page func([]object) error) error {
+	var objs []object
+	add := func(path string) error {
+		p, err := location.PinPath(path)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, object{src: src, key: filepath.ToSlash(path), size: p.Size, lastModified: p.MTime, path: path, pin: p.Pin, checksumSeen: true})
+		if len(objs) < 1000 {
+			return nil
+		}
+		err = page(objs)
+		objs = nil
+		return err
+	}
+	if !src.IsPrefix() {
+		if err := add(src.Key); err != nil {
+			return err
+		}
+	} else {
+		err := filepath.WalkDir(strings.TrimSuffix(src.Key, "/"), func(path string, d fs.DirEntry, err error) error {
+			switch {
+			case err != nil:
+				return fmt.Errorf("walk %s: %w", path, err)
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case d.IsDir():
+				return nil
+			case !d.Type().IsRegular():
+				s.e.logger().Warn("not uploaded: not a regular file", "path", path, "type", d.Type().String())
+				return nil
+			}
+			return add(path)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	return page(objs)
 }
 
 // absDest makes the destination absolute, keeping a trailing "/", and says
@@ -572,7 +662,7 @@ func (s *submission) describe(ctx context.Context, objs []object) {
 	g.SetLimit(max(s.e.Parallel, 1))
 	for i := range objs {
 		o := &objs[i]
-		if o.cause != "" || (s.e.BatchMaxObject > 0 && o.size <= s.e.BatchMaxObject) {
+		if o.cause != "" || o.path != "" || (s.e.BatchMaxObject > 0 && o.size <= s.e.BatchMaxObject) {
 			continue
 		}
 		g.Go(func() error {
@@ -723,6 +813,7 @@ type submission struct {
 	dest      string // an absolute path, or the destination's URL when toS3
 	destIsDir bool
 	toS3      bool            // the destination is an object or a prefix on S3
+	local     bool            // the sources are local files and directories (an upload)
 	destObj   location.Source // the destination, when toS3
 	destFP    string          // its endpoint's fingerprint
 	queue     string
@@ -921,9 +1012,15 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	if fp, err := s.e.fingerprint(o.src.Remote); err == nil {
 		t.RemoteFP = fp
 	}
+	if o.path != "" {
+		t.Key, t.SourcePath, t.SourcePin, t.ChecksumKnown = "", o.path, o.pin, true
+	}
 	final, err := s.target(o)
 	t.Dest, t.DestFP = final, s.destFP
 	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)
+	if o.path != "" {
+		t.ID = ledger.TransferID("file:", "", o.path, o.pin, "", t.Size, final)
+	}
 	if o.cause != "" {
 		return t, o.cause
 	}
@@ -934,14 +1031,18 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	// On one endpoint S3 copies the bytes itself, pinned by the ETag, where
 	// nothing of them reaches a worker to check: not under --verify
 	// required, which copies through the workers.
-	t.ServerSide = s.toS3 && o.src.Remote == s.destObj.Remote && t.ETag != "" && s.req.Verify != assembler.VerifyRequired
+	t.ServerSide = s.toS3 && o.path == "" && o.src.Remote == s.destObj.Remote && t.ETag != "" && s.req.Verify != assembler.VerifyRequired
 	switch {
 	case t.ServerSide:
 		chunkSize = chunker.PartSize(o.size, max(chunkSize, serverSidePart))
 	case s.toS3:
 		chunkSize = chunker.PartSize(o.size, chunkSize)
 	}
-	plan, err := chunker.New(o.size, chunkSize, s.e.Threshold)
+	threshold := s.e.Threshold
+	if s.toS3 {
+		threshold = min(threshold, chunker.MaxPartSize) // one part holds at most 5 GiB
+	}
+	plan, err := chunker.New(o.size, chunkSize, threshold)
 	if err != nil {
 		return t, err.Error()
 	}

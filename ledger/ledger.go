@@ -83,6 +83,10 @@ func TransferID(remote, bucket, key, etag, versionID string, size int64, dest st
 // Transfer is the record of one object being downloaded to one path.
 type Transfer struct {
 	ID string `redis:"id"`
+	// SourcePath is a local file to upload (Bucket and Key are empty), and
+	// SourcePin what it was when listed (size, times, inode).
+	SourcePath string `redis:"source_path"`
+	SourcePin  string `redis:"source_pin"`
 	// Remote names the source's endpoint (empty: the top-level one), and
 	// RemoteFP its fingerprint (s3client.Options.Fingerprint).
 	Remote    string `redis:"remote"`
@@ -177,8 +181,11 @@ func (t Transfer) Plan() (chunker.Plan, error) {
 }
 
 // Source renders the object as its URL: s3://bucket/key, or
-// REMOTE://bucket/key.
+// REMOTE://bucket/key, or a local file's path.
 func (t Transfer) Source() string {
+	if t.SourcePath != "" {
+		return t.SourcePath
+	}
 	return location.Source{Remote: t.Remote, Bucket: t.Bucket, Key: t.Key}.String()
 }
 
@@ -504,7 +511,7 @@ func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
 // pairs for HSET.
 func transferFields(t Transfer) []any {
 	return []any{
-		"remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "server_side", t.ServerSide, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
+		"source_path", t.SourcePath, "source_pin", t.SourcePin, "remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "server_side", t.ServerSide, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "parts", t.Parts, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,

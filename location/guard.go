@@ -16,22 +16,28 @@ var ErrOutsideRoots = errors.New("destination outside the allowed roots")
 // resolved, so a task forged in Redis cannot make it write anywhere else.
 // A Guard with no roots allows every path.
 type Guard struct {
-	roots []string // resolved, absolute
+	setting string   // allow_dest or allow_source, for messages
+	roots   []string // resolved, absolute
 }
 
-// NewGuard resolves the roots; each must be an existing directory.
-func NewGuard(roots []string) (Guard, error) {
-	var g Guard
+// NewGuard resolves the roots of allow_dest; each must be an existing
+// directory.
+func NewGuard(roots []string) (Guard, error) { return NewGuardOf("allow_dest", roots) }
+
+// NewGuardOf resolves the roots of the setting named setting (allow_dest,
+// allow_source); each must be an existing directory.
+func NewGuardOf(setting string, roots []string) (Guard, error) {
+	g := Guard{setting: setting}
 	for _, r := range roots {
 		if !filepath.IsAbs(r) {
-			return Guard{}, fmt.Errorf("allow_dest %q: not an absolute path", r)
+			return Guard{}, fmt.Errorf("%s %q: not an absolute path", setting, r)
 		}
 		real, err := filepath.EvalSymlinks(r)
 		if err != nil {
-			return Guard{}, fmt.Errorf("allow_dest %q: %w", r, err)
+			return Guard{}, fmt.Errorf("%s %q: %w", setting, r, err)
 		}
 		if st, err := os.Stat(real); err != nil || !st.IsDir() {
-			return Guard{}, fmt.Errorf("allow_dest %q: not a directory", r)
+			return Guard{}, fmt.Errorf("%s %q: not a directory", setting, r)
 		}
 		g.roots = append(g.roots, real)
 	}
@@ -57,7 +63,7 @@ func (g Guard) Check(path string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %s (resolves to %s)", ErrOutsideRoots, path, real)
+	return fmt.Errorf("%w: %s (resolves to %s) is under no %s root", ErrOutsideRoots, path, real, g.setting)
 }
 
 // resolve evaluates the symlinks of the longest existing prefix of dir and

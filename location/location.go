@@ -70,7 +70,15 @@ func ParseS3URL(raw string) (Source, error) {
 // than a local path, whether or not NAME is a configured remote.
 func IsURL(raw string) bool {
 	scheme, _, ok := strings.Cut(raw, "://")
-	return ok && ValidRemoteName(scheme) == nil || ok && scheme == TopLevel
+	if !ok || scheme == "" || !(scheme[0] >= 'a' && scheme[0] <= 'z' || scheme[0] >= 'A' && scheme[0] <= 'Z') {
+		return false
+	}
+	for _, r := range scheme {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("+.-_", r)) {
+			return false
+		}
+	}
+	return true // a URL, of a remote or not: never a local path named "S3:"
 }
 
 // ValidRemoteName checks a remote's name: lower-case letters, digits and
@@ -100,6 +108,9 @@ func ParseURL(raw string, remotes []string) (Source, error) {
 	}
 	var src Source
 	if scheme != TopLevel {
+		if err := ValidRemoteName(scheme); err != nil {
+			return Source{}, fmt.Errorf("%w %q in %q: %w", ErrUnknownRemote, scheme, raw, err)
+		}
 		if !slices.Contains(remotes, scheme) {
 			known := "no remotes are configured"
 			if len(remotes) > 0 {

@@ -26,6 +26,9 @@ func NewPrefixes(setting string, entries, remotes []string) (Prefixes, error) {
 		if err != nil {
 			return Prefixes{}, fmt.Errorf("%s: %w", setting, err)
 		}
+		if !src.IsPrefix() {
+			return Prefixes{}, fmt.Errorf("%s: %q names a key, not a prefix: end it with / (or it would cover %s-private/… too)", setting, e, e)
+		}
 		p.list = append(p.list, src)
 	}
 	return p, nil
@@ -37,6 +40,11 @@ func (p Prefixes) Empty() bool { return len(p.list) == 0 }
 // Check returns nil when an entry covers obj, else an error wrapping
 // ErrNotAllowed that names the setting.
 func (p Prefixes) Check(obj Source) error {
+	if dotSegment(obj.Key) {
+		// Stores on a filesystem (versitygw, POSIX gateways) resolve them:
+		// ok/../x is x there, outside ok/.
+		return fmt.Errorf("%w: %s has a . or .. segment, which some stores resolve out of any prefix", ErrNotAllowed, obj)
+	}
 	for _, e := range p.list {
 		if e.Remote == obj.Remote && e.Bucket == obj.Bucket && strings.HasPrefix(obj.Key, e.Key) {
 			return nil
@@ -51,4 +59,14 @@ func (p Prefixes) Check(obj Source) error {
 		listed = "it has " + strings.Join(entries, ", ")
 	}
 	return fmt.Errorf("%w: %s is not under an entry of this worker's %s (%s)", ErrNotAllowed, obj, p.setting, listed)
+}
+
+// dotSegment reports whether a key has a "." or ".." segment.
+func dotSegment(key string) bool {
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }

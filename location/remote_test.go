@@ -33,7 +33,7 @@ func TestParseURLRemotes(t *testing.T) {
 func TestIsURL(t *testing.T) {
 	for raw, want := range map[string]bool{
 		"s3://b/k": true, "minio://bbb/k": true, "dst://out/x": true, "/data/x": false, "dst:": false,
-		"rel/dir/": false, "Upper://b/k": false, "./x://y": false,
+		"rel/dir/": false, "Upper://b/k": true, "S3://b/k": true, "my_r2://b": true, "./x://y": false, "://x": false,
 	} {
 		if got := IsURL(raw); got != want {
 			t.Errorf("IsURL(%q) = %v, want %v", raw, got, want)
@@ -99,6 +99,15 @@ func TestPrefixes(t *testing.T) {
 		if err := p.Check(bad); !errors.Is(err, ErrNotAllowed) || !strings.Contains(err.Error(), "allow_write") {
 			t.Errorf("Check(%s): %v, want ErrNotAllowed naming allow_write", bad, err)
 		}
+	}
+	if err := p.Check(Source{Remote: "minio", Bucket: "dst", Key: "out/../etc/x"}); !errors.Is(err, ErrNotAllowed) {
+		t.Errorf("a .. segment got past the list: %v", err)
+	}
+	if _, err := NewPrefixes("allow_write", []string{"minio://dst/logs"}, []string{"minio"}); err == nil {
+		t.Error("an entry without its trailing / was taken")
+	}
+	if _, err := ParseURL("S3://b1b/k", nil); !errors.Is(err, ErrUnknownRemote) {
+		t.Errorf("S3:// (upper case): %v", err)
 	}
 	var empty Prefixes
 	if err := empty.Check(Source{Bucket: "b", Key: "k"}); !errors.Is(err, ErrNotAllowed) {

@@ -101,7 +101,13 @@ func (o BatchObject) validate() error {
 		return fmt.Errorf("a %d-byte object is too large to copy whole (at most %d)", o.Size, MaxPutObject)
 	}
 	_, dst, toS3, err := location.ParseDest(o.Dest)
-	if err == nil && o.ServerSide && (!toS3 || dst.Remote != o.Remote || o.ETag == "") {
+	if err == nil && o.Path != "" && !toS3 {
+		err = errors.New("a local source needs an S3 destination")
+	}
+	if err == nil && toS3 && o.SSECKeyMD5 != "" {
+		err = errNoSSECCopy
+	}
+	if err == nil && o.ServerSide && (!toS3 || dst.Remote != o.Remote || o.ETag == "" || o.Path != "") {
 		err = errors.New("a server-side copy needs a destination on the source's endpoint and the source's ETag")
 	}
 	return err

@@ -84,7 +84,13 @@ func (p ChunkPayload) Validate() error {
 	if err != nil {
 		return err
 	}
-	if p.ServerSide && (!toS3 || dst.Remote != p.Remote || p.ETag == "") {
+	if p.Path != "" && !toS3 {
+		return errors.New("a local source needs an S3 destination")
+	}
+	if toS3 && p.SSECKeyMD5 != "" {
+		return errNoSSECCopy
+	}
+	if p.ServerSide && (!toS3 || dst.Remote != p.Remote || p.ETag == "" || p.Path != "") {
 		return errors.New("a server-side copy needs a destination on the source's endpoint and the source's ETag")
 	}
 	if !p.crc().Combinable() {
@@ -92,6 +98,11 @@ func (p ChunkPayload) Validate() error {
 	}
 	return nil
 }
+
+// errNoSSECCopy refuses to copy an SSE-C object to S3: its copy would not
+// be encrypted, and a task naming the key would get its plain bytes
+// wherever allow_write points.
+var errNoSSECCopy = errors.New("an SSE-C object is not copied to S3: its copy would not be encrypted")
 
 // crc is the algorithm the chunk computes.
 func (p ChunkPayload) crc() checksum.Algorithm {
@@ -250,6 +261,9 @@ func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Lo
 	undo = func() {}
 	_, dst, toS3, _ := location.ParseDest(p.Dest) // validated
 	if err := h.Access.checkRead(p.Object); err != nil {
+		return undo, err
+	}
+	if err := h.Access.checkSource(p.Object); err != nil {
 		return undo, err
 	}
 	if toS3 {

@@ -24,18 +24,22 @@ type Endpoints interface {
 
 var _ Endpoints = (*s3client.Set)(nil)
 
-// Access is what a worker may touch on S3 beyond its downloads: the
-// objects it may read (empty Read: whatever its credentials can) and
-// those it may write (empty Write: none). A task outside them is refused,
+// Access is what a worker may touch beyond its downloads: the objects it
+// may read (empty Read: whatever its credentials can), those it may write
+// (empty Write: none), and the local files it may upload (no Source root:
+// none). A task outside them is refused,
 // so a task forged in Redis cannot copy a private bucket away or write
 // where the worker's owner did not say.
 type Access struct {
 	Read, Write location.Prefixes
+	// Source are the local roots a worker may upload from (allow_source);
+	// with none it uploads nothing.
+	Source location.Guard
 }
 
 // checkRead refuses a source outside allow_read.
 func (a Access) checkRead(o Object) error {
-	if a.Read.Empty() {
+	if a.Read.Empty() || o.Path != "" {
 		return nil
 	}
 	if err := a.Read.Check(location.Source{Remote: o.Remote, Bucket: o.Bucket, Key: o.Key}); err != nil {

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -25,6 +26,11 @@ type Object struct {
 	RequestPayer  string `json:"request_payer,omitempty"`
 	ExpectedOwner string `json:"expected_bucket_owner,omitempty"`
 	SSECKeyMD5    string `json:"sse_c_key_md5,omitempty"`
+	// Path is a local file to upload, instead of an object (Bucket and
+	// Key are then empty), and Pin what it was when listed (FilePin):
+	// a file that is no longer so fails its object.
+	Path string `json:"path,omitempty"`
+	Pin  string `json:"pin,omitempty"`
 }
 
 // ObjectOf is the source object of a transfer's record.
@@ -32,16 +38,27 @@ func ObjectOf(t ledger.Transfer) Object {
 	return Object{
 		Remote: t.Remote, RemoteFP: t.RemoteFP, Bucket: t.Bucket, Key: t.Key, VersionID: t.VersionID, ETag: t.ETag, Size: t.Size,
 		RequestPayer: t.RequestPayer, ExpectedOwner: t.ExpectedOwner, SSECKeyMD5: t.SSECKeyMD5,
+		Path: t.SourcePath, Pin: t.SourcePin,
 	}
 }
 
-// URL renders the object as REMOTE://bucket/key.
+// URL renders the object as REMOTE://bucket/key, or a local file as its
+// path.
 func (o Object) URL() string {
+	if o.Path != "" {
+		return o.Path
+	}
 	return location.Source{Remote: o.Remote, Bucket: o.Bucket, Key: o.Key}.String()
 }
 
 // validate refuses an object no enqueuer names.
 func (o Object) validate() error {
+	if o.Path != "" {
+		if o.Bucket != "" || o.Key != "" || o.Remote != "" || !filepath.IsAbs(o.Path) || filepath.Clean(o.Path) != o.Path || o.Pin == "" {
+			return fmt.Errorf("a local source needs an absolute clean path, a pin, and no bucket or key")
+		}
+		return nil
+	}
 	if o.Bucket == "" || o.Key == "" {
 		return fmt.Errorf("missing bucket or key")
 	}

@@ -43,45 +43,106 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, err
 	}
-	out, body, subject, ev, err := h.getWhole(ctx, o)
+	var w whole
+	if o.Path != "" {
+		w, err = h.readLocal(o)
+	} else {
+		w, err = h.readWhole(ctx, o)
+	}
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, err
+	}
+	buf, ev, check, reason := w.buf, w.ev, w.check, w.reason
+	sum := checksum.Encode(ev.CRCAlgorithm, ev.CRC)
+	in := &s3.PutObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), Body: bytes.NewReader(buf), ContentLength: aws.Int64(o.Size)}
+	assembler.SetSum(ev.CRCAlgorithm, sum, &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
+	w.meta.put(in)
+	if !o.Overwrite {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if _, err := api.PutObject(ctx, in, unsignedPayload); err != nil {
+		if s3client.HTTPStatus(err) != http.StatusPreconditionFailed {
+			return ledger.BatchResult{}, assembler.Record{}, s3Failure("put "+dst.String(), err)
+		}
+		// Another object is there, or this one is, its response lost (the
+		// SDK retried) or its batch run again: its checksum tells.
+		if got, herr := assembler.DestSum(ctx, api, dst, ev.CRCAlgorithm); herr != nil || got != sum {
+			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
+		}
+	}
+	res := ledger.Result{Computed: sum, Algorithm: string(ev.CRCAlgorithm), Check: check, Reason: reason}
+	rec := assembler.Record{Transfer: o.Transfer, Source: o.URL(), VersionID: o.VersionID, ETag: o.ETag, Size: o.Size,
+		Checksum: sum, ChecksumAlgorithm: res.Algorithm, Check: check, CheckReason: reason, Chunks: 1, Attempts: 1, Path: o.Dest, State: ledger.Success}
+	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
+}
+
+// whole is an object read whole into memory, judged, with the headers its
+// copy gets.
+type whole struct {
+	buf           []byte
+	ev            assembler.Evidence
+	check, reason string
+	meta          objectMeta
+}
+
+// readWhole GETs a small object into memory and judges its bytes as a
+// download's are.
+func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, error) {
+	out, body, subject, ev, err := h.getWhole(ctx, o)
+	if err != nil {
+		return whole{}, err
 	}
 	defer out.Body.Close()
 	what := o.get("", "").what()
 	if h.Limit != nil {
 		body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
 	}
-	buf := make([]byte, o.Size)
-	if _, err := io.ReadFull(body, buf); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: %w", ErrShortBody, err)
-		}
-		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%s: %w", what, err)
-	}
-	if n, _ := body.Read(make([]byte, 1)); n > 0 {
-		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%s: body longer than the %d bytes enqueued", what, o.Size)
+	buf, err := readExactly(body, o.Size, what)
+	if err != nil {
+		return whole{}, err
 	}
 	ev.CRC = checksum.Update(ev.CRCAlgorithm, 0, buf)
 	check, reason, err := assembler.Decide(subject, ev, nil)
 	if err != nil {
-		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+		return whole{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	sum := checksum.Encode(ev.CRCAlgorithm, ev.CRC)
-	in := &s3.PutObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), Body: bytes.NewReader(buf), ContentLength: aws.Int64(o.Size)}
-	assembler.SetSum(ev.CRCAlgorithm, sum, &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
-	metaOfGet(out).put(in)
-	if !o.Overwrite {
-		in.IfNoneMatch = aws.String("*")
+	return whole{buf: buf, ev: ev, check: check, reason: reason, meta: metaOfGet(out)}, nil
+}
+
+// readLocal reads a small local file into memory, checked against its pin
+// before and after. What S3 checks is then the CRC of these very bytes.
+func (h *BatchHandler) readLocal(o BatchObject) (whole, error) {
+	f, err := h.Access.openLocal(o.Object)
+	if err != nil {
+		return whole{}, err
 	}
-	if _, err := api.PutObject(ctx, in, unsignedPayload); err != nil {
-		if s3client.HTTPStatus(err) == http.StatusPreconditionFailed {
-			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
+	defer f.Close()
+	var r io.Reader = f
+	if h.Limit != nil {
+		r = &limitedReader{ctx: context.Background(), r: r, lim: h.Limit}
+	}
+	buf, err := readExactly(r, o.Size, o.Path)
+	if err != nil {
+		return whole{}, fmt.Errorf("%w: %w: %w", asynq.SkipRetry, errSourceGone, err)
+	}
+	if err := checkPin(f, o.Object); err != nil {
+		return whole{}, err
+	}
+	ev := assembler.Evidence{CRCAlgorithm: checksum.CRC64NVME, Size: o.Size, CRC: checksum.Update(checksum.CRC64NVME, 0, buf)}
+	return whole{buf: buf, ev: ev, check: ev.CRCAlgorithm.Check(), meta: localMeta(o.Object)}, nil
+}
+
+// readExactly reads exactly n bytes of r, no more and no fewer.
+func readExactly(r io.Reader, n int64, what string) ([]byte, error) {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: %w", ErrShortBody, err)
 		}
-		return ledger.BatchResult{}, assembler.Record{}, s3Failure("put "+dst.String(), err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	res := ledger.Result{Computed: sum, Algorithm: string(ev.CRCAlgorithm), Check: check, Reason: reason}
-	rec := assembler.Record{Transfer: o.Transfer, Source: o.URL(), VersionID: o.VersionID, ETag: o.ETag, Size: o.Size,
-		Checksum: sum, ChecksumAlgorithm: res.Algorithm, Check: check, CheckReason: reason, Chunks: 1, Attempts: 1, Path: o.Dest, State: ledger.Success}
-	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
+	if m, _ := r.Read(make([]byte, 1)); m > 0 {
+		return nil, fmt.Errorf("%s: longer than the %d bytes enqueued", what, n)
+	}
+	return buf, nil
 }

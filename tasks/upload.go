@@ -65,6 +65,10 @@ func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.
 		landed, total, err = h.landed(ctx, p, ledger.Landing{Index: p.Chunk, Part: id, Length: n, PartETag: partETag}, began, log)
 		return undo, landed, total, err
 	}
+	if p.Path != "" {
+		landed, total, err = h.uploadLocal(ctx, api, p, dst, id, began, log)
+		return undo, landed, total, err
+	}
 	out, g, err := h.getRange(ctx, p, etag)
 	if err != nil {
 		return undo, 0, 0, err
@@ -77,6 +81,26 @@ func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.
 	landed, total, err = h.landed(ctx, p, ledger.Landing{Index: p.Chunk, Part: id, CRC: crc, Length: n,
 		ETag: aws.ToString(out.ETag), PartETag: partETag}, began, log)
 	return undo, landed, total, err
+}
+
+// uploadLocal sends the chunk's range of a local file (pread, through a
+// section of it) as its upload part, the file checked against its pin
+// before and after.
+func (h *ChunkHandler) uploadLocal(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, id string, began time.Time, log *slog.Logger) (landed, total int64, err error) {
+	f, err := h.Access.openLocal(p.Object)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	r := p.Range()
+	n, crc, partETag, err := h.putPart(ctx, api, p, dst, id, io.NewSectionReader(f, r.First, r.Len()), p.what())
+	if perr := checkPin(f, p.Object); perr != nil {
+		return 0, 0, perr // the cause of whatever else went wrong
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return h.landed(ctx, p, ledger.Landing{Index: p.Chunk, Part: id, CRC: crc, Length: n, PartETag: partETag}, began, log)
 }
 
 func uploadKey(id string) string { return "upload:" + id }
@@ -138,6 +162,9 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 // sourceMeta reads the source's content headers and user metadata, for
 // the copy to keep (an upload part carries none of them).
 func (h *ChunkHandler) sourceMeta(ctx context.Context, p ChunkPayload, etag string) (objectMeta, error) {
+	if p.Path != "" {
+		return localMeta(p.Object), nil
+	}
 	api, err := client(ctx, h.S3, p.Remote, p.RemoteFP)
 	if err != nil {
 		return objectMeta{}, err
@@ -192,15 +219,36 @@ func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPaylo
 			return n, crc, "", fmt.Errorf("%s: %w: got %d of %d bytes", what, ErrShortBody, n, r.Len())
 		}
 	} else {
-		f, serr := spoolFile()
-		if serr != nil {
-			return 0, 0, "", wrapLocal("spool a chunk for "+dst.String(), serr)
+		// A local file is its own spool: its range is read once for the
+		// CRC, then again (from the page cache) as the body.
+		sec, seekable := body.(*io.SectionReader)
+		if !seekable {
+			f, serr := spoolFile()
+			if serr != nil {
+				return 0, 0, "", wrapLocal("spool a chunk for "+dst.String(), serr)
+			}
+			defer f.Close()
+			if n, crc, err = copyBody(ctx, f, body, 0, r.Len(), alg, h.Limit, what); err != nil {
+				return n, crc, "", err
+			}
+			sec = io.NewSectionReader(f, 0, n)
+		} else {
+			var src io.Reader = sec
+			if h.Limit != nil {
+				src = &limitedReader{ctx: ctx, r: src, lim: h.Limit}
+			}
+			cr := &crcReader{r: src, alg: alg}
+			if _, err := io.Copy(io.Discard, cr); err != nil {
+				return cr.n, cr.crc, "", wrapLocal("read "+what, err)
+			}
+			if n, crc = cr.n, cr.crc; n != r.Len() {
+				return n, crc, "", fmt.Errorf("%w: %s: %w: got %d of %d bytes", asynq.SkipRetry, what, errSourceGone, n, r.Len())
+			}
+			if _, err := sec.Seek(0, io.SeekStart); err != nil {
+				return n, crc, "", err
+			}
 		}
-		defer f.Close()
-		if n, crc, err = copyBody(ctx, f, body, 0, r.Len(), alg, h.Limit, what); err != nil {
-			return n, crc, "", err
-		}
-		in.Body = io.NewSectionReader(f, 0, n)
+		in.Body = sec
 		assembler.SetSum(alg, checksum.Encode(alg, crc), &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
 		out, err = api.UploadPart(ctx, in, unsignedPayload)
 	}
@@ -262,6 +310,10 @@ func noObject(ctx context.Context, api partWriter, dst location.Source) error {
 	case err == nil:
 		return permanent("destination %s already exists (use --overwrite to replace it)", dst)
 	case s3client.HTTPStatus(err) == http.StatusNotFound:
+		return nil
+	case s3client.HTTPStatus(err) == http.StatusForbidden:
+		// Without s3:ListBucket S3 answers 403 for a missing key: unknown,
+		// and If-None-Match decides when the upload completes.
 		return nil
 	}
 	return s3Failure("head "+dst.String(), err)

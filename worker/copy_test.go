@@ -462,3 +462,118 @@ func TestServerSideCopy(t *testing.T) {
 		t.Errorf("required: %s check %q (%s %s), want success crc32", o.State, o.Check, o.CheckReason, o.Error)
 	}
 }
+
+// TestUpload uploads a local tree through the fleet: a large file in
+// parts read with pread, small files whole in batches, to MinIO and to
+// versitygw; each object has the file's bytes under a CRC64NVME S3
+// checked, a Content-Type from its extension and the file's mtime in its
+// metadata. A symlink is left out. A file that changes while it uploads
+// fails its object with no object and no upload left, and a worker
+// without allow_source uploads nothing.
+func TestUpload(t *testing.T) {
+	r := newCopyRig(t, false)
+	root := t.TempDir()
+	files := map[string][]byte{"big.bin": randomBytes(t, 17*mib+3), "notes.txt": []byte("hello\n"), "ü/sp ace.json": []byte(`{"a":1}`), "empty": nil}
+	for name, data := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.UTC)
+	if err := os.Chtimes(filepath.Join(root, "notes.txt"), mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	noSource := fleettest.StartWorker(t, r.cfg) // no allow_source
+	sum, err := r.c.Submit(ctx, fleettest.Request(root+"/", "minio://dst/refused/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	for _, o := range r.c.Objects(t, sum.Job) {
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "no allow_source") {
+			t.Errorf("%s without allow_source: %s %q", o.Source(), o.State, o.Error)
+		}
+	}
+	noSource()
+	noUploads(t, r.mc, "dst")
+
+	wcfg := r.cfg
+	wcfg.AllowSource = []string{root}
+	fleettest.StartWorker(t, wcfg)
+	for _, dest := range []struct {
+		url    string
+		c      *s3.Client
+		bucket string
+	}{{"minio://dst/up/", r.mc, "dst"}, {"s3://back/up/", r.vc, "back"}} {
+		sum, err := r.c.Submit(ctx, fleettest.Request(root+"/", dest.url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := r.c.Wait(t, sum.Job, time.Minute)
+		if j.Succeeded != int64(len(files)) || j.Objects != int64(len(files)) {
+			for _, o := range r.c.Objects(t, sum.Job) {
+				t.Logf("%s: %s %s", o.Source(), o.State, o.Error)
+			}
+			t.Fatalf("upload to %s: %+v", dest.url, j)
+		}
+		for name, data := range files {
+			key := "up/" + name
+			out, err := dest.c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(dest.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+			if err != nil {
+				t.Fatalf("get %s %s: %v", dest.bucket, key, err)
+			}
+			got, _ := io.ReadAll(out.Body)
+			out.Body.Close()
+			want := checksum.Encode(checksum.CRC64NVME, checksum.Update(checksum.CRC64NVME, 0, data))
+			if !bytes.Equal(got, data) || aws.ToString(out.ChecksumCRC64NVME) != want {
+				t.Errorf("%s %s: %d bytes (equal %v), CRC64NVME %q want %q", dest.bucket, key, len(got), bytes.Equal(got, data), aws.ToString(out.ChecksumCRC64NVME), want)
+			}
+			if name == "notes.txt" && (!strings.HasPrefix(aws.ToString(out.ContentType), "text/plain") || out.Metadata["mtime"] != "1748779200.123456789") {
+				t.Errorf("%s %s: type %q, metadata %v", dest.bucket, key, aws.ToString(out.ContentType), out.Metadata)
+			}
+		}
+		noObject(t, dest.c, dest.bucket, "up/link")
+		noUploads(t, dest.c, dest.bucket)
+	}
+
+	// A file that changes mid-upload: the worker is slowed, and the file
+	// is rewritten once its upload has begun.
+	slow := wcfg
+	slow.Bandwidth = 4 * mib
+	fleettest.StartWorker(t, slow)
+	big := filepath.Join(root, "big.bin")
+	sum, err = r.c.Submit(ctx, fleettest.Request(big, "minio://dst/changing.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := r.mc.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("dst")})
+		if err == nil && len(out.Uploads) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no multipart upload started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.WriteFile(big, randomBytes(t, 17*mib+3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	for _, o := range r.c.Objects(t, sum.Job) {
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "changed while it was uploading") {
+			t.Errorf("a file changed mid-upload: %s %q", o.State, o.Error)
+		}
+	}
+	noObject(t, r.mc, "dst", "changing.bin")
+	noUploads(t, r.mc, "dst")
+}

@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
-		"remotes", eps.Names(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite)
+		"remotes", eps.Names(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite, "allow_source", cfg.AllowSource)
 	<-ctx.Done()
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
 	srv.Shutdown()
@@ -132,7 +132,11 @@ func accessOf(cfg config.Config) (tasks.Access, error) {
 	if err != nil {
 		return tasks.Access{}, fmt.Errorf("config: %w", err)
 	}
-	return tasks.Access{Read: read, Write: write}, nil
+	source, err := location.NewGuardOf("allow_source", cfg.AllowSource)
+	if err != nil {
+		return tasks.Access{}, fmt.Errorf("config: %w", err)
+	}
+	return tasks.Access{Read: read, Write: write, Source: source}, nil
 }
 
 // RetryDelay returns asynq's retry delay: about a second after a worker

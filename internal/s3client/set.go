@@ -75,8 +75,8 @@ func (s *Set) Client(ctx context.Context, name, fingerprint string) (*s3.Client,
 		return nil, s.unknown(name)
 	}
 	if fingerprint != "" && fingerprint != o.Fingerprint() {
-		return nil, fmt.Errorf("%w: %s means another endpoint or region here: the task's fingerprint is %s, this worker's (%s) is %s",
-			ErrRemote, display(name), fingerprint, o.Endpoint, o.Fingerprint())
+		return nil, fmt.Errorf("%w: %s means another endpoint or region here: the task's fingerprint is %s, this worker's is %s",
+			ErrRemote, display(name), fingerprint, o.Fingerprint())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,459 @@
+package faults
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// TestCopyKillResumesUpload copies a 96 MiB object from versitygw (the
+// top-level endpoint) to MinIO (the remote "minio", credentials from an
+// AWS profile, reached through a proxy that notes every multipart-upload
+// request) with two worker processes, every source GET throttled so that
+// the copy lasts a few seconds. Once the transfer's multipart upload is
+// recorded and some of its parts have landed, the worker that created the
+// upload is killed with SIGKILL mid-chunk, and a replacement starts. The
+// chunks the dead worker held go back to the queue (see leaseExpired) and
+// run elsewhere, into the same upload: the ledger never names a second
+// one, no upload is created after the kill, every part after it goes to
+// the recorded upload, which is the one completed; the object arrives
+// byte for byte, and no upload is left behind.
+func TestCopyKillResumesUpload(t *testing.T) {
+	tier(t)
+	if _, err := testenv.MinIOBinary(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skipf("no MinIO: %v", err)
+	}
+	began := time.Now()
+	ctx := context.Background()
+	m := testenv.StartMinIO(t, testenv.MinIOOptions{})
+	mc := m.Client(t) // straight to MinIO, for the test's own calls
+	if _, err := mc.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("dst")}); err != nil {
+		t.Fatal(err)
+	}
+	mp := testenv.StartProxy(t, m.Endpoint)
+	var calls uploadCalls
+	mp.SetGate(calls.note)
+	f := newFleet(t, withEnv(copyConfig(t, m, mp.URL)...))
+	f.createBucket(t, "src")
+	const size = 96 * mib
+	want := putLarge(t, f.s3c, "src", "obj", size)
+	ready := time.Since(began)
+
+	// 12 chunks of 8 MiB, 4 at a time (2 workers, 2 slots each), each GET
+	// at 4 MiB/s: a wave of chunks lands every 2 s or so.
+	f.proxy.SetRule(throttle(4 * mib))
+	workers := []*proc{
+		f.startWorker(t, "worker-1", "S3FLEET_CONCURRENCY=2"),
+		f.startWorker(t, "worker-2", "S3FLEET_CONCURRENCY=2"),
+	}
+	const job = "copykill"
+	copyBegan := time.Now()
+	enq := f.startEnqueue(t, "enqueue", nil, "s3://src/obj", "minio://dst/obj", "--wait", "--job", job)
+
+	var xfer string
+	for deadline := time.Now().Add(30 * time.Second); xfer == ""; time.Sleep(10 * time.Millisecond) {
+		if o, ok := f.objects(t, job)["obj"]; ok {
+			xfer = o.ID
+		} else if time.Now().After(deadline) || !enq.alive() {
+			t.Fatalf("the transfer of obj was not recorded within 30 s:\n%s", tail(enq.log(), 3000))
+		}
+	}
+	tokens := watchToken(f.rdb, xfer)
+	defer tokens.stop()
+
+	// Kill once the upload is recorded, some chunks have landed (not half
+	// of them), and at least 3 of the 4 chunk slots run a chunk that has
+	// started (attempts beyond those landed) and not landed, so that the
+	// victim (2 slots) is mid-chunk.
+	var rec ledger.Transfer
+	var landed int64
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if rec, err = f.led.GetTransfer(ctx, xfer); err != nil {
+			t.Fatal(err)
+		}
+		landed, _ = f.rdb.HLen(ctx, "{s3fleet}:xfer:"+xfer+":chunks").Result()
+		if rec.State != ledger.Running && rec.State != ledger.Queued {
+			t.Fatalf("the transfer ended (%s %q) before the kill", rec.State, rec.Error)
+		}
+		if rec.PartToken != "" && landed >= 1 && landed <= rec.Chunks/2 && rec.Attempts-landed >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no moment with the upload recorded, 1 to %d chunks landed and 3 running within a minute: %+v, %d landed",
+				rec.Chunks/2, rec, landed)
+		}
+	}
+	token, host := rec.PartToken, rec.PartHost
+	var victim *proc
+	var survivors []*proc
+	for _, w := range workers {
+		if strings.HasSuffix(host, fmt.Sprintf("(pid %d)", w.pid())) {
+			victim = w
+		} else {
+			survivors = append(survivors, w)
+		}
+	}
+	if victim == nil {
+		t.Fatalf("part_host %q names none of the workers", host)
+	}
+	killed := time.Now()
+	victim.signal(t, syscall.SIGKILL)
+	if _, ok := victim.wait(10 * time.Second); !ok {
+		t.Fatalf("%s still runs 10 s after SIGKILL", victim.name)
+	}
+	t.Logf("SIGKILL %s, which made upload %s, with %d of %d chunks landed, %.1f s into the copy",
+		victim.name, token, landed, rec.Chunks, killed.Sub(copyBegan).Seconds())
+
+	// The upload is in progress at MinIO, with the parts the ledger says
+	// landed.
+	parts, err := mc.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String("dst"), Key: aws.String("obj"), UploadId: aws.String(token)})
+	if err != nil {
+		t.Fatalf("list the parts of upload %s after the kill: %v", token, err)
+	}
+	if int64(len(parts.Parts)) < landed {
+		t.Errorf("upload %s has %d parts, but %d chunks were recorded landed before the kill", token, len(parts.Parts), landed)
+	}
+
+	orphans := leaseExpired(t, f.rdb, killed, survivors, 15*time.Second)
+	if len(orphans) == 0 {
+		t.Errorf("%s held no chunk task when it died: it was not killed mid-chunk", victim.name)
+	}
+	// The replacement's recoverer runs as it starts: the orphans go back
+	// to the queue at once rather than a minute after the kill.
+	f.startWorker(t, "worker-3", "S3FLEET_CONCURRENCY=2")
+	t.Logf("%s held %d chunk task(s); their leases ended, worker-3 started %.1f s after the kill",
+		victim.name, len(orphans), time.Since(killed).Seconds())
+
+	code, ok := enq.wait(time.Minute)
+	done := time.Since(killed)
+	if !ok {
+		t.Fatalf("the copy did not end within a minute of the kill: %+v", f.job(t, job))
+	}
+	if code != 0 {
+		t.Fatalf("enqueue --wait exited %d:\n%s", code, tail(enq.log(), 3000))
+	}
+	tokens.stop()
+
+	end, err := f.led.GetTransfer(ctx, xfer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end.State != ledger.Success {
+		t.Errorf("transfer %s %q, want success", end.State, end.Error)
+	}
+	if end.PartToken != token {
+		t.Errorf("the transfer ended with upload %q, not %q, the one recorded before the kill", end.PartToken, token)
+	}
+	if len(tokens.seen) != 1 || tokens.seen[0] != token {
+		t.Errorf("the transfer's record named the uploads %q in turn; want only %q", tokens.seen, token)
+	}
+	for _, err := range tokens.errs {
+		t.Errorf("reading the transfer's upload: %v", err)
+	}
+	created, createdAfter, partsAfter := calls.check(t, token, killed)
+	got, err := objectSHA(ctx, mc, "dst", "obj")
+	if err != nil || got != want {
+		t.Fatalf("minio://dst/obj: SHA-256 differs from the source (%v)", err)
+	}
+	if left := uploadsLeft(ctx, mc, "dst", 15*time.Second); len(left) != 0 {
+		t.Errorf("%d multipart uploads left in dst: %v", len(left), left)
+	}
+	attempts, chunks := f.attempts(t, job)
+	summary(t, "96 MiB versitygw→MinIO, SIGKILL of the upload's maker at %d of %d chunks, holding %d; %d upload(s) created, %d after the kill; "+
+		"%d parts after it, to the recorded upload unless said above; %d attempts for %d chunks; done %.1f s after the kill (%.1f s setup, %.1f s in all); SHA-256 ok",
+		landed, rec.Chunks, len(orphans), created, createdAfter, partsAfter, attempts, chunks, done.Seconds(), ready.Seconds(), time.Since(began).Seconds())
+}
+
+// uploadCalls notes the multipart-upload requests a proxy in front of the
+// destination forwards.
+type uploadCalls struct {
+	mu    sync.Mutex
+	calls []uploadCall
+}
+
+type uploadCall struct {
+	at     time.Time
+	op     string // create, part, complete, abort
+	upload string // the upload ID the request names
+	part   string
+}
+
+// note is the proxy's gate.
+func (c *uploadCalls) note(r *http.Request) {
+	q := r.URL.Query()
+	call := uploadCall{at: time.Now(), upload: q.Get("uploadId"), part: q.Get("partNumber")}
+	switch {
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		call.op = "create"
+	case call.upload == "":
+		return
+	case r.Method == http.MethodPut:
+		call.op = "part"
+	case r.Method == http.MethodPost:
+		call.op = "complete"
+	case r.Method == http.MethodDelete:
+		call.op = "abort"
+	default:
+		return
+	}
+	c.mu.Lock()
+	c.calls = append(c.calls, call)
+	c.mu.Unlock()
+}
+
+// check fails the test unless no upload was created after killed, every
+// part after it went to upload token, token was completed (and never
+// aborted before that) and no other was. It returns how many uploads were
+// created in all and after the kill, and how many parts were sent after
+// it.
+func (c *uploadCalls) check(t *testing.T, token string, killed time.Time) (created, createdAfter, partsAfter int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var completed time.Time
+	for _, call := range c.calls {
+		if call.op == "complete" {
+			if call.upload != token {
+				t.Errorf("upload %s was completed, not %s", call.upload, token)
+			}
+			completed = call.at
+		}
+	}
+	if completed.IsZero() {
+		t.Errorf("upload %s was never completed", token)
+	}
+	for _, call := range c.calls {
+		after := call.at.After(killed)
+		switch {
+		case call.op == "create":
+			created++
+			if after {
+				createdAfter++
+				t.Errorf("a multipart upload was created %s after the kill", call.at.Sub(killed).Round(time.Millisecond))
+			}
+		case call.op == "part" && after:
+			partsAfter++
+			if call.upload != token {
+				t.Errorf("part %s went to upload %s after the kill, not to %s", call.part, call.upload, token)
+			}
+		case call.op == "abort" && call.upload == token && call.at.Before(completed):
+			t.Errorf("upload %s was aborted before it was completed", token)
+		}
+	}
+	if partsAfter == 0 {
+		t.Errorf("no part was uploaded after the kill")
+	}
+	return created, createdAfter, partsAfter
+}
+
+// tokenWatch samples, until stopped, the upload a transfer's record names
+// (every 5 ms).
+type tokenWatch struct {
+	quit chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+	seen []string // the part_token values the record held, in turn
+	errs []error
+}
+
+func watchToken(rdb redis.UniversalClient, xfer string) *tokenWatch {
+	w := &tokenWatch{quit: make(chan struct{})}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			tok, err := rdb.HGet(context.Background(), "{s3fleet}:xfer:"+xfer, "part_token").Result()
+			switch {
+			case err != nil && !errors.Is(err, redis.Nil):
+				w.errs = append(w.errs, err)
+			case tok != "" && (len(w.seen) == 0 || w.seen[len(w.seen)-1] != tok):
+				w.seen = append(w.seen, tok)
+			}
+			select {
+			case <-w.quit:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the sampling; its results may be read afterwards.
+func (w *tokenWatch) stop() {
+	w.once.Do(func() { close(w.quit) })
+	w.wg.Wait()
+}
+
+// copyConfig writes what a fleet needs to copy to the MinIO server as the
+// remote "minio" at endpoint: a config file naming it, with minio://dst/
+// writable, and the AWS profile its credentials come from. It returns the environment
+// settings that point the binaries at them.
+func copyConfig(t *testing.T, m *testenv.MinIO, endpoint string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"credentials": fmt.Sprintf("[minio]\naws_access_key_id = %s\naws_secret_access_key = %s\n", m.AccessKey, m.SecretKey),
+		"aws-config":  "",
+		"s3fleet.yaml": fmt.Sprintf("remotes:\n  minio:\n    endpoint: %s\n    region: %s\n    path_style: true\n    profile: minio\n"+
+			"allow_write: [\"minio://dst/\"]\n", endpoint, testenv.Region),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return []string{"S3FLEET_CONFIG=" + filepath.Join(dir, "s3fleet.yaml"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "credentials"), "AWS_CONFIG_FILE=" + filepath.Join(dir, "aws-config")}
+}
+
+// serverKeyRE matches asynq's key of a worker process's server state,
+// asynq:servers:{host:pid:serverID}.
+var serverKeyRE = regexp.MustCompile(`^asynq:servers:\{(.*):(\d+):([^:]+)\}$`)
+
+// leaseExpired finds the chunk tasks a worker killed at killed was running
+// and ends their leases, as asynq would see them about a minute later.
+//
+// A live worker extends the lease of each of its tasks at every heartbeat
+// (5 s) to 30 s from then, in whole seconds; the dead worker's stay where
+// they were, at most 30 s after the kill's second. Once every survivor has
+// beaten at least a second after the kill, a lease that ends no later is
+// the dead worker's, unless a survivor listed the task as its own in that
+// heartbeat (it writes the list just before it extends the leases). Those
+// leases are then moved into the past, so that asynq's recoverer (which
+// runs as a worker starts, then every minute) gives the tasks back to the
+// queue as it would have on its own once they expired by 30 s, without the
+// test waiting for it.
+func leaseExpired(t *testing.T, rdb redis.UniversalClient, killed time.Time, survivors []*proc, limit time.Duration) []string {
+	t.Helper()
+	ctx := context.Background()
+	own := map[string]bool{}
+	deadline := time.Now().Add(limit)
+	for _, p := range survivors {
+		for {
+			beat, workersKey, err := lastBeat(ctx, rdb, p.pid())
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			if beat.After(killed.Add(1200 * time.Millisecond)) {
+				ids, err := rdb.HKeys(ctx, workersKey).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range ids {
+					own[id] = true
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not beat within %s of the kill", p.name, limit)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	leases, err := rdb.ZRangeWithScores(ctx, leaseKey, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cutoff := float64(killed.Unix() + 30)
+	var dead []string
+	for _, z := range leases {
+		id := z.Member.(string)
+		if z.Score <= cutoff && !own[id] {
+			dead = append(dead, id)
+		}
+	}
+	past := float64(time.Now().Add(-2 * time.Minute).Unix())
+	for _, id := range dead {
+		if err := rdb.ZAddXX(ctx, leaseKey, redis.Z{Member: id, Score: past}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dead
+}
+
+// lastBeat reads when the worker process pid last wrote its server state
+// (the key lives 10 s from each heartbeat), and the key of the tasks it
+// listed then.
+func lastBeat(ctx context.Context, rdb redis.UniversalClient, pid int) (time.Time, string, error) {
+	keys, err := rdb.Keys(ctx, fmt.Sprintf("asynq:servers:{*:%d:*}", pid)).Result()
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	for _, k := range keys {
+		sm := serverKeyRE.FindStringSubmatch(k)
+		if sm == nil || sm[2] != strconv.Itoa(pid) {
+			continue
+		}
+		ttl, err := rdb.PTTL(ctx, k).Result()
+		if err != nil {
+			return time.Time{}, "", err
+		}
+		if ttl <= 0 {
+			continue
+		}
+		return time.Now().Add(ttl - 10*time.Second), "asynq:workers:" + strings.TrimPrefix(k, "asynq:servers:"), nil
+	}
+	return time.Time{}, "", fmt.Errorf("no asynq server state of pid %d", pid)
+}
+
+// objectSHA reads an object through and returns its SHA-256.
+func objectSHA(ctx context.Context, c *s3.Client, bucket, key string) ([32]byte, error) {
+	var sum [32]byte
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		return sum, err
+	}
+	defer out.Body.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, out.Body); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// uploadsLeft lists the multipart uploads in progress in bucket, waiting
+// at most limit for there to be none (a worker's sweep may still be
+// aborting one).
+func uploadsLeft(ctx context.Context, c *s3.Client, bucket string, limit time.Duration) []string {
+	deadline := time.Now().Add(limit)
+	for {
+		var left []string
+		out, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+		if err != nil {
+			left = []string{err.Error()}
+		} else {
+			for _, u := range out.Uploads {
+				left = append(left, aws.ToString(u.Key)+" "+aws.ToString(u.UploadId))
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
