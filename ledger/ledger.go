@@ -569,6 +569,30 @@ func (l *Ledger) PartReady(ctx context.Context, id string, gen int64, token, hos
 	return Part{State: res[0], Token: res[1], Host: res[2]}, nil
 }
 
+// ClaimPart lets one worker at a time make a transfer's part (its
+// multipart upload, whose creation costs requests and leaves an upload to
+// abort when it loses): it reports whether the caller holds the claim,
+// which lapses after ttl (its holder died) or when released.
+func (l *Ledger) ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (bool, error) {
+	ok, err := l.rdb.SetNX(ctx, claimKey(id, gen), who, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("claim the part of transfer %s: %w", id, err)
+	}
+	return ok, nil
+}
+
+// ReleasePart gives up a claim ClaimPart granted.
+func (l *Ledger) ReleasePart(ctx context.Context, id string, gen int64) error {
+	if err := l.rdb.Del(ctx, claimKey(id, gen)).Err(); err != nil {
+		return fmt.Errorf("release the part claim of transfer %s: %w", id, err)
+	}
+	return nil
+}
+
+func claimKey(id string, gen int64) string {
+	return prefix + "xfer:" + id + ":claim:" + strconv.FormatInt(gen, 10)
+}
+
 // Landing is one chunk that landed, as its writer saw it.
 type Landing struct {
 	Index  int64

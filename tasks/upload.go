@@ -117,6 +117,16 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	if start.PartReady {
 		return start.PartToken, nil
 	}
+	// One chunk creates the upload; the others of the first wave wait for
+	// its ID rather than each create one and abort it.
+	claimed, err := h.Ledger.ClaimPart(ctx, p.Transfer, p.Gen, h.Worker, partClaimTTL)
+	if err != nil {
+		return "", err
+	}
+	if !claimed {
+		return h.awaitUpload(ctx, p)
+	}
+	defer h.Ledger.ReleasePart(context.WithoutCancel(ctx), p.Transfer, p.Gen) //nolint:errcheck // it lapses anyway
 	if !p.Overwrite {
 		if err := noObject(ctx, api, dst); err != nil {
 			return "", err
@@ -157,6 +167,36 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	}
 	h.Parts.add(p.Transfer, id, uploadKey(id), abort)
 	return id, nil
+}
+
+// partClaimTTL bounds how long the chunks of an object wait for another
+// to create its upload: a claim whose holder died lapses after it.
+const partClaimTTL = 30 * time.Second
+
+// awaitUpload waits for the chunk that claimed it to record the transfer's
+// upload, and returns its ID; if the claim lapses first, the chunk is
+// retried (and may claim it itself).
+func (h *ChunkHandler) awaitUpload(ctx context.Context, p ChunkPayload) (string, error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(partClaimTTL)
+	for time.Now().Before(deadline) {
+		x, err := h.Ledger.GetTransfer(ctx, p.Transfer)
+		switch {
+		case err != nil:
+			return "", err
+		case x.Gen != p.Gen || (x.State != ledger.Running && x.State != ledger.Queued):
+			return "", errNothingToDo
+		case x.PartToken != "":
+			return x.PartToken, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-t.C:
+		}
+	}
+	return "", fmt.Errorf("%s: the multipart upload was not created within %s by the chunk that claimed it", p.what(), partClaimTTL)
 }
 
 // sourceMeta reads the source's content headers and user metadata, for

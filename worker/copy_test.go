@@ -577,3 +577,36 @@ func TestUpload(t *testing.T) {
 	noObject(t, r.mc, "dst", "changing.bin")
 	noUploads(t, r.mc, "dst")
 }
+
+// TestCopyOneUpload: however many chunks start at once, an object's
+// multipart upload is created once (the others wait for its ID).
+func TestCopyOneUpload(t *testing.T) {
+	r := newCopyRig(t, false)
+	proxy := testenv.StartProxy(t, r.m.Endpoint)
+	var creates atomic.Int32
+	proxy.SetGate(func(req *http.Request) {
+		if req.Method == http.MethodPost && req.URL.Query().Has("uploads") {
+			creates.Add(1)
+		}
+	})
+	cfg := r.cfg
+	cfg.Remotes = map[string]config.Remote{"minio": {Endpoint: proxy.URL, Region: testenv.Region, PathStyle: true, Profile: "minio"}}
+	cfg.Concurrency = 8
+	fleettest.StartWorker(t, cfg)
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	data := randomBytes(t, 40*mib)
+	put(t, r.vc, "src", "obj", data)
+	sum, err := c.Submit(context.Background(), fleettest.Request("s3://src/obj", "minio://dst/obj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("job %+v", j)
+	}
+	if n := creates.Load(); n != 1 {
+		t.Errorf("%d multipart uploads created for one object, want 1", n)
+	}
+	wantCopied(t, r.mc, "dst", "obj", data)
+	noUploads(t, r.mc, "dst")
+}
