@@ -674,7 +674,7 @@ func (s *submission) describe(ctx context.Context, objs []object) {
 				}
 			}
 			n, ok := assembler.MultipartETag(o.etag)
-			if s.toS3 || !ok || n < 2 || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
+			if s.serverSide(*o) || !ok || n < 2 || !(o.sum.Composite() || o.sum.Algorithm == "" && s.req.Verify == assembler.VerifyRequired) {
 				return nil
 			}
 			parts, err := s.e.partSizes(gctx, o, n, s.req)
@@ -1031,7 +1031,7 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	// On one endpoint S3 copies the bytes itself, pinned by the ETag, where
 	// nothing of them reaches a worker to check: not under --verify
 	// required, which copies through the workers.
-	t.ServerSide = s.toS3 && o.path == "" && o.src.Remote == s.destObj.Remote && t.ETag != "" && s.req.Verify != assembler.VerifyRequired
+	t.ServerSide = s.serverSide(o)
 	switch {
 	case t.ServerSide:
 		chunkSize = chunker.PartSize(o.size, max(chunkSize, serverSidePart))
@@ -1046,13 +1046,27 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	if err != nil {
 		return t, err.Error()
 	}
-	if o.parts != nil && !s.toS3 { // upload parts have their own sizes
-		if aligned, err := chunker.Aligned(o.parts, s.e.ChunkSize); err == nil && aligned.Size == o.size {
+	if o.parts != nil && !t.ServerSide {
+		// A copy to S3 takes the source's parts as its own, one chunk each
+		// (they were upload parts, so they fit S3's limits), so that a
+		// checksum of the parts' checksums can be checked.
+		size := s.e.ChunkSize
+		if s.toS3 {
+			size = chunker.MaxPartSize
+		}
+		if aligned, err := chunker.Aligned(o.parts, size); err == nil && aligned.Size == o.size {
 			plan, t.Parts = aligned, chunker.EncodeParts(o.parts)
 		}
 	}
 	t.ChunkSize, t.Chunks = plan.ChunkSize, plan.Count()
 	return t, ""
+}
+
+// serverSide reports whether S3 copies the object itself: its destination
+// is on its endpoint and its ETag pins it, and --verify required does not
+// ask that every byte be checked on its way through a worker.
+func (s *submission) serverSide(o object) bool {
+	return s.toS3 && o.path == "" && o.src.Remote == s.destObj.Remote && o.etag != "" && s.req.Verify != assembler.VerifyRequired
 }
 
 // serverSidePart is the smallest part of a server-side copy: no byte

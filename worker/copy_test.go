@@ -149,15 +149,24 @@ func noUploads(t *testing.T, c *s3.Client, bucket string) {
 // wantCopiedBytes checks the bytes of an object and its metadata only.
 func wantCopiedBytes(t *testing.T, c *s3.Client, bucket, key string, data []byte) {
 	t.Helper()
+	if out := sameBytes(t, c, bucket, key, data); out.Metadata["origin"] != "s3fleet-test" {
+		t.Errorf("%s/%q lost its metadata: %v", bucket, key, out.Metadata)
+	}
+}
+
+// sameBytes checks an object's bytes, and returns its headers.
+func sameBytes(t *testing.T, c *s3.Client, bucket, key string, data []byte) *s3.GetObjectOutput {
+	t.Helper()
 	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
 		t.Fatalf("get %s/%q: %v", bucket, key, err)
 	}
 	got, err := io.ReadAll(out.Body)
 	out.Body.Close()
-	if err != nil || !bytes.Equal(got, data) || out.Metadata["origin"] != "s3fleet-test" {
-		t.Fatalf("%s/%q: %d bytes (equal %v, %v), metadata %v", bucket, key, len(got), bytes.Equal(got, data), err, out.Metadata)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("%s/%q: %d bytes differ from the source's %d (%v)", bucket, key, len(got), len(data), err)
 	}
+	return out
 }
 
 func noObject(t *testing.T, c *s3.Client, bucket, key string) {
@@ -610,3 +619,49 @@ func TestCopyOneUpload(t *testing.T) {
 	wantCopied(t, r.mc, "dst", "obj", data)
 	noUploads(t, r.mc, "dst")
 }
+
+// TestCopyChecksumKinds copies objects made as the SDKs make them (each
+// algorithm or none, single PUTs chunked and batched, FULL_OBJECT and
+// COMPOSITE multipart uploads) from versitygw to MinIO: every copy has
+// its source's bytes, and each is checked against the source's checksum
+// wherever one can be: a COMPOSITE CRC32C through the source's own parts,
+// which the copy takes as its parts.
+func TestCopyChecksumKinds(t *testing.T) {
+	r := newCopyRig(t, false)
+	fleettest.StartWorker(t, r.cfg)
+	ctx := context.Background()
+	want := map[string]string{}
+	data := map[string][]byte{}
+	for _, k := range ckKinds() {
+		key := "kinds/" + k.name
+		data[key] = randomBytes(t, int(k.size))
+		if err := ckUpload(ctx, ckSDK(r.f.S3.Endpoint, k.bare), "src", key, k, data[key]); err != nil {
+			t.Fatalf("%s: %v", k.name, err)
+		}
+		switch {
+		case k.name == "mpu-composite-crc32c":
+			want[key] = "crc32c-composite"
+		case k.name == "mpu-composite-sha256" || k.name == "put-sha256" || k.name == "put-sha1":
+			want[key] = "none" // chunked: a SHA is not combined from chunks, and a copy has no second read
+		}
+	}
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/kinds/", "minio://dst/kinds/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, 2*time.Minute)
+	for key, o := range r.c.Objects(t, sum.Job) {
+		w, ok := want[key]
+		switch {
+		case o.State != ledger.Success:
+			t.Errorf("%s: %s %s", key, o.State, o.Error)
+		case ok && o.Check != w:
+			t.Errorf("%s: check %q (%s), want %q", key, o.Check, o.CheckReason, w)
+		case !ok && o.Check == "none":
+			t.Errorf("%s: check none (%s), want its checksum checked", key, o.CheckReason)
+		}
+		sameBytes(t, r.mc, "dst", key, data[key])
+	}
+	noUploads(t, r.mc, "dst")
+}
+
