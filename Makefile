@@ -73,6 +73,10 @@ bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, bo
 bench-quick: tools ## the 1 GiB comparison with s5cmd alone (~2 min)
 	bench/suite/run.sh quick
 
+.PHONY: bench-copy
+bench-copy: build test-tools ## 1 GiB uploaded, copied across endpoints and server-side, s3fleet beside s5cmd (~2 min)
+	bench/copy-quick.sh
+
 .PHONY: bench-pipeline
 bench-pipeline: tools ## the fleet alone: one 1 GiB object with 1, 2 and 4 worker processes, MB/s, CPU and peak RSS (~1 min)
 	bench/suite/run.sh full -cells 'big/loopback/durable:3' -contenders '^s3fleet' -out bench/out/results-pipeline.md
