@@ -102,6 +102,9 @@ type Config struct {
 	// AllowSource are the local directories a worker may upload files
 	// from; empty: none.
 	AllowSource []string `mapstructure:"allow_source"`
+	// AllowDelete are the object URL prefixes a worker may delete under
+	// (enqueue rm); empty: none.
+	AllowDelete []string `mapstructure:"allow_delete"`
 	// AllowWrite are the object URL prefixes a worker may write under;
 	// empty: none (a worker writes to S3 only where it is told it may).
 	AllowWrite []string `mapstructure:"allow_write"`
@@ -186,6 +189,7 @@ var settings = []setting{
 	{"allow_dest", []string{}, "directory a worker may write under (repeatable; env: colon-separated like PATH)", Worker},
 	{"allow_read", []string{}, "object URL prefix a worker may read from, e.g. s3://bucket/prefix/ (repeatable; empty: any)", Worker},
 	{"allow_source", []string{}, "local directory a worker may upload files from (repeatable; env: colon-separated; empty: none)", Worker},
+	{"allow_delete", []string{}, "object URL prefix a worker may delete under, e.g. s3://bucket/tmp/ (repeatable; empty: none)", Worker},
 	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; empty: none)", Worker},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
@@ -237,7 +241,7 @@ func decode(v *viper.Viper) (Config, error) {
 	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	for _, l := range []*[]string{&c.AllowDest, &c.AllowSource, &c.AllowRead, &c.AllowWrite} {
+	for _, l := range []*[]string{&c.AllowDest, &c.AllowSource, &c.AllowRead, &c.AllowWrite, &c.AllowDelete} {
 		*l = slices.DeleteFunc(*l, func(s string) bool { return strings.TrimSpace(s) == "" })
 		if len(*l) == 0 {
 			*l = nil
@@ -406,7 +410,7 @@ func (c Config) Validate() error {
 	for _, l := range []struct {
 		name string
 		v    []string
-	}{{"allow_read", c.AllowRead}, {"allow_write", c.AllowWrite}} {
+	}{{"allow_read", c.AllowRead}, {"allow_write", c.AllowWrite}, {"allow_delete", c.AllowDelete}} {
 		for _, raw := range l.v {
 			if _, err := location.ParseURL(raw, c.RemoteNames()); err != nil {
 				bad(l.name, "%v", err)

@@ -106,6 +106,9 @@ type Request struct {
 	Overwrite    bool
 	// Verify is off, auto (empty means auto) or required: see assembler.
 	Verify string
+	// Delete deletes the sources' objects (enqueue rm) rather than copy
+	// them: Dest is empty.
+	Delete bool
 	// Sync skips objects whose file is there with the same size and ETag
 	// (from the fleet's record or the file's xattr) and replaces the rest.
 	Sync bool
@@ -158,7 +161,8 @@ type PlannedObject struct {
 	Size   int64  `json:"size"`
 	// Action is download, attach (in flight already), resume (failed or
 	// cancelled before, or its file is gone), skip (done already), refuse
-	// (with Cause) or filter (left out by --include/--exclude).
+	// (with Cause), filter (left out by --include/--exclude), or delete
+	// (enqueue rm).
 	Action string `json:"action"`
 	Cause  string `json:"cause,omitempty"`
 }
@@ -283,7 +287,11 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 		s.srcs = append(s.srcs, src)
 	}
 	var err error
-	if location.IsURL(req.Dest) {
+	if req.Delete {
+		if s.local || req.Dest != "" || req.Sync || req.Overwrite || req.ExpectedSize != nil || req.VersionID != "" {
+			return nil, fmt.Errorf("%w: rm takes object URLs only (no DEST, --sync, --overwrite, --expected-size or --version-id)", ErrUsage)
+		}
+	} else if location.IsURL(req.Dest) {
 		if s.destObj, err = location.ParseURL(req.Dest, e.remoteNames()); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
@@ -307,13 +315,13 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 		return nil, fmt.Errorf("%w: --expected-size sends no HEAD, so --verify required has no checksum to compare with; "+
 			"give the object as a --from manifest line with its checksum instead", ErrUsage)
 	}
-	if (len(s.srcs) > 1 || req.From != nil) && !strings.HasSuffix(req.Dest, "/") && !s.destIsDir && !(s.toS3 && s.destObj.IsPrefix()) {
+	if !req.Delete && (len(s.srcs) > 1 || req.From != nil) && !strings.HasSuffix(req.Dest, "/") && !s.destIsDir && !(s.toS3 && s.destObj.IsPrefix()) {
 		return nil, fmt.Errorf("%w: with several sources DEST must be a directory (end it with /)", ErrUsage)
 	}
 	if s.toS3 && !s.destObj.IsPrefix() && slices.ContainsFunc(s.srcs, location.Source.IsPrefix) {
 		return nil, fmt.Errorf("%w: a prefix is copied under a prefix: end %s with /", ErrUsage, req.Dest)
 	}
-	if s.local && (!s.toS3 || req.From != nil || req.ExpectedSize != nil || req.VersionID != "") {
+	if s.local && !req.Delete && (!s.toS3 || req.From != nil || req.ExpectedSize != nil || req.VersionID != "") {
 		return nil, fmt.Errorf("%w: a local source uploads to S3: give a REMOTE://bucket/key or prefix/ destination (and no --from, --expected-size or --version-id)", ErrUsage)
 	}
 	if s.toS3 && req.SSECKeyMD5 != "" {
@@ -655,7 +663,7 @@ func (e *Enqueuer) logger() *slog.Logger {
 // Several objects at once. An object these cannot be read for is planned
 // as usual, and its check says why.
 func (s *submission) describe(ctx context.Context, objs []object) {
-	if s.req.DryRun || s.req.Verify == assembler.VerifyOff {
+	if s.req.DryRun || s.req.Delete || s.req.Verify == assembler.VerifyOff {
 		return
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -897,6 +905,9 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 			}
 			action := map[string]string{ledger.ModeCreate: "download", ledger.ModePresent: "skip", ledger.ModeSkip: "skip",
 				ledger.ModeAttach: "attach", ledger.ModeRestart: "resume"}[mode]
+			if t.Delete && (mode == ledger.ModeCreate || mode == ledger.ModeRestart) {
+				action = "delete"
+			}
 			if c != "" {
 				action = "refuse"
 			}
@@ -942,7 +953,7 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 			continue
 		}
 		t, cause := s.transfer(o)
-		if cause == "" && !t.Overwrite && !s.toS3 && exists(t.Dest) {
+		if cause == "" && !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest) {
 			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
 		}
 		reqs = append(reqs, ledger.AttachRequest{Job: s.sum.Job, Mode: ledger.ModeCreate, New: t, Cause: cause})
@@ -1016,8 +1027,15 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		t.Key, t.SourcePath, t.SourcePin, t.ChecksumKnown = "", o.path, o.pin, true
 	}
 	final, err := s.target(o)
+	if s.req.Delete {
+		final, err = o.url(), nil
+		t.Delete = true
+	}
 	t.Dest, t.DestFP = final, s.destFP
 	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)
+	if t.Delete {
+		t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, "delete:"+final)
+	}
 	if o.path != "" {
 		t.ID = ledger.TransferID("file:", "", o.path, o.pin, "", t.Size, final)
 	}
@@ -1105,13 +1123,16 @@ func (s *submission) decide(ctx context.Context, cur ledger.Transfer, t *ledger.
 			return ledger.ModePresent, false, ""
 		case s.req.Sync:
 			t.Overwrite = true
-		case !t.Overwrite && !s.toS3 && exists(t.Dest):
+		case !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest):
 			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
 		}
 		return ledger.ModeCreate, false, cause
 	case ledger.Queued, ledger.Running:
 		return ledger.ModeAttach, false, ""
 	case ledger.Success:
+		if cur.Delete {
+			return ledger.ModeRestart, false, "" // listed again: a new object under the key
+		}
 		if s.finalStillThere(ctx, cur) {
 			return ledger.ModeSkip, false, ""
 		}
@@ -1240,6 +1261,9 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 // empty object of unknown ETag (--expected-size 0) always does: the GET is
 // what proves it empty.
 func (s *submission) batchable(t ledger.Transfer) bool {
+	if t.Delete {
+		return true // one DeleteObjects for many keys
+	}
 	most := s.e.BatchMaxObject
 	if s.toS3 {
 		most = min(most, tasks.MaxPutObject) // held in memory on its way
@@ -1261,12 +1285,15 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
 	s.batchMu.Lock()
 	s.batch = append(s.batch, tasks.BatchObject{
-		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide,
+		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Delete: t.Delete,
 		LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
 		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
 	})
 	s.batchBytes += t.Size
 	full := int64(len(s.batch)) >= max(s.e.BatchObjects, 1) || s.batchBytes >= s.e.BatchBytes
+	if t.Delete {
+		full = len(s.batch) >= 1000 // S3's most keys in one DeleteObjects; nothing is moved
+	}
 	s.batchMu.Unlock()
 	if full {
 		return s.flushBatch(ctx)

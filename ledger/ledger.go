@@ -107,7 +107,10 @@ type Transfer struct {
 	DestFP string `redis:"dest_fp"`
 	// ServerSide says the destination is on the source's endpoint and S3
 	// copies the bytes itself (UploadPartCopy, CopyObject).
-	ServerSide   bool  `redis:"server_side"`
+	ServerSide bool `redis:"server_side"`
+	// Delete says the transfer deletes its object (enqueue rm); Dest is
+	// then the object's own URL.
+	Delete       bool  `redis:"delete"`
 	LastModified int64 `redis:"last_modified"` // Unix milliseconds; 0 if unknown
 	// The checksum S3 keeps for the object: its algorithm (CRC64NVME,
 	// CRC32, CRC32C, SHA256, …; empty when unknown) and type (FULL_OBJECT
@@ -511,7 +514,7 @@ func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
 // pairs for HSET.
 func transferFields(t Transfer) []any {
 	return []any{
-		"source_path", t.SourcePath, "source_pin", t.SourcePin, "remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "server_side", t.ServerSide, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
+		"source_path", t.SourcePath, "source_pin", t.SourcePin, "remote", t.Remote, "remote_fp", t.RemoteFP, "dest_fp", t.DestFP, "server_side", t.ServerSide, "delete", t.Delete, "bucket", t.Bucket, "key", t.Key, "version_id", t.VersionID, "etag", t.ETag,
 		"size", t.Size, "chunk_size", t.ChunkSize, "chunks", t.Chunks, "parts", t.Parts, "dest", t.Dest,
 		"last_modified", t.LastModified, "checksum_algorithm", t.ChecksumAlgorithm,
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,

@@ -46,7 +46,9 @@ type BatchObject struct {
 	Dest   string `json:"dest"`
 	DestFP string `json:"dest_fp,omitempty"`
 	// ServerSide has S3 copy the object itself (CopyObject).
-	ServerSide   bool   `json:"server_side,omitempty"`
+	ServerSide bool `json:"server_side,omitempty"`
+	// Delete deletes the object (enqueue rm); Dest is its own URL.
+	Delete       bool   `json:"delete,omitempty"`
 	LastModified int64  `json:"last_modified,omitempty"` // Unix ms
 	Overwrite    bool   `json:"overwrite,omitempty"`
 	Verify       string `json:"verify,omitempty"` // off, auto (empty) or required
@@ -99,6 +101,12 @@ func (o BatchObject) validate() error {
 		return fmt.Errorf("size %d", o.Size)
 	case o.Size > MaxPutObject && location.IsURL(o.Dest):
 		return fmt.Errorf("a %d-byte object is too large to copy whole (at most %d)", o.Size, MaxPutObject)
+	}
+	if o.Delete {
+		if o.Path != "" || o.ServerSide || o.Dest != o.URL() {
+			return errors.New("a delete names its object as its destination, and nothing else")
+		}
+		return nil
 	}
 	_, dst, toS3, err := location.ParseDest(o.Dest)
 	if err == nil && o.Path != "" && !toS3 {
@@ -181,8 +189,13 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			os.Remove(g.f.Name()) // a no-op once renamed
 		}
 	}()
+	var deletes []BatchObject
 	for i, o := range p.Objects {
 		if states[i] != ledger.Running {
+			continue
+		}
+		if o.Delete {
+			deletes = append(deletes, o)
 			continue
 		}
 		began := time.Now()
@@ -214,6 +227,11 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		got = append(got, g)
 	}
 
+	if len(deletes) > 0 {
+		res, recs, errs, objs := h.deleteAll(ctx, deletes, log)
+		results, records = append(results, res...), append(records, recs...)
+		retry, retryObjs = append(retry, errs...), append(retryObjs, objs...)
+	}
 	if len(got) > 0 && (!h.NoFlush || h.VerifyDisk) {
 		// One flush for the whole batch instead of an fsync a file.
 		if err := unix.Syncfs(int(got[0].f.Fd())); err != nil {

@@ -32,6 +32,9 @@ var _ Endpoints = (*s3client.Set)(nil)
 // where the worker's owner did not say.
 type Access struct {
 	Read, Write location.Prefixes
+	// Delete are the object URL prefixes a worker may delete under
+	// (allow_delete); empty: none.
+	Delete location.Prefixes
 	// Source are the local roots a worker may upload from (allow_source);
 	// with none it uploads nothing.
 	Source location.Guard

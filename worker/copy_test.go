@@ -665,3 +665,73 @@ func TestCopyChecksumKinds(t *testing.T) {
 	noUploads(t, r.mc, "dst")
 }
 
+
+// TestDelete: enqueue rm deletes a prefix through the fleet (DeleteObjects,
+// many keys a call) and nothing else; a dry run lists what it would delete
+// and deletes nothing; keys outside allow_delete, and all of them for a
+// worker without it, fail with that cause and stay.
+func TestDelete(t *testing.T) {
+	r := newCopyRig(t, false)
+	ctx := context.Background()
+	keep := []string{"keep/a", "tmpx/b"} // tmpx/ shares tmp's first letters, not its prefix
+	gone := []string{"tmp/big"}
+	for _, k := range oddKeys {
+		gone = append(gone, "tmp/"+strings.TrimPrefix(k, "p/"))
+	}
+	for _, k := range append(append([]string{}, keep...), gone...) {
+		put(t, r.vc, "src", k, randomBytes(t, 10))
+	}
+	put(t, r.vc, "src", "tmp/big", randomBytes(t, 20*mib)) // many chunks' worth: still one key to delete
+
+	req := enqueuer.Request{Delete: true, Sources: []string{"s3://src/tmp/"}, DryRun: true}
+	var planned atomic.Int32
+	req.Planned = func(p enqueuer.PlannedObject) {
+		if p.Action == "delete" {
+			planned.Add(1)
+		}
+	}
+	sum, err := r.c.Submit(ctx, req)
+	if err != nil || sum.Objects != int64(len(gone)) || planned.Load() != int32(len(gone)) {
+		t.Fatalf("dry run: %+v, %d planned deletes, %v; want %d", sum, planned.Load(), err, len(gone))
+	}
+
+	noDelete := fleettest.StartWorker(t, r.cfg) // no allow_delete
+	sum, err = r.c.Submit(ctx, enqueuer.Request{Delete: true, Sources: []string{"s3://src/tmp/"}, Job: "refused"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, "refused", time.Minute); j.Failed != int64(len(gone)) {
+		t.Fatalf("without allow_delete: %+v", j)
+	}
+	for _, o := range r.c.Objects(t, "refused") {
+		if !strings.Contains(o.Error, "allow_delete") {
+			t.Errorf("%s: %q, want a refusal naming allow_delete", o.Key, o.Error)
+		}
+	}
+	noDelete()
+
+	wcfg := r.cfg
+	wcfg.AllowDelete = []string{"s3://src/tmp/"}
+	fleettest.StartWorker(t, wcfg)
+	sum, err = r.c.Submit(ctx, enqueuer.Request{Delete: true, Sources: []string{"s3://src/tmp/", "s3://src/keep/a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := r.c.Wait(t, sum.Job, time.Minute)
+	if j.Succeeded != int64(len(gone)) || j.Failed != 1 {
+		t.Fatalf("rm: %+v", j)
+	}
+	for k, o := range r.c.Objects(t, sum.Job) {
+		if k == "keep/a" && !strings.Contains(o.Error, "allow_delete") {
+			t.Errorf("keep/a outside allow_delete: %s %q", o.State, o.Error)
+		}
+	}
+	for _, k := range gone {
+		noObject(t, r.vc, "src", k)
+	}
+	for _, k := range keep {
+		if _, err := r.vc.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("src"), Key: aws.String(k)}); err != nil {
+			t.Errorf("%s was deleted: %v", k, err)
+		}
+	}
+}

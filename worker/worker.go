@@ -132,11 +132,15 @@ func accessOf(cfg config.Config) (tasks.Access, error) {
 	if err != nil {
 		return tasks.Access{}, fmt.Errorf("config: %w", err)
 	}
+	del, err := location.NewPrefixes("allow_delete", cfg.AllowDelete, cfg.RemoteNames())
+	if err != nil {
+		return tasks.Access{}, fmt.Errorf("config: %w", err)
+	}
 	source, err := location.NewGuardOf("allow_source", cfg.AllowSource)
 	if err != nil {
 		return tasks.Access{}, fmt.Errorf("config: %w", err)
 	}
-	return tasks.Access{Read: read, Write: write, Source: source}, nil
+	return tasks.Access{Read: read, Write: write, Delete: del, Source: source}, nil
 }
 
 // RetryDelay returns asynq's retry delay: about a second after a worker

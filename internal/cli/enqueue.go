@@ -96,59 +96,7 @@ errors.`,
 				defer f.Close()
 				req.From = f
 			}
-			ctx := cmd.Context()
-			if local {
-				lctx, stop, err := startLocal(ctx, &cfg)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				ctx, wait = lctx, true
-			}
-			env, err := openEnv(ctx, cfg, true)
-			if err != nil {
-				return err
-			}
-			defer env.close()
-			if req.DryRun && out.json {
-				// One JSON line per object with its action, then the summary.
-				var mu sync.Mutex
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				req.Planned = func(p enqueuer.PlannedObject) {
-					mu.Lock()
-					defer mu.Unlock()
-					_ = enc.Encode(p)
-				}
-			}
-			sum, err := env.enq.Submit(ctx, req)
-			if errors.Is(err, enqueuer.ErrUsage) {
-				return UsageError{err}
-			}
-			if err != nil {
-				if sum.Job != "" && !req.DryRun {
-					return fmt.Errorf("job %s: %w", sum.Job, err)
-				}
-				return err
-			}
-			w := cmd.OutOrStdout()
-			switch {
-			case req.DryRun && out.json:
-				return json.NewEncoder(w).Encode(sum)
-			case req.DryRun:
-				fmt.Fprintf(w, "dry run: %d objects (%s): %d to download in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out\n",
-					sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
-				return nil
-			case !wait && out.json:
-				return json.NewEncoder(w).Encode(sum)
-			case !wait:
-				fmt.Fprintln(w, sum.Job)
-				return nil
-			}
-			if !out.quiet && !out.json {
-				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
-					sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
-			}
-			return follow(ctx, env.led, sum.Job, cmd, out, manifest, false)
+			return submit(cmd, cfg, req, submitOptions{wait: wait, local: local, manifest: manifest, out: out})
 		},
 	}
 	f := cmd.Flags()
@@ -171,8 +119,126 @@ errors.`,
 	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
 	f.Lookup("verify").NoOptDefVal = "required" // --verify alone, as it was before it took a value
-	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand())
+	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand(), newRmCommand())
 	return cmd
+}
+
+// newRmCommand deletes objects through the fleet.
+func newRmCommand() *cobra.Command {
+	var (
+		req      = enqueuer.Request{Delete: true}
+		o        submitOptions
+		manifest string
+	)
+	cmd := &cobra.Command{
+		Use:   "rm [flags] URL...",
+		Short: "Delete objects (a key, or every object under a prefix) through the fleet",
+		Long: `rm deletes the objects the URLs name (REMOTE://BUCKET/KEY, or every object
+under REMOTE://BUCKET/PREFIX/) through the fleet's workers: DeleteObjects, 1000
+keys a call, each key a failure of its own when S3's reply names it among the
+Errors. Workers delete only under their allow_delete entries. A versioned
+bucket keeps the objects' versions (S3 adds delete markers).
+
+With --dry-run (and --json) it lists what would be deleted; with --wait and
+--manifest it writes one JSON line per deleted object.`,
+		Example: `  enqueue rm s3://bucket/tmp/ --dry-run --json
+  enqueue rm s3://bucket/tmp/ --include '**/*.log' --wait --manifest deleted.jsonl`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			if manifest != "" && !o.wait {
+				return UsageError{errors.New("--manifest needs --wait")}
+			}
+			req.Sources, req.Verify, o.manifest = args, cfg.Verify, manifest
+			return submit(cmd, cfg, req, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Job, "job", "", "name the job; running rm again under an existing name resumes it")
+	f.BoolVar(&o.wait, "wait", false, "follow the job with a progress bar until every object is done")
+	f.BoolVar(&req.DryRun, "dry-run", false, "list what would be deleted; delete nothing")
+	f.StringArrayVar(&req.Include, "include", nil, "delete only keys matching this glob (** crosses /; repeatable)")
+	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
+	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per deleted object to FILE")
+	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" for a requester-pays bucket`)
+	f.StringVar(&req.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
+	o.out.add(cmd)
+	config.AddFlags(f, config.Enqueuer)
+	return cmd
+}
+
+// submitOptions are the flags of a submission besides its request.
+type submitOptions struct {
+	wait, local bool
+	manifest    string
+	out         outputFlags
+}
+
+// submit runs one submission (a copy, a download, an upload or an rm),
+// prints what it did, and with wait follows it.
+func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submitOptions) error {
+	ctx := cmd.Context()
+	wait, manifest, out := o.wait, o.manifest, o.out
+	if o.local {
+		lctx, stop, err := startLocal(ctx, &cfg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		ctx, wait = lctx, true
+	}
+	env, err := openEnv(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	if req.DryRun && out.json {
+		// One JSON line per object with its action, then the summary.
+		var mu sync.Mutex
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		req.Planned = func(p enqueuer.PlannedObject) {
+			mu.Lock()
+			defer mu.Unlock()
+			_ = enc.Encode(p)
+		}
+	}
+	sum, err := env.enq.Submit(ctx, req)
+	if errors.Is(err, enqueuer.ErrUsage) {
+		return UsageError{err}
+	}
+	if err != nil {
+		if sum.Job != "" && !req.DryRun {
+			return fmt.Errorf("job %s: %w", sum.Job, err)
+		}
+		return err
+	}
+	w := cmd.OutOrStdout()
+	switch {
+	case req.DryRun && out.json:
+		return json.NewEncoder(w).Encode(sum)
+	case req.DryRun:
+		if req.Delete {
+			fmt.Fprintf(w, "dry run: %d objects (%s): %d to delete, %d in flight, %d refused, %d filtered out\n",
+				sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New+sum.Resumed, sum.Attached, sum.Refused, sum.Filtered)
+			return nil
+		}
+		fmt.Fprintf(w, "dry run: %d objects (%s): %d to download in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out\n",
+			sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
+		return nil
+	case !wait && out.json:
+		return json.NewEncoder(w).Encode(sum)
+	case !wait:
+		fmt.Fprintln(w, sum.Job)
+		return nil
+	}
+	if !out.quiet && !out.json {
+		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
+			sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
+	}
+	return follow(ctx, env.led, sum.Job, cmd, out, manifest, false)
 }
 
 func openFrom(path string) (io.ReadCloser, error) {
