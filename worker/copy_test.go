@@ -665,7 +665,6 @@ func TestCopyChecksumKinds(t *testing.T) {
 	noUploads(t, r.mc, "dst")
 }
 
-
 // TestDelete: enqueue rm deletes a prefix through the fleet (DeleteObjects,
 // many keys a call) and nothing else; a dry run lists what it would delete
 // and deletes nothing; keys outside allow_delete, and all of them for a
