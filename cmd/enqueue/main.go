@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/s3fleet/s3fleet/internal/cli"
+	"github.com/s3fleet/s3fleet/cmd/internal/cli"
 )
 
 func main() {

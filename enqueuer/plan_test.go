@@ -1,0 +1,107 @@
+package enqueuer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// headOnly is a fake S3 that knows which keys exist, and their sizes.
+type headOnly struct{ sizes map[string]int64 }
+
+func (h headOnly) HeadObject(_ context.Context, in *s3.HeadObjectInput, _ ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	n, ok := h.sizes[aws.ToString(in.Key)]
+	if !ok {
+		return nil, errors.New("not found")
+	}
+	return &s3.HeadObjectOutput{ContentLength: aws.Int64(n)}, nil
+}
+
+func (headOnly) HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error) {
+	return nil, errors.New("unused")
+}
+
+func (headOnly) ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error) {
+	return nil, errors.New("unused")
+}
+
+// TestDecide is the enqueuer's decision table: what a record and what is
+// at the destination make of an object, for files and S3 destinations.
+func TestDecide(t *testing.T) {
+	dir := t.TempDir()
+	there := filepath.Join(dir, "there")
+	if err := os.WriteFile(there, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	marked := filepath.Join(dir, "marked") // a finished download: its ETag in the xattr
+	if err := os.WriteFile(marked, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	xattrs := unix.Setxattr(marked, assembler.XattrETag, []byte(`"e1"`), 0) == nil
+	gone := filepath.Join(dir, "gone")
+	e := &Enqueuer{S3: headOnly{sizes: map[string]int64{"copied": 10}}}
+	obj := func(dest string) ledger.Transfer {
+		return ledger.Transfer{Bucket: "b", Key: "k", ETag: `"e1"`, Size: 10, Dest: dest}
+	}
+	rec := func(state, dest string) ledger.Transfer {
+		t := obj(dest)
+		t.State, t.Gen = state, 3
+		return t
+	}
+	tests := []struct {
+		name          string
+		req           Request
+		toS3          bool
+		cur, t        ledger.Transfer
+		cause         string
+		mode          string
+		keep, overw   bool
+		causeContains string
+		needXattr     bool
+	}{
+		{name: "new", t: obj(gone), mode: ledger.ModeCreate},
+		{name: "new, refused by the listing", t: obj(gone), cause: "unsafe key", mode: ledger.ModeCreate, causeContains: "unsafe key"},
+		{name: "new, a file is there", t: obj(there), mode: ledger.ModeCreate, causeContains: "already exists"},
+		{name: "new, a file is there, --overwrite", req: Request{Overwrite: true}, t: func() ledger.Transfer { x := obj(there); x.Overwrite = true; return x }(),
+			mode: ledger.ModeCreate, overw: true},
+		{name: "new, --sync, the same file is there", req: Request{Sync: true}, t: obj(marked), mode: ledger.ModePresent, needXattr: true},
+		{name: "new, --sync, another file is there", req: Request{Sync: true}, t: obj(there), mode: ledger.ModeCreate, overw: true},
+		{name: "new, to S3: the workers look", toS3: true, t: obj("s3://bb2/copied"), mode: ledger.ModeCreate},
+		{name: "queued", cur: rec(ledger.Queued, gone), t: obj(gone), mode: ledger.ModeAttach},
+		{name: "running", cur: rec(ledger.Running, gone), t: obj(gone), mode: ledger.ModeAttach},
+		{name: "succeeded, its file there", cur: rec(ledger.Success, there), t: obj(there), mode: ledger.ModeSkip},
+		{name: "succeeded, its file gone", cur: rec(ledger.Success, gone), t: obj(gone), mode: ledger.ModeRestart},
+		{name: "succeeded, its file gone, --sync", req: Request{Sync: true}, cur: rec(ledger.Success, gone), t: obj(gone), mode: ledger.ModeRestart, overw: true},
+		{name: "copied, its object there", toS3: true, cur: rec(ledger.Success, "s3://bb2/copied"), t: obj("s3://bb2/copied"), mode: ledger.ModeSkip},
+		{name: "copied, its object gone", toS3: true, cur: rec(ledger.Success, "s3://bb2/removed"), t: obj("s3://bb2/removed"), mode: ledger.ModeRestart},
+		{name: "deleted, listed again", cur: func() ledger.Transfer { x := rec(ledger.Success, "s3://bkt/k"); x.Delete = true; return x }(), t: obj("s3://bkt/k"), mode: ledger.ModeRestart},
+		{name: "failed: only the missing chunks", cur: rec(ledger.Failed, gone), t: obj(gone), mode: ledger.ModeRestart, keep: true},
+		{name: "cancelled: only the missing chunks", cur: rec(ledger.Cancelled, gone), t: obj(gone), mode: ledger.ModeRestart, keep: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needXattr && !xattrs {
+				t.Skip("this filesystem takes no user xattrs")
+			}
+			s := &submission{e: e, req: tc.req, toS3: tc.toS3}
+			x := tc.t
+			mode, keep, cause := s.decide(context.Background(), tc.cur, &x, tc.cause)
+			if mode != tc.mode || keep != tc.keep || x.Overwrite != tc.overw {
+				t.Errorf("decide = %s keep %v overwrite %v, want %s keep %v overwrite %v", mode, keep, x.Overwrite, tc.mode, tc.keep, tc.overw)
+			}
+			if (tc.causeContains == "") != (cause == "") || !strings.Contains(cause, tc.causeContains) {
+				t.Errorf("cause %q, want one containing %q", cause, tc.causeContains)
+			}
+		})
+	}
+}
