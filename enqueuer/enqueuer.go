@@ -32,6 +32,7 @@ import (
 	"github.com/s3fleet/s3fleet/location"
 	"github.com/s3fleet/s3fleet/tasks"
 )
+
 // sourceAPI is what the enqueuer asks S3.
 type sourceAPI interface {
 	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
