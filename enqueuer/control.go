@@ -53,10 +53,10 @@ func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
 				return err
 			}
 		}
-		if err := e.stopTask(tasks.QueueAssemble, tasks.AssembleTaskID(o.ID, o.Gen)); err != nil {
+		if err := e.stopTask(tasks.AssembleQueue(queue), tasks.AssembleTaskID(o.ID, o.Gen)); err != nil {
 			return err
 		}
-		task, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen})
+		task, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen}, asynq.Queue(tasks.AssembleQueue(queue)))
 		if err != nil {
 			return err
 		}

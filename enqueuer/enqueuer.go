@@ -223,6 +223,12 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	if s.queue, err = tasks.ChunkQueue(req.Priority); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
+	if req.On != "" {
+		if err := tasks.ValidHost(req.On); err != nil {
+			return nil, fmt.Errorf("%w: --on: %w", ErrUsage, err)
+		}
+		s.queue = tasks.HostQueue(req.On)
+	}
 	for _, p := range append(append([]string{}, req.Include...), req.Exclude...) {
 		if !doublestar.ValidatePattern(p) {
 			return nil, fmt.Errorf("%w: bad glob pattern %q", ErrUsage, p)

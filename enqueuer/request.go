@@ -37,9 +37,12 @@ type Request struct {
 	// key below the prefix (or the whole key, for a single key).
 	Include, Exclude []string
 	Priority         string // high, default or low
-	RequestPayer     string // "requester" to pay for requester-pays buckets
-	ExpectedOwner    string // the account that must own the bucket
-	SSECKeyMD5       string // base64 MD5 of the SSE-C key the objects use
+	// On runs every task of the job on the workers of this host only (its
+	// host queue), for a destination or a source on that host's own disk.
+	On            string
+	RequestPayer  string // "requester" to pay for requester-pays buckets
+	ExpectedOwner string // the account that must own the bucket
+	SSECKeyMD5    string // base64 MD5 of the SSE-C key the objects use
 	// SSECKey is the enqueuer's own copy of that key, for its HEADs only;
 	// it never leaves this process.
 	SSECKey []byte

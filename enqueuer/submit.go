@@ -252,7 +252,7 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 	if len(missing) == 0 {
 		task, err := tasks.NewAssembleTask(tasks.AssemblePayload{
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, Dest: t.Dest, Size: t.Size,
-		}, s.e.AssembleOptions...)
+		}, append(s.e.AssembleOptions, asynq.Queue(tasks.AssembleQueue(t.Queue)))...)
 		if err != nil {
 			return err
 		}

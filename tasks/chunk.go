@@ -359,9 +359,10 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 	if landed < 0 || landed < total {
 		return nil
 	}
+	queue, _ := asynq.GetQueueName(ctx)
 	task, err := NewAssembleTask(AssemblePayload{
 		Job: p.Job, Transfer: p.Transfer, Gen: p.Gen, Bucket: p.Bucket, Key: p.Key, Dest: p.Dest, Size: p.Size,
-	}, h.AssembleOptions...)
+	}, append(h.AssembleOptions, asynq.Queue(AssembleQueue(queue)))...)
 	if err != nil {
 		return err
 	}

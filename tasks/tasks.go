@@ -47,6 +47,44 @@ func ChunkQueue(priority string) (string, error) {
 	return "", fmt.Errorf("priority %q: want high, default or low", priority)
 }
 
+// HostQueue is the queue the workers of one host serve beside the shared
+// ones (the host setting, default the host name): every task of a job
+// enqueued with --on NAME goes there, so only that host's workers (and
+// disks) see it.
+func HostQueue(host string) string { return hostQueuePrefix + host }
+
+const hostQueuePrefix = "host:"
+
+// HostOf names the host of a host queue.
+func HostOf(queue string) (string, bool) { return strings.CutPrefix(queue, hostQueuePrefix) }
+
+// ValidHost checks a host name for --on and the host setting.
+func ValidHost(host string) error {
+	if host == "" || len(host) > 200 || strings.ContainsAny(host, " \t\n\r{}:/\x00") {
+		return fmt.Errorf("host name %q: want a name without spaces, braces, ':' or '/'", host)
+	}
+	return nil
+}
+
+// AssembleQueue is where a transfer's assembler and cleanup run, given its
+// chunk queue: its host's queue for an --on job, else the assemble queue.
+func AssembleQueue(chunkQueue string) string {
+	if _, ok := HostOf(chunkQueue); ok {
+		return chunkQueue
+	}
+	return QueueAssemble
+}
+
+// Queues are the queues a worker of host serves, with their weights:
+// QueueWeights and its host's own queue, weighted as assembly is.
+func Queues(host string) map[string]int {
+	q := map[string]int{HostQueue(host): QueueWeights[QueueAssemble]}
+	for k, v := range QueueWeights {
+		q[k] = v
+	}
+	return q
+}
+
 // taskEnqueuer is the part of asynq.Client a handler uses to enqueue the
 // next step.
 type taskEnqueuer interface {

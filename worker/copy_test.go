@@ -734,3 +734,42 @@ func TestDelete(t *testing.T) {
 		}
 	}
 }
+
+// TestOnHost: a job enqueued with --on runs every task on that host's
+// workers only. Two hosts' workers share Redis; host-b may write nowhere
+// host-a's job goes, so a single task of it run there would fail.
+func TestOnHost(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	for i := range 12 {
+		f.S3.PutRandom(t, "bkt", fmt.Sprintf("p/small-%02d", i), 1000, false)
+	}
+	big := f.S3.PutRandom(t, "bkt", "p/big", 6*mib, false)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, b := f.Config(), f.Config()
+	a.Host, a.AllowDest = "host-a", []string{dirA}
+	b.Host, b.AllowDest = "host-b", []string{dirB}
+	fleettest.StartWorker(t, a)
+	fleettest.StartWorker(t, b)
+	c := fleettest.NewClient(t, a)
+	req := fleettest.Request("s3://bkt/p/", dirA+"/")
+	req.On = "host-a"
+	sum, err := c.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 13 || j.Failed != 0 {
+		for _, o := range c.Objects(t, sum.Job) {
+			t.Logf("%s: %s %s", o.Key, o.State, o.Error)
+		}
+		t.Fatalf("job on host-a: %+v", j)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dirA, "big")); !bytes.Equal(got, big) {
+		t.Fatal("big: the bytes differ")
+	}
+	req.On, req.Job = "bad host", ""
+	if _, err := c.Submit(context.Background(), req); !errors.Is(err, enqueuer.ErrUsage) {
+		t.Errorf("--on with a space: %v, want a usage error", err)
+	}
+}

@@ -27,7 +27,7 @@ type archiveLister interface {
 // leaves the task to expire its lease, and asynq's recoverer archives it
 // silently. Without this the object would stay "running" and its job would
 // never end. Every worker does it; Fail is idempotent.
-func reconcile(ctx context.Context, insp archiveLister, led failRecorder, every time.Duration, log *slog.Logger) {
+func reconcile(ctx context.Context, insp archiveLister, led failRecorder, queues map[string]int, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -36,7 +36,7 @@ func reconcile(ctx context.Context, insp archiveLister, led failRecorder, every 
 			return
 		case <-t.C:
 		}
-		for q := range tasks.QueueWeights {
+		for q := range queues {
 			reconcileQueue(ctx, insp, led, q, log)
 		}
 	}

@@ -58,6 +58,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if host == "" {
 		host, _ = os.Hostname()
 	}
+	if err := tasks.ValidHost(host); err != nil {
+		return fmt.Errorf("config: host: %w", err)
+	}
 	name := tasks.WorkerName(host)
 	met := metrics.NewWorker(reg, fmt.Sprintf("%s:%d", host, os.Getpid()))
 
@@ -86,7 +89,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency:     cfg.Concurrency,
-		Queues:          tasks.QueueWeights,
+		Queues:          tasks.Queues(host),
 		RetryDelayFunc:  RetryDelay(cfg.RetryDelay),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// Poll an empty queue often: the default second adds up to a second
@@ -110,7 +113,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
 	}
-	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, 30*time.Second, log)
+	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, tasks.Queues(host), 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,

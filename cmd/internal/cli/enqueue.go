@@ -61,6 +61,7 @@ errors.`,
   enqueue s3://bucket/logs/2026/ /data/logs/ --job logs-2026 --include '**/*.gz'
   enqueue --from keys.txt /data/ --priority high --manifest done.jsonl --wait
   enqueue s3://bucket/logs/ r2://archive/logs/ --wait
+  enqueue --on host-7 s3://bucket/shard-7/ /local/nvme/ --wait
   enqueue status logs-2026
   enqueue cancel logs-2026`,
 		Args: usageArgs(func(cmd *cobra.Command, args []string) error {
@@ -110,6 +111,7 @@ errors.`,
 	f.StringArrayVar(&req.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
 	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
 	f.StringVar(&req.Priority, "priority", "default", "queue priority: high, default or low")
+	f.StringVar(&req.On, "on", "", "run the job on the workers of this host only (their host setting; see enqueue hosts)")
 	f.StringVar(&from, "from", "", `read sources from FILE ("-": stdin): s3:// URLs or manifest JSON lines`)
 	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
 	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" to download from a requester-pays bucket`)
@@ -119,7 +121,7 @@ errors.`,
 	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
 	f.Lookup("verify").NoOptDefVal = "required" // --verify alone, as it was before it took a value
-	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand(), newRmCommand())
+	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand(), newRmCommand(), newHostsCommand())
 	return cmd
 }
 
@@ -366,6 +368,7 @@ func withEnv(cmd *cobra.Command, withS3 bool, fn func(*env) error) error {
 // env is what the enqueue commands connect to.
 type env struct {
 	led   *ledger.Ledger
+	insp  *asynq.Inspector
 	enq   *enqueuer.Enqueuer
 	close func()
 }
@@ -376,7 +379,7 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 		return nil, err
 	}
 	led := ledger.New(rdb, cfg.Retention)
-	e := &env{led: led, close: func() { rdb.Close() }}
+	e := &env{led: led, insp: asynq.NewInspectorFromRedisClient(rdb), close: func() { rdb.Close() }}
 	if !withS3 {
 		return e, nil
 	}
