@@ -197,6 +197,8 @@ func localSource(raw string) (location.Source, error) {
 	}
 	st, err := os.Stat(abs)
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return location.Source{}, fmt.Errorf("source %s is neither an object URL (s3://bucket/key, REMOTE://bucket/key) nor a local file or directory", raw)
 	case err != nil:
 		return location.Source{}, fmt.Errorf("source %s: %w", raw, err)
 	case st.IsDir():

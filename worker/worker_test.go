@@ -363,7 +363,7 @@ func TestBadInput(t *testing.T) {
 		{"missing key", "s3://bkt/nokey", dir + "/x", `no such key "nokey" in bucket "bkt"`},
 		{"unknown bucket prefix", "s3://nobucket/p/", dir + "/", `bucket "nobucket" does not exist`},
 		{"empty prefix", "s3://bkt/nothing/", dir + "/", "no objects under s3://bkt/nothing/"},
-		{"neither URL nor file", "bkt/obj", dir + "/x", "source bkt/obj: stat"},
+		{"neither URL nor file", "bkt/obj", dir + "/x", "neither an object URL"},
 		{"upload to a path", dir, dir + "/x", "a local source uploads to S3"},
 		{"existing destination", "s3://bkt/obj", existing, "already exists"},
 		{"unknown remote", "s3://bkt/obj", "dst://bkt/copy", `unknown remote "dst"`},
