@@ -217,9 +217,6 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	if s.toS3 && req.SSECKeyMD5 != "" {
 		return nil, fmt.Errorf("%w: SSE-C objects are not copied to S3: the copy would not be encrypted", ErrUsage)
 	}
-	if s.toS3 && req.Sync {
-		return nil, fmt.Errorf("%w: --sync to S3 is not supported yet", ErrUsage)
-	}
 	if s.queue, err = tasks.ChunkQueue(req.Priority); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}

@@ -7,12 +7,15 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sys/unix"
 
 	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
+	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // transfer describes the object's transfer, and why it cannot be made.
@@ -126,7 +129,9 @@ func (s *submission) decide(ctx context.Context, cur ledger.Transfer, t *ledger.
 	case "":
 		switch {
 		case cause != "":
-		case s.req.Sync && sameFile(t.Dest, t.Size, t.ETag):
+		case s.req.Sync && s.toS3 && s.sameObject(ctx, *t):
+			return ledger.ModePresent, false, ""
+		case s.req.Sync && !s.toS3 && sameFile(t.Dest, t.Size, t.ETag):
 			return ledger.ModePresent, false, ""
 		case s.req.Sync:
 			t.Overwrite = true
@@ -173,6 +178,36 @@ func (s *submission) finalStillThere(ctx context.Context, t ledger.Transfer) boo
 	}
 	st, err := os.Stat(t.Dest)
 	return err == nil && st.Mode().IsRegular() && st.Size() == t.Size
+}
+
+// sameObject reports whether an S3 destination holds the object already
+// (--sync): the same size, and the same full-object checksum of one
+// algorithm (when the source's is known), or the same single-part ETag of
+// an unencrypted object (an MD5 of the bytes on both ends), or, for an
+// upload, the mtime the upload kept in its metadata. Anything else is
+// copied again: a needless copy is better than a stale one.
+func (s *submission) sameObject(ctx context.Context, t ledger.Transfer) bool {
+	_, dst, _, err := location.ParseDest(t.Dest)
+	if err != nil {
+		return false
+	}
+	api, err := s.e.api(ctx, dst.Remote)
+	if err != nil {
+		return false
+	}
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil || aws.ToInt64(out.ContentLength) != t.Size {
+		return false
+	}
+	if t.SourcePath != "" {
+		return out.Metadata["mtime"] != "" && out.Metadata["mtime"] == tasks.PinMTime(t.SourcePin)
+	}
+	if d := assembler.SumOf(out); t.Checksum != "" && d.Value != "" && !d.Composite() && d.Algorithm == checksum.Algorithm(t.ChecksumAlgorithm) {
+		return d.Value == t.Checksum
+	}
+	etag := aws.ToString(out.ETag)
+	_, multipart := assembler.MultipartETag(etag)
+	return t.ETag != "" && etag == t.ETag && !multipart && t.SSECKeyMD5 == "" && out.ServerSideEncryption != types.ServerSideEncryptionAwsKms
 }
 
 // objectThere reports whether a copied object is still at its

@@ -66,6 +66,21 @@ func checkPin(f *os.File, o Object) error {
 	return nil
 }
 
+// PinMTime is the mtime of a file's pin (device:inode:size:mtime:ctime,
+// times in ns) as an upload keeps it in the object's user metadata:
+// seconds.nanoseconds; "" for a malformed pin.
+func PinMTime(pin string) string {
+	f := strings.Split(pin, ":")
+	if len(f) != 5 {
+		return ""
+	}
+	ns, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d.%09d", ns/1e9, ns%1e9)
+}
+
 // localMeta is what an upload sets from a local file: its Content-Type by
 // its extension, and its mtime in user metadata (S3 keeps none).
 func localMeta(o Object) objectMeta {
@@ -73,11 +88,8 @@ func localMeta(o Object) objectMeta {
 	if t := mime.TypeByExtension(filepath.Ext(o.Path)); t != "" {
 		m.contentType = aws.String(t)
 	}
-	// The pin is device:inode:size:mtime:ctime, times in ns.
-	if f := strings.Split(o.Pin, ":"); len(f) == 5 {
-		if ns, err := strconv.ParseInt(f[3], 10, 64); err == nil {
-			m.metadata["mtime"] = fmt.Sprintf("%d.%09d", ns/1e9, ns%1e9)
-		}
+	if mt := PinMTime(o.Pin); mt != "" {
+		m.metadata["mtime"] = mt
 	}
 	return m
 }

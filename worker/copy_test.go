@@ -773,3 +773,54 @@ func TestOnHost(t *testing.T) {
 		t.Errorf("--on with a space: %v, want a usage error", err)
 	}
 }
+
+// TestCopySync: --sync to S3 skips what the destination holds already
+// (same size and checksum or single-part ETag; for an upload, the mtime
+// kept in its metadata) and copies what differs, replacing it.
+func TestCopySync(t *testing.T) {
+	r := newCopyRig(t, false)
+	wcfg := r.cfg
+	root := t.TempDir()
+	wcfg.AllowSource = []string{root}
+	fleettest.StartWorker(t, wcfg)
+	ctx := context.Background()
+	for i := range 5 {
+		put(t, r.vc, "src", fmt.Sprintf("s/k%d", i), randomBytes(t, 100+i))
+	}
+	put(t, r.vc, "src", "s/big", randomBytes(t, 12*mib))
+	for i := range 3 {
+		if err := os.WriteFile(filepath.Join(root, fmt.Sprintf("f%d", i)), randomBytes(t, 50+i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncJob := func(src, dest string) ledger.Job {
+		t.Helper()
+		req := fleettest.Request(src, dest)
+		req.Sync = true
+		sum, err := r.c.Submit(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.c.Wait(t, sum.Job, time.Minute)
+	}
+	if j := syncJob("s3://src/s/", "minio://dst/s/"); j.Succeeded != 6 || j.Skipped != 0 {
+		t.Fatalf("first sync: %+v", j)
+	}
+	if j := syncJob(root+"/", "minio://dst/up/"); j.Succeeded != 3 {
+		t.Fatalf("first upload sync: %+v", j)
+	}
+	changed := randomBytes(t, 103)
+	put(t, r.vc, "src", "s/k3", changed)
+	if j := syncJob("s3://src/s/", "minio://dst/s/"); j.Skipped != 5 || j.Succeeded != 1 {
+		t.Fatalf("second sync: %+v, want 5 skipped and 1 copied", j)
+	}
+	sameBytes(t, r.mc, "dst", "s/k3", changed)
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(root, "f1"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	if j := syncJob(root+"/", "minio://dst/up/"); j.Skipped != 2 || j.Succeeded != 1 {
+		t.Fatalf("second upload sync: %+v, want 2 skipped and 1 uploaded", j)
+	}
+	noUploads(t, r.mc, "dst")
+}
