@@ -572,16 +572,31 @@ func (l *Ledger) PartReady(ctx context.Context, id string, gen int64, token, hos
 	return Part{State: res[0], Token: res[1], Host: res[2]}, nil
 }
 
+// Claim is the outcome of ClaimPart.
+type Claim struct {
+	Held bool // the caller holds the claim
+	// Since is when an earlier claim of this generation was taken (zero if
+	// none was): a holder that died between creating the part and
+	// recording it left one made after then.
+	Since time.Time
+}
+
 // ClaimPart lets one worker at a time make a transfer's part (its
 // multipart upload, whose creation costs requests and leaves an upload to
 // abort when it loses): it reports whether the caller holds the claim,
-// which lapses after ttl (its holder died) or when released.
-func (l *Ledger) ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (bool, error) {
-	ok, err := l.rdb.SetNX(ctx, claimKey(id, gen), who, ttl).Result()
+// which lapses after ttl (its holder died) or when released, and when an
+// earlier claim was taken. The time of each claim is kept in the record
+// (part_claimed), so that a holder that died leaves a trace.
+func (l *Ledger) ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (Claim, error) {
+	res, err := claimPartScript.Run(ctx, l.rdb, []string{claimKey(id, gen), xferKey(id)}, who, ttl.Milliseconds(), time.Now().UnixMilli(), gen).Int64Slice()
 	if err != nil {
-		return false, fmt.Errorf("claim the part of transfer %s: %w", id, err)
+		return Claim{}, fmt.Errorf("claim the part of transfer %s: %w", id, err)
 	}
-	return ok, nil
+	c := Claim{Held: res[0] == 1}
+	if res[1] > 0 {
+		c.Since = time.UnixMilli(res[1])
+	}
+	return c, nil
 }
 
 // ReleasePart gives up a claim ClaimPart granted.

@@ -291,3 +291,19 @@ if num(j[2]) + num(j[3]) + num(j[4]) + num(j[5]) >= num(j[1]) then
 end
 return 1
 `)
+
+// claimPartScript: KEYS claim, xfer; ARGV who, ttl ms, now ms, gen. Takes
+// the claim if free, and when it does, records its time in the transfer
+// (part_claimed, with the generation it is of). Returns {held, the time of
+// the claim before it of this generation (0: none)}.
+var claimPartScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) == false then return {0, 0} end
+local prev = 0
+if redis.call('HGET', KEYS[2], 'part_claimed_gen') == ARGV[4] then
+  prev = tonumber(redis.call('HGET', KEYS[2], 'part_claimed') or '0') or 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'part_claimed', ARGV[3], 'part_claimed_gen', ARGV[4])
+end
+return {1, prev}
+`)

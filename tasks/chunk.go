@@ -143,7 +143,7 @@ var _ rangeGetter = (*s3.Client)(nil)
 type chunkLedger interface {
 	StartChunk(ctx context.Context, id string, gen, index int64, now time.Time) (ledger.ChunkStart, error)
 	PartReady(ctx context.Context, id string, gen int64, token, host string) (ledger.Part, error)
-	ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (bool, error)
+	ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (ledger.Claim, error)
 	ReleasePart(ctx context.Context, id string, gen int64) error
 	ChunkDone(ctx context.Context, id string, gen int64, c ledger.Landing) (landed, total int64, err error)
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)

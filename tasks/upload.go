@@ -30,6 +30,7 @@ type partWriter interface {
 	CreateMultipartUpload(ctx context.Context, in *s3.CreateMultipartUploadInput, optFns ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error)
 	UploadPart(ctx context.Context, in *s3.UploadPartInput, optFns ...func(*s3.Options)) (*s3.UploadPartOutput, error)
 	AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, optFns ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	ListMultipartUploads(ctx context.Context, in *s3.ListMultipartUploadsInput, optFns ...func(*s3.Options)) (*s3.ListMultipartUploadsOutput, error)
 }
 
 var _ partWriter = (*s3.Client)(nil)
@@ -49,7 +50,7 @@ func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.
 	if etag == "" {
 		etag = start.SourceETag // enqueued without a HEAD: pin what earlier chunks saw
 	}
-	id, err := h.openUpload(ctx, api, p, dst, start, etag)
+	id, err := h.openUpload(ctx, api, p, dst, start, etag, log)
 	if id != "" {
 		undo = func() { h.Parts.drop(uploadKey(id), abortUpload(api, dst, id)) }
 	}
@@ -113,20 +114,34 @@ func uploadKey(id string) string { return "upload:" + id }
 // and user metadata (read by a HEAD pinned to the source's ETag), and,
 // unless S3 copies the bytes itself, asks for a FULL_OBJECT checksum of
 // the chunks' algorithm.
-func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, start ledger.ChunkStart, etag string) (string, error) {
+func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, start ledger.ChunkStart, etag string, log *slog.Logger) (string, error) {
 	if start.PartReady {
 		return start.PartToken, nil
 	}
 	// One chunk creates the upload; the others of the first wave wait for
 	// its ID rather than each create one and abort it.
-	claimed, err := h.Ledger.ClaimPart(ctx, p.Transfer, p.Gen, h.Worker, partClaimTTL)
+	claim, err := h.Ledger.ClaimPart(ctx, p.Transfer, p.Gen, h.Worker, partClaimTTL)
 	if err != nil {
 		return "", err
 	}
-	if !claimed {
+	if !claim.Held {
 		return h.awaitUpload(ctx, p)
 	}
 	defer h.Ledger.ReleasePart(context.WithoutCancel(ctx), p.Transfer, p.Gen) //nolint:errcheck // it lapses anyway
+	if !claim.Since.IsZero() {
+		// An earlier claim: its holder recorded the upload and let go (then
+		// it is in the record now), or died, perhaps leaving one unrecorded.
+		x, err := h.Ledger.GetTransfer(ctx, p.Transfer)
+		switch {
+		case err != nil:
+			return "", err
+		case x.Gen != p.Gen || (x.State != ledger.Running && x.State != ledger.Queued):
+			return "", errNothingToDo
+		case x.PartToken != "":
+			return x.PartToken, nil
+		}
+		h.abortStrays(ctx, api, dst, claim.Since, log)
+	}
 	if !p.Overwrite {
 		if err := noObject(ctx, api, dst); err != nil {
 			return "", err
@@ -167,6 +182,30 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	}
 	h.Parts.add(p.Transfer, id, uploadKey(id), abort)
 	return id, nil
+}
+
+// abortStrays aborts the uploads of the destination key initiated since an
+// earlier claim of this transfer was taken (less a minute for clocks that
+// disagree): its holder died between CreateMultipartUpload and recording
+// the upload, so no record names them and nothing else would abort them.
+// An upload another writer started to the very key in that window would go
+// too; one to any other key never does.
+func (h *ChunkHandler) abortStrays(ctx context.Context, api partWriter, dst location.Source, since time.Time, log *slog.Logger) {
+	out, err := api.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(dst.Bucket), Prefix: aws.String(dst.Key)})
+	if err != nil {
+		log.Warn("list the uploads a dead worker may have left", "dest", dst.String(), "err", s3client.Describe(err))
+		return
+	}
+	for _, u := range out.Uploads {
+		if aws.ToString(u.Key) != dst.Key || u.Initiated == nil || u.Initiated.Before(since.Add(-time.Minute)) {
+			continue
+		}
+		if err := abortUpload(api, dst, aws.ToString(u.UploadId))(); err != nil {
+			log.Warn("abort an upload a dead worker left", "dest", dst.String(), "err", err)
+			continue
+		}
+		log.Info("aborted an upload a dead worker left unrecorded", "dest", dst.String(), "initiated", *u.Initiated)
+	}
 }
 
 // partClaimTTL bounds how long the chunks of an object wait for another

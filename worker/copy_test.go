@@ -824,3 +824,34 @@ func TestCopySync(t *testing.T) {
 	}
 	noUploads(t, r.mc, "dst")
 }
+
+// TestCopyDeadCreator: a worker that died between CreateMultipartUpload and
+// recording the upload leaves an upload no record names; the chunk that
+// claims the transfer's upload after it finds and aborts it.
+func TestCopyDeadCreator(t *testing.T) {
+	r := newCopyRig(t, false)
+	ctx := context.Background()
+	data := randomBytes(t, 12*mib)
+	put(t, r.vc, "src", "obj", data)
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/obj", "minio://dst/obj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := r.c.Objects(t, sum.Job)["obj"]
+	// The dead worker: it claimed, created, and died before the record.
+	if c, err := r.c.Ledger.ClaimPart(ctx, o.ID, o.Gen, "dead (pid 1)", time.Minute); err != nil || !c.Held {
+		t.Fatalf("claim: %+v %v", c, err)
+	}
+	if _, err := r.mc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("dst"), Key: aws.String("obj")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.c.Ledger.ReleasePart(ctx, o.ID, o.Gen); err != nil { // as its claim lapses
+		t.Fatal(err)
+	}
+	fleettest.StartWorker(t, r.cfg)
+	if j := r.c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("job %+v", j)
+	}
+	sameBytes(t, r.mc, "dst", "obj", data)
+	noUploads(t, r.mc, "dst")
+}
