@@ -855,3 +855,26 @@ func TestCopyDeadCreator(t *testing.T) {
 	sameBytes(t, r.mc, "dst", "obj", data)
 	noUploads(t, r.mc, "dst")
 }
+
+// TestUploadTLS: over HTTPS an upload part streams from the file with a
+// trailing checksum (over plain HTTP the file is read twice instead).
+func TestUploadTLS(t *testing.T) {
+	r := newCopyRig(t, true)
+	root := t.TempDir()
+	data := randomBytes(t, 13*mib+7)
+	if err := os.WriteFile(filepath.Join(root, "f.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wcfg := r.cfg
+	wcfg.AllowSource = []string{root}
+	fleettest.StartWorker(t, wcfg)
+	sum, err := r.c.Submit(context.Background(), fleettest.Request(root+"/", "minio://dst/tls/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("job %+v %+v", j, r.c.Objects(t, sum.Job))
+	}
+	sameBytes(t, r.mc, "dst", "tls/f.bin", data)
+	noUploads(t, r.mc, "dst")
+}
