@@ -145,6 +145,9 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		}
 		return s.flushBatch(ctx)
 	})
+	if err == nil && s.begun && req.Mirror {
+		err = s.mirror(ctx)
+	}
 	switch {
 	case !s.begun && err == nil:
 		return s.sum, fmt.Errorf("%w under %s", ErrNoObjects, strings.Join(req.Sources, " "))
@@ -210,6 +213,9 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	}
 	if s.toS3 && !s.destObj.IsPrefix() && slices.ContainsFunc(s.srcs, location.Source.IsPrefix) {
 		return nil, fmt.Errorf("%w: a prefix is copied under a prefix: end %s with /", ErrUsage, req.Dest)
+	}
+	if req.Mirror && (!req.Sync || !s.toS3 || !s.destObj.IsPrefix() || len(s.srcs) != 1 || !s.srcs[0].IsPrefix() || req.From != nil) {
+		return nil, fmt.Errorf("%w: --delete mirrors one source prefix (or directory) to an S3 prefix, with --sync", ErrUsage)
 	}
 	if s.local && !req.Delete && (!s.toS3 || req.From != nil || req.ExpectedSize != nil || req.VersionID != "") {
 		return nil, fmt.Errorf("%w: a local source uploads to S3: give a REMOTE://bucket/key or prefix/ destination (and no --from, --expected-size or --version-id)", ErrUsage)

@@ -37,7 +37,7 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		t.Key, t.SourcePath, t.SourcePin, t.ChecksumKnown = "", o.path, o.pin, true
 	}
 	final, err := s.target(o)
-	if s.req.Delete {
+	if s.req.Delete || o.delete {
 		final, err = o.url(), nil
 		t.Delete = true
 	}
@@ -94,7 +94,7 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 // is on its endpoint and its ETag pins it, and --verify required does not
 // ask that every byte be checked on its way through a worker.
 func (s *submission) serverSide(o object) bool {
-	return s.toS3 && o.path == "" && o.src.Remote == s.destObj.Remote && o.etag != "" && s.req.Verify != assembler.VerifyRequired
+	return s.toS3 && o.path == "" && !o.delete && o.src.Remote == s.destObj.Remote && o.etag != "" && s.req.Verify != assembler.VerifyRequired
 }
 
 // serverSidePart is the smallest part of a server-side copy: no byte
@@ -128,7 +128,7 @@ func (s *submission) decide(ctx context.Context, cur ledger.Transfer, t *ledger.
 	switch cur.State {
 	case "":
 		switch {
-		case cause != "":
+		case cause != "", t.Delete:
 		case s.req.Sync && s.toS3 && s.sameObject(ctx, *t):
 			return ledger.ModePresent, false, ""
 		case s.req.Sync && !s.toS3 && sameFile(t.Dest, t.Size, t.ETag):

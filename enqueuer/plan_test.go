@@ -77,6 +77,7 @@ func TestDecide(t *testing.T) {
 		{name: "new, --sync, the same file is there", req: Request{Sync: true}, t: obj(marked), mode: ledger.ModePresent, needXattr: true},
 		{name: "new, --sync, another file is there", req: Request{Sync: true}, t: obj(there), mode: ledger.ModeCreate, overw: true},
 		{name: "new, to S3: the workers look", toS3: true, t: obj("s3://bb2/copied"), mode: ledger.ModeCreate},
+		{name: "new delete, --sync: never present", req: Request{Sync: true}, toS3: true, t: func() ledger.Transfer { x := obj("s3://bb2/copied"); x.Delete = true; return x }(), mode: ledger.ModeCreate},
 		{name: "queued", cur: rec(ledger.Queued, gone), t: obj(gone), mode: ledger.ModeAttach},
 		{name: "running", cur: rec(ledger.Running, gone), t: obj(gone), mode: ledger.ModeAttach},
 		{name: "succeeded, its file there", cur: rec(ledger.Success, there), t: obj(there), mode: ledger.ModeSkip},

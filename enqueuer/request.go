@@ -25,6 +25,11 @@ type Request struct {
 	// Delete deletes the sources' objects (enqueue rm) rather than copy
 	// them: Dest is empty.
 	Delete bool
+	// Mirror (--delete, with Sync) also deletes the destination objects
+	// absent at the source, once its listing is complete and not empty;
+	// MaxDelete (when positive) caps how many: over it, none is.
+	Mirror    bool
+	MaxDelete int64
 	// Sync skips objects whose file is there with the same size and ETag
 	// (from the fleet's record or the file's xattr) and replaces the rest.
 	Sync bool
@@ -62,13 +67,14 @@ type Summary struct {
 	Job      string `json:"job"`
 	Objects  int64  `json:"objects"`
 	Bytes    int64  `json:"bytes"`
-	New      int64  `json:"new"`      // enqueued for the first time
-	Attached int64  `json:"attached"` // already in flight
-	Resumed  int64  `json:"resumed"`  // failed, cancelled or gone, enqueued again
-	Skipped  int64  `json:"skipped"`  // already downloaded
-	Refused  int64  `json:"refused"`  // recorded failed at once (unsafe key, existing file)
-	Filtered int64  `json:"filtered"` // left out by --include/--exclude
-	Chunks   int64  `json:"chunks"`   // chunk tasks newly enqueued (planned, with DryRun)
+	New      int64  `json:"new"`               // enqueued for the first time
+	Attached int64  `json:"attached"`          // already in flight
+	Resumed  int64  `json:"resumed"`           // failed, cancelled or gone, enqueued again
+	Skipped  int64  `json:"skipped"`           // already downloaded
+	Refused  int64  `json:"refused"`           // recorded failed at once (unsafe key, existing file)
+	Filtered int64  `json:"filtered"`          // left out by --include/--exclude
+	Deletes  int64  `json:"deletes,omitempty"` // destination objects absent at the source, to delete (--delete)
+	Chunks   int64  `json:"chunks"`            // chunk tasks newly enqueued (planned, with DryRun)
 	DryRun   bool   `json:"dry_run,omitempty"`
 }
 

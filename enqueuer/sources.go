@@ -39,6 +39,7 @@ type object struct {
 	noHead       bool          // --expected-size: nothing but the chunks' responses describes it
 	cause        string        // why it cannot be downloaded (a failed HEAD)
 	path, pin    string        // a local file to upload, and its pin (location.FilePin)
+	delete       bool          // a destination object to delete (--delete)
 }
 
 // url renders the object as its URL (a local file as its path).

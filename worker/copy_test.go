@@ -878,3 +878,56 @@ func TestUploadTLS(t *testing.T) {
 	sameBytes(t, r.mc, "dst", "tls/f.bin", data)
 	noUploads(t, r.mc, "dst")
 }
+
+// TestCopyMirror: --sync --delete makes a destination prefix the source's
+// mirror: what differs is copied, what the source no longer has is deleted
+// (as --include/--exclude select), never more than --max-delete, and
+// nothing for an empty source.
+func TestCopyMirror(t *testing.T) {
+	r := newCopyRig(t, false)
+	wcfg := r.cfg
+	wcfg.AllowDelete = []string{"minio://dst/"}
+	fleettest.StartWorker(t, wcfg)
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "sub/c"} {
+		put(t, r.vc, "src", "m/"+k, randomBytes(t, 100))
+	}
+	for _, k := range []string{"x", "sub/y", "keep.log"} {
+		put(t, r.mc, "dst", "m/"+k, []byte("stale"))
+	}
+	put(t, r.mc, "dst", "other/z", []byte("outside the prefix"))
+	mirror := func(job string, maxDelete int64, exclude ...string) (enqueuer.Summary, error) {
+		req := fleettest.Request("s3://src/m/", "minio://dst/m/")
+		req.Sync, req.Mirror, req.MaxDelete, req.Exclude, req.Job = true, true, maxDelete, exclude, job
+		return r.c.Submit(ctx, req)
+	}
+	exists := func(key string) bool {
+		_, err := r.mc.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("dst"), Key: aws.String(key)})
+		return err == nil
+	}
+	// x and sub/y are absent at the source: two, over a cap of one.
+	if _, err := mirror("capped", 1, "*.log"); err == nil || !strings.Contains(err.Error(), "more than 1") {
+		t.Fatalf("--max-delete 1 with 2 to delete: %v, want refused", err)
+	}
+	r.c.Wait(t, "capped", time.Minute)
+	if !exists("m/x") || !exists("m/sub/y") {
+		t.Fatal("over --max-delete, objects were deleted")
+	}
+	sum, err := mirror("mirror", 0, "*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, "mirror", time.Minute); j.Failed != 0 || j.Succeeded != 2 || sum.Deletes != 2 {
+		t.Fatalf("mirror: %+v, %d deletes", j, sum.Deletes)
+	}
+	for key, want := range map[string]bool{"m/a": true, "m/b": true, "m/sub/c": true, "m/x": false, "m/sub/y": false, "m/keep.log": true, "other/z": true} {
+		if exists(key) != want {
+			t.Errorf("%s exists: %v, want %v", key, !want, want)
+		}
+	}
+	req := fleettest.Request("s3://src/empty/", "minio://dst/m/")
+	req.Sync, req.Mirror = true, true
+	if _, err := r.c.Submit(ctx, req); !errors.Is(err, enqueuer.ErrNoObjects) || !exists("m/a") {
+		t.Errorf("an empty source: %v, and m/a exists %v; want no objects and nothing deleted", err, exists("m/a"))
+	}
+}

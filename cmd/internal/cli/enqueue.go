@@ -107,6 +107,8 @@ errors.`,
 	f.StringVar(&req.VersionID, "version-id", "", "download this version of the object (single key only)")
 	f.BoolVar(&req.Overwrite, "overwrite", false, "replace existing files at the destination")
 	f.BoolVar(&req.Sync, "sync", false, "skip objects whose file exists with the same size and ETag; replace the others")
+	f.BoolVar(&req.Mirror, "delete", false, "with --sync to S3: also delete destination objects absent at the source (after a complete listing; never for an empty source)")
+	f.Int64Var(&req.MaxDelete, "max-delete", 0, "with --delete: delete none if more than this many would go (0: no cap)")
 	f.BoolVar(&req.DryRun, "dry-run", false, "print what would be downloaded (objects, bytes, chunks); enqueue nothing")
 	f.StringArrayVar(&req.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
 	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
@@ -227,8 +229,12 @@ func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submi
 				sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New+sum.Resumed, sum.Attached, sum.Refused, sum.Filtered)
 			return nil
 		}
-		fmt.Fprintf(w, "dry run: %d objects (%s): %d to download in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out\n",
-			sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
+		fmt.Fprintf(w, "dry run: %d objects (%s): %d to transfer in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out",
+			sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New-sum.Deletes, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
+		if sum.Deletes > 0 {
+			fmt.Fprintf(w, ", %d to delete (--delete)", sum.Deletes)
+		}
+		fmt.Fprintln(w)
 		return nil
 	case !wait && out.json:
 		return json.NewEncoder(w).Encode(sum)
