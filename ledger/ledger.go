@@ -611,6 +611,42 @@ func claimKey(id string, gen int64) string {
 	return prefix + "xfer:" + id + ":claim:" + strconv.FormatInt(gen, 10)
 }
 
+// NoteUpload records that the fleet created a multipart upload for a
+// transfer, for as long as records are kept: enqueue uploads tells the
+// fleet's uploads from other tools' by it.
+func (l *Ledger) NoteUpload(ctx context.Context, uploadID, transfer string) error {
+	if err := l.rdb.Set(ctx, uploadKey(uploadID), transfer, l.ttl).Err(); err != nil {
+		return fmt.Errorf("note upload of transfer %s: %w", transfer, err)
+	}
+	return nil
+}
+
+// UploadOwners returns the transfer each of the given uploads was created
+// for, by upload ID; uploads the fleet did not create (or whose note
+// expired) are absent.
+func (l *Ledger) UploadOwners(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = uploadKey(id)
+	}
+	vals, err := l.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read upload notes: %w", err)
+	}
+	for i, v := range vals {
+		if s, ok := v.(string); ok && s != "" {
+			out[ids[i]] = s
+		}
+	}
+	return out, nil
+}
+
+func uploadKey(id string) string { return prefix + "upload:" + id }
+
 // Landing is one chunk that landed, as its writer saw it.
 type Landing struct {
 	Index  int64

@@ -145,6 +145,7 @@ type chunkLedger interface {
 	PartReady(ctx context.Context, id string, gen int64, token, host string) (ledger.Part, error)
 	ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (ledger.Claim, error)
 	ReleasePart(ctx context.Context, id string, gen int64) error
+	NoteUpload(ctx context.Context, uploadID, transfer string) error
 	ChunkDone(ctx context.Context, id string, gen int64, c ledger.Landing) (landed, total int64, err error)
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)

@@ -165,6 +165,10 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	}
 	id := aws.ToString(out.UploadId)
 	abort := abortUpload(api, dst, id)
+	if err := h.Ledger.NoteUpload(ctx, id, p.Transfer); err != nil {
+		_ = abort()
+		return "", err
+	}
 	won, err := h.Ledger.PartReady(ctx, p.Transfer, p.Gen, id, h.Worker)
 	if err != nil || won.Token != id {
 		_ = abort() // lost the race (or cannot tell): the upload is of no use

@@ -931,3 +931,61 @@ func TestCopyMirror(t *testing.T) {
 		t.Errorf("an empty source: %v, and m/a exists %v; want no objects and nothing deleted", err, exists("m/a"))
 	}
 }
+
+// TestUploadsList: enqueue uploads lists the fleet's uploads only, and
+// --abort aborts the stray ones, never one a live transfer owns nor
+// another tool's.
+func TestUploadsList(t *testing.T) {
+	r := newCopyRig(t, false)
+	ctx := context.Background()
+	create := func(key string) string {
+		out, err := r.mc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("dst"), Key: aws.String(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.UploadId)
+	}
+	other := create("u/theirs") // another tool's
+	stray := create("u/stray")  // the fleet's, its record gone
+	if err := r.c.Ledger.NoteUpload(ctx, stray, "no-such-transfer"); err != nil {
+		t.Fatal(err)
+	}
+	put(t, r.vc, "src", "live", randomBytes(t, 10))
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/live", "minio://dst/u/live")) // no worker: it stays queued
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := r.c.Objects(t, sum.Job)["live"]
+	live := create("u/live")
+	if err := r.c.Ledger.NoteUpload(ctx, live, x.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.c.Ledger.PartReady(ctx, x.ID, x.Gen, live, "host-a (pid 1)"); err != nil {
+		t.Fatal(err)
+	}
+	list := func(abort bool) map[string]enqueuer.Upload {
+		got := map[string]enqueuer.Upload{}
+		if err := r.c.Uploads(ctx, "minio://dst/u/", abort, func(u enqueuer.Upload) error { got[u.UploadID] = u; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	got := list(false)
+	if _, ok := got[other]; ok || len(got) != 2 || !got[stray].Stray || got[live].Stray || got[live].State != ledger.Queued {
+		t.Fatalf("uploads: %+v", got)
+	}
+	if got = list(true); !got[stray].Aborted || got[live].Aborted {
+		t.Fatalf("--abort: %+v", got)
+	}
+	out, err := r.mc.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("dst")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]bool{}
+	for _, u := range out.Uploads {
+		left[aws.ToString(u.UploadId)] = true
+	}
+	if !left[other] || !left[live] || left[stray] {
+		t.Fatalf("after --abort: %v (theirs %s, live %s, stray %s)", left, other, live, stray)
+	}
+}
