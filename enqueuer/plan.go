@@ -187,15 +187,7 @@ func (s *submission) finalStillThere(ctx context.Context, t ledger.Transfer) boo
 // upload, the mtime the upload kept in its metadata. Anything else is
 // copied again: a needless copy is better than a stale one.
 func (s *submission) sameObject(ctx context.Context, t ledger.Transfer) bool {
-	_, dst, _, err := location.ParseDest(t.Dest)
-	if err != nil {
-		return false
-	}
-	api, err := s.e.api(ctx, dst.Remote)
-	if err != nil {
-		return false
-	}
-	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
+	out, err := s.headDest(ctx, t)
 	if err != nil || aws.ToInt64(out.ContentLength) != t.Size {
 		return false
 	}
@@ -213,16 +205,21 @@ func (s *submission) sameObject(ctx context.Context, t ledger.Transfer) bool {
 // objectThere reports whether a copied object is still at its
 // destination with its size.
 func (s *submission) objectThere(ctx context.Context, t ledger.Transfer) bool {
+	out, err := s.headDest(ctx, t)
+	return err == nil && aws.ToInt64(out.ContentLength) == t.Size
+}
+
+// headDest HEADs a transfer's S3 destination, with its checksum.
+func (s *submission) headDest(ctx context.Context, t ledger.Transfer) (*s3.HeadObjectOutput, error) {
 	_, dst, _, err := location.ParseDest(t.Dest)
 	if err != nil {
-		return false
+		return nil, err
 	}
 	api, err := s.e.api(ctx, dst.Remote)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
-	return err == nil && aws.ToInt64(out.ContentLength) == t.Size
+	return api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
 }
 
 func exists(p string) bool {

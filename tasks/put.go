@@ -32,14 +32,7 @@ const MaxPutObject = 64 << 20
 // headers and metadata, and If-None-Match unless Overwrite, so two writers
 // cannot both win.
 func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResult, assembler.Record, error) {
-	_, dst, _, _ := location.ParseDest(o.Dest) // validated
-	if err := h.Access.checkRead(o.Object); err != nil {
-		return ledger.BatchResult{}, assembler.Record{}, err
-	}
-	if err := h.Access.checkWrite(dst); err != nil {
-		return ledger.BatchResult{}, assembler.Record{}, err
-	}
-	api, err := client(ctx, h.S3, dst.Remote, o.DestFP)
+	dst, api, err := h.destOf(ctx, o)
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, err
 	}
@@ -74,6 +67,20 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 	rec := assembler.Record{Transfer: o.Transfer, Source: o.URL(), VersionID: o.VersionID, ETag: o.ETag, Size: o.Size,
 		Checksum: sum, ChecksumAlgorithm: res.Algorithm, Check: check, CheckReason: reason, Chunks: 1, Attempts: 1, Path: o.Dest, State: ledger.Success}
 	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
+}
+
+// destOf checks a batch object's source and S3 destination against the
+// worker's allow lists and resolves the destination's endpoint.
+func (h *BatchHandler) destOf(ctx context.Context, o BatchObject) (location.Source, *s3.Client, error) {
+	_, dst, _, _ := location.ParseDest(o.Dest) // validated
+	if err := h.Access.checkRead(o.Object); err != nil {
+		return dst, nil, err
+	}
+	if err := h.Access.checkWrite(dst); err != nil {
+		return dst, nil, err
+	}
+	api, err := client(ctx, h.S3, dst.Remote, o.DestFP)
+	return dst, api, err
 }
 
 // whole is an object read whole into memory, judged, with the headers its

@@ -101,14 +101,7 @@ func (h *ChunkHandler) copyPart(ctx context.Context, api *s3.Client, p ChunkPayl
 // source's ETag, its headers and metadata copied, If-None-Match unless
 // Overwrite), then compares the copy's checksum with the source's.
 func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.BatchResult, assembler.Record, error) {
-	_, dst, _, _ := location.ParseDest(o.Dest) // validated
-	if err := h.Access.checkRead(o.Object); err != nil {
-		return ledger.BatchResult{}, assembler.Record{}, err
-	}
-	if err := h.Access.checkWrite(dst); err != nil {
-		return ledger.BatchResult{}, assembler.Record{}, err
-	}
-	api, err := client(ctx, h.S3, dst.Remote, o.DestFP)
+	dst, api, err := h.destOf(ctx, o)
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, err
 	}

@@ -131,14 +131,8 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	if !claim.Since.IsZero() {
 		// An earlier claim: its holder recorded the upload and let go (then
 		// it is in the record now), or died, perhaps leaving one unrecorded.
-		x, err := h.Ledger.GetTransfer(ctx, p.Transfer)
-		switch {
-		case err != nil:
-			return "", err
-		case x.Gen != p.Gen || (x.State != ledger.Running && x.State != ledger.Queued):
-			return "", errNothingToDo
-		case x.PartToken != "":
-			return x.PartToken, nil
+		if id, err := h.recordedUpload(ctx, p); id != "" || err != nil {
+			return id, err
 		}
 		h.abortStrays(ctx, api, dst, claim.Since, log)
 	}
@@ -224,14 +218,8 @@ func (h *ChunkHandler) awaitUpload(ctx context.Context, p ChunkPayload) (string,
 	defer t.Stop()
 	deadline := time.Now().Add(partClaimTTL)
 	for time.Now().Before(deadline) {
-		x, err := h.Ledger.GetTransfer(ctx, p.Transfer)
-		switch {
-		case err != nil:
-			return "", err
-		case x.Gen != p.Gen || (x.State != ledger.Running && x.State != ledger.Queued):
-			return "", errNothingToDo
-		case x.PartToken != "":
-			return x.PartToken, nil
+		if id, err := h.recordedUpload(ctx, p); id != "" || err != nil {
+			return id, err
 		}
 		select {
 		case <-ctx.Done():
@@ -240,6 +228,20 @@ func (h *ChunkHandler) awaitUpload(ctx context.Context, p ChunkPayload) (string,
 		}
 	}
 	return "", fmt.Errorf("%s: the multipart upload was not created within %s by the chunk that claimed it", p.what(), partClaimTTL)
+}
+
+// recordedUpload returns the upload the record names for the chunk's
+// generation ("" if none yet), or errNothingToDo when the transfer is no
+// longer running in it.
+func (h *ChunkHandler) recordedUpload(ctx context.Context, p ChunkPayload) (string, error) {
+	x, err := h.Ledger.GetTransfer(ctx, p.Transfer)
+	switch {
+	case err != nil:
+		return "", err
+	case x.Gen != p.Gen || (x.State != ledger.Running && x.State != ledger.Queued):
+		return "", errNothingToDo
+	}
+	return x.PartToken, nil
 }
 
 // sourceMeta reads the source's content headers and user metadata, for
