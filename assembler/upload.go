@@ -98,7 +98,11 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 		got = sumField(ev.CRCAlgorithm, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME)
 	case s3client.ErrorCode(err) == "NoSuchUpload" && t.ServerSide:
 		// Completed by an earlier run that could not record it, or aborted:
-		// CheckCopy below tells by the object under the key.
+		// the object under the key tells, if it can be compared at all (an
+		// older object of the same size proves nothing).
+		if c, cerr := CheckCopy(ctx, api, dst, t.Size, src, t.Verify); cerr != nil || c.Check == CheckNone {
+			return Record{}, a.fail(ctx, t, fmt.Errorf("complete the copy to %s: the multipart upload is gone, and the object there is not shown to be this copy", dst), true)
+		}
 	case s3client.ErrorCode(err) == "NoSuchUpload":
 		if got, err = DestSum(ctx, api, dst, ev.CRCAlgorithm); err != nil || got != want {
 			return Record{}, a.fail(ctx, t, fmt.Errorf("complete the upload to %s: the multipart upload is gone and the object there (checksum %q, %v) is not this one", dst, got, err), true)

@@ -93,7 +93,7 @@ func (e *Enqueuer) Retry(ctx context.Context, job string) (Summary, error) {
 		if o.JobState != ledger.Failed && o.JobState != ledger.Cancelled {
 			return nil
 		}
-		if o.Dest == "" || o.Chunks == 0 && o.Size > 0 {
+		if o.Dest == "" || o.Chunks == 0 && o.Size > 0 && !o.Delete {
 			return nil // refused at enqueue (unsafe key): nothing to retry
 		}
 		t := o.Transfer
@@ -107,11 +107,17 @@ func (e *Enqueuer) Retry(ctx context.Context, job string) (Summary, error) {
 			return err
 		}
 		s.count(ledger.ModeRestart, "", t.Size)
-		if state == ledger.Queued {
-			t.Gen = gen
-			return s.enqueue(ctx, t)
+		if state != ledger.Queued {
+			return nil
 		}
-		return nil
+		t.Gen = gen
+		if t.Delete {
+			return s.addToBatch(ctx, t) // a delete is a batch's, never a chunk's
+		}
+		return s.enqueue(ctx, t)
 	})
+	if ferr := s.flushBatch(ctx); err == nil {
+		err = ferr
+	}
 	return s.sum, err
 }

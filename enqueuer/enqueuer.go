@@ -109,7 +109,7 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 		if err != nil {
 			return Summary{}, err
 		}
-		if _, err := s.target(obj); err != nil {
+		if _, err := s.target(obj); err != nil && !req.Delete {
 			return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
 		if !s.wanted(obj) {
@@ -213,6 +213,12 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	}
 	if s.toS3 && !s.destObj.IsPrefix() && slices.ContainsFunc(s.srcs, location.Source.IsPrefix) {
 		return nil, fmt.Errorf("%w: a prefix is copied under a prefix: end %s with /", ErrUsage, req.Dest)
+	}
+	for _, src := range s.srcs {
+		if s.toS3 && !s.local && src.Remote == s.destObj.Remote && src.Bucket == s.destObj.Bucket &&
+			(strings.HasPrefix(src.Key, s.destObj.Key) || strings.HasPrefix(s.destObj.Key, src.Key)) && src.IsPrefix() {
+			return nil, fmt.Errorf("%w: %s and %s overlap: a copy would nest itself (and --delete would delete the source)", ErrUsage, src, s.destObj)
+		}
 	}
 	if req.Mirror && (!req.Sync || !s.toS3 || !s.destObj.IsPrefix() || len(s.srcs) != 1 || !s.srcs[0].IsPrefix() || req.From != nil) {
 		return nil, fmt.Errorf("%w: --delete mirrors one source prefix (or directory) to an S3 prefix, with --sync", ErrUsage)

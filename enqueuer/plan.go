@@ -36,10 +36,15 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	if o.path != "" {
 		t.Key, t.SourcePath, t.SourcePin, t.ChecksumKnown = "", o.path, o.pin, true
 	}
-	final, err := s.target(o)
+	var final string
+	var err error
 	if s.req.Delete || o.delete {
-		final, err = o.url(), nil
-		t.Delete = true
+		final, t.Delete = o.url(), true
+		if o.delete {
+			t.RequestPayer, t.ExpectedOwner = "", "" // the source's options: not the destination's
+		}
+	} else {
+		final, err = s.target(o)
 	}
 	t.Dest, t.DestFP = final, s.destFP
 	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)

@@ -38,6 +38,7 @@ type submission struct {
 	batchMu    sync.Mutex
 	batch      []tasks.BatchObject
 	batchBytes int64
+	batchQueue string // the queue of the batch being filled: its objects' (Transfer.Queue)
 }
 
 // wanted applies --include and --exclude to the key's path below its
@@ -134,6 +135,9 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 			return nil
 		}
 		t.Gen = gen
+		if mode == ledger.ModeAttach && cur.Queue != "" {
+			t.Queue = cur.Queue // its tasks are there (asynq's IDs are per queue): an --on job's stay on its host
+		}
 		if s.batchable(t) {
 			if state == ledger.Running || (state == ledger.Queued && s.batchWaiting(cur)) {
 				return nil // a batch task has it
@@ -310,7 +314,21 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 // addToBatch adds an object to the batch being filled, and enqueues the
 // batch once it is full.
 func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
+	queue := t.Queue
+	if queue == "" {
+		queue = s.queue
+	}
 	s.batchMu.Lock()
+	if len(s.batch) > 0 && s.batchQueue != queue {
+		// An object whose record has another queue (attached to an --on
+		// job, say) goes in a batch of its own queue.
+		s.batchMu.Unlock()
+		if err := s.flushBatch(ctx); err != nil {
+			return err
+		}
+		s.batchMu.Lock()
+	}
+	s.batchQueue = queue
 	s.batch = append(s.batch, tasks.BatchObject{
 		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Delete: t.Delete,
 		LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
@@ -331,14 +349,14 @@ func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
 // flushBatch enqueues the batch being filled, if any.
 func (s *submission) flushBatch(ctx context.Context) error {
 	s.batchMu.Lock()
-	objs := s.batch
+	objs, queue := s.batch, s.batchQueue
 	s.batch, s.batchBytes = nil, 0
 	s.batchMu.Unlock()
 	if len(objs) == 0 {
 		return nil
 	}
 	task, err := tasks.NewBatchTask(tasks.BatchPayload{Job: s.sum.Job, Objects: objs},
-		append(s.e.BatchOptions, asynq.Queue(s.queue))...)
+		append(s.e.BatchOptions, asynq.Queue(queue))...)
 	if err != nil {
 		return err
 	}

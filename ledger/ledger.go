@@ -599,9 +599,10 @@ func (l *Ledger) ClaimPart(ctx context.Context, id string, gen int64, who string
 	return c, nil
 }
 
-// ReleasePart gives up a claim ClaimPart granted.
-func (l *Ledger) ReleasePart(ctx context.Context, id string, gen int64) error {
-	if err := l.rdb.Del(ctx, claimKey(id, gen)).Err(); err != nil {
+// ReleasePart gives up a claim ClaimPart granted to who: only its own, so
+// a holder whose claim lapsed does not drop the next one's.
+func (l *Ledger) ReleasePart(ctx context.Context, id string, gen int64, who string) error {
+	if err := releaseClaimScript.Run(ctx, l.rdb, []string{claimKey(id, gen)}, who).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("release the part claim of transfer %s: %w", id, err)
 	}
 	return nil

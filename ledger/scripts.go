@@ -307,3 +307,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 return {1, prev}
 `)
+
+// releaseClaimScript: KEYS claim; ARGV who. Deletes the claim if who holds it.
+var releaseClaimScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)

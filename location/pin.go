@@ -9,7 +9,8 @@ import (
 )
 
 // FilePin is what an upload pins of a local file when it is listed: its
-// device, inode, size, mtime and ctime (ns). A file that no longer has the
+// inode, size, mtime and ctime (ns). Not its device: NFS numbers a mount's
+// device per host, and every host of the fleet reads the same file. A file that no longer has the
 // same pin has changed (or been replaced) and fails its object, never
 // uploads as a mix of two versions.
 type FilePin struct {
@@ -21,7 +22,7 @@ type FilePin struct {
 func pinOf(st *unix.Stat_t) FilePin {
 	mt := time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
 	return FilePin{Size: st.Size, MTime: mt,
-		Pin: fmt.Sprintf("%d:%d:%d:%d:%d", st.Dev, st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano())}
+		Pin: fmt.Sprintf("%d:%d:%d:%d", st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano())}
 }
 
 // PinPath pins the file at path (a symlink is pinned as itself: uploads

@@ -144,7 +144,7 @@ type chunkLedger interface {
 	StartChunk(ctx context.Context, id string, gen, index int64, now time.Time) (ledger.ChunkStart, error)
 	PartReady(ctx context.Context, id string, gen int64, token, host string) (ledger.Part, error)
 	ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (ledger.Claim, error)
-	ReleasePart(ctx context.Context, id string, gen int64) error
+	ReleasePart(ctx context.Context, id string, gen int64, who string) error
 	NoteUpload(ctx context.Context, uploadID, transfer string) error
 	ChunkDone(ctx context.Context, id string, gen int64, c ledger.Landing) (landed, total int64, err error)
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
@@ -360,7 +360,13 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 	if landed < 0 || landed < total {
 		return nil
 	}
+	// The record's queue, not this task's: a chunk enqueued again by a job
+	// that attached is the same object, whose assembly belongs where its
+	// first job put it (its --on host).
 	queue, _ := asynq.GetQueueName(ctx)
+	if x, err := h.Ledger.GetTransfer(ctx, p.Transfer); err == nil && x.Queue != "" {
+		queue = x.Queue
+	}
 	task, err := NewAssembleTask(AssemblePayload{
 		Job: p.Job, Transfer: p.Transfer, Gen: p.Gen, Bucket: p.Bucket, Key: p.Key, Dest: p.Dest, Size: p.Size,
 	}, append(h.AssembleOptions, asynq.Queue(AssembleQueue(queue)))...)

@@ -25,12 +25,17 @@ func (a Access) openLocal(o Object) (*os.File, error) {
 	if err := a.checkSource(o); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(o.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	// O_NONBLOCK: a FIFO (a forged path) must not hang the worker in open.
+	f, err := os.OpenFile(o.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: %w: %s is gone, or not on this worker's host (uploads need the file on every worker's host)", asynq.SkipRetry, errSourceGone, o.Path)
 	case err != nil:
 		return nil, wrapLocal("open "+o.Path, err)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, permanent("%s is not a regular file", o.Path)
 	}
 	if err := checkPin(f, o); err != nil {
 		f.Close()
@@ -66,15 +71,15 @@ func checkPin(f *os.File, o Object) error {
 	return nil
 }
 
-// PinMTime is the mtime of a file's pin (device:inode:size:mtime:ctime,
-// times in ns) as an upload keeps it in the object's user metadata:
+// PinMTime is the mtime of a file's pin (inode:size:mtime:ctime, times in
+// ns) as an upload keeps it in the object's user metadata:
 // seconds.nanoseconds; "" for a malformed pin.
 func PinMTime(pin string) string {
 	f := strings.Split(pin, ":")
-	if len(f) != 5 {
+	if len(f) != 4 {
 		return ""
 	}
-	ns, err := strconv.ParseInt(f[3], 10, 64)
+	ns, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil {
 		return ""
 	}

@@ -114,7 +114,12 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 		ExpectedSourceBucketOwner: opts.owner, CopySourceSSECustomerAlgorithm: opts.keyAlg, CopySourceSSECustomerKey: opts.key,
 		CopySourceSSECustomerKeyMD5: opts.keyMD5}
 	if !o.Overwrite {
+		// versitygw and MinIO ignore If-None-Match on CopyObject (they keep
+		// it on PutObject and CompleteMultipartUpload): look first too.
 		in.IfNoneMatch = aws.String("*")
+		if err := noObject(ctx, api, dst); err != nil {
+			return ledger.BatchResult{}, assembler.Record{}, err
+		}
 	}
 	src, err := h.sourceSum(ctx, api, o)
 	if err != nil {

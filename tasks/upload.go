@@ -127,14 +127,14 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	if !claim.Held {
 		return h.awaitUpload(ctx, p)
 	}
-	defer h.Ledger.ReleasePart(context.WithoutCancel(ctx), p.Transfer, p.Gen) //nolint:errcheck // it lapses anyway
+	defer h.Ledger.ReleasePart(context.WithoutCancel(ctx), p.Transfer, p.Gen, h.Worker) //nolint:errcheck // it lapses anyway
 	if !claim.Since.IsZero() {
 		// An earlier claim: its holder recorded the upload and let go (then
 		// it is in the record now), or died, perhaps leaving one unrecorded.
 		if id, err := h.recordedUpload(ctx, p); id != "" || err != nil {
 			return id, err
 		}
-		h.abortStrays(ctx, api, dst, claim.Since, log)
+		h.abortStrays(ctx, api, p, dst, claim.Since, log)
 	}
 	if !p.Overwrite {
 		if err := noObject(ctx, api, dst); err != nil {
@@ -188,7 +188,7 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 // the upload, so no record names them and nothing else would abort them.
 // An upload another writer started to the very key in that window would go
 // too; one to any other key never does.
-func (h *ChunkHandler) abortStrays(ctx context.Context, api partWriter, dst location.Source, since time.Time, log *slog.Logger) {
+func (h *ChunkHandler) abortStrays(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, since time.Time, log *slog.Logger) {
 	out, err := api.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(dst.Bucket), Prefix: aws.String(dst.Key)})
 	if err != nil {
 		log.Warn("list the uploads a dead worker may have left", "dest", dst.String(), "err", s3client.Describe(err))
@@ -196,6 +196,10 @@ func (h *ChunkHandler) abortStrays(ctx context.Context, api partWriter, dst loca
 	}
 	for _, u := range out.Uploads {
 		if aws.ToString(u.Key) != dst.Key || u.Initiated == nil || u.Initiated.Before(since.Add(-time.Minute)) {
+			continue
+		}
+		// A holder taken for dead may have recorded its upload meanwhile.
+		if rec, err := h.recordedUpload(ctx, p); err != nil || rec == aws.ToString(u.UploadId) {
 			continue
 		}
 		if err := abortUpload(api, dst, aws.ToString(u.UploadId))(); err != nil {

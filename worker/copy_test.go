@@ -845,7 +845,7 @@ func TestCopyDeadCreator(t *testing.T) {
 	if _, err := r.mc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("dst"), Key: aws.String("obj")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.c.Ledger.ReleasePart(ctx, o.ID, o.Gen); err != nil { // as its claim lapses
+	if err := r.c.Ledger.ReleasePart(ctx, o.ID, o.Gen, "dead (pid 1)"); err != nil { // as its claim lapses
 		t.Fatal(err)
 	}
 	fleettest.StartWorker(t, r.cfg)
@@ -987,5 +987,105 @@ func TestUploadsList(t *testing.T) {
 	}
 	if !left[other] || !left[live] || left[stray] {
 		t.Fatalf("after --abort: %v (theirs %s, live %s, stray %s)", left, other, live, stray)
+	}
+}
+
+// TestCopyReviewed holds what a red-team pass found, each now refused or
+// right: overlapping prefixes (a mirror deleted its own source), a
+// server-side copy over an existing object (stores ignore If-None-Match on
+// CopyObject), a retried rm (it became a copy onto itself), an rm of a
+// single key.
+func TestCopyReviewed(t *testing.T) {
+	r := newCopyRig(t, false)
+	wcfg := r.cfg
+	wcfg.AllowDelete = []string{"s3://back/"}
+	stop := fleettest.StartWorker(t, wcfg)
+	ctx := context.Background()
+	put(t, r.vc, "back", "p/sub/x", randomBytes(t, 100))
+	req := fleettest.Request("s3://back/p/sub/", "s3://back/p/")
+	req.Sync, req.Mirror = true, true
+	if _, err := r.c.Submit(ctx, req); !errors.Is(err, enqueuer.ErrUsage) || !strings.Contains(err.Error(), "overlap") {
+		t.Errorf("a source under its destination: %v, want refused", err)
+	}
+	for _, c := range []struct {
+		c    *s3.Client
+		b, r string
+	}{{r.vc, "back", "s3"}, {r.mc, "dst", "minio"}} {
+		put(t, c.c, c.b, "ss/src/x", []byte("new bytes"))
+		put(t, c.c, c.b, "ss/dst/x", []byte("precious"))
+		sum, err := r.c.Submit(ctx, fleettest.Request(c.r+"://"+c.b+"/ss/src/", c.r+"://"+c.b+"/ss/dst/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.c.Wait(t, sum.Job, time.Minute)
+		if o := r.c.Objects(t, sum.Job)["ss/src/x"]; o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+			t.Errorf("%s: a server-side copy over an existing object: %s %q", c.r, o.State, o.Error)
+		}
+		sameBytes(t, c.c, c.b, "ss/dst/x", []byte("precious"))
+	}
+	put(t, r.vc, "back", "one", randomBytes(t, 10))
+	sum, err := r.c.Submit(ctx, enqueuer.Request{Delete: true, Sources: []string{"s3://back/one"}})
+	if err != nil {
+		t.Fatalf("rm of a single key: %v", err)
+	}
+	if j := r.c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("rm of a single key: %+v", j)
+	}
+	noObject(t, r.vc, "back", "one")
+
+	stop()
+	noDelete := fleettest.StartWorker(t, r.cfg)
+	put(t, r.vc, "back", "tmp/a", randomBytes(t, 100))
+	if _, err := r.c.Submit(ctx, enqueuer.Request{Delete: true, Sources: []string{"s3://back/tmp/"}, Job: "rm"}); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, "rm", time.Minute); j.Failed != 1 {
+		t.Fatalf("rm without allow_delete: %+v", j)
+	}
+	noDelete()
+	fleettest.StartWorker(t, wcfg)
+	if _, err := r.c.Retry(ctx, "rm"); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, "rm", time.Minute); j.Succeeded != 1 || j.Failed != 0 {
+		t.Fatalf("retried rm: %+v %+v", j, r.c.Objects(t, "rm"))
+	}
+	noObject(t, r.vc, "back", "tmp/a")
+}
+
+// TestOnHostAttach: a second job that attaches to an --on job's objects
+// (the same copy, without --on) leaves their tasks on the first job's
+// host: the other host, which may not write there, runs none of them.
+func TestOnHostAttach(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	for i := range 3 {
+		f.S3.PutRandom(t, "bkt", fmt.Sprintf("p/k%d", i), 6*mib, false)
+	}
+	f.S3.PutRandom(t, "bkt", "p/small", 1000, false)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, b := f.Config(), f.Config()
+	a.Host, a.AllowDest, a.Bandwidth = "host-a", []string{dirA}, 8*mib
+	b.Host, b.AllowDest = "host-b", []string{dirB}
+	fleettest.StartWorker(t, a)
+	fleettest.StartWorker(t, b)
+	c := fleettest.NewClient(t, a)
+	req := fleettest.Request("s3://bkt/p/", dirA+"/")
+	req.On, req.Job = "host-a", "ja"
+	if _, err := c.Submit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	req.On, req.Job = "", "jb"
+	if _, err := c.Submit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	for _, job := range []string{"ja", "jb"} {
+		if j := c.Wait(t, job, 2*time.Minute); j.Succeeded+j.Skipped != 4 || j.Failed != 0 {
+			for k, o := range c.Objects(t, job) {
+				t.Logf("%s %s: %s %q", job, k, o.State, o.Error)
+			}
+			t.Fatalf("%s: %+v", job, j)
+		}
 	}
 }
