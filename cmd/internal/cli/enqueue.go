@@ -48,8 +48,9 @@ func NewEnqueueCommand() *cobra.Command {
 		Short: "Download S3 objects, or copy them to another store, with the s3fleet workers",
 		Long: `enqueue splits S3 objects into byte-range chunk tasks on Redis; the workers
 download them, or copy them. A SOURCE is s3://BUCKET/KEY or s3://BUCKET/PREFIX/
-(every object under it) on the top-level endpoint, or REMOTE://BUCKET/… on a
-remote of the config file. DEST works as cp does: a key copied to a path
+(every object under it) on the top-level endpoint, REMOTE://BUCKET/… on a
+remote of the config file, or a local file or directory to upload (DEST is
+then on S3; the workers' allow_source must cover it). DEST works as cp does: a key copied to a path
 ending in "/" lands under its base name; a prefix lands as the keys' relative
 paths under DEST. DEST is a path the workers see, or REMOTE://BUCKET/KEY (or
 s3://…) to copy to S3 (the workers' allow_write must cover it).
@@ -62,6 +63,9 @@ errors.`,
   enqueue --from keys.txt /data/ --priority high --manifest done.jsonl --wait
   enqueue s3://bucket/logs/ r2://archive/logs/ --wait
   enqueue --on host-7 s3://bucket/shard-7/ /local/nvme/ --wait
+  enqueue /data/out/ s3://bucket/results/ --wait
+  enqueue s3://a/p/ r2://b/p/ --sync --delete --max-delete 1000 --wait
+  enqueue rm s3://bucket/tmp/ --dry-run
   enqueue status logs-2026
   enqueue cancel logs-2026`,
 		Args: usageArgs(func(cmd *cobra.Command, args []string) error {
