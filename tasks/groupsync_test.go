@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,10 +24,27 @@ func TestGroupSync(t *testing.T) {
 
 	var started, finished atomic.Int64 // fdatasyncs begun and ended
 	var calls atomic.Int64
+	asked := func() uint64 { // tickets handed out for the file so far
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		for _, s := range g.files {
+			return s.asked
+		}
+		return 0
+	}
 	fake := func(*os.File) error {
 		calls.Add(1)
 		started.Add(1)
-		time.Sleep(5 * time.Millisecond)
+		if started.Load() == 1 {
+			// The first fdatasync lasts until every caller has asked, so
+			// the other 31 all wait for, and share, the next one.
+			for deadline := time.Now().Add(10 * time.Second); asked() < 32; runtime.Gosched() {
+				if time.Now().After(deadline) {
+					t.Error("the 32 callers never all asked")
+					break
+				}
+			}
+		}
 		finished.Add(1)
 		return nil
 	}
@@ -46,8 +64,8 @@ func TestGroupSync(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := calls.Load(); n < 1 || n >= 32 {
-		t.Errorf("%d fdatasyncs for 32 callers, want fewer", n)
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d fdatasyncs for 32 callers, want 2 (the first, and one the other 31 share)", n)
 	}
 	if len(g.files) != 0 {
 		t.Errorf("%d entries left after every caller returned", len(g.files))
