@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -119,18 +120,26 @@ func tail(s string, n int) string {
 // enqueue runs the enqueue binary and returns its exit code and output.
 func (f *fleet) enqueue(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	code, out, err := f.runEnqueue(args...)
+	if err != nil {
+		t.Fatalf("run enqueue: %v", err)
+	}
+	return code, out
+}
+
+// runEnqueue is enqueue for another goroutine than the test's: it
+// returns the failure to start rather than end the test.
+func (f *fleet) runEnqueue(args ...string) (int, string, error) {
 	cmd := exec.Command(filepath.Join(binDir, "enqueue"), args...)
 	cmd.Env = f.env
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run enqueue: %v", err)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), out.String(), nil
 	}
-	return code, out.String()
+	return 0, out.String(), err
 }
 
 func (f *fleet) ledger(t *testing.T) *ledger.Ledger {
@@ -198,12 +207,21 @@ func TestFleet(t *testing.T) {
 	done := make(chan struct{})
 	var code int
 	var output string
+	var runErr error
 	go func() {
 		defer close(done)
-		code, output = f.enqueue(t, "s3://bkt/big.bin", out+"/big/", "--wait", "--job", "big")
+		code, output, runErr = f.runEnqueue("s3://bkt/big.bin", out+"/big/", "--wait", "--job", "big")
 	}()
 	killedAt := time.Time{}
-	for killedAt.IsZero() {
+	for deadline := time.Now().Add(2 * time.Minute); killedAt.IsZero(); {
+		select {
+		case <-done:
+			t.Fatalf("enqueue ended before a worker could be killed: exit %d, %v:\n%s", code, runErr, output)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no byte of the job landed within 2 minutes")
+		}
 		j, err := led.GetJob(context.Background(), "big")
 		if err == nil && j.BytesDone > 0 {
 			if j.BytesDone >= j.BytesTotal {
@@ -223,6 +241,9 @@ func TestFleet(t *testing.T) {
 		t.Fatal("the job did not finish within 4 minutes of the kill")
 	}
 	t.Logf("job finished %s after the kill (asynq's 30 s lease and 1-minute sweep)", time.Since(killedAt).Round(time.Second))
+	if runErr != nil {
+		t.Fatalf("run enqueue: %v", runErr)
+	}
 	if code != 0 {
 		t.Fatalf("enqueue --wait exited %d:\n%s", code, output)
 	}
