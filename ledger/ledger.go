@@ -192,9 +192,6 @@ func (t Transfer) Source() string {
 	return location.Source{Remote: t.Remote, Bucket: t.Bucket, Key: t.Key}.String()
 }
 
-// ToS3 reports whether the transfer's destination is an object, not a file.
-func (t Transfer) ToS3() bool { return location.IsURL(t.Dest) }
-
 // Job is the record of one enqueue command and its counters.
 type Job struct {
 	ID        string `redis:"id"`
