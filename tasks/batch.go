@@ -99,7 +99,7 @@ func (o BatchObject) validate() error {
 		return fmt.Errorf("generation %d", o.Gen)
 	case o.Size < 0:
 		return fmt.Errorf("size %d", o.Size)
-	case o.Size > MaxPutObject && location.IsURL(o.Dest):
+	case o.Size > MaxPutObject && location.IsURL(o.Dest) && !o.Delete && !o.ServerSide: // held in memory on its way
 		return fmt.Errorf("a %d-byte object is too large to copy whole (at most %d)", o.Size, MaxPutObject)
 	}
 	if o.Delete {

@@ -89,3 +89,20 @@ func BenchmarkBatchPayloadDecode(b *testing.B) {
 		}
 	}
 }
+
+// TestBatchObjectSizes: only a copy that passes through the worker's
+// memory is bounded; a delete or a server-side copy of any size is not.
+func TestBatchObjectSizes(t *testing.T) {
+	big := Object{Bucket: "bkt", Key: "k", ETag: `"e"`, Size: 1 << 30}
+	for _, o := range []BatchObject{
+		{Transfer: "x", Gen: 1, Object: big, Dest: "s3://bkt/k", Delete: true},
+		{Transfer: "x", Gen: 1, Object: big, Dest: "s3://bkt/copy", ServerSide: true},
+	} {
+		if err := o.validate(); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+	if err := (BatchObject{Transfer: "x", Gen: 1, Object: big, Dest: "s3://bkt/copy"}).validate(); err == nil {
+		t.Error("a 1 GiB object copied whole through memory was taken")
+	}
+}
