@@ -8,7 +8,9 @@
 //
 // The files follow a submission's path: request.go (what is asked),
 // sources.go (listing and describing the objects), plan.go (each object's
-// transfer and what to do with it), submit.go (recording and enqueueing).
+// transfer and what to do with it), submit.go (recording and enqueueing),
+// mirror.go (--delete), uploads.go (the fleet's uploads), control.go
+// (cancel, retry).
 package enqueuer
 
 import (
