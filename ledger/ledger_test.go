@@ -338,3 +338,35 @@ func TestRetentionRunsFromTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimPart: one holder at a time; only the holder releases; a later
+// claim of the same generation learns when the earlier one was taken.
+func TestClaimPart(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("claim", 10, 1)
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: x}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	a, err := l.ClaimPart(ctx, x.ID, 1, "a", time.Minute)
+	if err != nil || !a.Held || !a.Since.IsZero() {
+		t.Fatalf("first claim: %+v %v", a, err)
+	}
+	if b, _ := l.ClaimPart(ctx, x.ID, 1, "b", time.Minute); b.Held {
+		t.Fatal("a second holder")
+	}
+	if err := l.ReleasePart(ctx, x.ID, 1, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := l.ClaimPart(ctx, x.ID, 1, "b", time.Minute); b.Held {
+		t.Fatal("a non-holder released the claim")
+	}
+	if err := l.ReleasePart(ctx, x.ID, 1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.ClaimPart(ctx, x.ID, 1, "b", time.Minute)
+	if err != nil || !b.Held || b.Since.IsZero() {
+		t.Fatalf("claim after a release: %+v %v, want held, with the earlier claim's time", b, err)
+	}
+}

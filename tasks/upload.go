@@ -120,14 +120,15 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 	}
 	// One chunk creates the upload; the others of the first wave wait for
 	// its ID rather than each create one and abort it.
-	claim, err := h.Ledger.ClaimPart(ctx, p.Transfer, p.Gen, h.Worker, partClaimTTL)
+	who := h.Worker + " " + location.NewPartToken() // this chunk's: another of this worker's must not release it
+	claim, err := h.Ledger.ClaimPart(ctx, p.Transfer, p.Gen, who, partClaimTTL)
 	if err != nil {
 		return "", err
 	}
 	if !claim.Held {
 		return h.awaitUpload(ctx, p)
 	}
-	defer h.Ledger.ReleasePart(context.WithoutCancel(ctx), p.Transfer, p.Gen, h.Worker) //nolint:errcheck // it lapses anyway
+	defer h.Ledger.ReleasePart(context.WithoutCancel(ctx), p.Transfer, p.Gen, who) //nolint:errcheck // it lapses anyway
 	if !claim.Since.IsZero() {
 		// An earlier claim: its holder recorded the upload and let go (then
 		// it is in the record now), or died, perhaps leaving one unrecorded.
