@@ -169,6 +169,21 @@ func sameBytes(t *testing.T, c *s3.Client, bucket, key string, data []byte) *s3.
 	return out
 }
 
+// uploadStarted waits (30 s at most) until bucket has a multipart upload
+// in progress.
+func uploadStarted(t *testing.T, c *s3.Client, bucket string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := c.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+		if err == nil && len(out.Uploads) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no multipart upload started")
+		}
+	}
+}
+
 func noObject(t *testing.T, c *s3.Client, bucket, key string) {
 	t.Helper()
 	if _, err := c.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err == nil {
@@ -340,17 +355,7 @@ func TestCopyCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := r.mc.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("dst")})
-		if err == nil && len(out.Uploads) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no multipart upload started")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	uploadStarted(t, r.mc, "dst")
 	if _, err := r.c.Cancel(ctx, sum.Job); err != nil {
 		t.Fatal(err)
 	}
@@ -563,17 +568,7 @@ func TestUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := r.mc.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String("dst")})
-		if err == nil && len(out.Uploads) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no multipart upload started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	uploadStarted(t, r.mc, "dst")
 	if err := os.WriteFile(big, randomBytes(t, 17*mib+3), 0o644); err != nil {
 		t.Fatal(err)
 	}
