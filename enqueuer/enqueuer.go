@@ -231,6 +231,12 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	if s.toS3 && req.SSECKeyMD5 != "" {
 		return nil, fmt.Errorf("%w: SSE-C objects are not copied to S3: the copy would not be encrypted", ErrUsage)
 	}
+	if !req.Write.IsZero() && !s.toS3 {
+		return nil, fmt.Errorf("%w: --storage-class, --sse, --sse-kms-key-id and --metadata set a destination object's: DEST must be on S3", ErrUsage)
+	}
+	if err := req.Write.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
 	if s.queue, err = tasks.ChunkQueue(req.Priority); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}

@@ -98,6 +98,9 @@ func TestUsageErrors(t *testing.T) {
 		{Sources: []string{"s3://bkt/key"}, Dest: "/x", Verify: "sometimes"},
 		{Sources: []string{"s3://bkt/p/"}, Dest: "/x/", VersionID: "v1"},
 		{Sources: []string{"s3://bkt/key"}, Dest: "/x", Job: "has space"},
+		{Sources: []string{"s3://bkt/key"}, Dest: "/x", Write: ledger.Write{StorageClass: "STANDARD_IA"}},
+		{Sources: []string{"s3://bkt/key"}, Dest: "s3://out/key", Write: ledger.Write{StorageClass: "FROZEN"}},
+		{Sources: []string{"s3://bkt/key"}, Dest: "s3://out/key", Write: ledger.Write{SSEKMSKeyID: "k"}},
 	} {
 		if _, err := e.Submit(context.Background(), req); !errors.Is(err, enqueuer.ErrUsage) {
 			t.Errorf("%+v: error %v, want ErrUsage", req, err)

@@ -45,6 +45,9 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		}
 	} else {
 		final, err = s.target(o)
+		if s.toS3 {
+			t.WriteOpts = s.req.Write.Encode()
+		}
 	}
 	t.Dest, t.DestFP = final, s.destFP
 	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)

@@ -106,3 +106,25 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestArchived(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		class, restore, status string
+		want                   string // a part of the cause; "" for readable
+	}{
+		{"STANDARD", "", "", ""},
+		{"", "", "", ""},
+		{"GLACIER_IR", "", "", ""},
+		{"GLACIER", "", "", "archived in GLACIER: restore it first"},
+		{"DEEP_ARCHIVE", `ongoing-request="true"`, "", "its restore still running"},
+		{"GLACIER", `ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`, "", ""},
+		{"INTELLIGENT_TIERING", "", "ARCHIVE_ACCESS", "archived in INTELLIGENT_TIERING ARCHIVE_ACCESS"},
+		{"INTELLIGENT_TIERING", `ongoing-request="false", expiry-date="x"`, "DEEP_ARCHIVE_ACCESS", ""},
+	} {
+		got := archived(c.class, c.restore, c.status)
+		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("archived(%q, %q, %q) = %q, want %q", c.class, c.restore, c.status, got, c.want)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package enqueuer
 import (
 	"io"
 	"strings"
+
+	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // Request is one enqueue command.
@@ -48,6 +50,9 @@ type Request struct {
 	RequestPayer  string // "requester" to pay for requester-pays buckets
 	ExpectedOwner string // the account that must own the bucket
 	SSECKeyMD5    string // base64 MD5 of the SSE-C key the objects use
+	// Write is what a copy to S3 sets on each destination object: storage
+	// class, encryption, metadata added to the source's.
+	Write ledger.Write
 	// SSECKey is the enqueuer's own copy of that key, for its HEADs only;
 	// it never leaves this process.
 	SSECKey []byte

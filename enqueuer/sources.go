@@ -304,6 +304,9 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 		}
 		return object{}, fmt.Errorf("head %s: %s", src, s3client.Describe(err))
 	}
+	if cause := archived(string(out.StorageClass), aws.ToString(out.Restore), string(out.ArchiveStatus)); cause != "" {
+		return object{}, fmt.Errorf("%s: %s", src, cause)
+	}
 	o := object{
 		src: src, key: src.Key, size: aws.ToInt64(out.ContentLength), etag: aws.ToString(out.ETag),
 		versionID: aws.ToString(out.VersionId), lastModified: aws.ToTime(out.LastModified),
@@ -455,6 +458,12 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 			// batch GET returns it. A listing that names none is not trusted
 			// to mean there is none.
 			o.sum = listedSum(c)
+			if archiveClass(string(c.StorageClass)) {
+				// Restored or not, a listing cannot tell: a HEAD can.
+				if _, err := e.head(ctx, location.Source{Remote: src.Remote, Bucket: src.Bucket, Key: key}, req); err != nil {
+					o.cause = err.Error()
+				}
+			}
 			objs = append(objs, o)
 		}
 		if len(objs) > 0 {
@@ -464,6 +473,33 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 		}
 	}
 	return nil
+}
+
+// archiveClass reports whether objects of a storage class must be
+// restored before a GET (GLACIER_IR need not).
+func archiveClass(class string) bool {
+	return class == string(types.StorageClassGlacier) || class == string(types.StorageClassDeepArchive)
+}
+
+// archived says why an object cannot be read now, from its HEAD: in an
+// archive storage class and not restored (no x-amz-restore, or a restore
+// still running), or in an archive tier of INTELLIGENT_TIERING. A GET
+// would fail with InvalidObjectState.
+func archived(class, restore, archiveStatus string) string {
+	where := class
+	switch {
+	case archiveStatus != "":
+		where = "INTELLIGENT_TIERING " + archiveStatus
+	case !archiveClass(class):
+		return ""
+	}
+	switch {
+	case strings.Contains(restore, `ongoing-request="false"`):
+		return "" // restored: readable until the restore expires
+	case strings.Contains(restore, `ongoing-request="true"`):
+		return fmt.Sprintf("archived in %s, its restore still running: enqueue again once it is done", where)
+	}
+	return fmt.Sprintf("archived in %s: restore it first (RestoreObject), then enqueue again", where)
 }
 
 // listedSum is what a listing says of an object's checksum: its algorithm

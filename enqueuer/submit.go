@@ -267,11 +267,15 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 	if err != nil {
 		return err
 	}
+	write, err := tasks.WriteOf(t)
+	if err != nil {
+		return err
+	}
 	for _, i := range missing {
 		r := plan.Chunk(i)
 		task, err := tasks.NewChunkTask(tasks.ChunkPayload{
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Chunks: t.Chunks,
-			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Overwrite: t.Overwrite,
+			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Overwrite: t.Overwrite, Write: write,
 			CRC: string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))), NoHead: t.NoHead,
 		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)
 		if err != nil {
@@ -328,10 +332,15 @@ func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
 		}
 		s.batchMu.Lock()
 	}
+	write, err := tasks.WriteOf(t)
+	if err != nil {
+		s.batchMu.Unlock()
+		return err
+	}
 	s.batchQueue = queue
 	s.batch = append(s.batch, tasks.BatchObject{
 		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Delete: t.Delete,
-		LastModified: t.LastModified, Overwrite: t.Overwrite, Verify: t.Verify,
+		LastModified: t.LastModified, Overwrite: t.Overwrite, Write: write, Verify: t.Verify,
 		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
 	})
 	s.batchBytes += t.Size

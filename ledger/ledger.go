@@ -124,6 +124,8 @@ type Transfer struct {
 	// Verify is off, auto or required (see the assembler).
 	Verify    string `redis:"verify"`
 	Overwrite bool   `redis:"overwrite"`
+	// WriteOpts is what a copy to S3 sets on the destination (Write.Encode).
+	WriteOpts string `redis:"write"`
 	// NoHead says the object was enqueued with --expected-size: no HEAD
 	// described it, so its chunks' responses must pin it themselves.
 	NoHead bool `redis:"no_head"`
@@ -517,6 +519,7 @@ func transferFields(t Transfer) []any {
 		"checksum_type", t.ChecksumType, "checksum", t.Checksum, "checksum_known", t.ChecksumKnown,
 		"verify", t.Verify, "overwrite", t.Overwrite, "no_head", t.NoHead, "queue", t.Queue,
 		"request_payer", t.RequestPayer, "expected_owner", t.ExpectedOwner, "ssec_key_md5", t.SSECKeyMD5,
+		"write", t.WriteOpts,
 	}
 }
 

@@ -48,10 +48,12 @@ type BatchObject struct {
 	// ServerSide has S3 copy the object itself (CopyObject).
 	ServerSide bool `json:"server_side,omitempty"`
 	// Delete deletes the object (enqueue rm); Dest is its own URL.
-	Delete       bool   `json:"delete,omitempty"`
-	LastModified int64  `json:"last_modified,omitempty"` // Unix ms
-	Overwrite    bool   `json:"overwrite,omitempty"`
-	Verify       string `json:"verify,omitempty"` // off, auto (empty) or required
+	Delete       bool  `json:"delete,omitempty"`
+	LastModified int64 `json:"last_modified,omitempty"` // Unix ms
+	Overwrite    bool  `json:"overwrite,omitempty"`
+	// Write is what a copy sets on its S3 destination (nil: nothing).
+	Write  *ledger.Write `json:"write,omitempty"`
+	Verify string        `json:"verify,omitempty"` // off, auto (empty) or required
 	// S3's checksum as enqueued, when known (a HEAD, a manifest line): the
 	// bytes must match it, whatever the GET says.
 	ChecksumAlgorithm string `json:"checksum_algorithm,omitempty"`
@@ -114,6 +116,9 @@ func (o BatchObject) validate() error {
 	}
 	if err == nil && toS3 && o.SSECKeyMD5 != "" {
 		err = errNoSSECCopy
+	}
+	if err == nil {
+		err = validWrite(o.Write, toS3)
 	}
 	if err == nil && o.ServerSide && (!toS3 || dst.Remote != o.Remote || o.ETag == "" || o.Path != "") {
 		err = errors.New("a server-side copy needs a destination on the source's endpoint and the source's ETag")

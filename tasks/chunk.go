@@ -50,6 +50,8 @@ type ChunkPayload struct {
 	// destination is on the source's endpoint.
 	ServerSide bool `json:"server_side,omitempty"`
 	Overwrite  bool `json:"overwrite,omitempty"`
+	// Write is what a copy sets on its S3 destination (nil: nothing).
+	Write *ledger.Write `json:"write,omitempty"`
 	// CRC is the checksum algorithm the chunk computes over its bytes, for
 	// the assembler to combine: the object's own when it is a CRC, else
 	// CRC64NVME (assembler.CRCFor); empty means CRC64NVME.
@@ -90,6 +92,9 @@ func (p ChunkPayload) Validate() error {
 	if toS3 && p.SSECKeyMD5 != "" {
 		return errNoSSECCopy
 	}
+	if err := validWrite(p.Write, toS3); err != nil {
+		return err
+	}
 	if p.ServerSide && (!toS3 || dst.Remote != p.Remote || p.ETag == "" || p.Path != "") {
 		return errors.New("a server-side copy needs a destination on the source's endpoint and the source's ETag")
 	}
@@ -97,6 +102,27 @@ func (p ChunkPayload) Validate() error {
 		return fmt.Errorf("checksum %q is not a CRC", p.CRC)
 	}
 	return nil
+}
+
+// validWrite refuses write options no enqueuer sends: for a destination
+// that is not on S3, or that S3 would refuse.
+func validWrite(w *ledger.Write, toS3 bool) error {
+	switch {
+	case w == nil:
+		return nil
+	case !toS3:
+		return errors.New("write options (storage class, encryption, metadata) need an S3 destination")
+	}
+	return w.Validate()
+}
+
+// WriteOf is the write options a transfer's tasks carry: nil for none.
+func WriteOf(t ledger.Transfer) (*ledger.Write, error) {
+	w, err := ledger.DecodeWrite(t.WriteOpts)
+	if err != nil || w.IsZero() {
+		return nil, err
+	}
+	return &w, nil
 }
 
 // errNoSSECCopy refuses to copy an SSE-C object to S3: its copy would not

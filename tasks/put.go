@@ -49,7 +49,7 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 	sum := checksum.Encode(ev.CRCAlgorithm, ev.CRC)
 	in := &s3.PutObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), Body: bytes.NewReader(buf), ContentLength: aws.Int64(o.Size)}
 	assembler.SetSum(ev.CRCAlgorithm, sum, &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
-	w.meta.put(in)
+	setWrite(in, w.meta, o.Write)
 	if !o.Overwrite {
 		in.IfNoneMatch = aws.String("*")
 	}
@@ -113,7 +113,17 @@ func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, err
 	if err != nil {
 		return whole{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	return whole{buf: buf, ev: ev, check: check, reason: reason, meta: metaOfGet(out)}, nil
+	meta := metaOfGet(out)
+	if aws.ToInt32(out.TagCount) > 0 {
+		api, err := client(ctx, h.S3, o.Remote, o.RemoteFP)
+		if err != nil {
+			return whole{}, err
+		}
+		if meta.tags, err = sourceTags(ctx, api, o.Object); err != nil {
+			return whole{}, err
+		}
+	}
+	return whole{buf: buf, ev: ev, check: check, reason: reason, meta: meta}, nil
 }
 
 // readLocal reads a small local file into memory, checked against its pin

@@ -121,7 +121,21 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 			return ledger.BatchResult{}, assembler.Record{}, err
 		}
 	}
-	src, err := h.sourceSum(ctx, api, o)
+	var head *s3.HeadObjectOutput
+	if o.Write != nil && len(o.Write.Metadata) > 0 {
+		// Metadata added to the source's: CopyObject takes it only by
+		// replacing all of it, so the source's is read first.
+		if head, err = h.headSource(ctx, api, o); err != nil {
+			return ledger.BatchResult{}, assembler.Record{}, err
+		}
+		in.MetadataDirective = types.MetadataDirectiveReplace
+	}
+	var meta objectMeta
+	if head != nil {
+		meta = metaOfHead(head)
+	}
+	setWrite(in, meta, o.Write)
+	src, err := h.sourceSum(ctx, api, o, head)
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, err
 	}
@@ -153,27 +167,40 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 }
 
 // sourceSum is the checksum S3 keeps for a batch object's source: as
-// enqueued, or read by a HEAD pinned to its ETag (the source's endpoint is
-// the destination's, api).
-func (h *BatchHandler) sourceSum(ctx context.Context, api headObjectAPI, o BatchObject) (assembler.Sum, error) {
-	if o.Checksum != "" || o.Verify == assembler.VerifyOff {
+// enqueued, or from head, or read by a HEAD pinned to its ETag (the
+// source's endpoint is the destination's, api).
+func (h *BatchHandler) sourceSum(ctx context.Context, api headObjectAPI, o BatchObject, head *s3.HeadObjectOutput) (assembler.Sum, error) {
+	switch {
+	case o.Checksum != "" || o.Verify == assembler.VerifyOff:
 		return assembler.Sum{Algorithm: checksum.Algorithm(o.ChecksumAlgorithm), Type: o.ChecksumType, Value: o.Checksum}, nil
+	case head != nil:
+		return assembler.SumOf(head), nil
 	}
+	head, err := h.headSource(ctx, api, o)
+	if err != nil {
+		return assembler.Sum{}, err
+	}
+	return assembler.SumOf(head), nil
+}
+
+// headSource HEADs a batch object's source, pinned to its ETag, with its
+// checksum.
+func (h *BatchHandler) headSource(ctx context.Context, api headObjectAPI, o BatchObject) (*s3.HeadObjectOutput, error) {
 	in := &s3.HeadObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key), ChecksumMode: types.ChecksumModeEnabled, IfMatch: aws.String(o.ETag)}
 	if o.VersionID != "" {
 		in.VersionId = aws.String(o.VersionID)
 	}
 	if err := SetRequestOptions(in, o.RequestPayer, o.ExpectedOwner, o.SSECKeyMD5, h.SSECKeys); err != nil {
-		return assembler.Sum{}, fmt.Errorf("%w: head %s: %w", asynq.SkipRetry, o.URL(), err)
+		return nil, fmt.Errorf("%w: head %s: %w", asynq.SkipRetry, o.URL(), err)
 	}
 	out, err := api.HeadObject(ctx, in)
 	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
-		return assembler.SumOf(out), nil
+		return out, nil
 	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
-		return assembler.Sum{}, fmt.Errorf("%w: %w: head %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
+		return nil, fmt.Errorf("%w: %w: head %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
 	}
-	return assembler.Sum{}, s3Failure("head "+o.URL()+" for its checksum", err)
+	return nil, s3Failure("head "+o.URL(), err)
 }
 
 // headObjectAPI reads an object's headers.

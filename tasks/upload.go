@@ -153,7 +153,7 @@ func (h *ChunkHandler) openUpload(ctx context.Context, api partWriter, p ChunkPa
 		// match, and Complete then fails or stores a wrong value.
 		in.ChecksumAlgorithm, in.ChecksumType = types.ChecksumAlgorithm(p.crc()), types.ChecksumTypeFullObject
 	}
-	meta.create(in)
+	setWrite(in, meta, p.Write)
 	out, err := api.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return "", s3Failure("create a multipart upload of "+dst.String(), err)
@@ -249,8 +249,8 @@ func (h *ChunkHandler) recordedUpload(ctx context.Context, p ChunkPayload) (stri
 	return x.PartToken, nil
 }
 
-// sourceMeta reads the source's content headers and user metadata, for
-// the copy to keep (an upload part carries none of them).
+// sourceMeta reads the source's content headers, user metadata and tags,
+// for the copy to keep (an upload part carries none of them).
 func (h *ChunkHandler) sourceMeta(ctx context.Context, p ChunkPayload, etag string) (objectMeta, error) {
 	if p.Path != "" {
 		return localMeta(p.Object), nil
@@ -272,7 +272,9 @@ func (h *ChunkHandler) sourceMeta(ctx context.Context, p ChunkPayload, etag stri
 	out, err := api.HeadObject(ctx, in)
 	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
-		return metaOfHead(out), nil
+		m := metaOfHead(out)
+		m.tags, err = sourceTags(ctx, api, p.Object)
+		return m, err
 	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
 		return objectMeta{}, fmt.Errorf("%w: %w: head %s: %s", asynq.SkipRetry, errSourceGone, p.URL(), s3client.Describe(err))
 	}
@@ -429,30 +431,4 @@ func s3Failure(op string, err error) error {
 		return fmt.Errorf("%w: %s: %s", asynq.SkipRetry, op, s3client.Describe(err))
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-// objectMeta is what a copy keeps of its source besides the bytes: the
-// content headers and the user metadata.
-type objectMeta struct {
-	contentType, contentEncoding, contentDisposition, cacheControl, contentLanguage *string
-	expires                                                                         *time.Time
-	metadata                                                                        map[string]string
-}
-
-func metaOfHead(o *s3.HeadObjectOutput) objectMeta {
-	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata}
-}
-
-func metaOfGet(o *s3.GetObjectOutput) objectMeta {
-	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata}
-}
-
-func (m objectMeta) create(in *s3.CreateMultipartUploadInput) {
-	in.ContentType, in.ContentEncoding, in.ContentDisposition, in.CacheControl, in.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
-	in.Expires, in.Metadata = m.expires, m.metadata
-}
-
-func (m objectMeta) put(in *s3.PutObjectInput) {
-	in.ContentType, in.ContentEncoding, in.ContentDisposition, in.CacheControl, in.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
-	in.Expires, in.Metadata = m.expires, m.metadata
 }

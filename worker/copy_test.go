@@ -46,8 +46,15 @@ type copyRig struct {
 // tests do not run in parallel.
 func newCopyRig(t *testing.T, tls bool) *copyRig {
 	t.Helper()
+	return newCopyRigWith(t, testenv.MinIOOptions{TLS: tls})
+}
+
+// newCopyRigWith is newCopyRig with MinIO started with opts.
+func newCopyRigWith(t *testing.T, opts testenv.MinIOOptions) *copyRig {
+	t.Helper()
 	needMinIOBinary(t)
-	r := &copyRig{f: fleettest.New(t), m: testenv.StartMinIO(t, testenv.MinIOOptions{TLS: tls})}
+	tls := opts.TLS
+	r := &copyRig{f: fleettest.New(t), m: testenv.StartMinIO(t, opts)}
 	dir := t.TempDir()
 	creds := filepath.Join(dir, "credentials")
 	if err := os.WriteFile(creds, []byte(fmt.Sprintf("[minio]\naws_access_key_id = %s\naws_secret_access_key = %s\n",

@@ -130,6 +130,10 @@ func Describe(err error) string {
 	case http.StatusRequestedRangeNotSatisfiable:
 		what = "range not satisfiable (object shrank?)"
 	}
+	if code == "InvalidObjectState" {
+		// S3's answer to a GET of an object in an archive storage class.
+		what = "archived: restore it first (RestoreObject)"
+	}
 	var oe *net.OpError
 	switch {
 	case status == 0 && errors.As(err, &oe):

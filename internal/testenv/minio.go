@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -50,6 +51,9 @@ type MinIOOptions struct {
 	// AccessKey and SecretKey of the root user; empty: MinIOAccessKey and
 	// MinIOSecretKey.
 	AccessKey, SecretKey string
+	// KMSKey, when set, names the one key of MinIO's built-in KMS (a
+	// random secret): SSE-KMS with that key ID, and SSE-S3, work.
+	KMSKey string
 }
 
 // MinIOBinary locates MinIO: $S3FLEET_MINIO, else .bin/ of the repository
@@ -101,6 +105,13 @@ func StartMinIO(t testing.TB, opts MinIOOptions) *MinIO {
 		// behaves like CI: a 256 MiB buffer pool rather than half the RAM.
 		"MINIO_CI_CD=on",
 	)
+	if opts.KMSKey != "" {
+		secret := make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, "MINIO_KMS_SECRET_KEY="+opts.KMSKey+":"+base64.StdEncoding.EncodeToString(secret))
+	}
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

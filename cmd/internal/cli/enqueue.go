@@ -42,6 +42,7 @@ func NewEnqueueCommand() *cobra.Command {
 		out          outputFlags
 		expectedSize int64
 		local        bool
+		metadata     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue [flags] SOURCE... DEST",
@@ -88,6 +89,9 @@ errors.`,
 			if manifest != "" && !wait {
 				return UsageError{errors.New("--manifest needs --wait (or use: enqueue wait JOB --manifest FILE)")}
 			}
+			if req.Write.Metadata, err = ledger.ParseMetadata(metadata); err != nil {
+				return UsageError{err}
+			}
 			if sseKeyFile != "" {
 				if req.SSECKey, req.SSECKeyMD5, err = readSSECKey(sseKeyFile); err != nil {
 					return UsageError{err}
@@ -124,6 +128,10 @@ errors.`,
 	f.StringVar(&req.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
 	f.BoolVar(&local, "local", false, "no Redis, no workers to start: run an in-memory queue and --concurrency workers in this process (implies --wait)")
 	f.StringVar(&sseKeyFile, "sse-c-key-file", "", "file holding the 32-byte SSE-C key (raw or base64); only its MD5 is enqueued")
+	f.StringVar(&req.Write.StorageClass, "storage-class", "", "copy to S3: the destination objects' storage class (STANDARD_IA, GLACIER_IR, …)")
+	f.StringVar(&req.Write.SSE, "sse", "", "copy to S3: encrypt the destination objects: AES256 or aws:kms (aws:kms:dsse)")
+	f.StringVar(&req.Write.SSEKMSKeyID, "sse-kms-key-id", "", "copy to S3 with --sse aws:kms: the KMS key (default: the bucket's or the account's)")
+	f.StringArrayVar(&metadata, "metadata", nil, "copy to S3: user metadata KEY=VALUE added to the source's (repeatable)")
 	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
 	f.Lookup("verify").NoOptDefVal = "required" // --verify alone, as it was before it took a value

@@ -1,0 +1,166 @@
+package worker_test
+
+import (
+	"context"
+	"maps"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/s3fleet/s3fleet/internal/fleettest"
+	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// testTags are a source's tags, with characters the x-amz-tagging header
+// must escape.
+var testTags = map[string]string{"team": "data lake", "mix": "a+b=c/d: x_y.z-1@"}
+
+func putTags(t *testing.T, c *s3.Client, bucket, key string) {
+	t.Helper()
+	var set []types.Tag
+	for k, v := range testTags {
+		set = append(set, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	if _, err := c.PutObjectTagging(context.Background(), &s3.PutObjectTaggingInput{Bucket: aws.String(bucket), Key: aws.String(key),
+		Tagging: &types.Tagging{TagSet: set}}); err != nil {
+		t.Fatalf("tag %s/%s: %v", bucket, key, err)
+	}
+}
+
+// wantWritten checks what a copy set on bucket/key besides the bytes: the
+// source's tags, its metadata with the added keys, and the storage class
+// and encryption asked for ("" for any), and the content headers put
+// gave the source.
+func wantWritten(t *testing.T, c *s3.Client, bucket, key string, added map[string]string, class types.StorageClass, sse types.ServerSideEncryption, kmsKey string) {
+	t.Helper()
+	ctx := context.Background()
+	head, err := c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("head %s/%s: %v", bucket, key, err)
+	}
+	want := maps.Clone(added)
+	want["origin"] = "s3fleet-test"
+	if !maps.Equal(head.Metadata, want) {
+		t.Errorf("%s/%s: metadata %v, want %v", bucket, key, head.Metadata, want)
+	}
+	if aws.ToString(head.ContentType) != "application/x-test" || aws.ToString(head.CacheControl) != "max-age=60" {
+		t.Errorf("%s/%s lost its content headers: type %q cache %q", bucket, key, aws.ToString(head.ContentType), aws.ToString(head.CacheControl))
+	}
+	if class != "" && head.StorageClass != class {
+		t.Errorf("%s/%s: storage class %q, want %q", bucket, key, head.StorageClass, class)
+	}
+	if sse != "" && head.ServerSideEncryption != sse {
+		t.Errorf("%s/%s: encryption %q, want %q", bucket, key, head.ServerSideEncryption, sse)
+	}
+	if kmsKey != "" && !strings.HasSuffix(aws.ToString(head.SSEKMSKeyId), kmsKey) {
+		t.Errorf("%s/%s: KMS key %q, want %q", bucket, key, aws.ToString(head.SSEKMSKeyId), kmsKey)
+	}
+	tags, err := c.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("tags of %s/%s: %v", bucket, key, err)
+	}
+	got := map[string]string{}
+	for _, tg := range tags.TagSet {
+		got[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+	}
+	if !maps.Equal(got, testTags) {
+		t.Errorf("%s/%s: tags %v, want the source's %v", bucket, key, got, testTags)
+	}
+}
+
+// TestCopyWriteOptions: --storage-class, --sse aws:kms with a key ID and
+// --metadata set the destination's, on top of what the copy keeps of its
+// source (bytes, content headers, metadata, tags), for an object copied
+// in chunks (a multipart upload) and one copied whole (PutObject), across
+// endpoints; and server-side, where CopyObject must replace the metadata
+// to add to it (the source's is kept all the same) and UploadPartCopy's
+// upload is given it.
+func TestCopyWriteOptions(t *testing.T) {
+	r := newCopyRigWith(t, testenv.MinIOOptions{KMSKey: "fleet-key"})
+	fleettest.StartWorker(t, r.cfg)
+	ctx := context.Background()
+	objs := map[string][]byte{"w/big.bin": randomBytes(t, 12*mib+7), "w/small.txt": randomBytes(t, 1000)}
+	for k, data := range objs {
+		put(t, r.vc, "src", k, data)
+		putTags(t, r.vc, "src", k)
+	}
+	added := map[string]string{"owner": "fleet", "origin-note": "copied"}
+	req := fleettest.Request("s3://src/w/", "minio://dst/w/")
+	req.Write = ledger.Write{StorageClass: "REDUCED_REDUNDANCY", SSE: "aws:kms", SSEKMSKeyID: "fleet-key", Metadata: added}
+	sum, err := r.c.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, sum.Job, 2*time.Minute); j.Succeeded != 2 {
+		for k, o := range r.c.Objects(t, sum.Job) {
+			t.Logf("%s: %s %s", k, o.State, o.Error)
+		}
+		t.Fatalf("copy with write options: %+v", j)
+	}
+	for k, data := range objs {
+		wantCopied(t, r.mc, "dst", k, data)
+		wantWritten(t, r.mc, "dst", k, added, types.StorageClassReducedRedundancy, types.ServerSideEncryptionAwsKms, "fleet-key")
+	}
+	noUploads(t, r.mc, "dst")
+
+	// Server-side, within versitygw (which keeps no storage class and has
+	// no KMS): metadata added, the source's kept, tags kept.
+	req = fleettest.Request("s3://src/w/", "s3://back/w/")
+	req.Write = ledger.Write{Metadata: added}
+	if sum, err = r.c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, sum.Job, 2*time.Minute); j.Succeeded != 2 {
+		for k, o := range r.c.Objects(t, sum.Job) {
+			t.Logf("%s: %s %s", k, o.State, o.Error)
+		}
+		t.Fatalf("server-side copy with metadata: %+v", j)
+	}
+	for k, data := range objs {
+		wantCopiedBytes(t, r.vc, "back", k, data)
+		wantWritten(t, r.vc, "back", k, added, "", "", "")
+	}
+	noUploads(t, r.vc, "back")
+}
+
+// TestArchivedSource: a GET that S3 answers 403 InvalidObjectState (an
+// object in GLACIER or DEEP_ARCHIVE, not restored) fails the object with
+// that cause, not "access denied".
+func TestArchivedSource(t *testing.T) {
+	f := fleettest.New(t)
+	proxy := testenv.StartFaultProxy(t, f.S3.Endpoint)
+	proxy.SetRule(func(r *http.Request) testenv.Fault {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/cold/") {
+			return testenv.Fault{Action: testenv.Status, Status: http.StatusForbidden, Code: "InvalidObjectState"}
+		}
+		return testenv.Fault{}
+	})
+	f.S3.CreateBucket(t, "arch")
+	c := f.S3.Client(t)
+	put(t, c, "arch", "cold/a.bin", randomBytes(t, 3*mib))
+	put(t, c, "arch", "cold/b.txt", randomBytes(t, 10))
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	dir := t.TempDir()
+	cfg.AllowDest = []string{dir}
+	fleettest.StartWorker(t, cfg)
+	cl := fleettest.NewClient(t, cfg)
+	sum, err := cl.Submit(context.Background(), fleettest.Request("s3://arch/cold/", dir+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := cl.Wait(t, sum.Job, time.Minute); j.Failed != 2 {
+		t.Fatalf("job %+v, want both objects failed", j)
+	}
+	for k, o := range cl.Objects(t, sum.Job) {
+		if !strings.Contains(o.Error, "archived: restore it first") || !strings.Contains(o.Error, "InvalidObjectState") {
+			t.Errorf("%s: %q, want the archive named as the cause", k, o.Error)
+		}
+	}
+}
