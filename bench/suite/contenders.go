@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,19 +21,40 @@ const (
 	groupCeiling = "ceiling"
 )
 
-// contender is one way of downloading a workload. A new one (s3fleet's
-// --local mode, another tool) is one more entry in contenders().
+// contender is one tool, or one setting of a tool. A new one (s3fleet's
+// --local mode, another tool) is one more entry in contenders(); a new
+// direction for a tool is one more entry in its ways.
 type contender struct {
 	name  string
 	group string
 	// fleet: an s3fleet run, with workers started and idle before the
-	// clock; else cmd: one command, timed from its start to its exit.
+	// clock, in every direction; else ways: one command per direction the
+	// contender takes, timed from its start to its exit.
 	fleet *fleetSpec
-	cmd   func(e runEnv) (bin string, args, env []string)
-	// discard: writes no file; only the byte count it prints is checked.
-	discard bool
+	ways  map[string]way
 	// tree: a process pool, whose children's peak RSS is sampled.
 	tree bool
+}
+
+// way is how a contender goes in one direction.
+type way struct {
+	cmd func(e runEnv) (bin string, args, env []string)
+	// count: the run writes no copy of the workload (a ceiling's own
+	// bytes, or none at all): only the count it prints is checked, and the
+	// names and sizes of what it wrote.
+	count bool
+	// nothing: it writes nothing at all (the bytes of its GETs are thrown
+	// away); an unmeasured ballast file stands in for its output.
+	nothing bool
+}
+
+// does reports whether the contender goes in the direction.
+func (c *contender) does(dir string) bool {
+	if c.fleet != nil {
+		return true
+	}
+	_, ok := c.ways[dir]
+	return ok
 }
 
 // fleetSpec is how an s3fleet contender runs.
@@ -42,15 +64,64 @@ type fleetSpec struct {
 	enqueueArgs []string // after SRC DEST --wait
 }
 
+// The buckets: the workloads' objects on the first S3 server, and the
+// destination of uploads and copies on both.
+const (
+	dstBucket = "dst"
+	// fleetRemote is the second S3 server's name in s3fleet's config.
+	fleetRemote = "gw2"
+)
+
 // runEnv is what a contender's command line depends on.
 type runEnv struct {
-	endpoint string
-	w        *workload
-	out      string // an empty directory for the run's output
+	dir      string // the direction
+	endpoint string // the S3 server: the source's, or an upload's destination
+	// dstEndpoint, dstAccess, dstSecret: the second S3 server (copy).
+	dstEndpoint, dstAccess, dstSecret string
+	w                                 *workload
+	// out: a download's empty directory; else the destination's key
+	// prefix in dstBucket, fresh for the run (ends with /).
+	out string
 }
 
-// single reports whether the run downloads one key rather than a prefix.
+// single reports whether the run moves one key rather than a prefix.
 func (e runEnv) single() bool { return e.w.single() }
+
+// srcURL is the workload's object, or prefix, on the first S3 server.
+func (e runEnv) srcURL() string {
+	if e.single() {
+		return "s3://" + bucket + "/" + e.w.key
+	}
+	return "s3://" + bucket + "/" + e.w.prefix
+}
+
+// srcFile is an upload's local file, or directory (ending with /).
+func (e runEnv) srcFile() string {
+	if e.single() {
+		return filepath.Join(e.w.local, e.w.rel(e.w.key))
+	}
+	return e.w.local + "/"
+}
+
+// dstKey is where the run writes: the object's key, or the prefix.
+func (e runEnv) dstKey() string {
+	if e.single() {
+		return e.out + e.w.relKey(e.w.key)
+	}
+	return e.out
+}
+
+// dstURL is dstKey in dstBucket as an s3:// URL (or another scheme's).
+func (e runEnv) dstURL(scheme string) string { return scheme + "://" + dstBucket + "/" + e.dstKey() }
+
+// rcloneRemote is an rclone remote from the environment alone.
+func rcloneRemote(name, endpoint, access, secret string) []string {
+	p := "RCLONE_CONFIG_" + name + "_"
+	return []string{
+		p + "TYPE=s3", p + "PROVIDER=Other", p + "ENDPOINT=" + endpoint, p + "REGION=" + region,
+		p + "ACCESS_KEY_ID=" + access, p + "SECRET_ACCESS_KEY=" + secret, p + "FORCE_PATH_STYLE=true",
+	}
+}
 
 // contenders lists every contender the suite knows, in the order they run.
 func contenders(o options) []*contender {
@@ -61,21 +132,36 @@ func contenders(o options) []*contender {
 			fleet: &fleetSpec{workers: n, workerArgs: o.fleetWorkerArgs},
 		})
 	}
-	s5 := func(name string, flags ...string) *contender {
-		return &contender{name: name, group: groupPeer, cmd: func(e runEnv) (string, []string, []string) {
-			args := append([]string{"--endpoint-url", e.endpoint, "cp"}, flags...)
-			if e.single() {
-				args = append(args, "s3://"+bucket+"/"+e.w.key, filepath.Join(e.out, e.w.rel(e.w.key)))
-			} else {
-				args = append(args, "s3://"+bucket+"/"+e.w.prefix+"*", e.out+"/")
-			}
-			return o.s5cmd, args, nil
+	s5 := func(name string, serverCopy bool, flags ...string) *contender {
+		cp := func(e runEnv) []string { return append([]string{"--endpoint-url", e.endpoint, "cp"}, flags...) }
+		c := &contender{name: name, group: groupPeer, ways: map[string]way{
+			dirDownload: {cmd: func(e runEnv) (string, []string, []string) {
+				if e.single() {
+					return o.s5cmd, append(cp(e), e.srcURL(), filepath.Join(e.out, e.w.rel(e.w.key))), nil
+				}
+				return o.s5cmd, append(cp(e), e.srcURL()+"*", e.out+"/"), nil
+			}},
+			dirUpload: {cmd: func(e runEnv) (string, []string, []string) {
+				return o.s5cmd, append(cp(e), e.srcFile(), e.dstURL("s3")), nil
+			}},
+			dirServerCopy: {cmd: func(e runEnv) (string, []string, []string) {
+				if e.single() {
+					return o.s5cmd, append(cp(e), e.srcURL(), e.dstURL("s3")), nil
+				}
+				return o.s5cmd, append(cp(e), e.srcURL()+"*", e.dstURL("s3")), nil
+			}},
 		}}
+		if !serverCopy {
+			delete(c.ways, dirServerCopy)
+		}
+		return c
 	}
-	cs = append(cs, s5("s5cmd"), s5("s5cmd -c8 -p8", "-c", "8", "-p", "8"))
+	// s5cmd copies within a server with one CopyObject per object: its
+	// part size and concurrency do not apply.
+	cs = append(cs, s5("s5cmd", true), s5("s5cmd -c8 -p8", false, "-c", "8", "-p", "8"))
 
-	goTool := func(name, bin string, flags ...string) *contender {
-		return &contender{name: name, group: groupPeer, cmd: func(e runEnv) (string, []string, []string) {
+	goTool := func(bin string, flags ...string) func(e runEnv) (string, []string, []string) {
+		return func(e runEnv) (string, []string, []string) {
 			args := []string{"-endpoint", e.endpoint, "-bucket", bucket}
 			if e.single() {
 				args = append(args, "-key", e.w.key, "-out", filepath.Join(e.out, e.w.rel(e.w.key)))
@@ -83,15 +169,24 @@ func contenders(o options) []*contender {
 				args = append(args, "-prefix", e.w.prefix, "-out", e.out)
 			}
 			return bin, append(args, flags...), nil
-		}}
+		}
+	}
+	sdkUp := func(flags ...string) func(e runEnv) (string, []string, []string) {
+		return func(e runEnv) (string, []string, []string) {
+			return o.bin("sdkupload"), append([]string{"-endpoint", e.endpoint, "-bucket", dstBucket, "-key", e.dstKey(), "-file", e.srcFile()}, flags...), nil
+		}
 	}
 	cs = append(cs,
-		goTool("sdk manager", o.bin("sdkdownload")),
-		goTool("sdk manager tuned", o.bin("sdkdownload"), "-tuned"),
+		&contender{name: "sdk manager", group: groupPeer, ways: map[string]way{
+			dirDownload: {cmd: goTool(o.bin("sdkdownload"))}, dirUpload: {cmd: sdkUp()},
+		}},
+		&contender{name: "sdk manager tuned", group: groupPeer, ways: map[string]way{
+			dirDownload: {cmd: goTool(o.bin("sdkdownload"), "-tuned")}, dirUpload: {cmd: sdkUp("-tuned")},
+		}},
 	)
 
 	py := func(name, script string, tree bool) *contender {
-		return &contender{name: name, group: groupPeer, tree: tree, cmd: func(e runEnv) (string, []string, []string) {
+		return &contender{name: name, group: groupPeer, tree: tree, ways: map[string]way{dirDownload: {cmd: func(e runEnv) (string, []string, []string) {
 			args := []string{filepath.Join(o.suiteDir, "python", script), "--endpoint", e.endpoint, "--bucket", bucket}
 			if e.single() {
 				args = append(args, "--key", e.w.key, "--out", filepath.Join(e.out, e.w.rel(e.w.key)))
@@ -99,76 +194,149 @@ func contenders(o options) []*contender {
 				args = append(args, "--prefix", e.w.prefix, "--out", e.out)
 			}
 			return o.python, args, nil
-		}}
+		}}}}
 	}
 	cs = append(cs, py("s3transfer pp", "s3transfer_pp.py", true), py("boto3", "boto3_download.py", false))
 
-	cs = append(cs, &contender{name: "rclone", group: groupPeer, cmd: func(e runEnv) (string, []string, []string) {
-		// A remote from the environment alone, no config file.
-		env := []string{
-			"RCLONE_CONFIG=" + os.DevNull,
-			"RCLONE_CONFIG_S3BENCH_TYPE=s3", "RCLONE_CONFIG_S3BENCH_PROVIDER=Other",
-			"RCLONE_CONFIG_S3BENCH_ENDPOINT=" + e.endpoint, "RCLONE_CONFIG_S3BENCH_REGION=" + region,
-			"RCLONE_CONFIG_S3BENCH_ACCESS_KEY_ID=" + accessKey, "RCLONE_CONFIG_S3BENCH_SECRET_ACCESS_KEY=" + secretKey,
-			"RCLONE_CONFIG_S3BENCH_FORCE_PATH_STYLE=true",
+	streams := []string{"--multi-thread-streams", strconv.Itoa(o.rcloneStreams)}
+	rcloneCopy := func(flags ...string) func(e runEnv) (string, []string, []string) {
+		return func(e runEnv) (string, []string, []string) {
+			// Two remotes, each with its own endpoint and credentials.
+			env := append([]string{"RCLONE_CONFIG=" + os.DevNull}, rcloneRemote("SRC", e.endpoint, accessKey, secretKey)...)
+			env = append(env, rcloneRemote("DST", e.dstEndpoint, e.dstAccess, e.dstSecret)...)
+			args := []string{"copyto", "src:" + bucket + "/" + e.w.key, "dst:" + dstBucket + "/" + e.dstKey()}
+			if !e.single() {
+				args = []string{"copy", "src:" + bucket + "/" + strings.TrimSuffix(e.w.prefix, "/"), "dst:" + dstBucket + "/" + strings.TrimSuffix(e.dstKey(), "/")}
+			}
+			return o.rclone, append(append(args, streams...), flags...), env
 		}
-		streams := []string{"--multi-thread-streams", strconv.Itoa(o.rcloneStreams)}
-		if e.single() {
-			return o.rclone, append([]string{"copyto", "s3bench:" + bucket + "/" + e.w.key, filepath.Join(e.out, e.w.rel(e.w.key))}, streams...), env
-		}
-		return o.rclone, append([]string{"copy", "s3bench:" + bucket + "/" + strings.TrimSuffix(e.w.prefix, "/"), e.out}, streams...), env
+	}
+	cs = append(cs, &contender{name: "rclone", group: groupPeer, ways: map[string]way{
+		dirDownload: {cmd: func(e runEnv) (string, []string, []string) {
+			// A remote from the environment alone, no config file.
+			env := append([]string{"RCLONE_CONFIG=" + os.DevNull}, rcloneRemote("S3BENCH", e.endpoint, accessKey, secretKey)...)
+			if e.single() {
+				return o.rclone, append([]string{"copyto", "s3bench:" + bucket + "/" + e.w.key, filepath.Join(e.out, e.w.rel(e.w.key))}, streams...), env
+			}
+			return o.rclone, append([]string{"copy", "s3bench:" + bucket + "/" + strings.TrimSuffix(e.w.prefix, "/"), e.out}, streams...), env
+		}},
+		dirCopy: {cmd: rcloneCopy()},
+	}})
+	// rclone's S3 uploads at the part size and concurrency the others use.
+	cs = append(cs, &contender{name: "rclone tuned", group: groupPeer, ways: map[string]way{
+		dirCopy: {cmd: rcloneCopy("--s3-upload-concurrency", "8", "--s3-chunk-size", "8Mi")},
 	}})
 
-	cs = append(cs, goTool("plain loop", o.bin("plainget")))
-	ceiling := goTool("ceiling", o.bin("plainget"), "-discard")
-	ceiling.group, ceiling.discard = groupCeiling, true
-	cs = append(cs, ceiling)
+	cs = append(cs, &contender{name: "plain loop", group: groupPeer, ways: map[string]way{dirDownload: {cmd: goTool(o.bin("plainget"))}}})
+
+	// The ceilings: the most the server gives for the operation, with
+	// nothing else to do (no file, no checksum). plainput writes an object
+	// of its own bytes from memory, or copies the source's parts with
+	// UploadPartCopy.
+	put := func(endpoint func(runEnv) string, creds func(runEnv) []string) func(e runEnv) (string, []string, []string) {
+		return func(e runEnv) (string, []string, []string) {
+			args := []string{"-endpoint", endpoint(e), "-bucket", dstBucket, "-key", e.dstKey(), "-size", strconv.FormatInt(e.w.total, 10)}
+			return o.bin("plainput"), args, creds(e)
+		}
+	}
+	first := func(e runEnv) string { return e.endpoint }
+	second := func(e runEnv) string { return e.dstEndpoint }
+	noCreds := func(runEnv) []string { return nil }
+	secondCreds := func(e runEnv) []string {
+		return []string{"AWS_ACCESS_KEY_ID=" + e.dstAccess, "AWS_SECRET_ACCESS_KEY=" + e.dstSecret}
+	}
+	discard := goTool(o.bin("plainget"), "-discard")
+	cs = append(cs,
+		&contender{name: "ceiling", group: groupCeiling, ways: map[string]way{
+			dirDownload: {cmd: discard, count: true, nothing: true},
+			dirUpload:   {cmd: put(first, noCreds), count: true},
+			dirCopy:     {cmd: put(second, secondCreds), count: true},
+			dirServerCopy: {cmd: func(e runEnv) (string, []string, []string) {
+				args := []string{"-endpoint", e.endpoint, "-bucket", dstBucket}
+				if e.single() {
+					args = append(args, "-key", e.dstKey(), "-copy-from", bucket+"/"+e.w.key)
+				} else {
+					args = append(args, "-prefix", e.dstKey(), "-copy-from", bucket+"/"+e.w.prefix, "-concurrency", "32")
+				}
+				return o.bin("plainput"), args, nil
+			}},
+		}},
+		// A copy across endpoints gets no more than the first server's
+		// GET ceiling, nor than the second's PUT ceiling ("ceiling").
+		&contender{name: "ceiling GET", group: groupCeiling, ways: map[string]way{
+			dirCopy: {cmd: discard, count: true, nothing: true},
+		}},
+	)
 	return cs
 }
 
-// selectContenders keeps those whose name matches the pattern.
-func selectContenders(all []*contender, pattern string) ([]*contender, error) {
+// selectContenders keeps those whose name matches the pattern and that go
+// in one of the directions.
+func selectContenders(all []*contender, pattern string, dirs []string) ([]*contender, error) {
 	re, err := regexp.Compile(pattern)
 	if err != nil {
 		return nil, fmt.Errorf("-contenders: %w", err)
 	}
 	var out []*contender
 	for _, c := range all {
-		if re.MatchString(c.name) {
+		if re.MatchString(c.name) && slices.ContainsFunc(dirs, c.does) {
 			out = append(out, c)
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("-contenders %q matches none of the contenders", pattern)
+		return nil, fmt.Errorf("-contenders %q matches none of the contenders of the cells' directions (%s)", pattern, strings.Join(dirs, ", "))
 	}
 	return out, nil
 }
 
+// placeholders is the run environment the report's commands show.
+func placeholders(dir string, w *workload) runEnv {
+	shown := *w
+	shown.local = "$SRC"
+	e := runEnv{dir: dir, endpoint: "$ENDPOINT", dstEndpoint: "$ENDPOINT2", w: &shown, out: "$OUT"}
+	if dir != dirDownload {
+		e.out = "$RUN/"
+	}
+	return e
+}
+
 // describe is the contender's command line for the report, with
-// placeholders for the endpoint and the output directory.
-func (c *contender) describe(o options, w *workload) string {
-	e := runEnv{endpoint: "$ENDPOINT", w: w, out: "$OUT"}
+// placeholders for the endpoints, the output directory and the run's
+// destination prefix.
+func (c *contender) describe(o options, dir string, w *workload) string {
+	e := placeholders(dir, w)
 	if c.fleet != nil {
 		src, dst := fleetArgs(e)
-		return fmt.Sprintf("%d × `worker%s` (idle before the clock; S3FLEET_FLUSH=sync durable, none scratch), then `enqueue %s %s --wait%s`",
-			c.fleet.workers, joinArgs(c.fleet.workerArgs), src, dst, joinArgs(c.fleet.enqueueArgs))
+		flush := " S3FLEET_FLUSH=sync durable, none scratch;"
+		if dir != dirDownload {
+			flush = ""
+		}
+		return fmt.Sprintf("%d × `worker%s` (idle before the clock;%s), then `enqueue %s %s --wait%s`",
+			c.fleet.workers, joinArgs(c.fleet.workerArgs), strings.TrimSuffix(flush, ";"), shortPath(o, src), dst, joinArgs(c.fleet.enqueueArgs))
 	}
-	bin, args, env := c.cmd(e)
+	bin, args, env := c.ways[dir].cmd(e)
 	var b strings.Builder
 	for _, kv := range env {
-		if strings.HasPrefix(kv, "RCLONE_CONFIG_S3BENCH_") && !strings.Contains(kv, "_TYPE=") &&
-			!strings.Contains(kv, "_PROVIDER=") && !strings.Contains(kv, "_PATH_STYLE=") {
-			continue
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "RCLONE_CONFIG_") &&
+			!strings.HasSuffix(k, "_TYPE") && !strings.HasSuffix(k, "_PROVIDER") && !strings.HasSuffix(k, "_PATH_STYLE") {
+			continue // endpoints and credentials
 		}
 		b.WriteString(kv + " ")
 	}
 	for i, a := range args {
-		if strings.HasPrefix(a, o.suiteDir+"/") {
-			args[i] = strings.TrimPrefix(a, o.suiteDir+"/")
-		}
+		args[i] = shortPath(o, a)
 	}
 	fmt.Fprintf(&b, "%s%s", shortBin(bin), joinArgs(args))
 	return "`" + b.String() + "`"
+}
+
+// shortPath shows a path in the suite's directory relative to it.
+func shortPath(o options, p string) string {
+	if strings.HasPrefix(p, o.suiteDir+"/") {
+		return strings.TrimPrefix(p, o.suiteDir+"/")
+	}
+	return p
 }
 
 func shortBin(bin string) string {
@@ -197,10 +365,18 @@ func joinArgs(args []string) string {
 
 // fleetArgs are enqueue's SRC and DEST.
 func fleetArgs(e runEnv) (src, dst string) {
-	if e.single() {
-		return "s3://" + bucket + "/" + e.w.key, filepath.Join(e.out, e.w.rel(e.w.key))
+	switch e.dir {
+	case dirUpload:
+		return e.srcFile(), e.dstURL("s3")
+	case dirCopy:
+		return e.srcURL(), e.dstURL(fleetRemote)
+	case dirServerCopy:
+		return e.srcURL(), e.dstURL("s3")
 	}
-	return "s3://" + bucket + "/" + e.w.prefix, e.out + "/"
+	if e.single() {
+		return e.srcURL(), filepath.Join(e.out, e.w.rel(e.w.key))
+	}
+	return e.srcURL(), e.out + "/"
 }
 
 // sample is one run of one contender.
@@ -233,14 +409,19 @@ func (s *suite) runFleet(ctx context.Context, c *contender, cl cell, out, logPre
 	if err := s.srv.rdb.FlushDB(ctx).Err(); err != nil {
 		return res, fmt.Errorf("flush redis: %w", err)
 	}
-	e := runEnv{endpoint: s.srv.endpointFor(cl.net), w: cl.w, out: out}
+	e := s.runEnv(cl, out)
 	flush := "sync"
 	if cl.mode == modeScratch {
 		flush = "none"
 	}
-	env := append(cleanEnv(),
+	env := append(s.cellEnv(cl),
 		"S3FLEET_REDIS=redis://"+s.srv.redisAddr+"/0", "S3FLEET_ENDPOINT="+e.endpoint,
 		"S3FLEET_PATH_STYLE=true", "S3FLEET_REGION="+region, "S3FLEET_LOG_LEVEL=warn")
+	if cl.dir != dirDownload {
+		// The second server as a remote, where the workers may write, and
+		// where they may upload from.
+		env = append(env, s.srv.fleetEnv(cl.net)...)
+	}
 	workers := make([]*process, 0, c.fleet.workers)
 	defer func() {
 		for _, w := range workers {
@@ -274,7 +455,7 @@ func (s *suite) runFleet(ctx context.Context, c *contender, cl cell, out, logPre
 	_ = resetPeakRSS(s.srv.redis.pid())
 
 	watched := append([]*process{s.srv.redis}, workers...)
-	servers := s.srv.serverProcs(cl.net)
+	servers := s.srv.serverProcs(cl)
 	before, err := cpuTimes(append(watched, servers...))
 	if err != nil {
 		return res, err
@@ -354,14 +535,13 @@ func logTails(ps []*process) string {
 // runCommand is one run of a peer or the ceiling: sync, then the clock
 // around the command (and, durable, a sync after it).
 func (s *suite) runCommand(ctx context.Context, c *contender, cl cell, out, logPrefix string, beforeClock func()) (res sample, err error) {
-	e := runEnv{endpoint: s.srv.endpointFor(cl.net), w: cl.w, out: out}
-	bin, args, extraEnv := c.cmd(e)
-	sp := spec{name: c.name, bin: bin, args: args, env: append(cleanEnv(), extraEnv...), dir: s.tmp, log: logPrefix + ".log"}
+	bin, args, extraEnv := c.ways[cl.dir].cmd(s.runEnv(cl, out))
+	sp := spec{name: c.name, bin: bin, args: args, env: append(s.cellEnv(cl), extraEnv...), dir: s.tmp, log: logPrefix + ".log"}
 	cmd, logf, err := sp.command()
 	if err != nil {
 		return res, err
 	}
-	servers := s.srv.serverProcs(cl.net)
+	servers := s.srv.serverProcs(cl)
 	beforeClock()
 	syscall.Sync()
 	before, err := cpuTimes(servers)
@@ -411,21 +591,40 @@ func (s *suite) runCommand(ctx context.Context, c *contender, cl cell, out, logP
 	if res.procs == 0 {
 		res.rssSum, res.procs = res.rssMax, 1
 	}
-	if c.discard {
+	if c.ways[cl.dir].count {
 		return res, checkByteCount(sp.log, cl.w)
 	}
 	return res, nil
 }
 
-// checkByteCount checks the ceiling's report of what it received.
+// runEnv is the run environment of a cell, its output (a directory, or a
+// destination prefix) out.
+func (s *suite) runEnv(cl cell, out string) runEnv {
+	return runEnv{dir: cl.dir, endpoint: s.srv.endpointFor(cl.net), dstEndpoint: s.srv.secondFor(cl.net),
+		dstAccess: accessKeyB, dstSecret: secretKeyB, w: cl.w, out: out}
+}
+
+// cellEnv is the environment of every process of a run in the cell: the
+// first server's credentials, and over HTTPS the suite's CA.
+func (s *suite) cellEnv(cl cell) []string {
+	env := cleanEnv()
+	if cl.net == netTLS {
+		env = append(env, "SSL_CERT_FILE="+s.srv.caFile)
+	}
+	return env
+}
+
+// checkByteCount checks a ceiling's report of what it received or sent,
+// "plainget: N objects, M bytes" (or plainput's).
 func checkByteCount(logPath string, w *workload) error {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		return err
 	}
 	var objs, n int64
+	var name string
 	for line := range strings.Lines(string(b)) {
-		if _, err := fmt.Sscanf(line, "plainget: %d objects, %d bytes", &objs, &n); err == nil {
+		if _, err := fmt.Sscanf(line, "%s %d objects, %d bytes", &name, &objs, &n); err == nil && strings.HasPrefix(name, "plain") {
 			if objs != int64(len(w.objects)) || n != w.total {
 				return fmt.Errorf("received %d objects, %d bytes; want %d, %d", objs, n, len(w.objects), w.total)
 			}

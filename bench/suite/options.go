@@ -13,14 +13,36 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// The network conditions and the durability modes.
+// The directions, the network conditions and the durability modes.
 const (
+	dirDownload   = "download"    // S3 -> local files
+	dirUpload     = "upload"      // a local file -> S3
+	dirCopy       = "copy"        // S3 server A -> S3 server B, other credentials
+	dirServerCopy = "server-copy" // within one S3 server: it copies the bytes itself
+
 	netLoopback = "loopback"
 	netWAN      = "wan"
+	netTLS      = "tls" // loopback over HTTPS
 
 	modeDurable = "durable"
 	modeScratch = "scratch"
 )
+
+// directionSpec is what a direction's cells may be made of. A direction
+// without modes writes no local file: its cells have none.
+type directionSpec struct {
+	workloads, nets, modes []string
+}
+
+// directionOrder is the directions in the order of the report.
+var directionOrder = []string{dirDownload, dirUpload, dirCopy, dirServerCopy}
+
+var directions = map[string]directionSpec{
+	dirDownload:   {[]string{"big", "small", "mixed"}, []string{netLoopback, netWAN}, []string{modeDurable, modeScratch}},
+	dirUpload:     {[]string{"big"}, []string{netLoopback, netTLS}, nil},
+	dirCopy:       {[]string{"big"}, []string{netLoopback, netTLS}, nil},
+	dirServerCopy: {[]string{"big", "small"}, []string{netLoopback}, nil},
+}
 
 // options are the command-line flags, with the mode's presets filled in.
 type options struct {
@@ -28,6 +50,7 @@ type options struct {
 	runs, warmup int // runs: of each cell without its own count
 	cells        []cellSpec
 	workloads    []string // those of the cells, in order
+	directions   []string // -directions: the cells kept; empty: all
 	slow         time.Duration
 	budget       time.Duration
 	listing      int    // keys of the generated listing the enqueue is measured on; 0: none
@@ -61,16 +84,53 @@ func (o options) needsWAN() bool {
 	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.net == netWAN })
 }
 
-// cellSpec is one table to measure: workload/net/mode, with its runs.
-type cellSpec struct {
-	workload, net, mode string
-	runs                int // 0: -runs
+// needsTLS reports whether a cell runs over HTTPS.
+func (o options) needsTLS() bool {
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.net == netTLS })
 }
 
-// parseCells reads -cells: comma-separated workload/net/mode[:runs], each
-// part a name or *.
+// needsSecond reports whether a cell copies to the second S3 server.
+func (o options) needsSecond() bool {
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.dir == dirCopy })
+}
+
+// has reports whether a cell goes in the direction.
+func (o options) has(dir string) bool {
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.dir == dir })
+}
+
+// uploadSources are the workloads an upload cell reads from local files.
+func (o options) uploadSources() []string {
+	var ids []string
+	for _, c := range o.cells {
+		if c.dir == dirUpload && !slices.Contains(ids, c.workload) {
+			ids = append(ids, c.workload)
+		}
+	}
+	return ids
+}
+
+// cellSpec is one table to measure: a direction, a workload, a network and
+// (downloads only) a durability mode, with its runs.
+type cellSpec struct {
+	dir, workload, net, mode string
+	runs                     int // 0: -runs
+}
+
+// id names the cell: workload/net/mode for a download (as before there
+// were other directions), direction/workload/net otherwise.
+func (c cellSpec) id() string {
+	if c.dir == dirDownload {
+		return c.workload + "/" + c.net + "/" + c.mode
+	}
+	return c.dir + "/" + c.workload + "/" + c.net
+}
+
+// parseCells reads -cells: comma-separated items, each
+// [download/]workload/net/mode[:runs] for downloads or
+// direction/workload/net[:runs] for the other directions, each part after
+// the direction a name or *.
 func parseCells(text string) ([]cellSpec, error) {
-	allowed := [3][]string{{"big", "small", "mixed"}, {netLoopback, netWAN}, {modeDurable, modeScratch}}
 	var out []cellSpec
 	for item := range strings.SplitSeq(text, ",") {
 		item = strings.TrimSpace(item)
@@ -87,10 +147,22 @@ func parseCells(text string) ([]cellSpec, error) {
 			runs = n
 		}
 		parts := strings.Split(spec, "/")
-		if len(parts) != 3 {
-			return nil, fmt.Errorf("-cells: %q: want workload/net/mode, e.g. big/loopback/durable", item)
+		dir := dirDownload
+		if _, ok := directions[parts[0]]; ok {
+			dir, parts = parts[0], parts[1:]
 		}
-		var choices [3][]string
+		d := directions[dir]
+		allowed := [][]string{d.workloads, d.nets}
+		want := "workload/net/mode, e.g. big/loopback/durable"
+		if d.modes != nil {
+			allowed = append(allowed, d.modes)
+		} else {
+			want = dir + "/workload/net, e.g. " + dir + "/big/loopback"
+		}
+		if len(parts) != len(allowed) {
+			return nil, fmt.Errorf("-cells: %q: want %s", item, want)
+		}
+		choices := make([][]string, len(allowed))
 		for i, p := range parts {
 			switch {
 			case p == "*":
@@ -98,14 +170,18 @@ func parseCells(text string) ([]cellSpec, error) {
 			case slices.Contains(allowed[i], p):
 				choices[i] = []string{p}
 			default:
-				return nil, fmt.Errorf("-cells: %q: %q is none of %s", item, p, strings.Join(allowed[i], ", "))
+				return nil, fmt.Errorf("-cells: %q: %q is none of %s (for %s)", item, p, strings.Join(allowed[i], ", "), dir)
 			}
+		}
+		modes := []string{""}
+		if d.modes != nil {
+			modes = choices[2]
 		}
 		for _, w := range choices[0] {
 			for _, n := range choices[1] {
-				for _, m := range choices[2] {
-					c := cellSpec{workload: w, net: n, mode: m, runs: runs}
-					if i := slices.IndexFunc(out, func(o cellSpec) bool { return o.workload == w && o.net == n && o.mode == m }); i >= 0 {
+				for _, m := range modes {
+					c := cellSpec{dir: dir, workload: w, net: n, mode: m, runs: runs}
+					if i := slices.IndexFunc(out, func(o cellSpec) bool { return o.id() == c.id() }); i >= 0 {
 						out[i] = c
 					} else {
 						out = append(out, c)
@@ -117,7 +193,8 @@ func parseCells(text string) ([]cellSpec, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("-cells: no cell given")
 	}
-	// Grouped by workload, in the order of first mention.
+	// Grouped by direction (in their order), then by workload in the order
+	// of first mention.
 	var order []string
 	for _, c := range out {
 		if !slices.Contains(order, c.workload) {
@@ -125,9 +202,38 @@ func parseCells(text string) ([]cellSpec, error) {
 		}
 	}
 	slices.SortStableFunc(out, func(a, b cellSpec) int {
+		if d := slices.Index(directionOrder, a.dir) - slices.Index(directionOrder, b.dir); d != 0 {
+			return d
+		}
 		return slices.Index(order, a.workload) - slices.Index(order, b.workload)
 	})
 	return out, nil
+}
+
+// keepDirections keeps the cells going in the given directions
+// (comma-separated; empty: all).
+func keepDirections(cells []cellSpec, text string) ([]cellSpec, []string, error) {
+	if strings.TrimSpace(text) == "" {
+		return cells, nil, nil
+	}
+	var dirs []string
+	for d := range strings.SplitSeq(text, ",") {
+		d = strings.TrimSpace(d)
+		if _, ok := directions[d]; !ok {
+			return nil, nil, fmt.Errorf("-directions: %q is none of %s", d, strings.Join(directionOrder, ", "))
+		}
+		dirs = append(dirs, d)
+	}
+	var out []cellSpec
+	for _, c := range cells {
+		if slices.Contains(dirs, c.dir) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil, fmt.Errorf("-directions %s: none of the cells goes that way", text)
+	}
+	return out, dirs, nil
 }
 
 // presets are the two modes' defaults.
@@ -138,25 +244,31 @@ var presets = map[string]struct {
 	"quick": {options{runs: 3, warmup: 1, contenders: "^(s3fleet 2w|s5cmd)$", slow: time.Minute, budget: 150 * time.Second, listing: 0,
 		out: "bench/out/results-quick.md", chart: "bench/out/results-quick.png"},
 		"big/loopback/*"},
-	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 26 * time.Minute, listing: 1_000_000,
+	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 36 * time.Minute, listing: 1_000_000,
 		out: "bench/results.md", chart: "bench/results.png"},
-		"big/loopback/*:5,big/wan/*,small/loopback/durable,mixed/loopback/durable"},
+		fullCells},
 }
+
+// fullCells are the full mode's tables: every direction.
+const fullCells = "big/loopback/*:5,big/wan/*,small/loopback/durable,mixed/loopback/durable," +
+	"upload/big/*,copy/big/*,server-copy/*/loopback"
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
 	mode := fs.String("mode", "full", "quick (1 GiB, s3fleet 2 workers vs s5cmd, loopback) or full (everything); the flags below override its presets")
 	runs := fs.Int("runs", 0, "runs of each contender in each cell (default: quick 3; full 5 for big/loopback, 3 elsewhere)")
-	warmup := fs.Int("warmup", -1, "unmeasured downloads (the plain loop) before each workload's runs (default 1)")
-	cells := fs.String("cells", "", "the tables: comma-separated workload/net/mode[:runs], each part a name or * "+
-		"(workloads big, small, mixed; nets loopback, wan; modes durable, scratch) "+
-		"(default: quick 'big/loopback/*', full 'big/loopback/*:5,big/wan/*,small/loopback/durable,mixed/loopback/durable')")
+	warmup := fs.Int("warmup", -1, "unmeasured downloads (the plain loop) before each workload's first cell (default 1)")
+	cells := fs.String("cells", "", "the tables: comma-separated items, downloads workload/net/mode[:runs] "+
+		"(workloads big, small, mixed; nets loopback, wan; modes durable, scratch), the other directions direction/workload/net[:runs] "+
+		"(upload/big/{loopback,tls}, copy/big/{loopback,tls}, server-copy/{big,small}/loopback), each part after the direction a name or * "+
+		"(default: quick 'big/loopback/*', full '"+fullCells+"')")
+	dirs := fs.String("directions", "", "keep only the cells of these directions, comma-separated: download, upload, copy (across endpoints), server-copy (default: all)")
 	slow := fs.Duration("slow", 0, "a contender whose run takes longer runs only once in that cell (default: quick 1m, full 20s)")
-	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 2m30s, full 26m)")
+	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 2m30s, full 36m)")
 	contenders := fs.String("contenders", "", "regular expression choosing contenders by name (default: quick '^(s3fleet 2w|s5cmd)$', full all)")
 	ref := fs.String("ref", "s3fleet 2w", "the s3fleet contender the ratios and targets use, or best: the fastest s3fleet row of each table")
 	fleetWorkers := fs.String("fleet-workers", "1,2,4", "s3fleet contenders: numbers of worker processes")
-	listing := fs.Int("listing", -1, "keys of a generated listing to measure the enqueue's memory on, 0 for none (default: quick 0, full 1000000)")
+	listing := fs.Int("listing", -1, "keys of a generated listing to measure the enqueue's memory on, 0 for none (default: quick 0, full 1000000; 0 without download cells)")
 	fleetConcurrency := fs.Int("fleet-concurrency", 0, "s3fleet workers' --concurrency (default: the product's default)")
 	bigSize := fs.String("big-size", "1GiB", "size of the big workload's object")
 	smallCount := fs.Int("small-count", 10000, "objects of the small workload")
@@ -198,6 +310,9 @@ func parseFlags(args []string) (options, error) {
 	if o.cells, err = parseCells(cellText); err != nil {
 		return options{}, err
 	}
+	if o.cells, o.directions, err = keepDirections(o.cells, *dirs); err != nil {
+		return options{}, err
+	}
 	if *runs != 0 {
 		o.runs = *runs
 		for i := range o.cells {
@@ -225,6 +340,9 @@ func parseFlags(args []string) (options, error) {
 		o.contenders = *contenders
 	}
 	o.ref = *ref
+	if !o.has(dirDownload) {
+		o.listing = 0 // the enqueue of a download listing goes with the downloads
+	}
 	if *listing >= 0 {
 		o.listing = *listing
 	}

@@ -163,9 +163,22 @@ func (s *suite) render() string {
 		fmt.Fprintf(&b, "; emulated WAN: the suite's wanproxy in front of versitygw, %s latency on every response and %d MB/s per connection",
 			o.wanLatency, o.wanRateKBps/1000)
 	}
+	if o.needsSecond() {
+		b.WriteString("; copies across endpoints: a second versitygw (server B: its own port, directory and credentials; " +
+			"s3fleet's remote `" + fleetRemote + "` with a profile of a shared credentials file)")
+	}
+	if o.needsTLS() {
+		b.WriteString("; HTTPS: one more versitygw per server on the same directory with a self-signed certificate " +
+			"(ECDSA P-256), trusted through SSL_CERT_FILE")
+	}
 	fmt.Fprintf(&b, "\n- Runs: %s of each contender in each table (below), the order rotating from run to run; "+
 		"a contender whose run took over %s ran once in that table; %d unmeasured warm-up download(s) per workload; "+
-		"every run to a fresh directory after sync(2), its every file checked by SHA-256\n", s.runCounts(), o.slow, o.warmup)
+		"every run to a fresh directory after sync(2), its every file checked by SHA-256", s.runCounts(), o.slow, o.warmup)
+	if len(s.dirs()) > 1 || s.dirs()[0] != dirDownload {
+		b.WriteString("; every upload or copy to a fresh prefix of the destination bucket, its every object read back " +
+			"and checked by SHA-256 (and no multipart upload left), after the clock; the prefix deleted before the next run's clock")
+	}
+	b.WriteString("\n")
 	if len(s.slowOnes) > 0 {
 		fmt.Fprintf(&b, "- Ran once for being slow: %s\n", strings.Join(s.slowOnes, "; "))
 	}
@@ -186,7 +199,7 @@ func (s *suite) render() string {
 	}
 
 	if t := s.targets(); t != "" {
-		b.WriteString("## Targets of issue 5\n\n")
+		b.WriteString("## Targets\n\n")
 		b.WriteString(t)
 		b.WriteString("\n")
 	}
@@ -225,6 +238,9 @@ func (s *suite) render() string {
 		if haveRef {
 			fmt.Fprintf(&b, "\n\"s3fleet ÷ this\": %s's median divided by each row's.", ref.contender.name)
 		}
+		if line := copyCeiling(rows, ref, haveRef); line != "" {
+			b.WriteString("\n- " + line)
+		}
 		for _, st := range rows {
 			if st.contender.group == groupFleet && len(st.ok) > 0 {
 				fmt.Fprintf(&b, "\n- %s, peak RSS MiB by process, most of any run: worker %s, enqueue %s, Redis %s",
@@ -250,54 +266,16 @@ func (s *suite) render() string {
 
 	b.WriteString(s.listing.report())
 	b.WriteString("## The contenders' commands\n\n")
-	b.WriteString("$ENDPOINT is versitygw's address, or wanproxy's on the emulated WAN; $OUT an empty directory of the run's own.\n" +
-		"Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; s3fleet's settings from S3FLEET_REDIS, S3FLEET_ENDPOINT,\n" +
-		"S3FLEET_PATH_STYLE=true, S3FLEET_REGION=us-east-1. Peers in the durable tables get a sync(2) inside their clock.\n\n")
-	var single, prefix *workload
-	for _, w := range s.workloads {
-		if w.single() && single == nil {
-			single = w
-		} else if !w.single() && prefix == nil {
-			prefix = w
-		}
+	b.WriteString("$ENDPOINT is versitygw's address, or wanproxy's on the emulated WAN, or its HTTPS instance's; $OUT an empty directory of the run's own;\n" +
+		"$ENDPOINT2 the second server's (copies across endpoints); $RUN/ a key prefix of the run's own in the destination bucket; $SRC the\n" +
+		"uploads' local copy of the workload. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the second server's:\n" +
+		"rclone's RCLONE_CONFIG_DST_*, s3fleet's profile `" + fleetRemote + "`); s3fleet's settings from S3FLEET_REDIS, S3FLEET_ENDPOINT,\n" +
+		"S3FLEET_PATH_STYLE=true, S3FLEET_REGION=us-east-1, and for uploads and copies S3FLEET_CONFIG, a file naming the second server\n" +
+		"(remotes: " + fleetRemote + ") and allow_write, allow_source. Peers in the durable tables get a sync(2) inside their clock.\n\n")
+	for _, dir := range s.dirs() {
+		b.WriteString(s.commands(dir))
 	}
-	for _, c := range s.contenders {
-		fmt.Fprintf(&b, "- **%s**:", c.name)
-		if single != nil {
-			fmt.Fprintf(&b, " %s", c.describe(o, single))
-		}
-		if prefix != nil {
-			if single == nil {
-				fmt.Fprintf(&b, " %s", c.describe(o, prefix))
-			} else if c.fleet != nil {
-				src, dst := fleetArgs(runEnv{w: prefix, out: "$OUT"})
-				fmt.Fprintf(&b, "; a prefix: `enqueue %s %s --wait%s`", src, dst, joinArgs(c.fleet.enqueueArgs))
-			} else {
-				fmt.Fprintf(&b, "; a prefix: %s", c.describe(o, prefix))
-			}
-		}
-		b.WriteString("\n")
-	}
-	b.WriteString(`
-Notes: the sdk manager and plainget have no prefix download of their own: they list the
-prefix and download 8 objects at once (sdk manager: one Download call each on one
-Downloader; plainget: its 8 goroutines take the next range of the next object).
-boto3 downloads a prefix with a pool of 10 threads, one download_file call per object;
-s3transfer pp queues one download_file per object on one ProcessPoolDownloader.
-rclone checks each file's MD5 against the ETag after the download, re-reading it, as it
-does by default. The ceiling writes nothing; its byte count is checked instead of files.
-It is the ceiling of 8 connections: on the emulated WAN, where each connection is capped,
-more connections go faster.
-
-MB/s is 10^6 bytes per second of wall time; objects/s the objects per second at the
-median time. CPU-s/GiB is user+system CPU time per GiB (2^30 bytes) of the workload,
-the median of the runs: s3fleet's counts its workers, its enqueue and Redis; the
-others' count their own process and its children. "server CPU" is versitygw's (and
-wanproxy's on the emulated WAN) during the same clock. Peak RSS is each process's
-VmHWM (the medians of the runs): the largest one, and the sum over the processes
-(their number in parentheses; s3fleet's include Redis and the enqueue).
-`)
-
+	b.WriteString(notes(s.dirs()))
 	b.WriteString("\n<details><summary>Every run, in the order they ran</summary>\n\n")
 	header = []string{"table", "run", "contender", "s", "MB/s", "CPU-s user", "CPU-s sys", "server CPU-s", "kernel threads CPU-s", "other programs CPU-s", "peak RSS MiB", "warnings", "error"}
 	var all [][]string
@@ -321,21 +299,32 @@ VmHWM (the medians of the runs): the largest one, and the sum over the processes
 	return b.String()
 }
 
-// targets compares the best s3fleet with the peers the issue names.
+// target is a ratio the issues ask of s3fleet against a peer in a table.
+type target struct {
+	dir, workload, net, peer string
+	want                     float64
+}
+
+// targets are the issues' goals: issue 5's for downloads, and those of the
+// other directions on plain HTTP.
+var targets = []target{
+	{dirDownload, "big", netLoopback, "s5cmd", 1.5},
+	{dirDownload, "big", netLoopback, "sdk manager", 2.5},
+	{dirDownload, "big", netLoopback, "s3transfer pp", 3},
+	{dirDownload, "big", netLoopback, "plain loop", 0.9},
+	{dirDownload, "big", netLoopback, "ceiling", 0.6},
+	{dirDownload, "big", netWAN, "s5cmd", 2},
+	{dirDownload, "small", netLoopback, "s5cmd", 1},
+	{dirUpload, "big", netLoopback, "s5cmd", 1.5},
+	{dirUpload, "big", netLoopback, "sdk manager", 2},
+	{dirCopy, "big", netLoopback, "rclone", 1.5},
+	{dirServerCopy, "big", netLoopback, "s5cmd", 1},
+	{dirServerCopy, "small", netLoopback, "s5cmd", 1},
+}
+
+// targets compares the reference s3fleet row with the peers the issues
+// name, and its workers' memory with the limit.
 func (s *suite) targets() string {
-	type target struct {
-		workload, net, peer string
-		want                float64
-	}
-	ts := []target{
-		{"big", netLoopback, "s5cmd", 1.5},
-		{"big", netLoopback, "sdk manager", 2.5},
-		{"big", netLoopback, "s3transfer pp", 3},
-		{"big", netLoopback, "plain loop", 0.9},
-		{"big", netLoopback, "ceiling", 0.6},
-		{"big", netWAN, "s5cmd", 2},
-		{"small", netLoopback, "s5cmd", 1},
-	}
 	var rows [][]string
 	for _, cl := range s.cells {
 		tab := s.table(cl)
@@ -343,8 +332,8 @@ func (s *suite) targets() string {
 		if !ok {
 			continue
 		}
-		for _, t := range ts {
-			if t.workload != cl.w.id || t.net != cl.net {
+		for _, t := range targets {
+			if t.dir != cl.dir || t.workload != cl.w.id || t.net != cl.net {
 				continue
 			}
 			peer, ok := find(tab, t.peer)
@@ -589,4 +578,108 @@ func sourceVersion(dir string) string {
 		v += ", with uncommitted changes"
 	}
 	return v
+}
+
+// copyCeiling says what bounds a copy across endpoints: the lower of the
+// first server's GET ceiling and the second's PUT ceiling, and how near
+// s3fleet came to it; "" for other tables.
+func copyCeiling(rows []stats, ref stats, haveRef bool) string {
+	get, okGet := find(rows, "ceiling GET")
+	put, okPut := find(rows, "ceiling")
+	if !okGet || !okPut || rows[0].cell.dir != dirCopy {
+		return ""
+	}
+	g, p := median(get.rate()), median(put.rate())
+	line := fmt.Sprintf("The copy's ceiling is the lower of server A's GET ceiling (ceiling GET, %.0f MB/s) and server B's PUT ceiling "+
+		"(ceiling, %.0f MB/s): %.0f MB/s, though a copy needs both at once on the same CPUs", g, p, min(g, p))
+	if haveRef {
+		line += fmt.Sprintf("; %s reached %.0f %% of it", ref.contender.name, 100*median(ref.rate())/min(g, p))
+	}
+	return line + "."
+}
+
+// commands lists the contenders' commands in a direction.
+func (s *suite) commands(dir string) string {
+	var b strings.Builder
+	titles := map[string]string{dirDownload: "Downloads", dirUpload: "Uploads", dirCopy: "Copies across endpoints (server A → server B)",
+		dirServerCopy: "Server-side copies (within server A)"}
+	fmt.Fprintf(&b, "%s:\n\n", titles[dir])
+	var single, prefix *workload
+	for _, cl := range s.cells {
+		if cl.dir != dir {
+			continue
+		}
+		if cl.w.single() && single == nil {
+			single = cl.w
+		} else if !cl.w.single() && prefix == nil {
+			prefix = cl.w
+		}
+	}
+	for _, c := range s.contenders {
+		if !c.does(dir) {
+			continue
+		}
+		fmt.Fprintf(&b, "- **%s**:", c.name)
+		if single != nil {
+			fmt.Fprintf(&b, " %s", c.describe(s.opt, dir, single))
+		}
+		if prefix != nil {
+			if single == nil {
+				fmt.Fprintf(&b, " %s", c.describe(s.opt, dir, prefix))
+			} else if c.fleet != nil {
+				src, dst := fleetArgs(placeholders(dir, prefix))
+				fmt.Fprintf(&b, "; a prefix: `enqueue %s %s --wait%s`", src, dst, joinArgs(c.fleet.enqueueArgs))
+			} else {
+				fmt.Fprintf(&b, "; a prefix: %s", c.describe(s.opt, dir, prefix))
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// notes explains the commands and the columns.
+func notes(dirs []string) string {
+	var b strings.Builder
+	b.WriteString("Notes:")
+	if slices.Contains(dirs, dirDownload) {
+		b.WriteString(`
+the sdk manager and plainget have no prefix download of their own: they list the
+prefix and download 8 objects at once (sdk manager: one Download call each on one
+Downloader; plainget: its 8 goroutines take the next range of the next object).
+boto3 downloads a prefix with a pool of 10 threads, one download_file call per object;
+s3transfer pp queues one download_file per object on one ProcessPoolDownloader.
+rclone checks each file's MD5 against the ETag after the download, re-reading it, as it
+does by default. The ceiling of a download writes nothing; its byte count is checked
+instead of files. It is the ceiling of 8 connections: on the emulated WAN, where each
+connection is capped, more connections go faster.`)
+	}
+	if slices.Contains(dirs, dirUpload) || slices.Contains(dirs, dirCopy) || slices.Contains(dirs, dirServerCopy) {
+		b.WriteString(`
+The ceilings of the other directions are plainput: of an upload, 8 goroutines each sending
+8 MiB UploadPart requests of one multipart upload from a buffer in memory (no file read, no
+checksum, UNSIGNED-PAYLOAD); its byte count and the object's size are checked, not its bytes.
+Of a server-side copy, 8 UploadPartCopy of 128 MiB at once (CopyObject, 32 at once, for
+small objects), the copy checked like the others. Of a copy across endpoints: the lower of
+server A's GET ceiling (ceiling GET: plainget -discard) and server B's PUT ceiling
+(ceiling), each measured alone. sdk manager is one manager.Uploader.Upload of the file (an
+*os.File: parts read with ReadAt) with the SDK's defaults (5 MiB parts, 5 at once, a CRC32
+of each part); tuned: 8 MiB parts, 8 at once, 64 idle connections. s5cmd copies within
+one server with CopyObject. rclone v1.60 copies between two S3 remotes as one download
+stream into a multipart upload (4 parts of 5 MiB at once, its defaults); its
+--multi-thread-streams applies to downloads to local files, not here.`)
+	}
+	b.WriteString(`
+
+MB/s is 10^6 bytes per second of wall time; objects/s the objects per second at the
+median time. CPU-s/GiB is user+system CPU time per GiB (2^30 bytes) of the workload,
+the median of the runs: s3fleet's counts its workers, its enqueue and Redis; the
+others' count their own process and its children. "server CPU" is versitygw's (and
+wanproxy's on the emulated WAN; both servers' for a copy across endpoints) during the
+same clock. Peak RSS is each process's VmHWM (the medians of the runs): the largest
+one, and the sum over the processes (their number in parentheses; s3fleet's include
+Redis and the enqueue).
+`)
+	return b.String()
 }

@@ -25,10 +25,15 @@ const (
 	accessKey = "s3fleet-suite-access"
 	secretKey = "s3fleet-suite-secret-0123456789"
 	region    = "us-east-1"
+
+	// The second S3 server's root user, another than the first's.
+	accessKeyB = "s3fleet-suite-second"
+	secretKeyB = "s3fleet-suite-second-secret-9876543210"
 )
 
-// servers are the redis-server, the S3 server and (for the emulated WAN)
-// wanproxy in front of it, with clients.
+// servers are the redis-server, the S3 server, and when the cells need
+// them wanproxy in front of it (the emulated WAN), a second S3 server
+// (copies across endpoints) and both served over HTTPS too, with clients.
 type servers struct {
 	redis, s3, proxy *process
 	redisAddr        string
@@ -36,6 +41,15 @@ type servers struct {
 	wanEndpoint      string // through wanproxy; empty without it
 	rdb              *redis.Client
 	s3c              *s3.Client
+
+	// s3B is the second versitygw (its own directory, port and
+	// credentials); s3TLS and s3BTLS serve the same directories over
+	// HTTPS with the suite's certificate, caFile.
+	s3B, s3TLS, s3BTLS                   *process
+	endpointB, tlsEndpoint, tlsEndpointB string
+	caFile                               string
+	s3cB                                 *s3.Client
+	fleetDir                             string // s3fleet's config files for uploads and copies
 }
 
 // startServers starts redis-server and versitygw on free loopback ports,
@@ -73,24 +87,11 @@ func startServers(ctx context.Context, o options, dir string, log *slog.Logger) 
 		return nil, err
 	}
 
-	s3Port, err := freePort()
-	if err != nil {
+	var s3Addr string
+	if s.s3, s3Addr, err = startGateway(ctx, o, "versitygw", filepath.Join(dir, "logs"), s3Dir, accessKey, secretKey, nil, log); err != nil {
 		return nil, err
 	}
-	s3Addr := fmt.Sprintf("127.0.0.1:%d", s3Port)
 	s.endpoint = "http://" + s3Addr
-	log.Info("starting versitygw", "endpoint", s.endpoint)
-	s.s3, err = startProcess(spec{
-		name: "versitygw", bin: o.versitygw, log: filepath.Join(dir, "logs", "versitygw.log"),
-		args: []string{"--port", s3Addr, "--access", accessKey, "--secret", secretKey,
-			"--keep-alive", "--quiet", "posix", s3Dir},
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := waitListen(ctx, s.s3, s3Addr); err != nil {
-		return nil, err
-	}
 
 	if o.needsWAN() {
 		if err := s.startProxy(ctx, o, dir, s3Addr, log); err != nil {
@@ -98,15 +99,145 @@ func startServers(ctx context.Context, o options, dir string, log *slog.Logger) 
 		}
 	}
 
+	s3BDir := filepath.Join(dir, "s3b")
+	if o.needsSecond() {
+		if err := os.MkdirAll(s3BDir, 0o755); err != nil {
+			return nil, err
+		}
+		var addr string
+		if s.s3B, addr, err = startGateway(ctx, o, "versitygw 2", filepath.Join(dir, "logs"), s3BDir, accessKeyB, secretKeyB, nil, log); err != nil {
+			return nil, err
+		}
+		s.endpointB = "http://" + addr
+	}
+	if o.needsTLS() {
+		cert, err := writeCert(filepath.Join(dir, "tls"))
+		if err != nil {
+			return nil, err
+		}
+		s.caFile = cert.cert
+		var addr string
+		if s.s3TLS, addr, err = startGateway(ctx, o, "versitygw tls", filepath.Join(dir, "logs"), s3Dir, accessKey, secretKey, &cert, log); err != nil {
+			return nil, err
+		}
+		s.tlsEndpoint = "https://" + addr
+		if s.s3B != nil {
+			if s.s3BTLS, addr, err = startGateway(ctx, o, "versitygw 2 tls", filepath.Join(dir, "logs"), s3BDir, accessKeyB, secretKeyB, &cert, log); err != nil {
+				return nil, err
+			}
+			s.tlsEndpointB = "https://" + addr
+		}
+	}
+
 	s.rdb = redis.NewClient(&redis.Options{Addr: s.redisAddr})
-	s.s3c, err = s3util.NewClient(ctx, s3util.Source{Endpoint: s.endpoint, Region: region}, s3util.HTTPClient(32),
-		func(o *s3.Options) {
-			o.Credentials = credentials.NewStaticCredentialsProvider(accessKey, secretKey, "")
-		})
-	if err != nil {
+	if s.s3c, err = newClient(ctx, s.endpoint, accessKey, secretKey); err != nil {
 		return nil, err
 	}
+	if s.s3B != nil {
+		if s.s3cB, err = newClient(ctx, s.endpointB, accessKeyB, secretKeyB); err != nil {
+			return nil, err
+		}
+	}
+	if o.has(dirUpload) || o.has(dirCopy) || o.has(dirServerCopy) {
+		s.fleetDir = filepath.Join(dir, "fleet")
+		if err := s.writeFleetConfig(filepath.Join(dir, "src")); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// newClient is the suite's own S3 client of a server (plain HTTP).
+func newClient(ctx context.Context, endpoint, access, secret string) (*s3.Client, error) {
+	return s3util.NewClient(ctx, s3util.Source{Endpoint: endpoint, Region: region}, s3util.HTTPClient(32),
+		func(o *s3.Options) {
+			o.Credentials = credentials.NewStaticCredentialsProvider(access, secret, "")
+			// Reading back a multipart copy has no full-object checksum to
+			// validate; the suite checks the SHA-256 itself.
+			o.DisableLogOutputChecksumValidationSkipped = true
+		})
+}
+
+// startGateway starts a versitygw serving dataDir (POSIX backend) on a
+// free loopback port, over HTTPS with tls, and returns its address.
+func startGateway(ctx context.Context, o options, name, logDir, dataDir, access, secret string, tls *certFiles, log *slog.Logger) (*process, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args := []string{"--port", addr, "--access", access, "--secret", secret, "--keep-alive", "--quiet"}
+	if tls != nil {
+		args = append(args, "--cert", tls.cert, "--key", tls.key)
+	}
+	log.Info("starting "+name, "addr", addr, "dir", dataDir)
+	p, err := startProcess(spec{
+		name: name, bin: o.versitygw, log: filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"),
+		args: append(args, "posix", dataDir),
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitListen(ctx, p, addr); err != nil {
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+// fleetConfig is s3fleet's config file for uploads and copies over a
+// network (plain HTTP or HTTPS): the second server as the remote
+// fleetRemote, with its own credentials (a profile of the shared
+// credentials file), and where the workers may write and upload from.
+func fleetConfig(endpointB, srcDir string) string {
+	var b strings.Builder
+	write := []string{"s3://" + dstBucket + "/"}
+	if endpointB != "" {
+		fmt.Fprintf(&b, "remotes:\n  %s:\n    endpoint: %s\n    region: %s\n    path_style: true\n    profile: %s\n",
+			fleetRemote, endpointB, region, fleetRemote)
+		write = append(write, fleetRemote+"://"+dstBucket+"/")
+	}
+	fmt.Fprintf(&b, "allow_write: [%s]\n", strings.Join(quoteAll(write), ", "))
+	fmt.Fprintf(&b, "allow_source: [%s]\n", strings.Join(quoteAll([]string{srcDir}), ", "))
+	return b.String()
+}
+
+func quoteAll(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = strconv.Quote(x)
+	}
+	return out
+}
+
+// writeFleetConfig writes fleetConfig for each network, the shared
+// credentials file with the second server's profile and an empty shared
+// config file.
+func (s *servers) writeFleetConfig(srcDir string) error {
+	if err := os.MkdirAll(s.fleetDir, 0o755); err != nil {
+		return err
+	}
+	files := map[string]string{
+		"s3fleet-" + netLoopback + ".yaml": fleetConfig(s.endpointB, srcDir),
+		"s3fleet-" + netTLS + ".yaml":      fleetConfig(s.tlsEndpointB, srcDir),
+		"credentials":                      fmt.Sprintf("[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", fleetRemote, accessKeyB, secretKeyB),
+		"config":                           "",
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(s.fleetDir, name), []byte(text), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fleetEnv points s3fleet's workers and enqueue at the config file of the
+// network.
+func (s *servers) fleetEnv(net string) []string {
+	return []string{
+		"S3FLEET_CONFIG=" + filepath.Join(s.fleetDir, "s3fleet-"+net+".yaml"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(s.fleetDir, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(s.fleetDir, "config"),
+	}
 }
 
 // startProxy starts the suite's wanproxy in front of versitygw: every
@@ -140,7 +271,7 @@ func (s *servers) stop() {
 	if s.rdb != nil {
 		s.rdb.Close()
 	}
-	for _, p := range []*process{s.proxy, s.s3, s.redis} {
+	for _, p := range []*process{s.proxy, s.s3BTLS, s.s3TLS, s.s3B, s.s3, s.redis} {
 		if p != nil {
 			_ = p.stop(5 * time.Second)
 		}
@@ -149,19 +280,47 @@ func (s *servers) stop() {
 
 // endpointFor is the S3 endpoint of a network condition.
 func (s *servers) endpointFor(net string) string {
-	if net == netWAN {
+	switch net {
+	case netWAN:
 		return s.wanEndpoint
+	case netTLS:
+		return s.tlsEndpoint
 	}
 	return s.endpoint
 }
 
-// serverProcs are the processes every contender loads but none owns: the
-// S3 server and, on the emulated WAN, the proxy.
-func (s *servers) serverProcs(net string) []*process {
-	if net == netWAN {
+// secondFor is the second S3 server's endpoint of a network condition, or
+// "" without it.
+func (s *servers) secondFor(net string) string {
+	if net == netTLS {
+		return s.tlsEndpointB
+	}
+	return s.endpointB
+}
+
+// serverProcs are the processes every contender of a cell loads but none
+// owns: the S3 server (over HTTPS, its TLS instance), the second one for a
+// copy across endpoints and, on the emulated WAN, the proxy.
+func (s *servers) serverProcs(cl cell) []*process {
+	switch {
+	case cl.net == netWAN:
 		return []*process{s.s3, s.proxy}
+	case cl.net == netTLS && cl.dir == dirCopy:
+		return []*process{s.s3TLS, s.s3BTLS}
+	case cl.net == netTLS:
+		return []*process{s.s3TLS}
+	case cl.dir == dirCopy:
+		return []*process{s.s3, s.s3B}
 	}
 	return []*process{s.s3}
+}
+
+// client is the suite's S3 client of the server a cell writes to.
+func (s *servers) client(dir string) *s3.Client {
+	if dir == dirCopy {
+		return s.s3cB
+	}
+	return s.s3c
 }
 
 // cleanEnv is the suite's environment without any AWS_, S3FLEET_ or

@@ -11,26 +11,55 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/dustin/go-humanize"
 )
 
-// cell is one table of the report: a workload on a network, durable or
-// scratch.
+// cell is one table of the report: a workload in a direction on a
+// network, a download durable or scratch.
 type cell struct {
+	dir  string
 	w    *workload
 	net  string
-	mode string
+	mode string // downloads only
 	runs int
 }
 
-func (c cell) id() string { return c.w.id + "/" + c.net + "/" + c.mode }
+func (c cell) spec() cellSpec {
+	return cellSpec{dir: c.dir, workload: c.w.id, net: c.net, mode: c.mode, runs: c.runs}
+}
+
+func (c cell) id() string { return c.spec().id() }
 
 func (c cell) title() string {
 	net := "loopback"
-	if c.net == netWAN {
+	switch c.net {
+	case netWAN:
 		net = "emulated WAN"
+	case netTLS:
+		net = "loopback, HTTPS"
+	}
+	switch c.dir {
+	case dirUpload:
+		return fmt.Sprintf("upload: %s, local file → S3, %s", c.w.title, net)
+	case dirCopy:
+		return fmt.Sprintf("copy across endpoints: %s, S3 server A → S3 server B, %s", c.w.title, net)
+	case dirServerCopy:
+		return fmt.Sprintf("server-side copy: %s, within one S3 server, %s", c.w.title, net)
 	}
 	return fmt.Sprintf("%s, %s, %s", c.w.title, net, c.mode)
+}
+
+// dirs are the directions of the cells, in order.
+func (s *suite) dirs() []string {
+	var out []string
+	for _, cl := range s.cells {
+		if !slices.Contains(out, cl.dir) {
+			out = append(out, cl.dir)
+		}
+	}
+	return out
 }
 
 // suite is one run of the whole benchmark.
@@ -45,7 +74,7 @@ type suite struct {
 	samples    []sample
 	started    time.Time
 	uploadTime time.Duration
-	pending    string   // the previous run's output, removed before the next clock
+	pending    output   // the previous run's output, removed before the next clock
 	slowOnes   []string // cell and contender that ran once for being slow
 	skipped    int      // runs skipped for the time budget
 	listing    listingResult
@@ -65,13 +94,13 @@ func newSuite(ctx context.Context, o options, log *slog.Logger) (_ *suite, err e
 	}()
 	s.opt.binDir = filepath.Join(s.tmp, "bin")
 	o = s.opt
-	if s.contenders, err = selectContenders(contenders(o), o.contenders); err != nil {
-		return nil, err
-	}
 	s.workloads = buildWorkloads(o)
 	for _, cs := range o.cells {
 		i := slices.IndexFunc(s.workloads, func(w *workload) bool { return w.id == cs.workload })
-		s.cells = append(s.cells, cell{w: s.workloads[i], net: cs.net, mode: cs.mode, runs: cs.runs})
+		s.cells = append(s.cells, cell{dir: cs.dir, w: s.workloads[i], net: cs.net, mode: cs.mode, runs: cs.runs})
+	}
+	if s.contenders, err = selectContenders(contenders(o), o.contenders, s.dirs()); err != nil {
+		return nil, err
 	}
 	if err := s.checkTools(); err != nil {
 		return nil, err
@@ -81,8 +110,8 @@ func newSuite(ctx context.Context, o options, log *slog.Logger) (_ *suite, err e
 	if err := goBuild(ctx, o.s3fleetSrc, o.binDir, "./cmd/enqueue", "./cmd/worker"); err != nil {
 		return nil, err
 	}
-	log.Info("building sdkdownload, plainget and wanproxy")
-	if err := goBuild(ctx, o.suiteDir, o.binDir, "./sdkdownload", "./plainget", "./wanproxy"); err != nil {
+	log.Info("building sdkdownload, sdkupload, plainget, plainput and wanproxy")
+	if err := goBuild(ctx, o.suiteDir, o.binDir, "./sdkdownload", "./sdkupload", "./plainget", "./plainput", "./wanproxy"); err != nil {
 		return nil, err
 	}
 	if s.srv, err = startServers(ctx, o, s.tmp, log); err != nil {
@@ -96,8 +125,13 @@ func newSuite(ctx context.Context, o options, log *slog.Logger) (_ *suite, err e
 	}
 	log.Info("uploading", "objects", n, "bytes", humanize.IBytes(uint64(total)))
 	start := time.Now()
-	if err := upload(ctx, s.srv.s3c, s.workloads, filepath.Join(s.tmp, "src")); err != nil {
+	if err := upload(ctx, s.srv.s3c, s.workloads, filepath.Join(s.tmp, "src"), o.uploadSources()); err != nil {
 		return nil, err
+	}
+	if s.srv.s3cB != nil {
+		if _, err := s.srv.s3cB.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(dstBucket)}); err != nil {
+			return nil, fmt.Errorf("create bucket %s on the second server: %w", dstBucket, err)
+		}
 	}
 	s.uploadTime = time.Since(start)
 	log.Info("uploaded", "seconds", fmt.Sprintf("%.1f", s.uploadTime.Seconds()))
@@ -112,7 +146,7 @@ func (s *suite) checkTools() error {
 		switch {
 		case strings.HasPrefix(c.name, "s5cmd"):
 			need["s5cmd"] = &o.s5cmd
-		case c.name == "rclone":
+		case strings.HasPrefix(c.name, "rclone"):
 			need["rclone"] = &o.rclone
 		case c.name == "boto3" || c.name == "s3transfer pp":
 			need["python"] = &o.python
@@ -170,10 +204,12 @@ func (s *suite) runAll(ctx context.Context) error {
 	}
 	warmed := map[string]bool{}
 	for ci, cl := range s.cells {
-		if !warmed[cl.w.id] {
+		// An upload reads a local file the suite has just written; the
+		// others read the workload from the first server.
+		if !warmed[cl.w.id] && cl.dir != dirUpload {
 			warmed[cl.w.id] = true
 			for i := range s.opt.warmup {
-				res, err := s.runOne(ctx, plain, cell{w: cl.w, net: netLoopback, mode: modeScratch}, fmt.Sprintf("warmup-%d", i+1))
+				res, err := s.runOne(ctx, plain, cell{dir: dirDownload, w: cl.w, net: netLoopback, mode: modeScratch}, fmt.Sprintf("warmup-%d", i+1))
 				if err != nil {
 					return fmt.Errorf("warm-up of %s: %w", cl.w.id, err)
 				}
@@ -188,9 +224,10 @@ func (s *suite) runAll(ctx context.Context) error {
 				s.log.Warn("over the time budget: skipping the remaining runs of this cell", "cell", cl.id(), "budget", s.opt.budget)
 				break
 			}
-			n := len(s.contenders)
+			cs := slices.DeleteFunc(slices.Clone(s.contenders), func(c *contender) bool { return !c.does(cl.dir) })
+			n := len(cs)
 			for i := range n {
-				c := s.contenders[(i+r-1)%n]
+				c := cs[(i+r-1)%n]
 				if failures[c.name] >= maxFailures || once[c.name] {
 					continue
 				}
@@ -222,49 +259,72 @@ func (s *suite) runAll(ctx context.Context) error {
 	return nil
 }
 
-// runOne runs a contender once into a fresh directory and checks what it
-// wrote. The directory is removed just before the next run's clock, after
+// runOne runs a contender once into a fresh directory (a download), or a
+// fresh destination prefix (the other directions), and checks what it
+// wrote. The output is removed just before the next run's clock, after
 // its preparation (s3fleet's workers starting): this VM gives freed memory
 // back to its host within a second or so, and page-cache pages the host
 // must supply afresh cost up to a second or two of system time per GiB.
 // So every contender finds the previous run's memory just freed, whatever
-// its preparation takes; after the ceiling, which writes nothing, a
-// ballast file of the workload's size stands in for its output.
+// its preparation takes; after a run that writes nothing (the ceiling of
+// GETs), a ballast file of the workload's size stands in for its output.
+// Removing a destination prefix also makes sure that no run finds an
+// object where it writes.
 func (s *suite) runOne(ctx context.Context, c *contender, cl cell, tag string) (sample, error) {
 	slug := strings.NewReplacer("/", "-", " ", "-").Replace(cl.id() + "-" + c.name + "-" + tag)
 	out := filepath.Join(s.tmp, "out", slug)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return sample{}, err
 	}
-	defer func() { s.pending = out }()
+	pending := output{dir: out}
+	target := out
+	if cl.dir != dirDownload {
+		pending.s3, pending.bucket, pending.prefix = s.srv.client(cl.dir), dstBucket, slug+"/"
+		target = pending.prefix
+	}
+	defer func() { s.pending = pending }()
 	logPrefix := filepath.Join(s.tmp, "logs", slug)
 	if err := os.MkdirAll(filepath.Dir(logPrefix), 0o755); err != nil {
 		return sample{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opt.runTimeout)
+	runCtx, cancel := context.WithTimeout(ctx, s.opt.runTimeout)
 	defer cancel()
 	var res sample
 	var err error
 	if c.fleet != nil {
-		res, err = s.runFleet(ctx, c, cl, out, logPrefix, s.removePending)
+		res, err = s.runFleet(runCtx, c, cl, target, logPrefix, s.removePending)
 	} else {
-		res, err = s.runCommand(ctx, c, cl, out, logPrefix, s.removePending)
+		res, err = s.runCommand(runCtx, c, cl, target, logPrefix, s.removePending)
 	}
 	if err != nil {
 		return res, err
 	}
-	if c.discard {
+	w := c.ways[cl.dir] // zero for s3fleet: it writes the workload's bytes
+	switch {
+	case w.nothing:
 		// The next run should find as much memory just freed as after
 		// any other run.
 		if err := writeBallast(filepath.Join(out, "ballast"), cl.w.total); err != nil {
 			return res, err
 		}
-		return res, nil
-	}
-	if err := cl.w.verify(out); err != nil {
-		return res, fmt.Errorf("wrong output: %w", err)
+	case cl.dir == dirDownload:
+		if err := cl.w.verify(out); err != nil {
+			return res, fmt.Errorf("wrong output: %w", err)
+		}
+	default:
+		if err := cl.w.verifyS3(ctx, pending.s3, pending.bucket, pending.prefix, w.count); err != nil {
+			return res, fmt.Errorf("wrong output: %w", err)
+		}
 	}
 	return res, nil
+}
+
+// output is a run's output: a local directory, and in an S3 bucket the
+// objects under a prefix.
+type output struct {
+	dir            string
+	s3             *s3.Client
+	bucket, prefix string
 }
 
 // writeBallast writes n bytes (at most 2 GiB) to a file, unmeasured.
@@ -285,10 +345,18 @@ func writeBallast(path string, n int64) error {
 
 // removePending removes the previous run's output.
 func (s *suite) removePending() {
-	if s.pending != "" {
-		if err := os.RemoveAll(s.pending); err != nil {
+	p := s.pending
+	s.pending = output{}
+	if p.dir != "" {
+		if err := os.RemoveAll(p.dir); err != nil {
 			s.log.Warn("remove a run's output", "err", err)
 		}
-		s.pending = ""
+	}
+	if p.s3 != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if err := cleanS3(ctx, p.s3, p.bucket, p.prefix); err != nil {
+			s.log.Warn("remove a run's objects", "err", err)
+		}
 	}
 }

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -39,6 +42,9 @@ type workload struct {
 	prefix  string // the objects under it (ends with /)
 	objects []object
 	total   int64
+	// local is the directory holding the workload's bytes as files, at
+	// their rel paths, for the uploads; empty without an upload cell.
+	local string
 }
 
 func (w *workload) single() bool { return w.key != "" }
@@ -46,13 +52,17 @@ func (w *workload) single() bool { return w.key != "" }
 // gib is the workload's size in GiB.
 func (w *workload) gib() float64 { return float64(w.total) / (1 << 30) }
 
-// rel is where an object lands under a run's output directory.
-func (w *workload) rel(key string) string {
+// relKey is an object's key below a destination prefix: its last
+// segment for one key, its key below the workload's prefix otherwise.
+func (w *workload) relKey(key string) string {
 	if w.single() {
-		return filepath.Base(key)
+		return path.Base(key)
 	}
-	return filepath.FromSlash(strings.TrimPrefix(key, w.prefix))
+	return strings.TrimPrefix(key, w.prefix)
 }
+
+// rel is where an object lands under a run's output directory.
+func (w *workload) rel(key string) string { return filepath.FromSlash(w.relKey(key)) }
 
 // buildWorkloads lays out the objects of the chosen workloads: names and
 // sizes only; upload fills in the bytes' sums.
@@ -101,13 +111,21 @@ const uploadFileAbove = 16 << 20
 
 // upload writes each object's random bytes and uploads them with a
 // CRC32C, as s3fleet's full-object check wants, a few at once, recording
-// each object's SHA-256.
-func upload(ctx context.Context, c *s3.Client, ws []*workload, dir string) error {
-	if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucket, err)
+// each object's SHA-256. The workloads named in keep keep their bytes as
+// files under dir/ID, the uploads' sources.
+func upload(ctx context.Context, c *s3.Client, ws []*workload, dir string, keep []string) error {
+	for _, b := range []string{bucket, dstBucket} {
+		if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b)}); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	for _, w := range ws {
+		if slices.Contains(keep, w.id) {
+			w.local = filepath.Join(dir, w.id)
+		}
 	}
 	var seed [32]byte
 	_, _ = rand.Read(seed[:])
@@ -118,24 +136,35 @@ func upload(ctx context.Context, c *s3.Client, ws []*workload, dir string) error
 			ob := &w.objects[i]
 			seed[0]++
 			rng := mrand.NewChaCha8(seed)
+			file := ""
+			if w.local != "" {
+				file = filepath.Join(w.local, w.rel(ob.key))
+			}
 			g.Go(func() error {
-				return uploadOne(ctx, c, ob, rng, dir)
+				return uploadOne(ctx, c, ob, rng, dir, file)
 			})
 		}
 	}
 	return g.Wait()
 }
 
-func uploadOne(ctx context.Context, c *s3.Client, ob *object, rng io.Reader, dir string) error {
+// uploadOne uploads an object, its bytes written to keepFile first when
+// given (and kept), else to a temporary file when large.
+func uploadOne(ctx context.Context, c *s3.Client, ob *object, rng io.Reader, dir, keepFile string) error {
 	h := sha256.New()
 	var body io.ReadSeeker
-	if ob.size > uploadFileAbove {
-		path := filepath.Join(dir, strings.ReplaceAll(ob.key, "/", "_"))
+	if ob.size > uploadFileAbove || keepFile != "" {
+		path := keepFile
+		if path == "" {
+			path = filepath.Join(dir, strings.ReplaceAll(ob.key, "/", "_"))
+			defer os.Remove(path)
+		} else if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
 		f, err := os.Create(path)
 		if err != nil {
 			return err
 		}
-		defer os.Remove(path)
 		defer f.Close()
 		if _, err := io.CopyN(io.MultiWriter(f, h), rng, ob.size); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
@@ -241,4 +270,123 @@ func fileSHA256(path string) (sum [sha256.Size]byte, size int64, err error) {
 	}
 	copy(sum[:], h.Sum(nil))
 	return sum, size, nil
+}
+
+// verifyS3 checks that the bucket holds under prefix exactly the
+// workload's objects (at their relKey), each with the uploaded bytes'
+// SHA-256, read back with a GET, and that no multipart upload is left in
+// progress under the prefix. sizesOnly checks the names and sizes alone
+// (a ceiling writes bytes of its own).
+func (w *workload) verifyS3(ctx context.Context, c *s3.Client, bkt, prefix string, sizesOnly bool) error {
+	want := make(map[string]*object, len(w.objects))
+	for i := range w.objects {
+		want[prefix+w.relKey(w.objects[i].key)] = &w.objects[i]
+	}
+	got, err := listKeys(ctx, c, bkt, prefix)
+	if err != nil {
+		return err
+	}
+	var extra []string
+	for key, size := range got {
+		ob := want[key]
+		if ob == nil {
+			extra = append(extra, key)
+			continue
+		}
+		if size != ob.size {
+			return fmt.Errorf("s3://%s/%s: %d bytes, want %d", bkt, key, size, ob.size)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return fmt.Errorf("%d objects that are no copy of the workload's, e.g. s3://%s/%s", len(extra), bkt, extra[0])
+	}
+	if len(got) != len(want) {
+		for key := range want {
+			if _, ok := got[key]; !ok {
+				return fmt.Errorf("%d of %d objects missing, e.g. s3://%s/%s", len(want)-len(got), len(want), bkt, key)
+			}
+		}
+	}
+	ups, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bkt), Prefix: aws.String(prefix)})
+	if err != nil {
+		return fmt.Errorf("list the multipart uploads of s3://%s/%s: %w", bkt, prefix, err)
+	}
+	if n := len(ups.Uploads); n > 0 {
+		return fmt.Errorf("%d multipart uploads left in progress, e.g. s3://%s/%s", n, bkt, aws.ToString(ups.Uploads[0].Key))
+	}
+	if sizesOnly {
+		return nil
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for key, ob := range want {
+		g.Go(func() error {
+			out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bkt), Key: aws.String(key)})
+			if err != nil {
+				return fmt.Errorf("get s3://%s/%s: %w", bkt, key, err)
+			}
+			defer out.Body.Close()
+			h := sha256.New()
+			buf := hashBufs.Get().(*[]byte)
+			defer hashBufs.Put(buf)
+			if _, err := io.CopyBuffer(h, out.Body, *buf); err != nil {
+				return fmt.Errorf("read s3://%s/%s: %w", bkt, key, err)
+			}
+			if sum := h.Sum(nil); !bytes.Equal(sum, ob.sum[:]) {
+				return fmt.Errorf("s3://%s/%s: SHA-256 %x differs from the object's %x", bkt, key, sum, ob.sum)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// listKeys returns the keys under prefix with their sizes.
+func listKeys(ctx context.Context, c *s3.Client, bkt, prefix string) (map[string]int64, error) {
+	got := map[string]int64{}
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bkt), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list s3://%s/%s: %w", bkt, prefix, err)
+		}
+		for _, o := range page.Contents {
+			got[aws.ToString(o.Key)] = aws.ToInt64(o.Size)
+		}
+	}
+	return got, nil
+}
+
+// cleanS3 deletes every object under prefix and aborts every multipart
+// upload there, so that the next run finds the destination empty.
+func cleanS3(ctx context.Context, c *s3.Client, bkt, prefix string) error {
+	got, err := listKeys(ctx, c, bkt, prefix)
+	if err != nil {
+		return err
+	}
+	keys := slices.Sorted(maps.Keys(got))
+	for batch := range slices.Chunk(keys, 1000) {
+		ids := make([]types.ObjectIdentifier, len(batch))
+		for i, k := range batch {
+			ids[i] = types.ObjectIdentifier{Key: aws.String(k)}
+		}
+		out, err := c.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(bkt), Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return fmt.Errorf("delete under s3://%s/%s: %w", bkt, prefix, err)
+		}
+		if len(out.Errors) > 0 {
+			return fmt.Errorf("delete s3://%s/%s: %s", bkt, aws.ToString(out.Errors[0].Key), aws.ToString(out.Errors[0].Message))
+		}
+	}
+	ups, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bkt), Prefix: aws.String(prefix)})
+	if err != nil {
+		return fmt.Errorf("list the multipart uploads of s3://%s/%s: %w", bkt, prefix, err)
+	}
+	for _, u := range ups.Uploads {
+		if _, err := c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bkt), Key: u.Key, UploadId: u.UploadId}); err != nil {
+			return fmt.Errorf("abort the upload of s3://%s/%s: %w", bkt, aws.ToString(u.Key), err)
+		}
+	}
+	return nil
 }
