@@ -9,8 +9,8 @@
 // The files follow a submission's path: request.go (what is asked),
 // sources.go (listing and describing the objects), plan.go (each object's
 // transfer and what to do with it), submit.go (recording and enqueueing),
-// mirror.go (--delete), uploads.go (the fleet's uploads), control.go
-// (cancel, retry).
+// mirror.go (--delete), liston.go (a tree listed on its --on host),
+// uploads.go (the fleet's uploads), control.go (cancel, retry).
 package enqueuer
 
 import (
@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 	"github.com/s3fleet/s3fleet/tasks"
@@ -81,6 +84,38 @@ type Enqueuer struct {
 	BatchMaxObject, BatchObjects, BatchBytes int64
 	// BatchOptions are added to every batch task (retries, retention).
 	BatchOptions []asynq.Option
+	// Host is the host this enqueuer runs on (its host setting; empty:
+	// the host name). Local sources of an --on job for another host are
+	// listed there, by a list task.
+	Host string
+}
+
+// New is the enqueuer cfg describes, over its endpoints (s3c the
+// top-level one), records and queue: chunking and batching as configured,
+// tasks with its retries, timeout and retention.
+func New(cfg config.Config, s3c sourceAPI, remotes remoteSet, led *ledger.Ledger, q taskEnqueuer, ctl taskControl, log *slog.Logger) *Enqueuer {
+	return &Enqueuer{
+		S3: s3c, Remotes: remotes, Ledger: led, Queue: q, Control: ctl, Log: log,
+		ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
+		ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
+		AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
+		BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),
+		BatchOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout), asynq.Retention(cfg.Retention)},
+		Host:         cfg.Host,
+	}
+}
+
+// walkedOn reports whether the local sources of req are listed on its
+// --on host rather than here: the path names that host's files.
+func (s *submission) walkedOn(req Request) bool {
+	if req.On == "" || req.Delete {
+		return false
+	}
+	here := s.e.Host
+	if here == "" {
+		here, _ = os.Hostname()
+	}
+	return req.On != here
 }
 
 // ErrUsage marks errors in the request itself.
@@ -104,6 +139,9 @@ func (e *Enqueuer) Submit(ctx context.Context, req Request) (Summary, error) {
 	s, err := e.newSubmission(req)
 	if err != nil {
 		return Summary{}, err
+	}
+	if s.elsewhere {
+		return s.listOn(ctx)
 	}
 	if req.single() {
 		src := s.srcs[0]
@@ -167,6 +205,17 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	for i, raw := range req.Sources {
 		if local := !location.IsURL(raw); i > 0 && local != s.local {
 			return nil, fmt.Errorf("%w: sources are all objects or all local files, not both", ErrUsage)
+		} else if local && s.walkedOn(req) {
+			// The files are on the --on host's disk: only it can look.
+			if !filepath.IsAbs(raw) {
+				return nil, fmt.Errorf("%w: source %s is on host %s: give its absolute path there", ErrUsage, raw, req.On)
+			}
+			key := filepath.Clean(raw)
+			if strings.HasSuffix(raw, "/") && key != "/" {
+				key += "/"
+			}
+			s.local, s.elsewhere, s.srcs = true, true, append(s.srcs, location.Source{Key: key})
+			continue
 		} else if local {
 			src, err := localSource(raw)
 			if err != nil {
@@ -224,6 +273,9 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	}
 	if req.Mirror && (!req.Sync || !s.toS3 || !s.destObj.IsPrefix() || len(s.srcs) != 1 || !s.srcs[0].IsPrefix() || req.From != nil) {
 		return nil, fmt.Errorf("%w: --delete mirrors one source prefix (or directory) to an S3 prefix, with --sync", ErrUsage)
+	}
+	if s.elsewhere && (req.DryRun || req.ExpectedSize != nil || req.VersionID != "") {
+		return nil, fmt.Errorf("%w: the files of an --on job are listed on host %s: --dry-run, --expected-size and --version-id do not apply", ErrUsage, req.On)
 	}
 	if s.local && !req.Delete && (!s.toS3 || req.From != nil || req.ExpectedSize != nil || req.VersionID != "") {
 		return nil, fmt.Errorf("%w: a local source uploads to S3: give a REMOTE://bucket/key or prefix/ destination (and no --from, --expected-size or --version-id)", ErrUsage)

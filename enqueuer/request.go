@@ -80,6 +80,9 @@ type Summary struct {
 	Filtered int64  `json:"filtered"`          // left out by --include/--exclude
 	Deletes  int64  `json:"deletes,omitempty"` // destination objects absent at the source, to delete (--delete)
 	Chunks   int64  `json:"chunks"`            // chunk tasks newly enqueued (planned, with DryRun)
+	// ListedOn names the --on host whose worker lists the sources (a
+	// local tree there): the objects join the job as it does.
+	ListedOn string `json:"listed_on,omitempty"`
 	DryRun   bool   `json:"dry_run,omitempty"`
 }
 

@@ -29,6 +29,7 @@ type submission struct {
 	destIsDir bool
 	toS3      bool            // the destination is an object or a prefix on S3
 	local     bool            // the sources are local files and directories (an upload)
+	elsewhere bool            // they are on the --on host, which lists them (a list task)
 	destObj   location.Source // the destination, when toS3
 	destFP    string          // its endpoint's fingerprint
 	queue     string

@@ -1,6 +1,8 @@
 package tasks
 
 import (
+	"github.com/s3fleet/s3fleet/ledger"
+
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -104,5 +106,38 @@ func TestBatchObjectSizes(t *testing.T) {
 	}
 	if err := (BatchObject{Transfer: "x", Gen: 1, Object: big, Dest: "s3://bkt/copy"}).validate(); err == nil {
 		t.Error("a 1 GiB object copied whole through memory was taken")
+	}
+}
+
+// TestListPayloadValidate: a list task names a job, a host, absolute
+// sources and an S3 destination; anything else is refused.
+func TestListPayloadValidate(t *testing.T) {
+	good := ListPayload{Job: "j", On: "host-a", Sources: []string{"/data/out/"}, Dest: "s3://b/p/",
+		Write: &ledger.Write{StorageClass: "STANDARD_IA"}}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("a payload an enqueuer writes: %v", err)
+	}
+	task, err := NewListTask(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back ListPayload
+	if err := json.Unmarshal(task.Payload(), &back); err != nil || !reflect.DeepEqual(back, good) {
+		t.Fatalf("list payload %+v, %v; want %+v", back, err, good)
+	}
+	for name, mod := range map[string]func(*ListPayload){
+		"no job":     func(p *ListPayload) { p.Job = "" },
+		"bad host":   func(p *ListPayload) { p.On = "a b" },
+		"relative":   func(p *ListPayload) { p.Sources = []string{"data/out"} },
+		"unclean":    func(p *ListPayload) { p.Sources = []string{"/data/../etc"} },
+		"local dest": func(p *ListPayload) { p.Dest = "/tmp/x/" },
+		"bad write":  func(p *ListPayload) { p.Write = &ledger.Write{SSE: "rot13"} },
+		"no sources": func(p *ListPayload) { p.Sources = nil },
+	} {
+		p := good
+		mod(&p)
+		if err := p.Validate(); err == nil {
+			t.Errorf("%s: accepted %+v", name, p)
+		}
 	}
 }

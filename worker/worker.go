@@ -18,6 +18,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
@@ -33,7 +34,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer rdb.Close()
 	eps := connect.Endpoints(cfg)
-	if _, err := eps.Client(ctx, "", ""); err != nil {
+	s3c, err := eps.Client(ctx, "", "")
+	if err != nil {
 		return err
 	}
 	keys, err := cfg.SSECKeys()
@@ -77,6 +79,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		S3: eps, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
 		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk,
 	})
+	enq := enqueuer.New(cfg, s3c, eps, led, client, asynq.NewInspectorFromRedisClient(rdb), log)
+	mux.Handle(tasks.TypeList, &tasks.ListHandler{Submit: enq.SubmitListed, Ledger: led, Access: access, Log: log})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard, S3: eps, Access: access})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
 		Assembler: &assembler.Assembler{S3: eps, Ledger: led, Log: log, Guard: guard, AllowWrite: access.Write,

@@ -105,16 +105,11 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 	}
 	led := ledger.New(rdb, cfg.Retention)
 	q := asynq.NewClientFromRedisClient(rdb)
+	enq := enqueuer.New(cfg, s3c, eps, led, q, asynq.NewInspectorFromRedisClient(rdb), nil)
+	enq.Parallel = 8
 	return &Client{
-		Enqueuer: &enqueuer.Enqueuer{
-			S3: s3c, Remotes: eps, Ledger: led, Queue: q, Control: asynq.NewInspectorFromRedisClient(rdb), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 8,
-			ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
-			AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
-			BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),
-			BatchOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout),
-				asynq.Retention(cfg.Retention)},
-		},
-		Ledger: led, Queue: q,
+		Enqueuer: enq,
+		Ledger:   led, Queue: q,
 	}
 }
 

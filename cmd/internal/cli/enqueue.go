@@ -121,7 +121,7 @@ errors.`,
 	f.StringArrayVar(&req.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
 	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
 	f.StringVar(&req.Priority, "priority", "default", "queue priority: high, default or low")
-	f.StringVar(&req.On, "on", "", "run the job on the workers of this host only (their host setting; see enqueue hosts)")
+	f.StringVar(&req.On, "on", "", "run the job on the workers of this host only (their host setting; see enqueue hosts); a local source to upload is then listed there")
 	f.StringVar(&from, "from", "", `read sources from FILE ("-": stdin): s3:// URLs or manifest JSON lines`)
 	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
 	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" to download from a requester-pays bucket`)
@@ -254,7 +254,11 @@ func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submi
 		fmt.Fprintln(w, sum.Job)
 		return nil
 	}
-	if !out.quiet && !out.json {
+	switch {
+	case out.quiet || out.json:
+	case sum.ListedOn != "":
+		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: the files are listed on host %s; its objects join the job as they are found\n", sum.Job, sum.ListedOn)
+	default:
 		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
 			sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
 	}
@@ -407,14 +411,6 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 		rdb.Close()
 		return nil, err
 	}
-	e.enq = &enqueuer.Enqueuer{
-		S3: s3c, Remotes: eps, Ledger: led, Queue: asynq.NewClientFromRedisClient(rdb), Control: asynq.NewInspectorFromRedisClient(rdb),
-		Log: connect.Logger(cfg), ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
-		ChunkOptions:    []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout)},
-		AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
-		BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),
-		BatchOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout),
-			asynq.Retention(cfg.Retention)},
-	}
+	e.enq = enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), connect.Logger(cfg))
 	return e, nil
 }

@@ -1,0 +1,79 @@
+package enqueuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// listOn begins the job of an upload whose files are on the --on host's
+// own disk, and enqueues its list task there: that host's worker walks
+// the tree and enqueues the objects into this job (SubmitListed), which
+// counts as listed only then. The summary has no objects yet; a follower
+// of the job sees them come.
+func (s *submission) listOn(ctx context.Context) (Summary, error) {
+	p := tasks.ListPayload{
+		Job: s.sum.Job, On: s.req.On, Dest: s.req.Dest,
+		Overwrite: s.req.Overwrite, Sync: s.req.Sync, Mirror: s.req.Mirror, MaxDelete: s.req.MaxDelete,
+		Include: s.req.Include, Exclude: s.req.Exclude, Priority: s.req.Priority, Verify: s.req.Verify,
+		ChunkSize: s.e.ChunkSize, Threshold: s.e.Threshold,
+	}
+	for _, src := range s.srcs {
+		p.Sources = append(p.Sources, src.Key)
+	}
+	if !s.req.Write.IsZero() {
+		w := s.req.Write
+		p.Write = &w
+	}
+	if err := p.Validate(); err != nil {
+		return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	task, err := tasks.NewListTask(p)
+	if err != nil {
+		return Summary{}, err
+	}
+	if err := s.begin(ctx); err != nil {
+		return Summary{}, err
+	}
+	if _, err := s.e.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		err = fmt.Errorf("enqueue the listing of %s on host %s: %w", s.sourceText(), s.req.On, err)
+		_ = s.e.Ledger.SetListed(context.WithoutCancel(ctx), s.sum.Job, err)
+		return s.sum, err
+	}
+	s.sum.ListedOn = s.req.On
+	return s.sum, nil
+}
+
+// SubmitListed runs a list task's enqueue on its host: the tree is walked
+// here, and its objects join the job the enqueuer began, cut into chunks
+// as that enqueuer would.
+func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload) error {
+	here := *e
+	if p.ChunkSize > 0 {
+		here.ChunkSize = p.ChunkSize
+	}
+	if p.Threshold > 0 {
+		here.Threshold = p.Threshold
+	}
+	here.Host = p.On // the files are here, whatever this host calls itself
+	req := Request{
+		Job: p.Job, On: p.On, Sources: p.Sources, Dest: p.Dest,
+		Overwrite: p.Overwrite, Sync: p.Sync, Mirror: p.Mirror, MaxDelete: p.MaxDelete,
+		Include: p.Include, Exclude: p.Exclude, Priority: p.Priority, Verify: p.Verify,
+	}
+	if p.Write != nil {
+		req.Write = *p.Write
+	}
+	for _, src := range p.Sources {
+		if _, err := os.Lstat(src); err != nil {
+			return fmt.Errorf("source %s on host %s: %w", src, p.On, err)
+		}
+	}
+	_, err := here.Submit(ctx, req)
+	return err
+}

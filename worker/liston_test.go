@@ -1,0 +1,93 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3fleet/s3fleet/enqueuer"
+	"github.com/s3fleet/s3fleet/internal/fleettest"
+)
+
+// TestUploadListedOnHost: an upload of an --on job whose tree the enqueuer
+// cannot see (it does not exist when the job is enqueued) is listed by a
+// list task on that host's worker, and its files land; host-b, which has
+// no allow_source, would fail any task of it. A tree missing on the host
+// ends the job with the cause; a relative path is a usage error.
+func TestUploadListedOnHost(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "upl")
+	root := t.TempDir()
+	tree := filepath.Join(root, "tree")
+	a, b, here := f.Config(), f.Config(), f.Config()
+	a.Host, a.AllowSource, a.AllowWrite = "host-a", []string{root}, []string{"s3://upl/"}
+	b.Host, b.AllowWrite = "host-b", []string{"s3://upl/"}
+	here.Host = "enqueuer-host"
+	c := fleettest.NewClient(t, here)
+	ctx := context.Background()
+
+	req := fleettest.Request(tree+"/", "s3://upl/t/")
+	req.On = "host-a"
+	sum, err := c.Submit(ctx, req)
+	if err != nil {
+		t.Fatalf("enqueue a tree only host-a has: %v", err)
+	}
+	if sum.ListedOn != "host-a" || sum.Objects != 0 {
+		t.Errorf("summary %+v, want the listing left to host-a", sum)
+	}
+	files := map[string][]byte{"a.txt": randomBytes(t, 700), "sub/big.bin": randomBytes(t, 12*mib+3)}
+	for rel, data := range files {
+		p := filepath.Join(tree, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fleettest.StartWorker(t, b)
+	fleettest.StartWorker(t, a)
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 2 || j.Failed != 0 || j.ListError != "" {
+		for k, o := range c.Objects(t, sum.Job) {
+			t.Logf("%s: %s %s", k, o.State, o.Error)
+		}
+		t.Fatalf("job listed on host-a: %+v", j)
+	}
+	s3c := f.S3.Client(t)
+	for rel, data := range files {
+		out, err := s3c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("upl"), Key: aws.String("t/" + rel)})
+		if err != nil {
+			t.Fatalf("get t/%s: %v", rel, err)
+		}
+		got, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("t/%s: %d bytes (%v), want the file's %d", rel, len(got), err, len(data))
+		}
+	}
+
+	req = fleettest.Request(filepath.Join(root, "missing")+"/", "s3://upl/m/")
+	req.On = "host-a"
+	if sum, err = c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); !strings.Contains(j.ListError, filepath.Join(root, "missing")) {
+		t.Errorf("a tree missing on host-a: job %+v, want a list error naming it", j)
+	}
+
+	req = fleettest.Request("tree/", "s3://upl/r/")
+	req.On = "host-a"
+	if _, err := c.Submit(ctx, req); !errors.Is(err, enqueuer.ErrUsage) {
+		t.Errorf("a relative path on another host: %v, want a usage error", err)
+	}
+}
