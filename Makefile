@@ -66,7 +66,7 @@ test-short: tools ## the fast tiers only (no end-to-end runs of the binaries)
 	$(GO) test -race -short -count=1 ./...
 
 .PHONY: bench
-bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop: bench/results.md and .png (~25 min)
+bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop, every direction: bench/results.md and .png (~35 min)
 	bench/suite/run.sh full
 
 .PHONY: bench-quick
@@ -74,8 +74,8 @@ bench-quick: tools ## the 1 GiB comparison with s5cmd alone (~2 min)
 	bench/suite/run.sh quick
 
 .PHONY: bench-copy
-bench-copy: build test-tools ## 1 GiB uploaded, copied across endpoints and server-side, s3fleet beside s5cmd (~2 min)
-	bench/copy-quick.sh
+bench-copy: tools ## the suite's uploads and copies alone: 1 GiB uploaded, copied across endpoints, copied server-side, 10,000 small objects copied; s3fleet 2 workers beside its peers and the ceilings, 2 runs (~6 min)
+	bench/suite/run.sh full -directions upload,copy,server-copy -fleet-workers 2 -runs 2 -out bench/out/results-copy.md -chart bench/out/results-copy.png
 
 .PHONY: bench-pipeline
 bench-pipeline: tools ## the fleet alone: one 1 GiB object with 1, 2 and 4 worker processes, MB/s, CPU and peak RSS (~1 min)

@@ -307,12 +307,12 @@ func (c *contender) describe(o options, dir string, w *workload) string {
 	e := placeholders(dir, w)
 	if c.fleet != nil {
 		src, dst := fleetArgs(e)
-		flush := " S3FLEET_FLUSH=sync durable, none scratch;"
+		flush := "; S3FLEET_FLUSH=sync durable, none scratch"
 		if dir != dirDownload {
 			flush = ""
 		}
-		return fmt.Sprintf("%d × `worker%s` (idle before the clock;%s), then `enqueue %s %s --wait%s`",
-			c.fleet.workers, joinArgs(c.fleet.workerArgs), strings.TrimSuffix(flush, ";"), shortPath(o, src), dst, joinArgs(c.fleet.enqueueArgs))
+		return fmt.Sprintf("%d × `worker%s` (idle before the clock%s), then `enqueue %s %s --wait%s`",
+			c.fleet.workers, joinArgs(c.fleet.workerArgs), flush, shortPath(o, src), dst, joinArgs(c.fleet.enqueueArgs))
 	}
 	bin, args, env := c.ways[dir].cmd(e)
 	var b strings.Builder

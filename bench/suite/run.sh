@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark of issue 5: s3fleet against s5cmd, the
-# aws-sdk-go-v2 manager, s3transfer, boto3, rclone and a plain loop.
+# aws-sdk-go-v2 manager, s3transfer, boto3, rclone and a plain loop, in
+# every direction: downloads, uploads, copies across endpoints, server-side.
 #
-#   bench/suite/run.sh            # full: every contender, workload and network (under 30 min on 2 cores)
-#   bench/suite/run.sh quick      # 1 GiB, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
-#   bench/suite/run.sh full -runs 3 -workloads big   # flags after the mode go to the suite (see main.go)
+#   bench/suite/run.sh            # full: every direction, contender, workload and network (about 35 min on 2 cores)
+#   bench/suite/run.sh quick      # 1 GiB download, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
+#   bench/suite/run.sh full -directions upload,copy,server-copy   # the uploads and copies alone
+#   bench/suite/run.sh full -runs 3 -cells 'big/*/scratch'        # flags after the mode go to the suite (see main.go)
 #
 # Installs what it needs on a fresh Debian machine, once: Debian packages
 # (redis-server, python3-boto3, python3-s3transfer, rclone), versitygw (via
@@ -21,7 +23,7 @@ bin="$root/.bin"
 mode="full"
 case "${1:-}" in
   quick|full) mode="$1"; shift ;;
-  -h|--help|help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help|help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 GO="${GO:-go}"
 mkdir -p "$bin"
