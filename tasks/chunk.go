@@ -212,9 +212,8 @@ type ChunkHandler struct {
 
 // bufSize is the copy buffer, one per running chunk or batch: as large as
 // a socket read on loopback gets, so that few syscalls move the bytes, and
-// small enough that 16 of them are 4 MiB. Alternating 1 MiB and 256 KiB
-// builds, 6 runs each of 1 GiB, 256 KiB was as fast or faster (median
-// 1.29 s against 1.48 durable, 1.08 against 1.40 scratch).
+// small enough that 16 of them are 4 MiB (make bench-pipeline compares
+// builds).
 const bufSize = 256 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
