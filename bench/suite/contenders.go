@@ -395,7 +395,9 @@ type sample struct {
 	// s3fleet: the peak RSS of its largest worker, of the enqueue and of
 	// Redis, for the memory targets.
 	rssWorker, rssEnqueue, rssRedis int64
-	warnings                        int // s3fleet: lines the workers logged at warn level or above during the run
+	// s3fleet: the CPU time of its workers together, its enqueue and Redis.
+	cpuWorkers, cpuEnqueue, cpuRedis time.Duration
+	warnings                         int // s3fleet: lines the workers logged at warn level or above during the run
 	err                             error
 }
 
@@ -486,11 +488,18 @@ func (s *suite) runFleet(ctx context.Context, c *contender, cl cell, out, logPre
 		return res, fmt.Errorf("%w%s", err, logTails(workers))
 	}
 	for i := range watched {
-		res.cpu = res.cpu.add(after[i].sub(before[i]))
+		d := after[i].sub(before[i])
+		res.cpu = res.cpu.add(d)
+		if i == 0 {
+			res.cpuRedis = d.total() // watched[0] is Redis
+		} else {
+			res.cpuWorkers += d.total()
+		}
 	}
 	for i := len(watched); i < len(after); i++ {
 		res.serverCPU += after[i].sub(before[i]).total()
 	}
+	res.cpuEnqueue = enq.ProcessState.UserTime() + enq.ProcessState.SystemTime()
 	res.cpu = res.cpu.add(cpuUse{enq.ProcessState.UserTime(), enq.ProcessState.SystemTime()})
 	res.kthreadCPU, res.otherCPU = disturbance(snap, snapAfter, res.cpu.total()+res.serverCPU, selfAfter-self)
 	enqRSS := enq.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10

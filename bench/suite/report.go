@@ -243,10 +243,18 @@ func (s *suite) render() string {
 		}
 		for _, st := range rows {
 			if st.contender.group == groupFleet && len(st.ok) > 0 {
-				fmt.Fprintf(&b, "\n- %s, peak RSS MiB by process, most of any run: worker %s, enqueue %s, Redis %s",
+				gib := cl.w.gib()
+				perGiB := func(f func(r sample) time.Duration) string {
+					return fmt.Sprintf("%.2f", st.medianOf(func(r sample) float64 { return f(r).Seconds() / gib }))
+				}
+				fmt.Fprintf(&b, "\n- %s, peak RSS MiB by process, most of any run: worker %s, enqueue %s, Redis %s; "+
+					"CPU-s/GiB (medians): workers %s, enqueue %s, Redis %s",
 					st.contender.name, mib(float64(st.maxOf(func(r sample) int64 { return r.rssWorker }))),
 					mib(float64(st.maxOf(func(r sample) int64 { return r.rssEnqueue }))),
-					mib(float64(st.maxOf(func(r sample) int64 { return r.rssRedis }))))
+					mib(float64(st.maxOf(func(r sample) int64 { return r.rssRedis }))),
+					perGiB(func(r sample) time.Duration { return r.cpuWorkers }),
+					perGiB(func(r sample) time.Duration { return r.cpuEnqueue }),
+					perGiB(func(r sample) time.Duration { return r.cpuRedis }))
 			}
 		}
 		for _, st := range rows {
