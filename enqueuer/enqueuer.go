@@ -284,7 +284,7 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 		return nil, fmt.Errorf("%w: SSE-C objects are not copied to S3: the copy would not be encrypted", ErrUsage)
 	}
 	if !req.Write.IsZero() && !s.toS3 {
-		return nil, fmt.Errorf("%w: --storage-class, --sse, --sse-kms-key-id and --metadata set a destination object's: DEST must be on S3", ErrUsage)
+		return nil, fmt.Errorf("%w: %s set what an object written to S3 gets: DEST must be on S3 (REMOTE://bucket/…)", ErrUsage, req.Write.Flags())
 	}
 	if err := req.Write.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)

@@ -50,12 +50,19 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		}
 	}
 	t.Dest, t.DestFP = final, s.destFP
-	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, final)
+	ident := final
+	if t.WriteOpts != "" {
+		// Asked with other write options, it is another transfer: an
+		// existing one (in flight, done, or holding an upload begun with
+		// the old ones) is not taken for it.
+		ident += "\x00write:" + t.WriteOpts
+	}
+	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, ident)
 	if t.Delete {
 		t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, "delete:"+final)
 	}
 	if o.path != "" {
-		t.ID = ledger.TransferID("file:", "", o.path, o.pin, "", t.Size, final)
+		t.ID = ledger.TransferID("file:", "", o.path, o.pin, "", t.Size, ident)
 	}
 	if o.cause != "" {
 		return t, o.cause
@@ -200,7 +207,7 @@ func (s *submission) sameObject(ctx context.Context, t ledger.Transfer) bool {
 		return false
 	}
 	if t.SourcePath != "" {
-		return out.Metadata["mtime"] != "" && out.Metadata["mtime"] == tasks.PinMTime(t.SourcePin)
+		return out.Metadata[ledger.ReservedMetadata] != "" && out.Metadata[ledger.ReservedMetadata] == tasks.PinMTime(t.SourcePin)
 	}
 	if d := assembler.SumOf(out); t.Checksum != "" && d.Value != "" && !d.Composite() && d.Algorithm == checksum.Algorithm(t.ChecksumAlgorithm) {
 		return d.Value == t.Checksum

@@ -40,6 +40,7 @@ type object struct {
 	cause        string        // why it cannot be downloaded (a failed HEAD)
 	path, pin    string        // a local file to upload, and its pin (location.FilePin)
 	delete       bool          // a destination object to delete (--delete)
+	archived     bool          // listed in an archive storage class: restored or not, a HEAD tells
 }
 
 // url renders the object as its URL (a local file as its path).
@@ -304,7 +305,7 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 		}
 		return object{}, fmt.Errorf("head %s: %s", src, s3client.Describe(err))
 	}
-	if cause := archived(string(out.StorageClass), aws.ToString(out.Restore), string(out.ArchiveStatus)); cause != "" {
+	if cause := archived(string(out.StorageClass), aws.ToString(out.Restore), string(out.ArchiveStatus)); cause != "" && !req.Delete {
 		return object{}, fmt.Errorf("%s: %s", src, cause)
 	}
 	o := object{
@@ -458,13 +459,11 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 			// batch GET returns it. A listing that names none is not trusted
 			// to mean there is none.
 			o.sum = listedSum(c)
-			if archiveClass(string(c.StorageClass)) {
-				// Restored or not, a listing cannot tell: a HEAD can.
-				if _, err := e.head(ctx, location.Source{Remote: src.Remote, Bucket: src.Bucket, Key: key}, req); err != nil {
-					o.cause = err.Error()
-				}
-			}
+			o.archived = archiveClass(string(c.StorageClass))
 			objs = append(objs, o)
+		}
+		if !req.Delete {
+			e.checkArchived(ctx, objs, req)
 		}
 		if len(objs) > 0 {
 			if err := page(objs); err != nil {
@@ -473,6 +472,42 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 		}
 	}
 	return nil
+}
+
+// checkArchived HEADs the listed objects of an archive storage class,
+// several at once (a listing cannot tell a restored one), and refuses
+// those not restored. A HEAD that fails leaves the object be: its GET
+// will say.
+func (e *Enqueuer) checkArchived(ctx context.Context, objs []object, req Request) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(e.Parallel, 1))
+	for i := range objs {
+		o := &objs[i]
+		if !o.archived {
+			continue
+		}
+		g.Go(func() error {
+			api, err := e.api(gctx, o.src.Remote)
+			if err != nil {
+				return nil
+			}
+			in := &s3.HeadObjectInput{Bucket: aws.String(o.src.Bucket), Key: aws.String(o.key)}
+			if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
+				map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+				return nil
+			}
+			out, err := api.HeadObject(gctx, in)
+			if err != nil {
+				e.logger().Warn("cannot tell whether an archived object is restored", "bucket", o.src.Bucket, "key", o.key, "err", s3client.Describe(err))
+				return nil
+			}
+			if cause := archived(string(out.StorageClass), aws.ToString(out.Restore), string(out.ArchiveStatus)); cause != "" {
+				o.cause = o.url() + ": " + cause
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
 }
 
 // archiveClass reports whether objects of a storage class must be

@@ -28,6 +28,37 @@ func (w Write) IsZero() bool {
 	return w.StorageClass == "" && w.SSE == "" && w.SSEKMSKeyID == "" && len(w.Metadata) == 0
 }
 
+// storageClasses are those a PUT or a copy may ask for (the SDK's list
+// also has classes of Outposts, Snow, FSx, Backup and directory buckets).
+var storageClasses = []types.StorageClass{
+	types.StorageClassStandard, types.StorageClassReducedRedundancy, types.StorageClassStandardIa,
+	types.StorageClassOnezoneIa, types.StorageClassIntelligentTiering, types.StorageClassGlacier,
+	types.StorageClassDeepArchive, types.StorageClassGlacierIr,
+}
+
+// encryptions are the server-side encryptions a write may ask for.
+var encryptions = []types.ServerSideEncryption{
+	types.ServerSideEncryptionAes256, types.ServerSideEncryptionAwsKms, types.ServerSideEncryptionAwsKmsDsse,
+}
+
+// ReservedMetadata is the user metadata key an upload keeps its file's
+// mtime under (and --sync compares): --metadata may not set it.
+const ReservedMetadata = "mtime"
+
+// Flags names the options w sets, as the command line gives them.
+func (w Write) Flags() string {
+	var f []string
+	for _, o := range []struct {
+		set  bool
+		name string
+	}{{w.StorageClass != "", "--storage-class"}, {w.SSE != "", "--sse"}, {w.SSEKMSKeyID != "", "--sse-kms-key-id"}, {len(w.Metadata) > 0, "--metadata"}} {
+		if o.set {
+			f = append(f, o.name)
+		}
+	}
+	return strings.Join(f, ", ")
+}
+
 // maxUserMetadata is S3's bound on an object's user metadata: the keys
 // and values of its x-amz-meta-* headers together.
 const maxUserMetadata = 2 << 10
@@ -36,11 +67,11 @@ const maxUserMetadata = 2 << 10
 // storage class or encryption, a KMS key without aws:kms, and metadata
 // keys or values that cannot be HTTP headers.
 func (w Write) Validate() error {
-	if w.StorageClass != "" && !slices.Contains(types.StorageClass("").Values(), types.StorageClass(w.StorageClass)) {
-		return fmt.Errorf("--storage-class %q: not a storage class S3 knows (%s)", w.StorageClass, joinValues(types.StorageClass("").Values()))
+	if w.StorageClass != "" && !slices.Contains(storageClasses, types.StorageClass(w.StorageClass)) {
+		return fmt.Errorf("--storage-class %q: not a storage class an object can be written in (%s)", w.StorageClass, joinValues(storageClasses))
 	}
-	if w.SSE != "" && !slices.Contains(types.ServerSideEncryption("").Values(), types.ServerSideEncryption(w.SSE)) {
-		return fmt.Errorf("--sse %q: not a server-side encryption S3 knows (%s)", w.SSE, joinValues(types.ServerSideEncryption("").Values()))
+	if w.SSE != "" && !slices.Contains(encryptions, types.ServerSideEncryption(w.SSE)) {
+		return fmt.Errorf("--sse %q: not a server-side encryption a write can ask for (%s)", w.SSE, joinValues(encryptions))
 	}
 	if w.SSEKMSKeyID != "" && !strings.HasPrefix(w.SSE, "aws:kms") {
 		return fmt.Errorf("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)")
@@ -49,6 +80,9 @@ func (w Write) Validate() error {
 	for k, v := range w.Metadata {
 		if err := metadataKey(k); err != nil {
 			return err
+		}
+		if k == ReservedMetadata {
+			return fmt.Errorf("--metadata %s: the fleet's own key (an upload's file mtime, which --sync compares)", k)
 		}
 		for _, r := range v {
 			if r < 0x20 || r > 0x7e {

@@ -66,3 +66,18 @@ func TestParseMetadata(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteRefusesWhatAWriteCannotAsk(t *testing.T) {
+	t.Parallel()
+	for _, w := range []ledger.Write{
+		{StorageClass: "OUTPOSTS"}, {StorageClass: "EXPRESS_ONEZONE"}, {SSE: "aws:fsx"},
+		{Metadata: map[string]string{ledger.ReservedMetadata: "1"}},
+	} {
+		if err := w.Validate(); err == nil {
+			t.Errorf("%+v: accepted", w)
+		}
+	}
+	if got := (ledger.Write{SSE: "AES256", Metadata: map[string]string{"a": "b"}}).Flags(); got != "--sse, --metadata" {
+		t.Errorf("Flags() = %q", got)
+	}
+}

@@ -105,7 +105,7 @@ func (o BatchObject) validate() error {
 		return fmt.Errorf("a %d-byte object is too large to copy whole (at most %d)", o.Size, MaxPutObject)
 	}
 	if o.Delete {
-		if o.Path != "" || o.ServerSide || o.Dest != o.URL() {
+		if o.Path != "" || o.ServerSide || o.Write != nil || o.Dest != o.URL() {
 			return errors.New("a delete names its object as its destination, and nothing else")
 		}
 		return nil

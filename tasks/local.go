@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/hibiken/asynq"
 
+	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 )
 
@@ -94,7 +95,7 @@ func localMeta(o Object) objectMeta {
 		m.contentType = aws.String(t)
 	}
 	if mt := PinMTime(o.Pin); mt != "" {
-		m.metadata["mtime"] = mt
+		m.metadata[ledger.ReservedMetadata] = mt
 	}
 	return m
 }

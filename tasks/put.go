@@ -59,7 +59,7 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 		}
 		// Another object is there, or this one is, its response lost (the
 		// SDK retried) or its batch run again: its checksum tells.
-		if got, herr := assembler.DestSum(ctx, api, dst, ev.CRCAlgorithm); herr != nil || got != sum {
+		if got, herr := assembler.DestSum(ctx, api, dst, ev.CRCAlgorithm); herr != nil || got != sum || !writtenAs(ctx, api, dst, o.Write) {
 			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
 		}
 	}
@@ -119,7 +119,7 @@ func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, err
 		if err != nil {
 			return whole{}, err
 		}
-		if meta.tags, err = sourceTags(ctx, api, o.Object); err != nil {
+		if meta.tags, err = sourceTags(ctx, api, o.Object, aws.ToString(out.VersionId), h.Log); err != nil {
 			return whole{}, err
 		}
 	}

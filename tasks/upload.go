@@ -273,7 +273,7 @@ func (h *ChunkHandler) sourceMeta(ctx context.Context, p ChunkPayload, etag stri
 	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
 		m := metaOfHead(out)
-		m.tags, err = sourceTags(ctx, api, p.Object)
+		m.tags, err = sourceTags(ctx, api, p.Object, aws.ToString(out.VersionId), h.Log)
 		return m, err
 	case status == http.StatusNotFound || status == http.StatusPreconditionFailed:
 		return objectMeta{}, fmt.Errorf("%w: %w: head %s: %s", asynq.SkipRetry, errSourceGone, p.URL(), s3client.Describe(err))

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
@@ -15,24 +16,25 @@ import (
 
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // objectMeta is what a copy keeps of its source besides the bytes: the
-// content headers, the user metadata and the tags (URL-encoded, as the
-// x-amz-tagging header takes them; nil for none).
+// content headers, the user metadata, the tags (URL-encoded, as the
+// x-amz-tagging header takes them; nil for none) and a website redirect.
 type objectMeta struct {
 	contentType, contentEncoding, contentDisposition, cacheControl, contentLanguage *string
 	expires                                                                         *time.Time
 	metadata                                                                        map[string]string
-	tags                                                                            *string
+	tags, redirect                                                                  *string
 }
 
 func metaOfHead(o *s3.HeadObjectOutput) objectMeta {
-	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata, nil}
+	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata, nil, o.WebsiteRedirectLocation}
 }
 
 func metaOfGet(o *s3.GetObjectOutput) objectMeta {
-	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata, nil}
+	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata, nil, o.WebsiteRedirectLocation}
 }
 
 // writeInput is every S3 request that writes an object whole or begins
@@ -66,16 +68,16 @@ func setWrite[T writeInput](in T, m objectMeta, w *ledger.Write) {
 	switch v := any(in).(type) {
 	case *s3.CreateMultipartUploadInput:
 		v.ContentType, v.ContentEncoding, v.ContentDisposition, v.CacheControl, v.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
-		v.Expires, v.Metadata, v.Tagging = m.expires, md, m.tags
+		v.Expires, v.Metadata, v.Tagging, v.WebsiteRedirectLocation = m.expires, md, m.tags, m.redirect
 		v.StorageClass, v.ServerSideEncryption, v.SSEKMSKeyId = class, sse, kmsKey
 	case *s3.PutObjectInput:
 		v.ContentType, v.ContentEncoding, v.ContentDisposition, v.CacheControl, v.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
-		v.Expires, v.Metadata, v.Tagging = m.expires, md, m.tags
+		v.Expires, v.Metadata, v.Tagging, v.WebsiteRedirectLocation = m.expires, md, m.tags, m.redirect
 		v.StorageClass, v.ServerSideEncryption, v.SSEKMSKeyId = class, sse, kmsKey
 	case *s3.CopyObjectInput:
 		if v.MetadataDirective == types.MetadataDirectiveReplace {
 			v.ContentType, v.ContentEncoding, v.ContentDisposition, v.CacheControl, v.ContentLanguage = m.contentType, m.contentEncoding, m.contentDisposition, m.cacheControl, m.contentLanguage
-			v.Expires, v.Metadata = m.expires, md
+			v.Expires, v.Metadata, v.WebsiteRedirectLocation = m.expires, md, m.redirect
 		}
 		v.StorageClass, v.ServerSideEncryption, v.SSEKMSKeyId = class, sse, kmsKey
 	}
@@ -88,14 +90,20 @@ type tagReader interface {
 
 var _ tagReader = (*s3.Client)(nil)
 
-// sourceTags reads the tags of a copy's source, URL-encoded as the
-// x-amz-tagging header takes them (nil when it has none, or its endpoint
-// keeps none: NotImplemented). Any other error fails the copy rather than
-// lose the tags: AccessDenied needs s3:GetObjectTagging.
-func sourceTags(ctx context.Context, api tagReader, o Object) (*string, error) {
+// sourceTags reads the tags of a copy's source, of the version the copy
+// read (versionID, when the source is versioned), URL-encoded as the
+// x-amz-tagging header takes them. None when it has none, when its
+// endpoint keeps none (NotImplemented), or when the credentials may not
+// read them (403: s3:GetObjectTagging, or GetObjectVersionTagging): the
+// copy goes on without them, with a warning, as it did before it kept
+// tags. Any other error fails the attempt.
+func sourceTags(ctx context.Context, api tagReader, o Object, versionID string, log *slog.Logger) (*string, error) {
 	in := &s3.GetObjectTaggingInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key)}
-	if o.VersionID != "" {
-		in.VersionId = aws.String(o.VersionID)
+	if versionID == "" {
+		versionID = o.VersionID
+	}
+	if versionID != "" && versionID != "null" {
+		in.VersionId = aws.String(versionID)
 	}
 	if o.RequestPayer != "" {
 		in.RequestPayer = types.RequestPayer(o.RequestPayer)
@@ -106,6 +114,11 @@ func sourceTags(ctx context.Context, api tagReader, o Object) (*string, error) {
 	out, err := api.GetObjectTagging(ctx, in)
 	switch {
 	case err != nil && (s3client.ErrorCode(err) == "NotImplemented" || s3client.HTTPStatus(err) == http.StatusNotImplemented):
+		return nil, nil
+	case s3client.HTTPStatus(err) == http.StatusForbidden:
+		if log != nil {
+			log.Warn("copied without its tags: these credentials may not read them (s3:GetObjectTagging)", "source", o.URL(), "err", s3client.Describe(err))
+		}
 		return nil, nil
 	case err != nil:
 		return nil, s3Failure("read the tags of "+o.URL()+" (a copy keeps them)", err)
@@ -127,3 +140,23 @@ func encodeTags(tags []types.Tag) string {
 }
 
 func esc(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+
+// writtenAs reports whether the object at dst has the storage class and
+// encryption w asks for (S3 names no class for STANDARD): an object with
+// this copy's bytes is its own, its response lost, only if so.
+func writtenAs(ctx context.Context, api headObjectAPI, dst location.Source, w *ledger.Write) bool {
+	if w == nil || w.StorageClass == "" && w.SSE == "" {
+		return true
+	}
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	if err != nil {
+		return false
+	}
+	class := string(out.StorageClass)
+	if class == "" {
+		class = string(types.StorageClassStandard)
+	}
+	return (w.StorageClass == "" || class == w.StorageClass) &&
+		(w.SSE == "" || string(out.ServerSideEncryption) == w.SSE) &&
+		(w.SSEKMSKeyID == "" || strings.HasSuffix(aws.ToString(out.SSEKMSKeyId), w.SSEKMSKeyID))
+}

@@ -1,10 +1,17 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/fleettest"
 	"github.com/s3fleet/s3fleet/internal/testenv"
 	"github.com/s3fleet/s3fleet/ledger"
@@ -109,6 +117,20 @@ func TestCopyWriteOptions(t *testing.T) {
 	}
 	noUploads(t, r.mc, "dst")
 
+	// The same copy with other options is another transfer, not "already
+	// done": without --overwrite the objects there are not replaced.
+	again := fleettest.Request("s3://src/w/", "minio://dst/w/")
+	again.Write = ledger.Write{StorageClass: "STANDARD"}
+	if sum, err = r.c.Submit(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	for k, o := range r.c.Objects(t, sum.Job) {
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+			t.Errorf("%s again with another storage class: %s %q, want refused (already exists)", k, o.State, o.Error)
+		}
+	}
+
 	// Server-side, within versitygw (which keeps no storage class and has
 	// no KMS): metadata added, the source's kept, tags kept.
 	req = fleettest.Request("s3://src/w/", "s3://back/w/")
@@ -162,5 +184,89 @@ func TestArchivedSource(t *testing.T) {
 		if !strings.Contains(o.Error, "archived: restore it first") || !strings.Contains(o.Error, "InvalidObjectState") {
 			t.Errorf("%s: %q, want the archive named as the cause", k, o.Error)
 		}
+	}
+}
+
+// TestArchivedAtEnqueue: a proxy makes versitygw report objects under
+// cold/ as GLACIER (HEAD and listing), cold/thawed as restored. The
+// enqueue refuses the archived one with that cause and downloads the
+// restored one; a single archived key is an error before anything is
+// recorded; rm plans to delete archived objects (a DELETE needs no
+// restore).
+func TestArchivedAtEnqueue(t *testing.T) {
+	f := fleettest.New(t)
+	proxy := testenv.StartProxy(t, f.S3.Endpoint)
+	proxy.SetTamper(func(r *http.Request, resp *http.Response) {
+		switch {
+		case r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/cold/"):
+			resp.Header.Set("x-amz-storage-class", "GLACIER")
+			if strings.HasSuffix(r.URL.Path, "/thawed") {
+				resp.Header.Set("x-amz-restore", `ongoing-request="false", expiry-date="Fri, 21 Dec 2035 00:00:00 GMT"`)
+			}
+		case r.Method == http.MethodGet && r.URL.Query().Get("list-type") == "2":
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return
+			}
+			// Each <Contents> of a cold/ key: its class is GLACIER.
+			parts := strings.Split(string(body), "<Contents>")
+			for i, p := range parts {
+				if strings.Contains(p, "<Key>cold/") {
+					parts[i] = strings.Replace(p, "<StorageClass>STANDARD</StorageClass>", "<StorageClass>GLACIER</StorageClass>", 1)
+				}
+			}
+			out := strings.Join(parts, "<Contents>")
+			resp.Body = io.NopCloser(strings.NewReader(out))
+			resp.ContentLength = int64(len(out))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		}
+	})
+	f.S3.CreateBucket(t, "arch")
+	c := f.S3.Client(t)
+	thawed := randomBytes(t, 2000)
+	put(t, c, "arch", "cold/frozen", randomBytes(t, 1000))
+	put(t, c, "arch", "cold/thawed", thawed)
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	dir := t.TempDir()
+	cfg.AllowDest = []string{dir}
+	fleettest.StartWorker(t, cfg)
+	cl := fleettest.NewClient(t, cfg)
+	ctx := context.Background()
+
+	if _, err := cl.Submit(ctx, fleettest.Request("s3://arch/cold/frozen", dir+"/one")); err == nil || !strings.Contains(err.Error(), "archived in GLACIER: restore it first") {
+		t.Errorf("a single archived key: %v, want an error naming the archive", err)
+	}
+	sum, err := cl.Submit(ctx, fleettest.Request("s3://arch/cold/", dir+"/all/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Wait(t, sum.Job, time.Minute)
+	objs := cl.Objects(t, sum.Job)
+	if o := objs["cold/frozen"]; o.State != ledger.Failed || !strings.Contains(o.Error, "archived in GLACIER: restore it first") {
+		t.Errorf("cold/frozen: %s %q, want refused as archived", o.State, o.Error)
+	}
+	if o := objs["cold/thawed"]; o.State != ledger.Success {
+		t.Errorf("cold/thawed (restored): %s %q, want downloaded", o.State, o.Error)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "all", "thawed")); !bytes.Equal(got, thawed) {
+		t.Error("cold/thawed: the bytes differ")
+	}
+
+	var actions []string
+	var mu sync.Mutex
+	req := enqueuer.Request{Sources: []string{"s3://arch/cold/"}, Delete: true, DryRun: true,
+		Planned: func(p enqueuer.PlannedObject) {
+			mu.Lock()
+			actions = append(actions, p.Action+" "+p.Source)
+			mu.Unlock()
+		}}
+	if _, err := cl.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(actions)
+	if want := []string{"delete s3://arch/cold/frozen", "delete s3://arch/cold/thawed"}; !slices.Equal(actions, want) {
+		t.Errorf("rm --dry-run of archived objects: %q, want %q", actions, want)
 	}
 }
