@@ -126,6 +126,9 @@ type Assembler struct {
 	// Options applies a transfer's S3 request options (payer, owner, the
 	// worker's SSE-C key) to the checksum HEAD.
 	Options func(in *s3.HeadObjectInput, t ledger.Transfer) error
+	// SSECKeys are the worker's SSE-C keys by MD5, for a copy to S3 of an
+	// SSE-C object, which is written with the same key.
+	SSECKeys map[string][]byte
 	// Guard refuses destinations outside the worker's allow_dest roots.
 	Guard location.Guard
 	// AllowWrite refuses S3 destinations outside the worker's allow_write.

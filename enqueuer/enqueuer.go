@@ -280,9 +280,6 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	if s.local && !req.Delete && (!s.toS3 || req.From != nil || req.ExpectedSize != nil || req.VersionID != "") {
 		return nil, fmt.Errorf("%w: a local source uploads to S3: give a REMOTE://bucket/key or prefix/ destination (and no --from, --expected-size or --version-id)", ErrUsage)
 	}
-	if s.toS3 && req.SSECKeyMD5 != "" {
-		return nil, fmt.Errorf("%w: SSE-C objects are not copied to S3: the copy would not be encrypted", ErrUsage)
-	}
 	if !req.Write.IsZero() && !s.toS3 {
 		return nil, fmt.Errorf("%w: %s set what an object written to S3 gets: DEST must be on S3 (REMOTE://bucket/…)", ErrUsage, req.Write.Flags())
 	}

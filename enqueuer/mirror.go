@@ -15,6 +15,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/location"
+	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // mirror (--delete) adds to the job the deletion of every destination
@@ -93,7 +94,12 @@ func (s *submission) absentAtSource(ctx context.Context, src location.Source, re
 	if err != nil {
 		return false, err
 	}
-	_, err = api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(src.Bucket), Key: aws.String(src.Key + rel)})
+	in := &s3.HeadObjectInput{Bucket: aws.String(src.Bucket), Key: aws.String(src.Key + rel)}
+	if err := tasks.SetRequestOptions(in, s.req.RequestPayer, s.req.ExpectedOwner, s.req.SSECKeyMD5,
+		map[string][]byte{s.req.SSECKeyMD5: s.req.SSECKey}); err != nil {
+		return false, err
+	}
+	_, err = api.HeadObject(ctx, in)
 	switch {
 	case err == nil:
 		return false, nil

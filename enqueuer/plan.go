@@ -234,7 +234,12 @@ func (s *submission) headDest(ctx context.Context, t ledger.Transfer) (*s3.HeadO
 	if err != nil {
 		return nil, err
 	}
-	return api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
+	in := &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled}
+	// A copy of an SSE-C object is encrypted with its key.
+	if err := tasks.SetRequestOptions(in, "", "", t.SSECKeyMD5, map[string][]byte{s.req.SSECKeyMD5: s.req.SSECKey}); err != nil {
+		return nil, err
+	}
+	return api.HeadObject(ctx, in)
 }
 
 func exists(p string) bool {

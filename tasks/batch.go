@@ -114,9 +114,6 @@ func (o BatchObject) validate() error {
 	if err == nil && o.Path != "" && !toS3 {
 		err = errors.New("a local source needs an S3 destination")
 	}
-	if err == nil && toS3 && o.SSECKeyMD5 != "" {
-		err = errNoSSECCopy
-	}
 	if err == nil {
 		err = validWrite(o.Write, toS3)
 	}

@@ -89,9 +89,6 @@ func (p ChunkPayload) Validate() error {
 	if p.Path != "" && !toS3 {
 		return errors.New("a local source needs an S3 destination")
 	}
-	if toS3 && p.SSECKeyMD5 != "" {
-		return errNoSSECCopy
-	}
 	if err := validWrite(p.Write, toS3); err != nil {
 		return err
 	}
@@ -124,11 +121,6 @@ func WriteOf(t ledger.Transfer) (*ledger.Write, error) {
 	}
 	return &w, nil
 }
-
-// errNoSSECCopy refuses to copy an SSE-C object to S3: its copy would not
-// be encrypted, and a task naming the key would get its plain bytes
-// wherever allow_write points.
-var errNoSSECCopy = errors.New("an SSE-C object is not copied to S3: its copy would not be encrypted")
 
 // crc is the algorithm the chunk computes.
 func (p ChunkPayload) crc() checksum.Algorithm {

@@ -68,3 +68,19 @@ func client(ctx context.Context, eps Endpoints, remote, fingerprint string) (*s3
 	}
 	return c, err
 }
+
+// destClient resolves an S3 destination's endpoint. A copy of an SSE-C
+// object (keyMD5 names its key) is written encrypted with the same key,
+// the worker's own copy of it: every request to the destination object
+// carries it.
+func destClient(ctx context.Context, eps Endpoints, remote, fingerprint, keyMD5 string, keys map[string][]byte) (*s3.Client, error) {
+	c, err := client(ctx, eps, remote, fingerprint)
+	if err != nil || keyMD5 == "" {
+		return c, err
+	}
+	key, ok := keys[keyMD5]
+	if !ok {
+		return nil, fmt.Errorf("%w: this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", asynq.SkipRetry, keyMD5)
+	}
+	return s3client.WithSSEC(c, key)
+}

@@ -79,7 +79,7 @@ func (h *BatchHandler) destOf(ctx context.Context, o BatchObject) (location.Sour
 	if err := h.Access.checkWrite(dst); err != nil {
 		return dst, nil, err
 	}
-	api, err := client(ctx, h.S3, dst.Remote, o.DestFP)
+	api, err := destClient(ctx, h.S3, dst.Remote, o.DestFP, o.SSECKeyMD5, h.SSECKeys)
 	return dst, api, err
 }
 

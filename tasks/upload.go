@@ -42,7 +42,7 @@ var _ partWriter = (*s3.Client)(nil)
 // aborts the upload, and how many chunks have landed, of how many.
 func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.Source, start ledger.ChunkStart, log *slog.Logger) (undo func(), landed, total int64, err error) {
 	undo = func() {}
-	api, err := client(ctx, h.S3, dst.Remote, p.DestFP)
+	api, err := destClient(ctx, h.S3, dst.Remote, p.DestFP, p.SSECKeyMD5, h.SSECKeys)
 	if err != nil {
 		return undo, 0, 0, err
 	}

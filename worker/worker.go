@@ -84,7 +84,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard, S3: eps, Access: access})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
 		Assembler: &assembler.Assembler{S3: eps, Ledger: led, Log: log, Guard: guard, AllowWrite: access.Write,
-			NoFlush: cfg.Flush == "none", Worker: name, VerifyDisk: cfg.VerifyDisk,
+			NoFlush: cfg.Flush == "none", Worker: name, VerifyDisk: cfg.VerifyDisk, SSECKeys: keys,
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},

@@ -1,0 +1,96 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/internal/fleettest"
+	"github.com/s3fleet/s3fleet/internal/testenv"
+)
+
+// TestCopySSEC: an SSE-C object is copied to S3 encrypted with the same
+// key (the workers' own copy of it; only its MD5 travels in a task):
+// server-side within MinIO (CopyObject, UploadPartCopy), through the
+// workers (--verify required: a GET and PutObject, ranged GETs and upload
+// parts), and a local file uploaded with the key. The copies read back
+// with the key, byte for byte, and not without it. MinIO takes SSE-C over
+// TLS only.
+func TestCopySSEC(t *testing.T) {
+	r := newCopyRigWith(t, testenv.MinIOOptions{TLS: true})
+	key := randomBytes(t, 32)
+	sum := md5.Sum(key)
+	keyMD5 := base64.StdEncoding.EncodeToString(sum[:])
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wcfg := r.cfg
+	wcfg.SSECKeyFile = keyFile
+	root := t.TempDir()
+	wcfg.AllowSource = []string{root}
+	fleettest.StartWorker(t, wcfg)
+	ctx := context.Background()
+	ssec := func(in *s3.PutObjectInput) {
+		in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = aws.String("AES256"), aws.String(base64.StdEncoding.EncodeToString(key)), aws.String(keyMD5)
+	}
+	objs := map[string][]byte{"big": randomBytes(t, 12*mib+5), "small": randomBytes(t, 900)}
+	for k, data := range objs {
+		in := &s3.PutObjectInput{Bucket: aws.String("other"), Key: aws.String("enc/" + k), Body: bytes.NewReader(data), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c}
+		ssec(in)
+		if _, err := r.mc.PutObject(ctx, in); err != nil {
+			t.Fatalf("put an SSE-C object: %v", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "up.bin"), objs["big"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct{ name, src, dest, verify string }{
+		{"server-side", "minio://other/enc/", "minio://dst/side/", ""},
+		{"through the workers", "minio://other/enc/", "minio://dst/through/", assembler.VerifyRequired},
+		{"upload", root + "/up.bin", "minio://dst/up/big", ""},
+	} {
+		req := fleettest.Request(c.src, c.dest)
+		req.SSECKeyMD5, req.SSECKey, req.Verify = keyMD5, key, c.verify
+		s, err := r.c.Submit(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		j := r.c.Wait(t, s.Job, 2*time.Minute)
+		if j.Failed != 0 || j.Succeeded == 0 {
+			for k, o := range r.c.Objects(t, s.Job) {
+				t.Logf("%s: %s %s", k, o.State, o.Error)
+			}
+			t.Fatalf("%s: %+v", c.name, j)
+		}
+	}
+	for _, k := range []string{"side/big", "side/small", "through/big", "through/small", "up/big"} {
+		want := objs[filepath.Base(k)]
+		if _, err := r.mc.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("dst"), Key: aws.String(k)}); err == nil {
+			t.Errorf("%s: read without the key: the copy is not encrypted with it", k)
+		}
+		out, err := r.mc.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("dst"), Key: aws.String(k),
+			SSECustomerAlgorithm: aws.String("AES256"), SSECustomerKey: aws.String(base64.StdEncoding.EncodeToString(key)), SSECustomerKeyMD5: aws.String(keyMD5)})
+		if err != nil {
+			t.Fatalf("%s with the key: %v", k, err)
+		}
+		got, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes (%v), want the source's %d", k, len(got), err, len(want))
+		}
+	}
+	noUploads(t, r.mc, "dst")
+}
