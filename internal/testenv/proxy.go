@@ -30,7 +30,7 @@ type Proxy struct {
 
 // Seen is one request the proxy saw, with the answer it forwarded.
 type Seen struct {
-	Method, Path, Range, IfMatch string
+	Method, Path, Query, Range, IfMatch string
 	Status                       int
 	ETag, ContentRange           string
 }
@@ -68,7 +68,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		p.Hits.Add(1)
 		p.mu.Lock()
 		i := len(p.seen)
-		p.seen = append(p.seen, Seen{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), IfMatch: r.Header.Get("If-Match")})
+		p.seen = append(p.seen, Seen{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Range: r.Header.Get("Range"), IfMatch: r.Header.Get("If-Match")})
 		p.mu.Unlock()
 		if g := p.gate.Load(); g != nil {
 			if (*g)(r); r.Context().Err() != nil {
