@@ -31,8 +31,8 @@ type Proxy struct {
 // Seen is one request the proxy saw, with the answer it forwarded.
 type Seen struct {
 	Method, Path, Query, Range, IfMatch string
-	Status                       int
-	ETag, ContentRange           string
+	Status                              int
+	ETag, ContentRange                  string
 }
 
 type seenKey struct{}
