@@ -323,6 +323,11 @@ func TestBadInputCLI(t *testing.T) {
 		{"bad chunk size", []string{"--chunk-size", "0", "s3://bkt/obj", dir + "/a"}, 2, "chunk_size"},
 		{"existing destination", []string{"s3://bkt/obj", existing}, 1, "already exists"},
 		{"unknown job", []string{"status", "no-such-job"}, 2, `unknown job "no-such-job"`},
+		{"storage class to a file", []string{"--storage-class", "STANDARD_IA", "s3://bkt/obj", dir + "/a"}, 2, "--storage-class set what an object written to S3 gets"},
+		{"unknown storage class", []string{"--storage-class", "COLD", "s3://bkt/obj", "s3://bkt/copy"}, 2, `--storage-class "COLD": not a storage class`},
+		{"kms key without kms", []string{"--sse-kms-key-id", "k", "s3://bkt/obj", "s3://bkt/copy"}, 2, "--sse-kms-key-id needs --sse aws:kms"},
+		{"metadata without a value", []string{"--metadata", "team", "s3://bkt/obj", "s3://bkt/copy"}, 2, `--metadata "team": want KEY=VALUE`},
+		{"relative path on another host", []string{"--on", "elsewhere", "out/", "s3://bkt/up/"}, 2, "give its absolute path there"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := f.enqueue(t, tc.args...)

@@ -92,6 +92,9 @@ type ListHandler struct {
 	Ledger listLedger
 	Access Access
 	Log    *slog.Logger
+	// Host is this worker's host name: a list task for another host's
+	// files is refused (its chunks would run there, on files only here).
+	Host string
 }
 
 // ProcessTask implements asynq.Handler.
@@ -102,6 +105,9 @@ func (h *ListHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("%w: list task refused: %w", asynq.SkipRetry, err)
+	}
+	if p.On != h.Host {
+		return fmt.Errorf("%w: list task refused: it lists host %s's files, and this is %s", asynq.SkipRetry, p.On, h.Host)
 	}
 	fail := func(err error) error {
 		if lerr := h.Ledger.SetListed(context.WithoutCancel(ctx), p.Job, err); lerr != nil {

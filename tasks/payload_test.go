@@ -1,12 +1,17 @@
 package tasks
 
 import (
-	"github.com/s3fleet/s3fleet/ledger"
-
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // chunkPayload is a typical chunk: a long key, a version, an ETag.
@@ -139,5 +144,21 @@ func TestListPayloadValidate(t *testing.T) {
 		if err := p.Validate(); err == nil {
 			t.Errorf("%s: accepted %+v", name, p)
 		}
+	}
+}
+
+// TestListHandlerRefusesOtherHosts: a list task for another host's files
+// (forged, or misrouted) is refused before anything is walked.
+func TestListHandlerRefusesOtherHosts(t *testing.T) {
+	task, err := NewListTask(ListPayload{Job: "j", On: "host-a", Sources: []string{"/data/"}, Dest: "s3://b/p/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &ListHandler{Host: "host-b", Submit: func(context.Context, ListPayload) error {
+		t.Error("host-b walked host-a's files")
+		return nil
+	}}
+	if err := h.ProcessTask(context.Background(), task); !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "host host-a's files") {
+		t.Errorf("ProcessTask: %v, want a refusal naming the host", err)
 	}
 }

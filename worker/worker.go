@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk,
 	})
 	enq := enqueuer.New(cfg, s3c, eps, led, client, asynq.NewInspectorFromRedisClient(rdb), log)
-	mux.Handle(tasks.TypeList, &tasks.ListHandler{Submit: enq.SubmitListed, Ledger: led, Access: access, Log: log})
+	mux.Handle(tasks.TypeList, &tasks.ListHandler{Submit: enq.SubmitListed, Ledger: led, Access: access, Log: log, Host: host})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard, S3: eps, Access: access})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
 		Assembler: &assembler.Assembler{S3: eps, Ledger: led, Log: log, Guard: guard, AllowWrite: access.Write,
