@@ -398,7 +398,7 @@ type sample struct {
 	// s3fleet: the CPU time of its workers together, its enqueue and Redis.
 	cpuWorkers, cpuEnqueue, cpuRedis time.Duration
 	warnings                         int // s3fleet: lines the workers logged at warn level or above during the run
-	err                             error
+	err                              error
 }
 
 // gracefulStop is how long a worker may take to stop after SIGTERM: more

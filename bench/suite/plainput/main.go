@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string) error {
 	concurrency := fs.Int("concurrency", 8, "requests at once")
 	partText := fs.String("part-size", "8MiB", "bytes of each UploadPart")
 	copyPartText := fs.String("copy-part-size", "128MiB", "bytes of each UploadPartCopy")
+	checksum := fs.String("checksum", "", "a checksum algorithm for each UploadPart (e.g. CRC32; default none), sent as a trailer over HTTPS")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := &writer{c: c, bucket: *bucket, concurrency: *concurrency}
+	p := &writer{c: c, bucket: *bucket, concurrency: *concurrency, checksum: types.ChecksumAlgorithm(*checksum)}
 	switch {
 	case *copyFrom == "":
 		err = p.put(ctx, *key, *size, int64(partSize))
@@ -113,6 +114,7 @@ type writer struct {
 	c              *s3.Client
 	bucket         string
 	concurrency    int
+	checksum       types.ChecksumAlgorithm
 	objects, bytes atomic.Int64
 }
 
@@ -155,7 +157,7 @@ func (p *writer) parts(ctx context.Context, size, partSize int64, do func(ctx co
 // multipart runs one multipart upload of key whose parts come from parts,
 // aborting it on an error.
 func (p *writer) multipart(ctx context.Context, key string, parts func(uploadID string) ([]types.CompletedPart, error)) error {
-	up, err := p.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(p.bucket), Key: aws.String(key)})
+	up, err := p.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(p.bucket), Key: aws.String(key), ChecksumAlgorithm: p.checksum})
 	if err != nil {
 		return fmt.Errorf("create the upload of s3://%s/%s: %w", p.bucket, key, err)
 	}
@@ -189,12 +191,13 @@ func (p *writer) put(ctx context.Context, key string, size, partSize int64) erro
 			buf := bufs.Get().(*[]byte)
 			defer bufs.Put(buf)
 			out, err := p.c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(p.bucket), Key: aws.String(key), UploadId: aws.String(id),
-				PartNumber: aws.Int32(n), Body: bytes.NewReader((*buf)[:length]), ContentLength: aws.Int64(length)})
+				PartNumber: aws.Int32(n), Body: bytes.NewReader((*buf)[:length]), ContentLength: aws.Int64(length), ChecksumAlgorithm: p.checksum})
 			if err != nil {
 				return types.CompletedPart{}, fmt.Errorf("upload part %d of s3://%s/%s: %w", n, p.bucket, key, err)
 			}
 			p.bytes.Add(length)
-			return types.CompletedPart{PartNumber: aws.Int32(n), ETag: out.ETag}, nil
+			return types.CompletedPart{PartNumber: aws.Int32(n), ETag: out.ETag, ChecksumCRC32: out.ChecksumCRC32, ChecksumCRC32C: out.ChecksumCRC32C,
+				ChecksumCRC64NVME: out.ChecksumCRC64NVME, ChecksumSHA1: out.ChecksumSHA1, ChecksumSHA256: out.ChecksumSHA256}, nil
 		})
 	})
 }
