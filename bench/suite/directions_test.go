@@ -202,3 +202,12 @@ func TestTargetsDirections(t *testing.T) {
 		t.Errorf("an upload has no copy ceiling: %s", line)
 	}
 }
+
+// TestShownFlags quotes the command without what run.sh adds.
+func TestShownFlags(t *testing.T) {
+	got := shownFlags([]string{"-mode", "full", "-s5cmd", "/x/s5cmd", "-directions", "upload,copy", "-keep", "-versions=s5cmd=v2",
+		"-runs", "3", "--cells=upload/big/*"})
+	if want := []string{"-directions", "upload,copy", "-keep", "-runs", "3", "--cells=upload/big/*"}; !slices.Equal(got, want) {
+		t.Fatalf("%q, want %q", got, want)
+	}
+}

@@ -76,6 +76,9 @@ type options struct {
 	s3fleetSrc                                    string // where cmd/enqueue and cmd/worker are built from
 
 	suiteDir, root, binDir string
+	// shown are the flags given after the mode, as the report quotes the
+	// command (without those run.sh adds: the programs and their versions).
+	shown []string
 }
 
 func (o options) bin(name string) string { return filepath.Join(o.binDir, name) }
@@ -302,6 +305,7 @@ func parseFlags(args []string) (options, error) {
 	}
 	o := p.options
 	o.mode = *mode
+	o.shown = shownFlags(args)
 	cellText := p.cells
 	if *cells != "" {
 		cellText = *cells
@@ -410,4 +414,31 @@ func parseFlags(args []string) (options, error) {
 		o.versitygw = filepath.Join(o.root, ".bin", "versitygw")
 	}
 	return o, nil
+}
+
+// shownFlags are the command-line flags without -mode and those run.sh
+// passes itself.
+func shownFlags(args []string) []string {
+	hidden := map[string]bool{"mode": true, "s5cmd": true, "versitygw": true, "python": true, "versions": true, "rclone": true, "redis-server": true}
+	var out []string
+	for i := 0; i < len(args); i++ {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !strings.HasPrefix(args[i], "-") {
+			out = append(out, args[i])
+			continue
+		}
+		takesValue := !hasValue && name != "keep" && i+1 < len(args)
+		if hidden[name] {
+			if takesValue {
+				i++
+			}
+			continue
+		}
+		out = append(out, args[i])
+		if takesValue {
+			i++
+			out = append(out, args[i])
+		}
+	}
+	return out
 }

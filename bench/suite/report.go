@@ -152,8 +152,8 @@ func (s *suite) render() string {
 	o := s.opt
 	var b strings.Builder
 	fmt.Fprintf(&b, "# s3fleet against its peers\n\n")
-	fmt.Fprintf(&b, "`bench/suite/run.sh %s` on %s; the suite took %s (upload %s).\n\n",
-		o.mode, time.Now().UTC().Format(time.DateOnly), time.Since(s.started).Round(time.Second), s.uploadTime.Round(time.Second))
+	fmt.Fprintf(&b, "`bench/suite/run.sh %s%s` on %s; the suite took %s (upload %s).\n\n",
+		o.mode, joinArgs(o.shown), time.Now().UTC().Format(time.DateOnly), time.Since(s.started).Round(time.Second), s.uploadTime.Round(time.Second))
 	m := describeMachine()
 	fmt.Fprintf(&b, "- Machine: %d CPUs (nproc), %s, %s RAM, Linux %s, %s\n", m.cpus, m.cpuModel, m.memory, m.kernel, m.goVersion)
 	fmt.Fprintf(&b, "- s3fleet: %s\n", s.fleetVersion)
