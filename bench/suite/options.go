@@ -247,7 +247,7 @@ var presets = map[string]struct {
 	"quick": {options{runs: 3, warmup: 1, contenders: "^(s3fleet 2w|s5cmd)$", slow: time.Minute, budget: 150 * time.Second, listing: 0,
 		out: "bench/out/results-quick.md", chart: "bench/out/results-quick.png"},
 		"big/loopback/*"},
-	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 36 * time.Minute, listing: 1_000_000,
+	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 42 * time.Minute, listing: 1_000_000,
 		out: "bench/results.md", chart: "bench/results.png"},
 		fullCells},
 }
@@ -267,7 +267,7 @@ func parseFlags(args []string) (options, error) {
 		"(default: quick 'big/loopback/*', full '"+fullCells+"')")
 	dirs := fs.String("directions", "", "keep only the cells of these directions, comma-separated: download, upload, copy (across endpoints), server-copy (default: all)")
 	slow := fs.Duration("slow", 0, "a contender whose run takes longer runs only once in that cell (default: quick 1m, full 20s)")
-	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 2m30s, full 36m)")
+	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 2m30s, full 42m)")
 	contenders := fs.String("contenders", "", "regular expression choosing contenders by name (default: quick '^(s3fleet 2w|s5cmd)$', full all)")
 	ref := fs.String("ref", "s3fleet 2w", "the s3fleet contender the ratios and targets use, or best: the fastest s3fleet row of each table")
 	fleetWorkers := fs.String("fleet-workers", "1,2,4", "s3fleet contenders: numbers of worker processes")
