@@ -3,7 +3,7 @@
 # aws-sdk-go-v2 manager, s3transfer, boto3, rclone and a plain loop, in
 # every direction: downloads, uploads, copies across endpoints, server-side.
 #
-#   bench/suite/run.sh            # full: every direction, contender, workload and network (about 35 min on 2 cores)
+#   bench/suite/run.sh            # full: every direction, contender, workload and network (about 35–40 min on 2 cores)
 #   bench/suite/run.sh quick      # 1 GiB download, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
 #   bench/suite/run.sh full -directions upload,copy,server-copy   # the uploads and copies alone
 #   bench/suite/run.sh full -runs 3 -cells 'big/*/scratch'        # flags after the mode go to the suite (see main.go)
