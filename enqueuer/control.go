@@ -27,11 +27,22 @@ var _ taskControl = (*asynq.Inspector)(nil)
 // them), and a worker removes each part file. It returns how many objects
 // it cancelled.
 func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
-	if _, err := e.Ledger.GetJob(ctx, job); err != nil {
+	j, err := e.Ledger.GetJob(ctx, job)
+	if err != nil {
 		return 0, err
 	}
+	if j.ListTask != "" && !j.Listed {
+		// Its files are still being listed on their host: stop that first,
+		// so that it adds nothing after the objects below are cancelled.
+		if err := e.stopTask(j.ListQueue, j.ListTask); err != nil {
+			return 0, err
+		}
+		if err := e.Ledger.SetListed(ctx, job, errors.New("cancelled before its files were all listed")); err != nil {
+			return 0, err
+		}
+	}
 	var n int64
-	err := e.Ledger.JobObjects(ctx, job, func(o ledger.JobObject) error {
+	err = e.Ledger.JobObjects(ctx, job, func(o ledger.JobObject) error {
 		if o.State != ledger.Queued && o.State != ledger.Running {
 			return nil
 		}

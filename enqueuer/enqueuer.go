@@ -286,6 +286,9 @@ func (e *Enqueuer) newSubmission(req Request) (*submission, error) {
 	if err := req.Write.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
+	if s.toS3 && req.SSECKeyMD5 != "" && (req.Write.SSE != "" || req.Write.SSEKMSKeyID != "") {
+		return nil, fmt.Errorf("%w: --sse-c-key-file encrypts the copies with that key: --sse and --sse-kms-key-id do not apply", ErrUsage)
+	}
 	if s.queue, err = tasks.ChunkQueue(req.Priority); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}

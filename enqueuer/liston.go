@@ -2,11 +2,8 @@ package enqueuer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/s3fleet/s3fleet/tasks"
 )
@@ -21,7 +18,7 @@ func (s *submission) listOn(ctx context.Context) (Summary, error) {
 		Job: s.sum.Job, On: s.req.On, Dest: s.req.Dest,
 		Overwrite: s.req.Overwrite, Sync: s.req.Sync, Mirror: s.req.Mirror, MaxDelete: s.req.MaxDelete,
 		Include: s.req.Include, Exclude: s.req.Exclude, Priority: s.req.Priority, Verify: s.req.Verify,
-		ChunkSize: s.e.ChunkSize, Threshold: s.e.Threshold,
+		ChunkSize: s.e.ChunkSize, Threshold: s.e.Threshold, SSECKeyMD5: s.req.SSECKeyMD5,
 	}
 	for _, src := range s.srcs {
 		p.Sources = append(p.Sources, src.Key)
@@ -33,14 +30,17 @@ func (s *submission) listOn(ctx context.Context) (Summary, error) {
 	if err := p.Validate(); err != nil {
 		return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	task, err := tasks.NewListTask(p)
+	task, id, err := tasks.NewListTask(p)
 	if err != nil {
 		return Summary{}, err
 	}
 	if err := s.begin(ctx); err != nil {
 		return Summary{}, err
 	}
-	if _, err := s.e.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+	if err := s.e.Ledger.SetListTask(ctx, s.sum.Job, tasks.HostQueue(p.On), id); err != nil {
+		return s.sum, err
+	}
+	if _, err := s.e.Queue.EnqueueContext(ctx, task); err != nil {
 		err = fmt.Errorf("enqueue the listing of %s on host %s: %w", s.sourceText(), s.req.On, err)
 		_ = s.e.Ledger.SetListed(context.WithoutCancel(ctx), s.sum.Job, err)
 		return s.sum, err
@@ -51,8 +51,18 @@ func (s *submission) listOn(ctx context.Context) (Summary, error) {
 
 // SubmitListed runs a list task's enqueue on its host: the tree is walked
 // here, and its objects join the job the enqueuer began, cut into chunks
-// as that enqueuer would.
-func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload) error {
+// as that enqueuer would. keys are the worker's SSE-C keys, for uploads
+// written with one. A job whose listing ended meanwhile (cancelled) is
+// left as it is.
+func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload, keys map[string][]byte) error {
+	j, err := e.Ledger.GetJob(ctx, p.Job)
+	switch {
+	case err != nil:
+		return err
+	case j.Listed:
+		e.logger().Info("nothing to list: the job's listing ended (cancelled?)", "job", p.Job)
+		return nil
+	}
 	here := *e
 	if p.ChunkSize > 0 {
 		here.ChunkSize = p.ChunkSize
@@ -69,11 +79,18 @@ func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload) error 
 	if p.Write != nil {
 		req.Write = *p.Write
 	}
+	if p.SSECKeyMD5 != "" {
+		key, ok := keys[p.SSECKeyMD5]
+		if !ok {
+			return fmt.Errorf("the workers of host %s have no SSE-C key with MD5 %s (configure sse_c_key_file)", p.On, p.SSECKeyMD5)
+		}
+		req.SSECKeyMD5, req.SSECKey = p.SSECKeyMD5, key
+	}
 	for _, src := range p.Sources {
 		if _, err := os.Lstat(src); err != nil {
 			return fmt.Errorf("source %s on host %s: %w", src, p.On, err)
 		}
 	}
-	_, err := here.Submit(ctx, req)
+	_, err = here.Submit(ctx, req)
 	return err
 }

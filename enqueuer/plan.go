@@ -51,6 +51,11 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 	}
 	t.Dest, t.DestFP = final, s.destFP
 	ident := final
+	if s.toS3 && t.SSECKeyMD5 != "" && o.path != "" {
+		// An upload encrypted with a customer key is another transfer than
+		// one without (a copy of an SSE-C source always is, by its key).
+		ident += "\x00sse-c:" + t.SSECKeyMD5
+	}
 	if t.WriteOpts != "" {
 		// Asked with other write options, it is another transfer: an
 		// existing one (in flight, done, or holding an upload begun with

@@ -202,6 +202,10 @@ type Job struct {
 	Created   int64  `redis:"created"`
 	Listed    bool   `redis:"listed"` // every object has been enqueued
 	ListError string `redis:"list_error"`
+	// ListQueue and ListTask name the list task of a job whose files are
+	// listed on its --on host (see SetListTask), for cancel.
+	ListQueue string `redis:"list_queue"`
+	ListTask  string `redis:"list_task"`
 
 	Objects    int64 `redis:"objects"`
 	BytesTotal int64 `redis:"bytes_total"`
@@ -271,6 +275,15 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	err := setListedScript.Run(ctx, l.rdb, []string{jobKey(id), jobXfersKey(id), jobSkippedKey(id)}, msg, l.ttlSeconds()).Err()
 	if err != nil {
 		return fmt.Errorf("mark job %s listed: %w", id, err)
+	}
+	return nil
+}
+
+// SetListTask records the list task that lists a job's files on their
+// host, so that a cancel before it runs can stop it.
+func (l *Ledger) SetListTask(ctx context.Context, id, queue, task string) error {
+	if err := l.rdb.HSet(ctx, jobKey(id), "list_queue", queue, "list_task", task).Err(); err != nil {
+		return fmt.Errorf("record the list task of job %s: %w", id, err)
 	}
 	return nil
 }

@@ -82,5 +82,10 @@ func destClient(ctx context.Context, eps Endpoints, remote, fingerprint, keyMD5 
 	if !ok {
 		return nil, fmt.Errorf("%w: this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", asynq.SkipRetry, keyMD5)
 	}
+	if !eps.Secure(remote) {
+		// S3 refuses SSE-C over plain HTTP, after the key has crossed
+		// the network in the clear: never send it.
+		return nil, fmt.Errorf("%w: an SSE-C key is sent over HTTPS only, and the endpoint of %q is plain HTTP", asynq.SkipRetry, remote)
+	}
 	return s3client.WithSSEC(c, key)
 }

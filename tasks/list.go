@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +41,9 @@ type ListPayload struct {
 	Priority  string        `json:"priority,omitempty"`
 	Verify    string        `json:"verify,omitempty"`
 	Write     *ledger.Write `json:"write,omitempty"`
+	// SSECKeyMD5 names the SSE-C key the uploads are written with (the
+	// workers' own copy of it).
+	SSECKeyMD5 string `json:"sse_c_key_md5,omitempty"`
 	// The enqueuer's chunking, so that the objects are cut as it would.
 	ChunkSize int64 `json:"chunk_size,omitempty"`
 	Threshold int64 `json:"threshold,omitempty"`
@@ -63,18 +68,23 @@ func (p ListPayload) Validate() error {
 	return validWrite(p.Write, true)
 }
 
-// NewListTask builds the list task of a job on its host's queue, with a
-// deterministic ID: enqueueing the job again while it waits is a no-op.
-func NewListTask(p ListPayload, opts ...asynq.Option) (*asynq.Task, error) {
+// NewListTask builds a list task of a job on its host's queue, and
+// returns its ID. Each submission gets a list task of its own (the job's
+// name and a random suffix): the same job enqueued again lists again,
+// whatever became of the earlier task (a walk adds each object once).
+func NewListTask(p ListPayload, opts ...asynq.Option) (*asynq.Task, string, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
-		return nil, fmt.Errorf("encode list payload: %w", err)
+		return nil, "", fmt.Errorf("encode list payload: %w", err)
 	}
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	id := "list:" + p.Job + ":" + hex.EncodeToString(r[:])
 	defaults := []asynq.Option{
 		asynq.Queue(HostQueue(p.On)), asynq.MaxRetry(3), asynq.Timeout(time.Hour),
-		asynq.TaskID("list:" + p.Job), asynq.Retention(time.Hour),
+		asynq.TaskID(id), asynq.Retention(time.Hour),
 	}
-	return asynq.NewTask(TypeList, b, append(defaults, opts...)...), nil
+	return asynq.NewTask(TypeList, b, append(defaults, opts...)...), id, nil
 }
 
 // listLedger is what a list task records of a listing that failed.
@@ -83,10 +93,11 @@ type listLedger interface {
 }
 
 // ListHandler runs list tasks: Submit enqueues the payload's request on
-// this host (the enqueuer's Submit, as the worker wires it), which marks
-// the job listed. A listing that cannot be made (a source outside
-// allow_source, missing, empty) marks it listed with the cause, so the
-// job ends rather than waits.
+// this host (the enqueuer's SubmitListed, as the worker wires it), which
+// marks the job listed. A listing that cannot be made (a source outside
+// allow_source, a destination outside allow_write, missing, empty, its
+// last attempt failed) marks it listed with the cause, so the job ends
+// rather than waits.
 type ListHandler struct {
 	Submit func(ctx context.Context, p ListPayload) error
 	Ledger listLedger
@@ -95,6 +106,8 @@ type ListHandler struct {
 	// Host is this worker's host name: a list task for another host's
 	// files is refused (its chunks would run there, on files only here).
 	Host string
+	// Remotes are the names of the worker's remotes, to read Dest.
+	Remotes []string
 }
 
 // ProcessTask implements asynq.Handler.
@@ -116,21 +129,49 @@ func (h *ListHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.Log.Error("listing failed", "job", p.Job, "err", err)
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
+	if err := h.allowed(p); err != nil {
+		return fail(err)
+	}
+	err := h.Submit(ctx, p)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(ctx.Err(), context.Canceled):
+		// Shut down (the task goes back to the queue), or cancelled (its
+		// next run finds the job ended). Past its deadline it fails below.
+		return err
+	}
+	return fail(err)
+}
+
+// allowed checks a listing against the worker's allow lists before
+// anything is walked: each source under allow_source (a directory may be
+// a root itself), the destination under allow_write, and under
+// allow_delete too for --delete.
+func (h *ListHandler) allowed(p ListPayload) error {
 	for _, s := range p.Sources {
-		switch {
-		case h.Access.Source.Open():
-			return fail(fmt.Errorf("the workers of host %s have no allow_source: they upload no local file (%s)", p.On, s))
-		default:
-			if err := h.Access.Source.Check(filepath.Clean(s)); err != nil {
-				return fail(err)
-			}
+		if h.Access.Source.Open() {
+			return fmt.Errorf("the workers of host %s have no allow_source: they upload no local file (%s)", p.On, s)
+		}
+		probe := filepath.Clean(s)
+		if strings.HasSuffix(s, "/") {
+			probe = filepath.Join(probe, "x") // the tree's files are what is read
+		}
+		if err := h.Access.Source.Check(probe); err != nil {
+			return fmt.Errorf("source %s is under no allow_source root of host %s", s, p.On)
 		}
 	}
-	if err := h.Submit(ctx, p); err != nil {
-		if ctx.Err() != nil {
-			return err // shutting down: the task goes back to the queue
+	dst, err := location.ParseURL(p.Dest, h.Remotes)
+	if err != nil {
+		return err
+	}
+	if err := h.Access.Write.Check(dst); err != nil {
+		return err
+	}
+	if p.Mirror {
+		if err := h.Access.Delete.Check(dst); err != nil {
+			return fmt.Errorf("--delete: %w", err)
 		}
-		return fail(err)
 	}
 	return nil
 }

@@ -122,7 +122,7 @@ func TestListPayloadValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("a payload an enqueuer writes: %v", err)
 	}
-	task, err := NewListTask(good)
+	task, _, err := NewListTask(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestListPayloadValidate(t *testing.T) {
 // TestListHandlerRefusesOtherHosts: a list task for another host's files
 // (forged, or misrouted) is refused before anything is walked.
 func TestListHandlerRefusesOtherHosts(t *testing.T) {
-	task, err := NewListTask(ListPayload{Job: "j", On: "host-a", Sources: []string{"/data/"}, Dest: "s3://b/p/"})
+	task, _, err := NewListTask(ListPayload{Job: "j", On: "host-a", Sources: []string{"/data/"}, Dest: "s3://b/p/"})
 	if err != nil {
 		t.Fatal(err)
 	}

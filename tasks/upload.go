@@ -397,10 +397,14 @@ func (c *crcReader) Read(p []byte) (int, error) {
 
 // noObject fails for good when the destination object exists.
 func noObject(ctx context.Context, api partWriter, dst location.Source) error {
-	_, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	// Asked without an SSE-C key: any object there answers, one encrypted
+	// with a customer key (ours or another) with 400.
+	_, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)}, s3client.WithoutSSEC)
 	switch {
 	case err == nil:
 		return permanent("destination %s already exists (use --overwrite to replace it)", dst)
+	case s3client.HTTPStatus(err) == http.StatusBadRequest:
+		return permanent("destination %s already exists, encrypted with a customer key (use --overwrite to replace it)", dst)
 	case s3client.HTTPStatus(err) == http.StatusNotFound:
 		return nil
 	case s3client.HTTPStatus(err) == http.StatusForbidden:

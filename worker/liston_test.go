@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/hibiken/asynq"
 
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/fleettest"
@@ -22,7 +23,10 @@ import (
 // cannot see (it does not exist when the job is enqueued) is listed by a
 // list task on that host's worker, and its files land; host-b, which has
 // no allow_source, would fail any task of it. A tree missing on the host
-// ends the job with the cause; a relative path is a usage error.
+// ends the job with the cause, and the same job enqueued again once it is
+// there lists it; the allow_source root itself can be listed; a cancel
+// before the host's worker runs ends the job and removes its list task; a
+// relative path is a usage error.
 func TestUploadListedOnHost(t *testing.T) {
 	t.Parallel()
 	f := fleettest.New(t)
@@ -76,13 +80,59 @@ func TestUploadListedOnHost(t *testing.T) {
 		}
 	}
 
-	req = fleettest.Request(filepath.Join(root, "missing")+"/", "s3://upl/m/")
+	missing := filepath.Join(root, "missing")
+	req = fleettest.Request(missing+"/", "s3://upl/m/")
+	req.On, req.Job = "host-a", "nightly"
+	if sum, err = c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); !strings.Contains(j.ListError, missing) {
+		t.Errorf("a tree missing on host-a: job %+v, want a list error naming it", j)
+	}
+	// The same job again once the tree is there: listed anew, not taken
+	// for the earlier list task.
+	if err := os.MkdirAll(missing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(missing, "late.txt"), []byte("late\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err = c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 || j.ListError != "" {
+		t.Errorf("the job again with its tree there: %+v", j)
+	}
+
+	// The allow_source root itself can be listed.
+	req = fleettest.Request(root+"/", "s3://upl/root/")
 	req.On = "host-a"
 	if sum, err = c.Submit(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if j := c.Wait(t, sum.Job, time.Minute); !strings.Contains(j.ListError, filepath.Join(root, "missing")) {
-		t.Errorf("a tree missing on host-a: job %+v, want a list error naming it", j)
+	if j := c.Wait(t, sum.Job, time.Minute); j.Failed != 0 || j.Succeeded != 3 || j.ListError != "" {
+		t.Errorf("the allow_source root: %+v", j)
+	}
+
+	// Cancelled before its host's worker runs: the listing ends, and a
+	// worker of that host started afterwards uploads nothing.
+	req = fleettest.Request(tree+"/", "s3://upl/c/")
+	req.On = "host-c"
+	if sum, err = c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Cancel(ctx, sum.Job); err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, 10*time.Second); !strings.Contains(j.ListError, "cancelled") || j.Objects != 0 {
+		t.Errorf("cancelled before listing: %+v", j)
+	}
+	j, err := c.Ledger.GetJob(ctx, sum.Job)
+	if err != nil || j.ListTask == "" {
+		t.Fatalf("the job names no list task: %+v, %v", j, err)
+	}
+	if _, err := c.Enqueuer.Control.GetTaskInfo(j.ListQueue, j.ListTask); !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+		t.Errorf("after the cancel, the list task is still queued (%v)", err)
 	}
 
 	req = fleettest.Request("tree/", "s3://upl/r/")

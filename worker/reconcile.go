@@ -3,17 +3,21 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/tasks"
 )
 
-// failRecorder records an object failed.
+// failRecorder records an object failed, or a job's listing ended.
 type failRecorder interface {
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+	GetJob(ctx context.Context, id string) (ledger.Job, error)
+	SetListed(ctx context.Context, id string, listErr error) error
 }
 
 // archiveLister is the part of asynq.Inspector the reconciler reads.
@@ -63,12 +67,33 @@ func reconcileTasks(ctx context.Context, archived []*asynq.TaskInfo, led failRec
 		if time.Since(ti.LastFailedAt) > 15*time.Minute {
 			continue
 		}
+		if ti.Type == tasks.TypeList {
+			endListing(ctx, ti, led, log)
+			continue
+		}
 		for _, ref := range taskTransfers(ti) {
 			cause := "task archived after its last attempt: " + ti.LastErr
 			if changed, err := led.Fail(ctx, ref.id, ref.gen, cause, false, time.Now()); err == nil && changed {
 				log.Warn("object failed: its task was archived", "task_id", ti.ID, "transfer", ref.id, "err", ti.LastErr)
 			}
 		}
+	}
+}
+
+// endListing ends the listing of a job whose list task was archived
+// without its handler saying why (its worker died in its last attempt):
+// the job would wait for objects nobody adds.
+func endListing(ctx context.Context, ti *asynq.TaskInfo, led failRecorder, log *slog.Logger) {
+	var p tasks.ListPayload
+	if json.Unmarshal(ti.Payload, &p) != nil || p.Job == "" {
+		return
+	}
+	j, err := led.GetJob(ctx, p.Job)
+	if err != nil || j.Listed || j.ListTask != ti.ID {
+		return // ended, or listed by a later task
+	}
+	if err := led.SetListed(ctx, p.Job, errors.New("its list task was archived after its last attempt: "+ti.LastErr)); err == nil {
+		log.Warn("job's listing ended: its list task was archived", "job", p.Job, "task_id", ti.ID, "err", ti.LastErr)
 	}
 }
 

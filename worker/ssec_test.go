@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,15 +19,18 @@ import (
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/internal/fleettest"
 	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // TestCopySSEC: an SSE-C object is copied to S3 encrypted with the same
 // key (the workers' own copy of it; only its MD5 travels in a task):
 // server-side within MinIO (CopyObject, UploadPartCopy), through the
 // workers (--verify required: a GET and PutObject, ranged GETs and upload
-// parts), and a local file uploaded with the key. The copies read back
-// with the key, byte for byte, and not without it. MinIO takes SSE-C over
-// TLS only.
+// parts), and a local file uploaded with the key, by the enqueuer and
+// listed on its --on host. The copies read back with the key, byte for
+// byte, and not without it; objects there under another key are found,
+// not replaced.
+// MinIO takes SSE-C over TLS only.
 func TestCopySSEC(t *testing.T) {
 	r := newCopyRigWith(t, testenv.MinIOOptions{TLS: true})
 	key := randomBytes(t, 32)
@@ -38,6 +42,7 @@ func TestCopySSEC(t *testing.T) {
 	}
 	wcfg := r.cfg
 	wcfg.SSECKeyFile = keyFile
+	wcfg.Host = "ssec-host" // not the enqueuer's: an upload --on it is listed there
 	root := t.TempDir()
 	wcfg.AllowSource = []string{root}
 	fleettest.StartWorker(t, wcfg)
@@ -57,13 +62,14 @@ func TestCopySSEC(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, c := range []struct{ name, src, dest, verify string }{
-		{"server-side", "minio://other/enc/", "minio://dst/side/", ""},
-		{"through the workers", "minio://other/enc/", "minio://dst/through/", assembler.VerifyRequired},
-		{"upload", root + "/up.bin", "minio://dst/up/big", ""},
+	for _, c := range []struct{ name, src, dest, verify, on string }{
+		{"server-side", "minio://other/enc/", "minio://dst/side/", "", ""},
+		{"through the workers", "minio://other/enc/", "minio://dst/through/", assembler.VerifyRequired, ""},
+		{"upload", root + "/up.bin", "minio://dst/up/big", "", ""},
+		{"upload listed on its host", root + "/", "minio://dst/onhost/", "", "ssec-host"},
 	} {
 		req := fleettest.Request(c.src, c.dest)
-		req.SSECKeyMD5, req.SSECKey, req.Verify = keyMD5, key, c.verify
+		req.SSECKeyMD5, req.SSECKey, req.Verify, req.On = keyMD5, key, c.verify, c.on
 		s, err := r.c.Submit(ctx, req)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
@@ -76,8 +82,11 @@ func TestCopySSEC(t *testing.T) {
 			t.Fatalf("%s: %+v", c.name, j)
 		}
 	}
-	for _, k := range []string{"side/big", "side/small", "through/big", "through/small", "up/big"} {
+	for _, k := range []string{"side/big", "side/small", "through/big", "through/small", "up/big", "onhost/up.bin"} {
 		want := objs[filepath.Base(k)]
+		if k == "onhost/up.bin" {
+			want = objs["big"]
+		}
 		if _, err := r.mc.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("dst"), Key: aws.String(k)}); err == nil {
 			t.Errorf("%s: read without the key: the copy is not encrypted with it", k)
 		}
@@ -93,4 +102,29 @@ func TestCopySSEC(t *testing.T) {
 		}
 	}
 	noUploads(t, r.mc, "dst")
+
+	// Copied without --overwrite onto objects encrypted with another key:
+	// they are found (a HEAD without any key answers 400), not replaced.
+	key2 := randomBytes(t, 32)
+	sum2 := md5.Sum(key2)
+	for k := range objs {
+		in := &s3.PutObjectInput{Bucket: aws.String("dst"), Key: aws.String("taken/" + k), Body: bytes.NewReader([]byte("another key's")),
+			SSECustomerAlgorithm: aws.String("AES256"), SSECustomerKey: aws.String(base64.StdEncoding.EncodeToString(key2)),
+			SSECustomerKeyMD5: aws.String(base64.StdEncoding.EncodeToString(sum2[:]))}
+		if _, err := r.mc.PutObject(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := fleettest.Request("minio://other/enc/", "minio://dst/taken/")
+	req.SSECKeyMD5, req.SSECKey = keyMD5, key
+	again, err := r.c.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, again.Job, time.Minute)
+	for k, o := range r.c.Objects(t, again.Job) {
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+			t.Errorf("%s over an object encrypted with another key: %s %q, want refused (already exists)", k, o.State, o.Error)
+		}
+	}
 }

@@ -80,7 +80,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk,
 	})
 	enq := enqueuer.New(cfg, s3c, eps, led, client, asynq.NewInspectorFromRedisClient(rdb), log)
-	mux.Handle(tasks.TypeList, &tasks.ListHandler{Submit: enq.SubmitListed, Ledger: led, Access: access, Log: log, Host: host})
+	mux.Handle(tasks.TypeList, &tasks.ListHandler{
+		Submit: func(ctx context.Context, p tasks.ListPayload) error { return enq.SubmitListed(ctx, p, keys) },
+		Ledger: led, Access: access, Log: log, Host: host, Remotes: eps.Names(),
+	})
 	mux.Handle(tasks.TypeCleanup, &tasks.CleanupHandler{Ledger: led, Log: log, Guard: guard, S3: eps, Access: access})
 	mux.Handle(tasks.TypeAssemble, &tasks.AssembleHandler{
 		Assembler: &assembler.Assembler{S3: eps, Ledger: led, Log: log, Guard: guard, AllowWrite: access.Write,

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
@@ -20,6 +21,22 @@ var ssecOps = map[string]bool{
 	"CreateMultipartUpload": true, "UploadPart": true, "UploadPartCopy": true, "CompleteMultipartUpload": true,
 }
 
+// The SSE-C request headers.
+const (
+	hdrSSECAlgorithm = "X-Amz-Server-Side-Encryption-Customer-Algorithm"
+	hdrSSECKey       = "X-Amz-Server-Side-Encryption-Customer-Key"
+	hdrSSECKeyMD5    = "X-Amz-Server-Side-Encryption-Customer-Key-Md5"
+)
+
+// ssecClients caches the clients WithSSEC made, by base client and key:
+// one per endpoint and key for the life of the process, not one a task.
+var ssecClients sync.Map // ssecClientKey → *s3.Client
+
+type ssecClientKey struct {
+	base   *s3.Client
+	keyMD5 string
+}
+
 // WithSSEC returns a client of the same endpoint whose requests to an
 // object carry an SSE-C key (customer-provided encryption): objects it
 // writes are encrypted with key, and it can read their headers back. A
@@ -30,16 +47,40 @@ func WithSSEC(c *s3.Client, key []byte) (*s3.Client, error) {
 	}
 	sum := md5.Sum(key)
 	b64, md5b64 := base64.StdEncoding.EncodeToString(key), base64.StdEncoding.EncodeToString(sum[:])
+	ck := ssecClientKey{c, md5b64}
+	if w, ok := ssecClients.Load(ck); ok {
+		return w.(*s3.Client), nil
+	}
 	add := middleware.BuildMiddlewareFunc("s3fleetSSEC", func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
 		if req, ok := in.Request.(*smithyhttp.Request); ok && ssecOps[middleware.GetOperationName(ctx)] {
-			req.Header.Set("X-Amz-Server-Side-Encryption-Customer-Algorithm", "AES256")
-			req.Header.Set("X-Amz-Server-Side-Encryption-Customer-Key", b64)
-			req.Header.Set("X-Amz-Server-Side-Encryption-Customer-Key-Md5", md5b64)
+			req.Header.Set(hdrSSECAlgorithm, "AES256")
+			req.Header.Set(hdrSSECKey, b64)
+			req.Header.Set(hdrSSECKeyMD5, md5b64)
 		}
 		return next.HandleBuild(ctx, in)
 	})
-	return s3.New(c.Options(), func(o *s3.Options) {
+	w := s3.New(c.Options(), func(o *s3.Options) {
 		// A new slice: the copy of the options shares the client's.
 		o.APIOptions = append(slices.Clip(o.APIOptions), func(s *middleware.Stack) error { return s.Build.Add(add, middleware.After) })
-	}), nil
+		// The S3 Express provider is the base client's, and s3.New would
+		// rebind it to this client while others use it: a new one.
+		o.ExpressCredentials = nil
+	})
+	actual, _ := ssecClients.LoadOrStore(ck, w)
+	return actual.(*s3.Client), nil
+}
+
+// WithoutSSEC is a request option that sends no SSE-C key, even through a
+// client of WithSSEC: a HEAD that asks whether any object is there.
+func WithoutSSEC(o *s3.Options) {
+	o.APIOptions = append(slices.Clip(o.APIOptions), func(s *middleware.Stack) error {
+		return s.Build.Add(middleware.BuildMiddlewareFunc("s3fleetNoSSEC", func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+			if req, ok := in.Request.(*smithyhttp.Request); ok {
+				req.Header.Del(hdrSSECAlgorithm)
+				req.Header.Del(hdrSSECKey)
+				req.Header.Del(hdrSSECKeyMD5)
+			}
+			return next.HandleBuild(ctx, in)
+		}), middleware.After)
+	})
 }

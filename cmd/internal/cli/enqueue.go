@@ -105,6 +105,9 @@ errors.`,
 				defer f.Close()
 				req.From = f
 			}
+			if local && req.On != "" {
+				return UsageError{errors.New("--local runs the job in this process: --on does not apply")}
+			}
 			return submit(cmd, cfg, req, submitOptions{wait: wait, local: local, manifest: manifest, out: out})
 		},
 	}
