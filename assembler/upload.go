@@ -193,14 +193,35 @@ func CheckCopy(ctx context.Context, api headAPI, dst location.Source, size int64
 	if err != nil {
 		return CopyCheck{}, fmt.Errorf("head the copy %s: %s", dst, s3client.Describe(err))
 	}
-	d := SumOf(out)
+	return judgeCopy(dst, size, aws.ToInt64(out.ContentLength), SumOf(out), src, mode)
+}
+
+// CheckCopied judges a CopyObject by the checksum its result reports,
+// when that one can be compared with the source's (or verify is off): no
+// HEAD of the copy, which has the source's size (the copy was pinned to
+// the source's ETag, and CopyObject copies whole). Otherwise it is
+// CheckCopy.
+func CheckCopied(ctx context.Context, api headAPI, dst location.Source, size int64, src Sum, mode string, res *types.CopyObjectResult) (CopyCheck, error) {
+	if d := SumOf(res); mode == VerifyOff || comparable(src, d) {
+		return judgeCopy(dst, size, size, d, src, mode)
+	}
+	return CheckCopy(ctx, api, dst, size, src, mode)
+}
+
+// comparable reports whether two full-object checksums can be compared.
+func comparable(a, b Sum) bool {
+	return a.Value != "" && b.Value != "" && a.Algorithm == b.Algorithm && !a.Composite() && !b.Composite()
+}
+
+// judgeCopy judges a copy of n bytes whose checksum is d.
+func judgeCopy(dst location.Source, size, n int64, d, src Sum, mode string) (CopyCheck, error) {
 	c := CopyCheck{Algorithm: d.Algorithm, Value: d.Value}
-	switch n := aws.ToInt64(out.ContentLength); {
+	switch {
 	case n != size:
 		return c, fmt.Errorf("%w: %s: the copy has %d bytes, the source %d", ErrChecksum, dst, n, size)
 	case mode == VerifyOff:
 		c.Check, c.Reason = CheckNone, "verify is off"
-	case src.Value != "" && d.Value != "" && src.Algorithm == d.Algorithm && !src.Composite() && !d.Composite():
+	case comparable(src, d):
 		if d.Value != src.Value {
 			return c, fmt.Errorf("%w: %s: the copy's %s is %s, the source's %s", ErrChecksum, dst, d.Algorithm, d.Value, src.Value)
 		}

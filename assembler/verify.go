@@ -72,10 +72,17 @@ type checksumFields struct {
 }
 
 // SumOf reads S3's checksum from a HEAD or GET response (made with
-// x-amz-checksum-mode: ENABLED). At most one algorithm is set.
-func SumOf[T *s3.HeadObjectOutput | *s3.GetObjectOutput](out T) Sum {
+// x-amz-checksum-mode: ENABLED), or a CopyObject's result. At most one
+// algorithm is set.
+func SumOf[T *s3.HeadObjectOutput | *s3.GetObjectOutput | *types.CopyObjectResult](out T) Sum {
 	var f checksumFields
 	switch o := any(out).(type) {
+	case *types.CopyObjectResult:
+		if o == nil {
+			return Sum{}
+		}
+		f = checksumFields{crc32: o.ChecksumCRC32, crc32c: o.ChecksumCRC32C, crc64nvme: o.ChecksumCRC64NVME, sha1: o.ChecksumSHA1,
+			sha256: o.ChecksumSHA256, sha512: o.ChecksumSHA512, md5: o.ChecksumMD5, typ: o.ChecksumType}
 	case *s3.HeadObjectOutput:
 		f = checksumFields{o.ChecksumCRC32, o.ChecksumCRC32C, o.ChecksumCRC64NVME, o.ChecksumSHA1, o.ChecksumSHA256,
 			o.ChecksumSHA512, o.ChecksumMD5, o.ChecksumXXHASH64, o.ChecksumXXHASH3, o.ChecksumXXHASH128, o.ChecksumType}

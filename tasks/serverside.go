@@ -140,7 +140,8 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 		return ledger.BatchResult{}, assembler.Record{}, err
 	}
 	began := time.Now()
-	if _, err := api.CopyObject(ctx, in); err != nil {
+	out, err := api.CopyObject(ctx, in)
+	if err != nil {
 		switch status := s3client.HTTPStatus(err); {
 		case status == http.StatusPreconditionFailed && o.Overwrite:
 			return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
@@ -155,7 +156,7 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 		}
 		return ledger.BatchResult{}, assembler.Record{}, s3Failure("copy "+o.URL()+" to "+dst.String(), err)
 	}
-	v, err := assembler.CheckCopy(ctx, api, dst, o.Size, src, o.Verify)
+	v, err := assembler.CheckCopied(ctx, api, dst, o.Size, src, o.Verify, out.CopyObjectResult)
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w", asynq.SkipRetry, assembler.RemoveCopy(ctx, api, dst, err))
 	}

@@ -1,0 +1,55 @@
+package assembler
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/location"
+)
+
+// headCounter answers HEADs with out and counts them.
+type headCounter struct {
+	out   *s3.HeadObjectOutput
+	heads int
+}
+
+func (h *headCounter) HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	h.heads++
+	return h.out, nil
+}
+
+// TestCheckCopied: a CopyObject whose result reports a checksum of the
+// source's algorithm is judged by it, with no HEAD (a mismatch fails it);
+// one whose result cannot be compared is judged by a HEAD of the copy.
+func TestCheckCopied(t *testing.T) {
+	dst := location.Source{Bucket: "b", Key: "k"}
+	src := Sum{Algorithm: checksum.CRC64NVME, Type: "FULL_OBJECT", Value: "AAAAAAAAAAE="}
+	ctx := context.Background()
+
+	h := &headCounter{}
+	res := &types.CopyObjectResult{ChecksumCRC64NVME: aws.String(src.Value), ChecksumType: types.ChecksumTypeFullObject}
+	c, err := CheckCopied(ctx, h, dst, 10, src, VerifyAuto, res)
+	if err != nil || c.Check != "crc64nvme" || h.heads != 0 {
+		t.Errorf("a comparable result: %+v, %v, %d HEADs; want crc64nvme and none", c, err, h.heads)
+	}
+	res.ChecksumCRC64NVME = aws.String("AAAAAAAAAAI=")
+	if _, err := CheckCopied(ctx, h, dst, 10, src, VerifyAuto, res); !errors.Is(err, ErrChecksum) {
+		t.Errorf("a result with another checksum: %v, want ErrChecksum", err)
+	}
+
+	h = &headCounter{out: &s3.HeadObjectOutput{ContentLength: aws.Int64(10), ChecksumCRC64NVME: aws.String(src.Value), ChecksumType: types.ChecksumTypeFullObject}}
+	c, err = CheckCopied(ctx, h, dst, 10, src, VerifyAuto, &types.CopyObjectResult{})
+	if err != nil || c.Check != "crc64nvme" || h.heads != 1 {
+		t.Errorf("a result with no checksum: %+v, %v, %d HEADs; want crc64nvme by one HEAD", c, err, h.heads)
+	}
+	h.out.ContentLength = aws.Int64(9)
+	if _, err := CheckCopied(ctx, h, dst, 10, src, VerifyAuto, nil); !errors.Is(err, ErrChecksum) {
+		t.Errorf("a copy of another size: %v, want ErrChecksum", err)
+	}
+}
