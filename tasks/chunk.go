@@ -460,13 +460,62 @@ func (h *ChunkHandler) openExisting(ctx context.Context, p ChunkPayload, token, 
 	part := location.PartPath(p.Dest, p.Transfer, token)
 	f, err := os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if x, gerr := h.Ledger.GetTransfer(ctx, p.Transfer); gerr == nil &&
-			(x.Gen != p.Gen || x.PartToken != token || (x.State != ledger.Running && x.State != ledger.Queued)) {
-			return nil, errNothingToDo
-		}
-		return nil, fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, location.PartMissing(part, maker, h.Worker))
+		return nil, h.partGone(ctx, p, token, part, maker)
 	}
-	return f, wrapLocal("open part file", err)
+	if err != nil {
+		return nil, wrapLocal("open part file", err)
+	}
+	if err := h.awaitAllocated(ctx, p, f, token, part, maker); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// partGone is the error of a chunk whose part file is not there: nothing
+// to do if its object has ended (a failure removed the file), else the
+// workers do not share DEST.
+func (h *ChunkHandler) partGone(ctx context.Context, p ChunkPayload, token, part, maker string) error {
+	if x, gerr := h.Ledger.GetTransfer(ctx, p.Transfer); gerr == nil &&
+		(x.Gen != p.Gen || x.PartToken != token || (x.State != ledger.Running && x.State != ledger.Queued)) {
+		return errNothingToDo
+	}
+	return fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, location.PartMissing(part, maker, h.Worker))
+}
+
+// awaitAllocated waits until the part file has the object's size: its
+// maker records it, then reserves its blocks (preallocate). A chunk that
+// wrote before then could fill a nearly full disk through a file whose
+// reservation is failing, and fail other objects; a maker whose
+// reservation failed removes the file, and its object has failed. A maker
+// that died before reserving it leaves it to the chunk that waited.
+func (h *ChunkHandler) awaitAllocated(ctx context.Context, p ChunkPayload, f *os.File, token, part, maker string) error {
+	deadline := time.Now().Add(partClaimTTL)
+	for {
+		st, err := f.Stat()
+		switch {
+		case err != nil:
+			return wrapLocal("stat part file", err)
+		case st.Size() >= p.Size:
+			return nil
+		}
+		if _, err := os.Lstat(part); errors.Is(err, fs.ErrNotExist) {
+			return h.partGone(ctx, p, token, part, maker)
+		}
+		if time.Now().After(deadline) {
+			// Its maker died between recording the file and reserving it:
+			// this chunk reserves it.
+			if err := preallocate(f, p.Size); err != nil {
+				return wrapLocal(fmt.Sprintf("allocate %d bytes for %s (its maker %s did not)", p.Size, part, maker), err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // WorkerName names this worker process in records and causes: its host
