@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -187,10 +188,10 @@ var settings = []setting{
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},
 	{"allow_dest", []string{}, "directory a worker may write under (repeatable; env: colon-separated like PATH)", Worker},
-	{"allow_read", []string{}, "object URL prefix a worker may read from, e.g. s3://bucket/prefix/ (repeatable; empty: any)", Worker},
+	{"allow_read", []string{}, "object URL prefix a worker may read from, e.g. s3://bucket/prefix/ (repeatable; env: comma-separated; empty: any)", Worker},
 	{"allow_source", []string{}, "local directory a worker may upload files from (repeatable; env: colon-separated; empty: none)", Worker},
-	{"allow_delete", []string{}, "object URL prefix a worker may delete under, e.g. s3://bucket/tmp/ (repeatable; empty: none)", Worker},
-	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; empty: none)", Worker},
+	{"allow_delete", []string{}, "object URL prefix a worker may delete under, e.g. s3://bucket/tmp/ (repeatable; env: comma-separated; empty: none)", Worker},
+	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; env: comma-separated; empty: none)", Worker},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
@@ -234,10 +235,26 @@ func Defaults() Config {
 	return c
 }
 
+// listHook splits a list given as one string (an environment variable):
+// paths on ':' like PATH, object URLs (which have a ':' of their own) on
+// commas or spaces.
+func listHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeOf([]string{}) {
+		return data, nil
+	}
+	s := data.(string)
+	switch {
+	case s == "":
+		return []string{}, nil
+	case strings.Contains(s, "://"):
+		return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }), nil
+	}
+	return strings.Split(s, string(os.PathListSeparator)), nil
+}
+
 func decode(v *viper.Viper) (Config, error) {
 	var c Config
-	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook,
-		mapstructure.StringToSliceHookFunc(string(os.PathListSeparator)))
+	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), sizeHook, listHook)
 	if err := v.Unmarshal(&c, viper.DecodeHook(hook)); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}

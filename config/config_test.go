@@ -167,6 +167,15 @@ func TestLoadEnv(t *testing.T) {
 			c.Concurrency = 2
 		}},
 		{"empty value is unset", Both, map[string]string{"S3FLEET_CONCURRENCY": ""}, func(*Config) {}},
+		// Paths split on ':' like PATH; object URLs, which have a ':' of
+		// their own, on commas or spaces.
+		{"allow lists", Worker, map[string]string{
+			"S3FLEET_ALLOW_DEST": "/data:/scratch", "S3FLEET_ALLOW_WRITE": "s3://output/,s3://archive/logs/",
+			"S3FLEET_ALLOW_READ": "s3://input/ s3://raw-data/", "S3FLEET_ALLOW_DELETE": "s3://output/tmp/",
+		}, func(c *Config) {
+			c.AllowDest, c.AllowWrite = []string{"/data", "/scratch"}, []string{"s3://output/", "s3://archive/logs/"}
+			c.AllowRead, c.AllowDelete = []string{"s3://input/", "s3://raw-data/"}, []string{"s3://output/tmp/"}
+		}},
 		{"unknown variable is ignored", Both, map[string]string{"S3FLEET_NO_SUCH_SETTING": "x"}, func(*Config) {}},
 	}
 	for _, tc := range tests {
