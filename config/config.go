@@ -14,8 +14,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"unicode"
 	"time"
+	"unicode"
 
 	"github.com/dustin/go-humanize"
 	"github.com/go-viper/mapstructure/v2"

@@ -135,6 +135,7 @@ func (h *ListHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	err := h.Submit(ctx, p)
 	switch {
 	case err == nil:
+		h.Log.Info("files listed", "job", p.Job, "sources", p.Sources, "dest", p.Dest)
 		return nil
 	case errors.Is(ctx.Err(), context.Canceled):
 		// Shut down (the task goes back to the queue), or cancelled (its
