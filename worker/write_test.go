@@ -270,3 +270,32 @@ func TestArchivedAtEnqueue(t *testing.T) {
 		t.Errorf("rm --dry-run of archived objects: %q, want %q", actions, want)
 	}
 }
+
+// TestCopyFrom: --from works for copies too: object URLs read from a list
+// land at their keys' paths under an S3 destination prefix, checked as a
+// prefix's are.
+func TestCopyFrom(t *testing.T) {
+	r := newCopyRig(t, false)
+	fleettest.StartWorker(t, r.cfg)
+	objs := map[string][]byte{"f/a.bin": randomBytes(t, 9*mib+1), "f/sub/b.txt": randomBytes(t, 700)}
+	var list strings.Builder
+	for k, data := range objs {
+		put(t, r.vc, "src", k, data)
+		list.WriteString("s3://src/" + k + "\n")
+	}
+	req := enqueuer.Request{From: strings.NewReader(list.String()), Dest: "minio://dst/listed/"}
+	sum, err := r.c.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := r.c.Wait(t, sum.Job, time.Minute); j.Succeeded != 2 || j.Failed != 0 {
+		for k, o := range r.c.Objects(t, sum.Job) {
+			t.Logf("%s: %s %s", k, o.State, o.Error)
+		}
+		t.Fatalf("--from to S3: %+v", j)
+	}
+	for k, data := range objs {
+		wantCopied(t, r.mc, "dst", "listed/"+k, data)
+	}
+	noUploads(t, r.mc, "dst")
+}
