@@ -35,6 +35,9 @@ type submission struct {
 	queue     string
 	begun     bool
 	sum       Summary
+	// resumedAt is the job's Seq when this run began, if earlier runs of
+	// it had failures (0 otherwise).
+	resumedAt int64
 
 	batchMu    sync.Mutex
 	batch      []tasks.BatchObject
@@ -72,6 +75,9 @@ func (s *submission) begin(ctx context.Context) error {
 		return err
 	}
 	s.begun = true
+	if j, err := s.e.Ledger.GetJob(ctx, s.sum.Job); err == nil && j.Failed+j.Cancelled > 0 {
+		s.resumedAt = j.Seq // enqueued again after failures: see finish
+	}
 	return nil
 }
 
@@ -81,6 +87,15 @@ func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
 	}
 	if ferr := s.flushBatch(ctx); err == nil {
 		err = ferr
+	}
+	if s.resumedAt > 0 && err == nil {
+		// A failure of an earlier run whose destination this run gave a
+		// new transfer (the source changed, say) is that transfer's now.
+		if n, serr := s.e.Ledger.Supersede(ctx, s.sum.Job, s.resumedAt); serr != nil {
+			s.e.logger().Warn("cannot take superseded failures out of the job", "job", s.sum.Job, "err", serr)
+		} else if n > 0 {
+			s.e.logger().Info("earlier failures superseded by new transfers of their destinations", "job", s.sum.Job, "objects", n)
+		}
 	}
 	if lerr := s.e.Ledger.SetListed(context.WithoutCancel(ctx), s.sum.Job, err); lerr != nil && err == nil {
 		err = lerr

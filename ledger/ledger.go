@@ -206,6 +206,9 @@ type Job struct {
 	// listed on its --on host (see SetListTask), for cancel.
 	ListQueue string `redis:"list_queue"`
 	ListTask  string `redis:"list_task"`
+	// Seq counts the transfers ever added to the job: each member's score
+	// in the job is the Seq it was added at.
+	Seq int64 `redis:"seq"`
 
 	Objects    int64 `redis:"objects"`
 	BytesTotal int64 `redis:"bytes_total"`
@@ -275,6 +278,72 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	err := setListedScript.Run(ctx, l.rdb, []string{jobKey(id), jobXfersKey(id), jobSkippedKey(id)}, msg, l.ttlSeconds()).Err()
 	if err != nil {
 		return fmt.Errorf("mark job %s listed: %w", id, err)
+	}
+	return nil
+}
+
+// Supersede takes out of a job its failed and cancelled transfers added
+// before since (a Job.Seq) whose destination a transfer added after it
+// now has: the same job enqueued again after its source changed is
+// judged by the new version, not the old failure. It returns how many it
+// took out. Only transfers added since are held in memory (their
+// destinations); the older ones are read a page at a time.
+func (l *Ledger) Supersede(ctx context.Context, job string, since int64) (int, error) {
+	newer, err := l.rdb.ZRangeByScore(ctx, jobXfersKey(job), &redis.ZRangeBy{Min: fmt.Sprintf("(%d", since), Max: "+inf"}).Result()
+	if err != nil || len(newer) == 0 {
+		return 0, err
+	}
+	dests := make(map[string]bool, len(newer))
+	if err := l.eachField(ctx, newer, func(_ string, f []any) {
+		if d, _ := f[0].(string); d != "" {
+			dests[d] = true
+		}
+	}); err != nil {
+		return 0, err
+	}
+	const page = 500
+	n := 0
+	for offset := int64(0); ; offset += page {
+		older, err := l.rdb.ZRangeByScore(ctx, jobXfersKey(job), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(since, 10), Offset: offset, Count: page}).Result()
+		if err != nil {
+			return n, err
+		}
+		var gone []string
+		if err := l.eachField(ctx, older, func(id string, f []any) {
+			d, _ := f[0].(string)
+			st, _ := f[1].(string)
+			if dests[d] && (st == Failed || st == Cancelled) {
+				gone = append(gone, id)
+			}
+		}); err != nil {
+			return n, err
+		}
+		for _, id := range gone {
+			ok, err := detachScript.Run(ctx, l.rdb, []string{xferKey(id), xferJobsKey(id), jobKey(job), jobXfersKey(job), jobSkippedKey(job)}, job, id).Int()
+			if err != nil {
+				return n, fmt.Errorf("take transfer %s out of job %s: %w", id, job, err)
+			}
+			n += ok
+		}
+		if len(older) < page {
+			return n, nil
+		}
+		offset -= int64(len(gone)) // the members taken out shift the rest
+	}
+}
+
+// eachField reads the dest and state of transfers, pipelined.
+func (l *Ledger) eachField(ctx context.Context, ids []string, fn func(id string, fields []any)) error {
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, xferKey(id), "dest", "state")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read transfers: %w", err)
+	}
+	for i, c := range cmds {
+		fn(ids[i], c.Val())
 	}
 	return nil
 }

@@ -370,3 +370,35 @@ func TestClaimPart(t *testing.T) {
 		t.Fatalf("claim after a release: %+v %v, want held, with the earlier claim's time", b, err)
 	}
 }
+
+// TestSupersede: a failed transfer added before a run is taken out of its
+// job, with its counts, when a transfer added in the run has its
+// destination; one whose destination got none stays.
+func TestSupersede(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	old, other := transfer("k", 5, 1), transfer("k2", 7, 1)
+	for _, x := range []ledger.Transfer{old, other} {
+		if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: x, Cause: "source changed"}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := job(t, l, "j")
+	neu := transfer("k", 6, 1) // the same destination, another version
+	neu.ETag = `"v2"`
+	neu.ID = ledger.TransferID("", neu.Bucket, neu.Key, neu.ETag, "", neu.Size, neu.Dest)
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: neu}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := l.Supersede(ctx, "j", before.Seq)
+	if err != nil || n != 1 {
+		t.Fatalf("Supersede: %d, %v; want 1", n, err)
+	}
+	if j := job(t, l, "j"); j.Objects != 2 || j.Failed != 1 || j.BytesTotal != 6+7 {
+		t.Errorf("job after: %+v; want 2 objects (the new one and k2), 1 failed (k2)", j)
+	}
+}

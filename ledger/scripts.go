@@ -313,3 +313,27 @@ var releaseClaimScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
+
+// detachScript takes a transfer out of a job, undoing what it counted
+// there: KEYS xfer, xfer jobs, job, job xfers, job skipped; ARGV job id,
+// xfer id. Returns 1 if it was the job's.
+var detachScript = redis.NewScript(luaCommon + `
+-- HINCRBY takes no "-0": subtract only what is not nothing.
+local function sub(k, f, n) if n ~= 0 then redis.call('HINCRBY', k, f, -n) end end
+if redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
+local size = num(redis.call('HGET', KEYS[1], 'size'))
+sub(KEYS[3], 'objects', 1)
+sub(KEYS[3], 'bytes_total', size)
+if redis.call('SREM', KEYS[5], ARGV[2]) == 1 then
+  sub(KEYS[3], 'skipped', 1)
+  sub(KEYS[3], 'bytes_done', size)
+  sub(KEYS[3], 'bytes_skipped', size)
+elseif redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+  local st = redis.call('HGET', KEYS[1], 'state') or ''
+  local counter = COUNTER[st]
+  if counter then sub(KEYS[3], counter, 1) end
+  if st == 'success' then sub(KEYS[3], check_field(KEYS[1]), 1) end
+end
+return 1
+`)

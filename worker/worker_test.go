@@ -448,3 +448,42 @@ func TestExistingFileInPrefix(t *testing.T) {
 func isObjectGET(r *http.Request) bool {
 	return r.Method == http.MethodGet && !r.URL.Query().Has("list-type") && strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1
 }
+
+// TestSameJobAfterSourceChanged: an object whose source changed fails its
+// job; the same job enqueued again fetches the new version under a new
+// transfer, and that is what the job counts now: one object, succeeded,
+// no failure (issue 14: it used to keep the old failure and exit 1
+// forever). A failure no new transfer replaces would stay.
+func TestSameJobAfterSourceChanged(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "p/obj", 3*mib, false)
+	f.S3.PutRandom(t, "bkt", "p/keep", 1000, false)
+	cfg := f.Config()
+	c := fleettest.NewClient(t, cfg)
+	dir := t.TempDir()
+	req := fleettest.Request("s3://bkt/p/", dir+"/")
+	req.Job = "nightly"
+	if _, err := c.Submit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	newData := f.S3.PutRandom(t, "bkt", "p/obj", 2*mib+5, false)
+	fleettest.StartWorker(t, cfg)
+	if j := c.Wait(t, "nightly", time.Minute); j.Failed != 1 || j.Succeeded != 1 {
+		t.Fatalf("first run: %+v, want obj failed (source changed) and keep done", j)
+	}
+	if _, err := c.Submit(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	j := c.Wait(t, "nightly", time.Minute)
+	if j.Objects != 2 || j.Failed != 0 || j.Succeeded+j.Skipped != 2 || j.BytesTotal != j.BytesDone {
+		for k, o := range c.Objects(t, "nightly") {
+			t.Logf("%s: %s %s", k, o.State, o.Error)
+		}
+		t.Fatalf("the job again: %+v, want 2 objects, none failed", j)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "obj")); !bytes.Equal(got, newData) {
+		t.Fatal("the new version was not downloaded")
+	}
+}
