@@ -206,8 +206,8 @@ type Job struct {
 	// listed on its --on host (see SetListTask), for cancel.
 	ListQueue string `redis:"list_queue"`
 	ListTask  string `redis:"list_task"`
-	// Seq counts the transfers ever added to the job: each member's score
-	// in the job is the Seq it was added at.
+	// Seq counts the attaches of transfers to the job: each member's score
+	// in the job is the Seq of its last attach.
 	Seq int64 `redis:"seq"`
 
 	Objects    int64 `redis:"objects"`
@@ -282,70 +282,74 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	return nil
 }
 
-// Supersede takes out of a job its failed and cancelled transfers added
-// before since (a Job.Seq) whose destination a transfer added after it
-// now has: the same job enqueued again after its source changed is
-// judged by the new version, not the old failure. It returns how many it
-// took out. Only transfers added since are held in memory (their
-// destinations); the older ones are read a page at a time.
+// Supersede takes out of a job its failed and cancelled transfers that
+// no attach since the job's Seq was since has touched, and whose
+// destination a transfer attached since then now has: the same job
+// enqueued again after its source changed is judged by the new version,
+// not the old failure. It returns how many it took out. Only those
+// failures' destinations are held in memory; the job's members are read a
+// page at a time, in score order.
 func (l *Ledger) Supersede(ctx context.Context, job string, since int64) (int, error) {
-	newer, err := l.rdb.ZRangeByScore(ctx, jobXfersKey(job), &redis.ZRangeBy{Min: fmt.Sprintf("(%d", since), Max: "+inf"}).Result()
-	if err != nil || len(newer) == 0 {
-		return 0, err
-	}
-	dests := make(map[string]bool, len(newer))
-	if err := l.eachField(ctx, newer, func(_ string, f []any) {
-		if d, _ := f[0].(string); d != "" {
-			dests[d] = true
+	failed := map[string][]string{} // destination → failed transfers not attached in this run
+	err := l.eachMember(ctx, job, "-inf", strconv.FormatInt(since, 10), func(id, dest, state string) {
+		if state == Failed || state == Cancelled {
+			failed[dest] = append(failed[dest], id)
 		}
-	}); err != nil {
+	})
+	if err != nil || len(failed) == 0 {
 		return 0, err
 	}
-	const page = 500
+	var gone []string
+	err = l.eachMember(ctx, job, fmt.Sprintf("(%d", since), "+inf", func(id, dest, _ string) {
+		gone = append(gone, failed[dest]...)
+		delete(failed, dest)
+	})
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	for offset := int64(0); ; offset += page {
-		older, err := l.rdb.ZRangeByScore(ctx, jobXfersKey(job), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(since, 10), Offset: offset, Count: page}).Result()
+	for _, id := range gone {
+		ok, err := detachScript.Run(ctx, l.rdb, []string{xferKey(id), xferJobsKey(id), jobKey(job), jobXfersKey(job)}, job, id, since).Int()
 		if err != nil {
-			return n, err
+			return n, fmt.Errorf("take transfer %s out of job %s: %w", id, job, err)
 		}
-		var gone []string
-		if err := l.eachField(ctx, older, func(id string, f []any) {
-			d, _ := f[0].(string)
-			st, _ := f[1].(string)
-			if dests[d] && (st == Failed || st == Cancelled) {
-				gone = append(gone, id)
-			}
-		}); err != nil {
-			return n, err
-		}
-		for _, id := range gone {
-			ok, err := detachScript.Run(ctx, l.rdb, []string{xferKey(id), xferJobsKey(id), jobKey(job), jobXfersKey(job), jobSkippedKey(job)}, job, id).Int()
-			if err != nil {
-				return n, fmt.Errorf("take transfer %s out of job %s: %w", id, job, err)
-			}
-			n += ok
-		}
-		if len(older) < page {
-			return n, nil
-		}
-		offset -= int64(len(gone)) // the members taken out shift the rest
+		n += ok
 	}
+	return n, nil
 }
 
-// eachField reads the dest and state of transfers, pipelined.
-func (l *Ledger) eachField(ctx context.Context, ids []string, fn func(id string, fields []any)) error {
-	pipe := l.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = pipe.HMGet(ctx, xferKey(id), "dest", "state")
+// eachMember calls fn with the ID, destination and state of each of a
+// job's transfers whose score is within [min, max] (Redis's syntax), a
+// page at a time.
+func (l *Ledger) eachMember(ctx context.Context, job, min, max string, fn func(id, dest, state string)) error {
+	const page = 500
+	for {
+		zs, err := l.rdb.ZRangeByScoreWithScores(ctx, jobXfersKey(job), &redis.ZRangeBy{Min: min, Max: max, Count: page}).Result()
+		if err != nil {
+			return fmt.Errorf("list objects of job %s: %w", job, err)
+		}
+		if len(zs) == 0 {
+			return nil
+		}
+		pipe := l.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(zs))
+		for i, z := range zs {
+			cmds[i] = pipe.HMGet(ctx, xferKey(z.Member.(string)), "dest", "state")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("read objects of job %s: %w", job, err)
+		}
+		for i, c := range cmds {
+			v := c.Val()
+			dest, _ := v[0].(string)
+			state, _ := v[1].(string)
+			fn(zs[i].Member.(string), dest, state)
+		}
+		if len(zs) < page {
+			return nil
+		}
+		min = "(" + strconv.FormatFloat(zs[len(zs)-1].Score, 'f', 0, 64) // scores are unique: the next page
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("read transfers: %w", err)
-	}
-	for i, c := range cmds {
-		fn(ids[i], c.Val())
-	}
-	return nil
 }
 
 // SetListTask records the list task that lists a job's files on their
@@ -410,7 +414,8 @@ type JobObject struct {
 	JobState string // the transfer's state, or Skipped for this job
 }
 
-// JobObjects walks a job's objects in enqueue order, a page at a time, so
+// JobObjects walks a job's objects in the order they were last enqueued
+// (attached), a page at a time, so
 // a job of a million objects is never held in memory at once.
 func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) error) error {
 	const page = 500

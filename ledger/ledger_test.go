@@ -371,9 +371,11 @@ func TestClaimPart(t *testing.T) {
 	}
 }
 
-// TestSupersede: a failed transfer added before a run is taken out of its
-// job, with its counts, when a transfer added in the run has its
-// destination; one whose destination got none stays.
+// TestSupersede: a failed transfer attached before a run is taken out of
+// its job, with its counts, when a transfer attached in the run has its
+// destination: also in a later run, if the run that added the new one was
+// cut short. A failure whose destination got none stays, and so does one
+// the run restarted (it is this run's own, whatever became of it).
 func TestSupersede(t *testing.T) {
 	t.Parallel()
 	l := newLedger(t)
@@ -381,24 +383,67 @@ func TestSupersede(t *testing.T) {
 	if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	old, other := transfer("k", 5, 1), transfer("k2", 7, 1)
-	for _, x := range []ledger.Transfer{old, other} {
-		if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: x, Cause: "source changed"}, time.Now()); err != nil {
-			t.Fatal(err)
+	attach := func(mode string, x ledger.Transfer, expect ledger.Transfer, cause string) {
+		t.Helper()
+		if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: mode, New: x, Expect: expect, Cause: cause}, time.Now()); err != nil {
+			t.Fatalf("attach %s %s: %v", mode, x.Key, err)
 		}
 	}
-	before := job(t, l, "j")
-	neu := transfer("k", 6, 1) // the same destination, another version
-	neu.ETag = `"v2"`
-	neu.ID = ledger.TransferID("", neu.Bucket, neu.Key, neu.ETag, "", neu.Size, neu.Dest)
-	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: neu}, time.Now()); err != nil {
+	old, other, again := transfer("k", 5, 1), transfer("k2", 7, 1), transfer("k3", 3, 1)
+	for _, x := range []ledger.Transfer{old, other, again} {
+		attach(ledger.ModeCreate, x, ledger.Transfer{}, "source changed")
+	}
+	version2 := func(x ledger.Transfer) ledger.Transfer { // the same destination, another version
+		x.ETag = `"v2"`
+		x.ID = ledger.TransferID("", x.Bucket, x.Key, x.ETag, "", x.Size, x.Dest)
+		return x
+	}
+
+	// A run that adds k's new version but is cut before it supersedes.
+	run2 := job(t, l, "j").Seq
+	attach(ledger.ModeCreate, version2(old), ledger.Transfer{}, "")
+	// The next run: k's new version again, k3 restarted (it fails again),
+	// and a new version of k3's destination too (two sources, one dest).
+	run3 := job(t, l, "j").Seq
+	if run3 <= run2 {
+		t.Fatalf("seq %d then %d", run2, run3)
+	}
+	attach(ledger.ModeAttach, version2(old), ledger.Transfer{State: ledger.Queued, Gen: 1}, "")
+	attach(ledger.ModeRestart, again, ledger.Transfer{State: ledger.Failed, Gen: 1}, "")
+	if _, err := l.Fail(ctx, again.ID, 2, "failed again", true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	n, err := l.Supersede(ctx, "j", before.Seq)
+	attach(ledger.ModeCreate, version2(again), ledger.Transfer{}, "")
+	n, err := l.Supersede(ctx, "j", run3)
 	if err != nil || n != 1 {
-		t.Fatalf("Supersede: %d, %v; want 1", n, err)
+		t.Fatalf("Supersede: %d, %v; want 1 (k's old version)", n, err)
 	}
-	if j := job(t, l, "j"); j.Objects != 2 || j.Failed != 1 || j.BytesTotal != 6+7 {
-		t.Errorf("job after: %+v; want 2 objects (the new one and k2), 1 failed (k2)", j)
+	j := job(t, l, "j")
+	if j.Objects != 4 || j.Failed != 2 || j.BytesTotal != 5+7+3+3 {
+		t.Errorf("job after: %+v; want 4 objects (k v2, k2, k3, k3 v2), 2 failed (k2, k3)", j)
+	}
+	if n, err := l.Supersede(ctx, "j", run3); err != nil || n != 0 {
+		t.Errorf("Supersede again: %d, %v; want nothing more", n, err)
+	}
+}
+
+// TestRestartSkippedEmpty: an empty object counted skipped and then run
+// again changes no byte counter (Redis takes no HINCRBY by "-0").
+func TestRestartSkippedEmpty(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	x := transfer("empty", 0, 0)
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModePresent, New: x}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeRestart, New: x, Expect: ledger.Transfer{State: ledger.Success, Gen: 1}}, time.Now()); err != nil {
+		t.Fatalf("restart of an empty object counted skipped: %v", err)
+	}
+	if j := job(t, l, "j"); j.Skipped != 0 || j.Objects != 1 {
+		t.Errorf("job %+v; want 1 object, none skipped", j)
 	}
 }

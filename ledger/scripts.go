@@ -97,7 +97,11 @@ end
 
 local size = num(redis.call('HGET', KEYS[1], 'size'))
 local seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
-local added = redis.call('ZADD', KEYS[5], 'NX', seq, xfer_id)
+-- A member's score is the seq of its last attach, so a run tells the
+-- transfers it attached from those of earlier runs (see Supersede).
+local added = 1
+if redis.call('ZSCORE', KEYS[5], xfer_id) then added = 0 end
+redis.call('ZADD', KEYS[5], seq, xfer_id)
 if added == 1 then
   redis.call('HINCRBY', KEYS[4], 'objects', 1)
   redis.call('HINCRBY', KEYS[4], 'bytes_total', size)
@@ -113,8 +117,10 @@ else
   if added == 0 and redis.call('SREM', KEYS[6], xfer_id) == 1 then
     -- counted as skipped by an earlier run of this job; now it runs again
     redis.call('HINCRBY', KEYS[4], 'skipped', -1)
-    redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
-    redis.call('HINCRBY', KEYS[4], 'bytes_skipped', -size)
+    if size ~= 0 then -- HINCRBY takes no "-0"
+      redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
+      redis.call('HINCRBY', KEYS[4], 'bytes_skipped', -size)
+    end
     added = 1
   end
   if redis.call('SADD', KEYS[3], job_id) == 1 then
@@ -314,26 +320,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-// detachScript takes a transfer out of a job, undoing what it counted
-// there: KEYS xfer, xfer jobs, job, job xfers, job skipped; ARGV job id,
-// xfer id. Returns 1 if it was the job's.
+// detachScript takes a failed or cancelled transfer out of a job, undoing
+// what it counted there: KEYS xfer, xfer jobs, job, job xfers; ARGV job
+// id, xfer id, the score it must not pass. Returns 1 if it did.
 var detachScript = redis.NewScript(luaCommon + `
 -- HINCRBY takes no "-0": subtract only what is not nothing.
 local function sub(k, f, n) if n ~= 0 then redis.call('HINCRBY', k, f, -n) end end
-if redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
-local size = num(redis.call('HGET', KEYS[1], 'size'))
+-- Only what Supersede chose, still so: failed or cancelled, attached to
+-- the job last before ARGV[3] (not restarted since), and counted by it.
+local st = redis.call('HGET', KEYS[1], 'state') or ''
+if st ~= 'failed' and st ~= 'cancelled' then return 0 end
+local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
+if not score or tonumber(score) > tonumber(ARGV[3]) then return 0 end
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[4], ARGV[2])
 sub(KEYS[3], 'objects', 1)
-sub(KEYS[3], 'bytes_total', size)
-if redis.call('SREM', KEYS[5], ARGV[2]) == 1 then
-  sub(KEYS[3], 'skipped', 1)
-  sub(KEYS[3], 'bytes_done', size)
-  sub(KEYS[3], 'bytes_skipped', size)
-elseif redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
-  sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
-  local st = redis.call('HGET', KEYS[1], 'state') or ''
-  local counter = COUNTER[st]
-  if counter then sub(KEYS[3], counter, 1) end
-  if st == 'success' then sub(KEYS[3], check_field(KEYS[1]), 1) end
-end
+sub(KEYS[3], 'bytes_total', num(redis.call('HGET', KEYS[1], 'size')))
+sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+sub(KEYS[3], COUNTER[st], 1)
 return 1
 `)
