@@ -104,6 +104,7 @@ func RecordOf(t ledger.Transfer) Record {
 // for it (s3client.Set).
 type endpoints interface {
 	Client(ctx context.Context, remote, fingerprint string) (*s3.Client, error)
+	Secure(remote string) bool // reached over TLS
 }
 
 var _ endpoints = (*s3client.Set)(nil)

@@ -57,15 +57,10 @@ func sumField(alg checksum.Algorithm, crc32, crc32c, crc64nvme *string) string {
 // (CheckCopy).
 func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Evidence, dst location.Source) (Record, error) {
 	api, err := a.client(ctx, dst.Remote, t.DestFP)
-	if err == nil && t.SSECKeyMD5 != "" {
+	if err == nil {
 		// A copy of an SSE-C object is encrypted with its key: completing
 		// it, and reading its checksum back, take the key.
-		key, ok := a.SSECKeys[t.SSECKeyMD5]
-		if !ok {
-			err = fmt.Errorf("this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", t.SSECKeyMD5)
-		} else {
-			api, err = s3client.WithSSEC(api, key)
-		}
+		api, err = s3client.DestWithSSEC(api, a.S3.Secure(dst.Remote), dst.Remote, t.SSECKeyMD5, a.SSECKeys)
 	}
 	if err != nil {
 		return Record{}, a.fail(ctx, t, err, true)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/tasks"
 )
 
@@ -80,9 +81,9 @@ func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload, keys m
 		req.Write = *p.Write
 	}
 	if p.SSECKeyMD5 != "" {
-		key, ok := keys[p.SSECKeyMD5]
-		if !ok {
-			return fmt.Errorf("the workers of host %s have no SSE-C key with MD5 %s (configure sse_c_key_file)", p.On, p.SSECKeyMD5)
+		key, err := s3client.SSECKey(keys, p.SSECKeyMD5)
+		if err != nil {
+			return fmt.Errorf("host %s: %w", p.On, err)
 		}
 		req.SSECKeyMD5, req.SSECKey = p.SSECKeyMD5, key
 	}

@@ -72,20 +72,14 @@ func client(ctx context.Context, eps Endpoints, remote, fingerprint string) (*s3
 // destClient resolves an S3 destination's endpoint. A copy of an SSE-C
 // object (keyMD5 names its key) is written encrypted with the same key,
 // the worker's own copy of it: every request to the destination object
-// carries it.
+// carries it (s3client.DestWithSSEC).
 func destClient(ctx context.Context, eps Endpoints, remote, fingerprint, keyMD5 string, keys map[string][]byte) (*s3.Client, error) {
 	c, err := client(ctx, eps, remote, fingerprint)
-	if err != nil || keyMD5 == "" {
-		return c, err
+	if err != nil {
+		return nil, err
 	}
-	key, ok := keys[keyMD5]
-	if !ok {
-		return nil, fmt.Errorf("%w: this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", asynq.SkipRetry, keyMD5)
+	if c, err = s3client.DestWithSSEC(c, eps.Secure(remote), remote, keyMD5, keys); err != nil {
+		return nil, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	if !eps.Secure(remote) {
-		// S3 refuses SSE-C over plain HTTP, after the key has crossed
-		// the network in the clear: never send it.
-		return nil, fmt.Errorf("%w: an SSE-C key is sent over HTTPS only, and the endpoint of %q is plain HTTP", asynq.SkipRetry, remote)
-	}
-	return s3client.WithSSEC(c, key)
+	return c, nil
 }

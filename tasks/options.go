@@ -3,13 +3,14 @@ package tasks
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"io"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/time/rate"
+
+	"github.com/s3fleet/s3fleet/internal/s3client"
 )
 
 // requestOptions is what GetObject and HeadObject inputs share of
@@ -25,9 +26,9 @@ type requestOptions interface {
 func SetRequestOptions[T requestOptions](in T, payer, owner, keyMD5 string, keys map[string][]byte) error {
 	var key []byte
 	if keyMD5 != "" {
-		k, ok := keys[keyMD5]
-		if !ok {
-			return fmt.Errorf("this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", keyMD5)
+		k, err := s3client.SSECKey(keys, keyMD5)
+		if err != nil {
+			return err
 		}
 		key = k
 	}

@@ -57,9 +57,9 @@ func copyOptionsOf(o Object, keys map[string][]byte) (copyOptions, error) {
 		c.owner = aws.String(o.ExpectedOwner)
 	}
 	if o.SSECKeyMD5 != "" {
-		k, ok := keys[o.SSECKeyMD5]
-		if !ok {
-			return c, fmt.Errorf("this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", o.SSECKeyMD5)
+		k, err := s3client.SSECKey(keys, o.SSECKeyMD5)
+		if err != nil {
+			return c, err
 		}
 		c.hasKey = true
 		c.keyAlg, c.key, c.keyMD5 = aws.String("AES256"), aws.String(base64.StdEncoding.EncodeToString(k)), aws.String(o.SSECKeyMD5)

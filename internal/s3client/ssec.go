@@ -70,6 +70,35 @@ func WithSSEC(c *s3.Client, key []byte) (*s3.Client, error) {
 	return actual.(*s3.Client), nil
 }
 
+// SSECKey returns the worker's SSE-C key whose MD5 a task names (keys by
+// MD5, as the configuration gives them). The key never travels in a task:
+// a worker without it refuses.
+func SSECKey(keys map[string][]byte, keyMD5 string) ([]byte, error) {
+	k, ok := keys[keyMD5]
+	if !ok {
+		return nil, fmt.Errorf("this worker has no SSE-C key with MD5 %s (configure sse_c_key_file)", keyMD5)
+	}
+	return k, nil
+}
+
+// DestWithSSEC is the client for a destination object: c itself, or, for
+// one written with the SSE-C key of MD5 keyMD5, c with that key
+// (WithSSEC), over HTTPS only (secure): S3 refuses SSE-C over plain HTTP
+// after the key has crossed the network in the clear, so it is never sent.
+func DestWithSSEC(c *s3.Client, secure bool, remote, keyMD5 string, keys map[string][]byte) (*s3.Client, error) {
+	if keyMD5 == "" {
+		return c, nil
+	}
+	key, err := SSECKey(keys, keyMD5)
+	if err != nil {
+		return nil, err
+	}
+	if !secure {
+		return nil, fmt.Errorf("an SSE-C key is sent over HTTPS only, and the endpoint of %q is plain HTTP", remote)
+	}
+	return WithSSEC(c, key)
+}
+
 // WithoutSSEC is a request option that sends no SSE-C key, even through a
 // client of WithSSEC: a HEAD that asks whether any object is there.
 func WithoutSSEC(o *s3.Options) {
