@@ -242,14 +242,29 @@ func orNone(s string) string {
 // DestSum reads the destination object's full-object checksum of
 // algorithm alg ("" if it keeps none of that algorithm).
 func DestSum(ctx context.Context, api headAPI, dst location.Source, alg checksum.Algorithm) (string, error) {
+	out, err := HeadDest(ctx, api, dst)
+	if err != nil {
+		return "", err
+	}
+	return FullObjectSum(out, alg), nil
+}
+
+// HeadDest HEADs a destination object, with its checksum.
+func HeadDest(ctx context.Context, api headAPI, dst location.Source) (*s3.HeadObjectOutput, error) {
 	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled})
 	if err != nil {
-		return "", fmt.Errorf("head %s for its checksum: %s", dst, s3client.Describe(err))
+		return nil, fmt.Errorf("head %s for its checksum: %s", dst, s3client.Describe(err))
 	}
+	return out, nil
+}
+
+// FullObjectSum is the full-object checksum of algorithm alg a HEAD
+// reports ("" if none of that algorithm).
+func FullObjectSum(out *s3.HeadObjectOutput, alg checksum.Algorithm) string {
 	if out.ChecksumType != "" && out.ChecksumType != types.ChecksumTypeFullObject {
-		return "", nil
+		return ""
 	}
-	return sumField(alg, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME), nil
+	return sumField(alg, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME)
 }
 
 // abort aborts a multipart upload, best effort (the worker that made it

@@ -59,7 +59,7 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 		}
 		// Another object is there, or this one is, its response lost (the
 		// SDK retried) or its batch run again: its checksum tells.
-		if got, herr := assembler.DestSum(ctx, api, dst, ev.CRCAlgorithm); herr != nil || got != sum || !writtenAs(ctx, api, dst, o.Write) {
+		if out, herr := assembler.HeadDest(ctx, api, dst); herr != nil || assembler.FullObjectSum(out, ev.CRCAlgorithm) != sum || !writtenAs(out, o.Write) {
 			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
 		}
 	}

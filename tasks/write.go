@@ -16,7 +16,6 @@ import (
 
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
-	"github.com/s3fleet/s3fleet/location"
 )
 
 // objectMeta is what a copy keeps of its source besides the bytes: the
@@ -141,16 +140,13 @@ func encodeTags(tags []types.Tag) string {
 
 func esc(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 
-// writtenAs reports whether the object at dst has the storage class and
-// encryption w asks for (S3 names no class for STANDARD): an object with
-// this copy's bytes is its own, its response lost, only if so.
-func writtenAs(ctx context.Context, api headObjectAPI, dst location.Source, w *ledger.Write) bool {
+// writtenAs reports whether an object, as a HEAD describes it, has the
+// storage class and encryption w asks for (S3 names no class for
+// STANDARD): an object with this copy's bytes is its own, its response
+// lost, only if so.
+func writtenAs(out *s3.HeadObjectOutput, w *ledger.Write) bool {
 	if w == nil || w.StorageClass == "" && w.SSE == "" {
 		return true
-	}
-	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
-	if err != nil {
-		return false
 	}
 	class := string(out.StorageClass)
 	if class == "" {
