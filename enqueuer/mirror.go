@@ -15,7 +15,6 @@ import (
 
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/location"
-	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // mirror (--delete) adds to the job the deletion of every destination
@@ -95,8 +94,7 @@ func (s *submission) absentAtSource(ctx context.Context, src location.Source, re
 		return false, err
 	}
 	in := &s3.HeadObjectInput{Bucket: aws.String(src.Bucket), Key: aws.String(src.Key + rel)}
-	if err := tasks.SetRequestOptions(in, s.req.RequestPayer, s.req.ExpectedOwner, s.req.SSECKeyMD5,
-		map[string][]byte{s.req.SSECKeyMD5: s.req.SSECKey}); err != nil {
+	if err := s.req.setOptions(in); err != nil {
 		return false, err
 	}
 	_, err = api.HeadObject(ctx, in)

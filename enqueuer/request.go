@@ -4,7 +4,10 @@ import (
 	"io"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // Request is one enqueue command.
@@ -56,6 +59,12 @@ type Request struct {
 	// SSECKey is the enqueuer's own copy of that key, for its HEADs only;
 	// it never leaves this process.
 	SSECKey []byte
+}
+
+// setOptions applies the request's S3 options to a HEAD of a source: the
+// payer, the expected owner, and the SSE-C key (the enqueuer's own copy).
+func (r Request) setOptions(in *s3.HeadObjectInput) error {
+	return tasks.SetRequestOptions(in, r.RequestPayer, r.ExpectedOwner, r.SSECKeyMD5, map[string][]byte{r.SSECKeyMD5: r.SSECKey})
 }
 
 // single reports whether the request names exactly one key.

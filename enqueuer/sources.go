@@ -22,7 +22,6 @@ import (
 	"github.com/s3fleet/s3fleet/chunker"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/location"
-	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // object is one source object as the listing or HEAD described it.
@@ -287,8 +286,7 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 	if req.VersionID != "" {
 		in.VersionId = aws.String(req.VersionID)
 	}
-	if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
-		map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+	if err := req.setOptions(in); err != nil {
 		return object{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	api, err := e.api(ctx, src.Remote)
@@ -374,8 +372,7 @@ func (e *Enqueuer) checksumOf(ctx context.Context, o *object, req Request) (asse
 	if o.etag != "" {
 		in.IfMatch = aws.String(o.etag)
 	}
-	if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
-		map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+	if err := req.setOptions(in); err != nil {
 		return assembler.Sum{}, err
 	}
 	api, err := e.api(ctx, o.src.Remote)
@@ -405,8 +402,7 @@ func (e *Enqueuer) partSizes(ctx context.Context, o *object, n int, req Request)
 			if o.versionID != "" {
 				in.VersionId = aws.String(o.versionID)
 			}
-			if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
-				map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+			if err := req.setOptions(in); err != nil {
 				return err
 			}
 			out, err := api.HeadObject(gctx, in)
@@ -492,8 +488,7 @@ func (e *Enqueuer) checkArchived(ctx context.Context, objs []object, req Request
 				return nil
 			}
 			in := &s3.HeadObjectInput{Bucket: aws.String(o.src.Bucket), Key: aws.String(o.key)}
-			if err := tasks.SetRequestOptions(in, req.RequestPayer, req.ExpectedOwner, req.SSECKeyMD5,
-				map[string][]byte{req.SSECKeyMD5: req.SSECKey}); err != nil {
+			if err := req.setOptions(in); err != nil {
 				return nil
 			}
 			out, err := api.HeadObject(gctx, in)
