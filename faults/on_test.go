@@ -14,6 +14,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3fleet/s3fleet/internal/testenv"
 )
 
 // TestOnHostNetns: two worker hosts in network namespaces, named
@@ -35,15 +37,7 @@ func TestOnHostNetns(t *testing.T) {
 		files[fmt.Sprintf("f%d.bin", i)] = randomData(300 * kib * (i + 1))
 	}
 	files["sub/large.bin"] = randomData(20 * mib)
-	for rel, data := range files {
-		p := filepath.Join(tree, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.WriteTree(t, tree, files)
 	env := append(os.Environ(), h.s3.Env()...)
 	env = append(env, "S3FLEET_REDIS="+h.redis.URL, "S3FLEET_ENDPOINT="+h.s3.Endpoint, "S3FLEET_RETRY_DELAY=100ms",
 		"S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug", "S3FLEET_CONCURRENCY=4", "S3FLEET_CHUNK_SIZE=8MiB")

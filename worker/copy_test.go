@@ -232,9 +232,7 @@ func TestCopyAcrossEndpoints(t *testing.T) {
 			}
 			j := r.c.Wait(t, sum.Job, 3*time.Minute)
 			if j.Succeeded != int64(len(oddKeys)+1) || j.Failed != 0 {
-				for _, o := range r.c.Objects(t, sum.Job) {
-					t.Logf("%s: %s %s", o.Key, o.State, o.Error)
-				}
+				r.c.LogObjects(t, sum.Job)
 				t.Fatalf("job %+v", j)
 			}
 			for _, o := range r.c.Objects(t, sum.Job) {
@@ -495,15 +493,7 @@ func TestUpload(t *testing.T) {
 	r := newCopyRig(t, false)
 	root := t.TempDir()
 	files := map[string][]byte{"big.bin": randomBytes(t, 17*mib+3), "notes.txt": []byte("hello\n"), "ü/sp ace.json": []byte(`{"a":1}`), "empty": nil}
-	for name, data := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.WriteTree(t, root, files)
 	if err := os.Symlink("/etc/passwd", filepath.Join(root, "link")); err != nil {
 		t.Fatal(err)
 	}
@@ -540,9 +530,7 @@ func TestUpload(t *testing.T) {
 		}
 		j := r.c.Wait(t, sum.Job, time.Minute)
 		if j.Succeeded != int64(len(files)) || j.Objects != int64(len(files)) {
-			for _, o := range r.c.Objects(t, sum.Job) {
-				t.Logf("%s: %s %s", o.Source(), o.State, o.Error)
-			}
+			r.c.LogObjects(t, sum.Job)
 			t.Fatalf("upload to %s: %+v", dest.url, j)
 		}
 		for name, data := range files {
@@ -764,9 +752,7 @@ func TestOnHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 13 || j.Failed != 0 {
-		for _, o := range c.Objects(t, sum.Job) {
-			t.Logf("%s: %s %s", o.Key, o.State, o.Error)
-		}
+		c.LogObjects(t, sum.Job)
 		t.Fatalf("job on host-a: %+v", j)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dirA, "big")); !bytes.Equal(got, big) {
@@ -1086,9 +1072,7 @@ func TestOnHostAttach(t *testing.T) {
 	}
 	for _, job := range []string{"ja", "jb"} {
 		if j := c.Wait(t, job, 2*time.Minute); j.Succeeded+j.Skipped != 4 || j.Failed != 0 {
-			for k, o := range c.Objects(t, job) {
-				t.Logf("%s %s: %s %q", job, k, o.State, o.Error)
-			}
+			c.LogObjects(t, job)
 			t.Fatalf("%s: %+v", job, j)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/fleettest"
+	"github.com/s3fleet/s3fleet/internal/testenv"
 )
 
 // TestUploadListedOnHost: an upload of an --on job whose tree the enqueuer
@@ -50,21 +51,11 @@ func TestUploadListedOnHost(t *testing.T) {
 		t.Errorf("summary %+v, want the listing left to host-a", sum)
 	}
 	files := map[string][]byte{"a.txt": randomBytes(t, 700), "sub/big.bin": randomBytes(t, 12*mib+3)}
-	for rel, data := range files {
-		p := filepath.Join(tree, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.WriteTree(t, tree, files)
 	fleettest.StartWorker(t, b)
 	fleettest.StartWorker(t, a)
 	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 2 || j.Failed != 0 || j.ListError != "" {
-		for k, o := range c.Objects(t, sum.Job) {
-			t.Logf("%s: %s %s", k, o.State, o.Error)
-		}
+		c.LogObjects(t, sum.Job)
 		t.Fatalf("job listed on host-a: %+v", j)
 	}
 	s3c := f.S3.Client(t)

@@ -76,9 +76,7 @@ func TestCopySSEC(t *testing.T) {
 		}
 		j := r.c.Wait(t, s.Job, 2*time.Minute)
 		if j.Failed != 0 || j.Succeeded == 0 {
-			for k, o := range r.c.Objects(t, s.Job) {
-				t.Logf("%s: %s %s", k, o.State, o.Error)
-			}
+			r.c.LogObjects(t, s.Job)
 			t.Fatalf("%s: %+v", c.name, j)
 		}
 	}

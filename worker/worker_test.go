@@ -478,9 +478,7 @@ func TestSameJobAfterSourceChanged(t *testing.T) {
 	}
 	j := c.Wait(t, "nightly", time.Minute)
 	if j.Objects != 2 || j.Failed != 0 || j.Succeeded+j.Skipped != 2 || j.BytesTotal != j.BytesDone {
-		for k, o := range c.Objects(t, "nightly") {
-			t.Logf("%s: %s %s", k, o.State, o.Error)
-		}
+		c.LogObjects(t, "nightly")
 		t.Fatalf("the job again: %+v, want 2 objects, none failed", j)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "obj")); !bytes.Equal(got, newData) {

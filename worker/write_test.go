@@ -106,9 +106,7 @@ func TestCopyWriteOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j := r.c.Wait(t, sum.Job, 2*time.Minute); j.Succeeded != 2 {
-		for k, o := range r.c.Objects(t, sum.Job) {
-			t.Logf("%s: %s %s", k, o.State, o.Error)
-		}
+		r.c.LogObjects(t, sum.Job)
 		t.Fatalf("copy with write options: %+v", j)
 	}
 	for k, data := range objs {
@@ -139,9 +137,7 @@ func TestCopyWriteOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j := r.c.Wait(t, sum.Job, 2*time.Minute); j.Succeeded != 2 {
-		for k, o := range r.c.Objects(t, sum.Job) {
-			t.Logf("%s: %s %s", k, o.State, o.Error)
-		}
+		r.c.LogObjects(t, sum.Job)
 		t.Fatalf("server-side copy with metadata: %+v", j)
 	}
 	for k, data := range objs {
@@ -289,9 +285,7 @@ func TestCopyFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	if j := r.c.Wait(t, sum.Job, time.Minute); j.Succeeded != 2 || j.Failed != 0 {
-		for k, o := range r.c.Objects(t, sum.Job) {
-			t.Logf("%s: %s %s", k, o.State, o.Error)
-		}
+		r.c.LogObjects(t, sum.Job)
 		t.Fatalf("--from to S3: %+v", j)
 	}
 	for k, data := range objs {

@@ -137,6 +137,15 @@ func (c *Client) Wait(t testing.TB, job string, limit time.Duration) ledger.Job 
 	}
 }
 
+// LogObjects logs each of a job's objects with its state and cause, to
+// explain a job that ended otherwise than a test wanted.
+func (c *Client) LogObjects(t testing.TB, job string) {
+	t.Helper()
+	for _, o := range c.Objects(t, job) {
+		t.Logf("%s: %s %s", o.Source(), o.State, o.Error)
+	}
+}
+
 // Objects returns a job's objects by key.
 func (c *Client) Objects(t testing.TB, job string) map[string]ledger.JobObject {
 	t.Helper()

@@ -270,3 +270,18 @@ func StartRedisTLS(t testing.TB, certFile, keyFile, caFile string, extra ...stri
 	p := start(t, fmt.Sprintf("127.0.0.1:%d", port), bin, args...)
 	return &Redis{Process: p, URL: fmt.Sprintf("rediss://127.0.0.1:%d/0", port)}, fmt.Sprintf("rediss://127.0.0.1:%d/0", port)
 }
+
+// WriteTree writes files (their paths relative to root) under root, with
+// the directories they need.
+func WriteTree(t testing.TB, root string, files map[string][]byte) {
+	t.Helper()
+	for rel, data := range files {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
