@@ -123,35 +123,16 @@ type writer struct {
 func (p *writer) parts(ctx context.Context, size, partSize int64, do func(ctx context.Context, n int32, off, length int64) (types.CompletedPart, error)) ([]types.CompletedPart, error) {
 	count := (size + partSize - 1) / partSize
 	done := make([]types.CompletedPart, count)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan int64)
-	go func() {
-		defer close(next)
-		for i := range count {
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
+	err := s3util.Each(ctx, done, p.concurrency, func(ctx context.Context, i int, _ types.CompletedPart) error {
+		off := int64(i) * partSize
+		part, err := do(ctx, int32(i+1), off, min(partSize, size-off))
+		if err != nil {
+			return err
 		}
-	}()
-	var wg sync.WaitGroup
-	for range min(int64(p.concurrency), count) {
-		wg.Go(func() {
-			for i := range next {
-				off := i * partSize
-				part, err := do(ctx, int32(i+1), off, min(partSize, size-off))
-				if err != nil {
-					cancel(err)
-					continue
-				}
-				done[i] = part
-			}
-		})
-	}
-	wg.Wait()
-	return done, context.Cause(ctx)
+		done[i] = part
+		return nil
+	})
+	return done, err
 }
 
 // multipart runs one multipart upload of key whose parts come from parts,
@@ -230,37 +211,14 @@ func (p *writer) copyPrefix(ctx context.Context, srcBucket, srcPrefix, prefix st
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan s3util.Object)
-	go func() {
-		defer close(next)
-		for _, o := range objs {
-			select {
-			case next <- o:
-			case <-ctx.Done():
-				return
-			}
+	return s3util.Each(ctx, objs, p.concurrency, func(ctx context.Context, _ int, o s3util.Object) error {
+		dst := prefix + strings.TrimPrefix(o.Key, srcPrefix)
+		if _, err := p.c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(dst),
+			CopySource: aws.String(srcBucket + "/" + o.Key)}); err != nil {
+			return fmt.Errorf("copy s3://%s/%s: %w", srcBucket, o.Key, err)
 		}
-	}()
-	var wg sync.WaitGroup
-	for range p.concurrency {
-		wg.Go(func() {
-			for o := range next {
-				if ctx.Err() != nil {
-					continue
-				}
-				dst := prefix + strings.TrimPrefix(o.Key, srcPrefix)
-				if _, err := p.c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(dst),
-					CopySource: aws.String(srcBucket + "/" + o.Key)}); err != nil {
-					cancel(fmt.Errorf("copy s3://%s/%s: %w", srcBucket, o.Key, err))
-					continue
-				}
-				p.objects.Add(1)
-				p.bytes.Add(o.Size)
-			}
-		})
-	}
-	wg.Wait()
-	return context.Cause(ctx)
+		p.objects.Add(1)
+		p.bytes.Add(o.Size)
+		return nil
+	})
 }

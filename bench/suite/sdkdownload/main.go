@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
@@ -75,31 +74,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan s3util.Object)
-	go func() {
-		defer close(next)
-		for _, o := range objs {
-			select {
-			case next <- o:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for range min(*objects, len(objs)) {
-		wg.Go(func() {
-			for o := range next {
-				if err := download(ctx, d, src.Bucket, o); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return context.Cause(ctx)
+	return s3util.Each(ctx, objs, *objects, func(ctx context.Context, _ int, o s3util.Object) error {
+		return download(ctx, d, src.Bucket, o)
+	})
 }
 
 func download(ctx context.Context, d *manager.Downloader, bucket string, o s3util.Object) error {

@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -113,4 +114,34 @@ func List(ctx context.Context, c *s3.Client, s Source) ([]Object, error) {
 		}
 	}
 	return objs, nil
+}
+
+// Each runs fn on every item, n at once, and returns the first error
+// fn returned (the others then take no more items) or the context's.
+func Each[T any](ctx context.Context, items []T, n int, fn func(ctx context.Context, i int, item T) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range items {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range min(n, len(items)) {
+		wg.Go(func() {
+			for i := range next {
+				if err := fn(ctx, i, items[i]); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }
