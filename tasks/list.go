@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,7 +56,7 @@ func (p ListPayload) Validate() error {
 		return err
 	}
 	for _, s := range p.Sources {
-		if p := strings.TrimSuffix(s, "/"); !filepath.IsAbs(s) || p != "" && filepath.Clean(p) != p {
+		if dir := strings.TrimSuffix(s, "/"); !filepath.IsAbs(s) || dir != "" && filepath.Clean(dir) != dir {
 			return fmt.Errorf("source %q: not an absolute clean path", s)
 		}
 	}
@@ -77,9 +75,7 @@ func NewListTask(p ListPayload, opts ...asynq.Option) (*asynq.Task, string, erro
 	if err != nil {
 		return nil, "", fmt.Errorf("encode list payload: %w", err)
 	}
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	id := "list:" + p.Job + ":" + hex.EncodeToString(r[:])
+	id := "list:" + p.Job + ":" + location.NewPartToken() // a random token, as a part file's
 	defaults := []asynq.Option{
 		asynq.Queue(HostQueue(p.On)), asynq.MaxRetry(3), asynq.Timeout(time.Hour),
 		asynq.TaskID(id), asynq.Retention(time.Hour),
@@ -95,9 +91,9 @@ type listLedger interface {
 // ListHandler runs list tasks: Submit enqueues the payload's request on
 // this host (the enqueuer's SubmitListed, as the worker wires it), which
 // marks the job listed. A listing that cannot be made (a source outside
-// allow_source, a destination outside allow_write, missing, empty, its
-// last attempt failed) marks it listed with the cause, so the job ends
-// rather than waits.
+// allow_source, a destination outside allow_write, missing, empty, past
+// its deadline) marks it listed with the cause, so the job ends rather
+// than waits.
 type ListHandler struct {
 	Submit func(ctx context.Context, p ListPayload) error
 	Ledger listLedger
