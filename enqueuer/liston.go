@@ -15,19 +15,13 @@ import (
 // counts as listed only then. The summary has no objects yet; a follower
 // of the job sees them come.
 func (s *submission) listOn(ctx context.Context) (Summary, error) {
-	p := tasks.ListPayload{
-		Job: s.sum.Job, On: s.req.On, Dest: s.req.Dest,
-		Overwrite: s.req.Overwrite, Sync: s.req.Sync, Mirror: s.req.Mirror, MaxDelete: s.req.MaxDelete,
-		Include: s.req.Include, Exclude: s.req.Exclude, Priority: s.req.Priority, Verify: s.req.Verify,
-		ChunkSize: s.e.ChunkSize, Threshold: s.e.Threshold, SSECKeyMD5: s.req.SSECKeyMD5,
-	}
+	req := s.req
+	req.Job, req.Sources = s.sum.Job, nil
 	for _, src := range s.srcs {
-		p.Sources = append(p.Sources, src.Key)
+		req.Sources = append(req.Sources, src.Key)
 	}
-	if !s.req.Write.IsZero() {
-		w := s.req.Write
-		p.Write = &w
-	}
+	p := listPayload(req)
+	p.ChunkSize, p.Threshold = s.e.ChunkSize, s.e.Threshold
 	if err := p.Validate(); err != nil {
 		return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -72,20 +66,11 @@ func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload, keys m
 		here.Threshold = p.Threshold
 	}
 	here.Host = p.On // the files are here, whatever this host calls itself
-	req := Request{
-		Job: p.Job, On: p.On, Sources: p.Sources, Dest: p.Dest,
-		Overwrite: p.Overwrite, Sync: p.Sync, Mirror: p.Mirror, MaxDelete: p.MaxDelete,
-		Include: p.Include, Exclude: p.Exclude, Priority: p.Priority, Verify: p.Verify,
-	}
-	if p.Write != nil {
-		req.Write = *p.Write
-	}
+	req := requestOf(p)
 	if p.SSECKeyMD5 != "" {
-		key, err := s3client.SSECKey(keys, p.SSECKeyMD5)
-		if err != nil {
+		if req.SSECKey, err = s3client.SSECKey(keys, p.SSECKeyMD5); err != nil {
 			return fmt.Errorf("host %s: %w", p.On, err)
 		}
-		req.SSECKeyMD5, req.SSECKey = p.SSECKeyMD5, key
 	}
 	for _, src := range p.Sources {
 		if _, err := os.Lstat(src); err != nil {
@@ -94,4 +79,31 @@ func (e *Enqueuer) SubmitListed(ctx context.Context, p tasks.ListPayload, keys m
 	}
 	_, err = here.Submit(ctx, req)
 	return err
+}
+
+// listPayload and requestOf carry an upload's request to its host and
+// back: the fields a list task keeps (TestListPayloadCarriesRequest).
+func listPayload(r Request) tasks.ListPayload {
+	p := tasks.ListPayload{
+		Job: r.Job, On: r.On, Sources: r.Sources, Dest: r.Dest,
+		Overwrite: r.Overwrite, Sync: r.Sync, Mirror: r.Mirror, MaxDelete: r.MaxDelete,
+		Include: r.Include, Exclude: r.Exclude, Priority: r.Priority, Verify: r.Verify, SSECKeyMD5: r.SSECKeyMD5,
+	}
+	if !r.Write.IsZero() {
+		w := r.Write
+		p.Write = &w
+	}
+	return p
+}
+
+func requestOf(p tasks.ListPayload) Request {
+	r := Request{
+		Job: p.Job, On: p.On, Sources: p.Sources, Dest: p.Dest,
+		Overwrite: p.Overwrite, Sync: p.Sync, Mirror: p.Mirror, MaxDelete: p.MaxDelete,
+		Include: p.Include, Exclude: p.Exclude, Priority: p.Priority, Verify: p.Verify, SSECKeyMD5: p.SSECKeyMD5,
+	}
+	if p.Write != nil {
+		r.Write = *p.Write
+	}
+	return r
 }

@@ -2,9 +2,11 @@ package enqueuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // headOnly is a fake S3 that knows which keys exist, and their sizes.
@@ -126,5 +129,34 @@ func TestArchived(t *testing.T) {
 		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
 			t.Errorf("archived(%q, %q, %q) = %q, want %q", c.class, c.restore, c.status, got, c.want)
 		}
+	}
+}
+
+// TestListPayloadCarriesRequest: an upload's request reaches its host's
+// list task and comes back whole, through the task's JSON; every field of
+// the payload but the chunking (the enqueuer's own) is the request's.
+func TestListPayloadCarriesRequest(t *testing.T) {
+	t.Parallel()
+	req := Request{Job: "j", On: "host-7", Sources: []string{"/data/out/", "/data/one.bin"}, Dest: "s3://bkt/out/",
+		Overwrite: true, Sync: true, Mirror: true, MaxDelete: 5, Include: []string{"**/*.gz"}, Exclude: []string{"tmp/**"},
+		Priority: "high", Verify: "required", SSECKeyMD5: "B0sHcSxomCfj7S9EVz6qXg==",
+		Write: ledger.Write{StorageClass: "STANDARD_IA", Metadata: map[string]string{"team": "data"}}}
+	p := listPayload(req)
+	v := reflect.ValueOf(p)
+	for i := range v.NumField() {
+		if name := v.Type().Field(i).Name; name != "ChunkSize" && name != "Threshold" && v.Field(i).IsZero() {
+			t.Errorf("ListPayload.%s is not taken from the request", name)
+		}
+	}
+	task, _, err := tasks.NewListTask(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back tasks.ListPayload
+	if err := json.Unmarshal(task.Payload(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := requestOf(back); !reflect.DeepEqual(got, req) {
+		t.Errorf("the request on its host:\n%+v\nwant\n%+v", got, req)
 	}
 }
