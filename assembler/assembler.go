@@ -31,6 +31,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/internal/fence"
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -203,10 +205,20 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	} else if st.Size() != t.Size {
 		return Record{}, a.fail(ctx, t, fmt.Errorf("part file %s has %d bytes, want %d", part, st.Size(), t.Size), true)
 	}
+	// No chunk writes from here on (see package fence): a writer in the
+	// middle of a write finishes it first; any later one finds the file
+	// renamed.
+	if err := fence.Exclusive(f, 30*time.Second); err != nil {
+		return Record{}, err
+	}
 
 	v, err := a.verify(ctx, t, ev, f)
 	if err != nil {
 		return Record{}, err
+	}
+	// A worker taken for dead renames nothing: the assembly runs elsewhere.
+	if err := liveness.LeaseOf(ctx).Await(liveness.DeadAfter); err != nil {
+		return Record{}, fmt.Errorf("place %s: %w", t.Dest, err)
 	}
 	if err := a.place(t, f, part, ev); err != nil {
 		if errors.Is(err, ErrDiskMismatch) {
@@ -518,6 +530,9 @@ func (a *Assembler) dropPart(ctx context.Context, t ledger.Transfer) {
 // fail records the object failed with cause; with clearData its part file
 // and chunk records go, so a retry starts afresh.
 func (a *Assembler) fail(ctx context.Context, t ledger.Transfer, cause error, clearData bool) error {
+	if liveness.LeaseOf(ctx).Lost() {
+		return fmt.Errorf("%w (not recorded: %w)", cause, liveness.ErrLost) // the assembly runs elsewhere
+	}
 	if _, err := a.Ledger.Fail(context.WithoutCancel(ctx), t.ID, t.Gen, cause.Error(), clearData, time.Now()); err != nil {
 		return fmt.Errorf("record failure (%v): %w", cause, err)
 	}

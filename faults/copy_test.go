@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,8 +30,8 @@ import (
 // the copy lasts a few seconds. Once the transfer's multipart upload is
 // recorded and some of its parts have landed, the worker that created the
 // upload is killed with SIGKILL mid-chunk, and a replacement starts. The
-// chunks the dead worker held go back to the queue (see leaseExpired) and
-// run elsewhere, into the same upload: the ledger never names a second
+// chunks the dead worker held run elsewhere within seconds (the fleet's
+// watchdog), into the same upload: the ledger never names a second
 // one, no upload is created after the kill, every part after it goes to
 // the recorded upload, which is the one completed; the object arrives
 // byte for byte, and no upload is left behind.
@@ -108,17 +106,15 @@ func TestCopyKillResumesUpload(t *testing.T) {
 	}
 	token, host := rec.PartToken, rec.PartHost
 	var victim *proc
-	var survivors []*proc
 	for _, w := range workers {
 		if strings.HasSuffix(host, fmt.Sprintf("(pid %d)", w.pid())) {
 			victim = w
-		} else {
-			survivors = append(survivors, w)
 		}
 	}
 	if victim == nil {
 		t.Fatalf("part_host %q names none of the workers", host)
 	}
+	orphans := runningOf(t, f.rdb, victim.pid(), "chunk:")
 	killed := time.Now()
 	victim.signal(t, syscall.SIGKILL)
 	if _, ok := victim.wait(10 * time.Second); !ok {
@@ -137,15 +133,15 @@ func TestCopyKillResumesUpload(t *testing.T) {
 		t.Errorf("upload %s has %d parts, but %d chunks were recorded landed before the kill", token, len(parts.Parts), landed)
 	}
 
-	orphans := leaseExpired(t, f.rdb, killed, survivors, 15*time.Second)
 	if len(orphans) == 0 {
 		t.Errorf("%s held no chunk task when it died: it was not killed mid-chunk", victim.name)
 	}
-	// The replacement's recoverer runs as it starts: the orphans go back
-	// to the queue at once rather than a minute after the kill.
 	f.startWorker(t, "worker-3", "S3FLEET_CONCURRENCY=2")
-	t.Logf("%s held %d chunk task(s); their leases ended, worker-3 started %.1f s after the kill",
-		victim.name, len(orphans), time.Since(killed).Seconds())
+	seen := retaken(f.rdb, victim.pid(), orphans, killed, 30*time.Second)
+	t.Logf("%s held %d chunk task(s); running elsewhere after %s", victim.name, len(orphans), durations(waitsOf(orphans, seen)))
+	if len(seen) != len(orphans) {
+		t.Errorf("%d of %d orphaned chunks were not running again 30 s after the kill", len(orphans)-len(seen), len(orphans))
+	}
 
 	code, ok := enq.wait(time.Minute)
 	done := time.Since(killed)
@@ -328,96 +324,6 @@ func copyConfig(t *testing.T, m *testenv.MinIO, endpoint string) []string {
 	}
 	return []string{"S3FLEET_CONFIG=" + filepath.Join(dir, "s3fleet.yaml"),
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "credentials"), "AWS_CONFIG_FILE=" + filepath.Join(dir, "aws-config")}
-}
-
-// serverKeyRE matches asynq's key of a worker process's server state,
-// asynq:servers:{host:pid:serverID}.
-var serverKeyRE = regexp.MustCompile(`^asynq:servers:\{(.*):(\d+):([^:]+)\}$`)
-
-// leaseExpired finds the chunk tasks a worker killed at killed was running
-// and ends their leases, as asynq would see them about a minute later.
-//
-// A live worker extends the lease of each of its tasks at every heartbeat
-// (5 s) to 30 s from then, in whole seconds; the dead worker's stay where
-// they were, at most 30 s after the kill's second. Once every survivor has
-// beaten at least a second after the kill, a lease that ends no later is
-// the dead worker's, unless a survivor listed the task as its own in that
-// heartbeat (it writes the list just before it extends the leases). Those
-// leases are then moved into the past, so that asynq's recoverer (which
-// runs as a worker starts, then every minute) gives the tasks back to the
-// queue as it would have on its own once they expired by 30 s, without the
-// test waiting for it.
-func leaseExpired(t *testing.T, rdb redis.UniversalClient, killed time.Time, survivors []*proc, limit time.Duration) []string {
-	t.Helper()
-	ctx := context.Background()
-	own := map[string]bool{}
-	deadline := time.Now().Add(limit)
-	for _, p := range survivors {
-		for {
-			beat, workersKey, err := lastBeat(ctx, rdb, p.pid())
-			if err != nil {
-				t.Fatalf("%s: %v", p.name, err)
-			}
-			if beat.After(killed.Add(1200 * time.Millisecond)) {
-				ids, err := rdb.HKeys(ctx, workersKey).Result()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, id := range ids {
-					own[id] = true
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not beat within %s of the kill", p.name, limit)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	leases, err := rdb.ZRangeWithScores(ctx, leaseKey, 0, -1).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cutoff := float64(killed.Unix() + 30)
-	var dead []string
-	for _, z := range leases {
-		id := z.Member.(string)
-		if z.Score <= cutoff && !own[id] {
-			dead = append(dead, id)
-		}
-	}
-	past := float64(time.Now().Add(-2 * time.Minute).Unix())
-	for _, id := range dead {
-		if err := rdb.ZAddXX(ctx, leaseKey, redis.Z{Member: id, Score: past}).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dead
-}
-
-// lastBeat reads when the worker process pid last wrote its server state
-// (the key lives 10 s from each heartbeat), and the key of the tasks it
-// listed then.
-func lastBeat(ctx context.Context, rdb redis.UniversalClient, pid int) (time.Time, string, error) {
-	keys, err := rdb.Keys(ctx, fmt.Sprintf("asynq:servers:{*:%d:*}", pid)).Result()
-	if err != nil {
-		return time.Time{}, "", err
-	}
-	for _, k := range keys {
-		sm := serverKeyRE.FindStringSubmatch(k)
-		if sm == nil || sm[2] != strconv.Itoa(pid) {
-			continue
-		}
-		ttl, err := rdb.PTTL(ctx, k).Result()
-		if err != nil {
-			return time.Time{}, "", err
-		}
-		if ttl <= 0 {
-			continue
-		}
-		return time.Now().Add(ttl - 10*time.Second), "asynq:workers:" + strings.TrimPrefix(k, "asynq:servers:"), nil
-	}
-	return time.Time{}, "", fmt.Errorf("no asynq server state of pid %d", pid)
 }
 
 // objectSHA reads an object through and returns its SHA-256.

@@ -2,9 +2,11 @@ package faults
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,108 +16,74 @@ import (
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
-// leaseKey is asynq's sorted set of the chunk tasks being run, scored by
-// the time their lease ends; live workers push it forward every 5 s.
-const leaseKey = "asynq:{chunks}:lease"
 
-// orphans tracks the chunk tasks a killed worker was running: from the
-// kill, how long until asynq took them back from the dead worker
-// (recovered: out of the lease set) and until another worker ran them
-// (retaken: in the lease set again, or done).
-type orphans struct {
-	killed    time.Time
-	ids       []string
-	recovered map[string]time.Duration
-	retaken   map[string]time.Duration
-}
+// runningKey is the fleet's record of the tasks each worker runs (package
+// liveness): queue NUL task ID → the member (worker name and lease).
+const runningKey = "{s3fleet}:running"
 
-// findOrphans takes the lease set snapshotted just after the kill, waits past a heartbeat,
-// and keeps the tasks whose lease nobody extended: the dead worker's.
-// known are orphans of an earlier kill, left out.
-func findOrphans(t *testing.T, rdb redis.UniversalClient, killed time.Time, before []redis.Z, known map[string]bool) *orphans {
+// memberTag is what the member IDs of worker process pid contain.
+func memberTag(pid int) string { return fmt.Sprintf("(pid %d) #", pid) }
+
+// runningOf returns the tasks (queue NUL task ID) that worker process pid
+// runs now, those of kind (a task ID prefix: "chunk:", "batch:") only
+// unless kind is "".
+func runningOf(t *testing.T, rdb redis.UniversalClient, pid int, kind string) []string {
 	t.Helper()
-	time.Sleep(7 * time.Second) // a heartbeat (5 s) of every live worker
-	after, err := rdb.ZRangeWithScores(context.Background(), leaseKey, 0, -1).Result()
+	all, err := rdb.HGetAll(context.Background(), runningKey).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := map[string]float64{}
-	for _, z := range after {
-		now[z.Member.(string)] = z.Score
-	}
-	o := &orphans{killed: killed, recovered: map[string]time.Duration{}, retaken: map[string]time.Duration{}}
-	for _, z := range before {
-		id := z.Member.(string)
-		if s, ok := now[id]; ok && s == z.Score && !known[id] {
-			o.ids = append(o.ids, id)
-			known[id] = true
+	var out []string
+	for field, member := range all {
+		_, id, _ := strings.Cut(field, "\x00")
+		if strings.Contains(member, memberTag(pid)) && strings.HasPrefix(id, kind) {
+			out = append(out, field)
 		}
 	}
-	return o
+	sort.Strings(out)
+	return out
 }
 
-// follow polls the lease set every 250 ms until every orphan was retaken or
-// limit passed.
-func (o *orphans) follow(rdb redis.UniversalClient, limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	for len(o.retaken) < len(o.ids) && time.Now().Before(deadline) {
-		leased := map[string]bool{}
-		members, err := rdb.ZRange(context.Background(), leaseKey, 0, -1).Result()
-		if err == nil {
-			for _, m := range members {
-				leased[m] = true
+// retaken polls every 50 ms until each of the tasks a dead worker (pid)
+// held runs under another worker, or has completed, or limit passed, and
+// returns how long after killed each was seen so.
+func retaken(rdb redis.UniversalClient, pid int, fields []string, killed time.Time, limit time.Duration) map[string]time.Duration {
+	ctx := context.Background()
+	seen := map[string]time.Duration{}
+	for deadline := time.Now().Add(limit); len(seen) < len(fields) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, field := range fields {
+			if _, ok := seen[field]; ok {
+				continue
 			}
-			// A task that is neither leased nor waiting has completed.
-			waiting := map[string]bool{}
-			for _, k := range []string{"asynq:{chunks}:retry", "asynq:{chunks}:scheduled"} {
-				ms, _ := rdb.ZRange(context.Background(), k, 0, -1).Result()
-				for _, m := range ms {
-					waiting[m] = true
-				}
-			}
-			pending, _ := rdb.LRange(context.Background(), "asynq:{chunks}:pending", 0, -1).Result()
-			for _, m := range pending {
-				waiting[m] = true
-			}
-			since := time.Since(o.killed)
-			for _, id := range o.ids {
-				_, rec := o.recovered[id]
-				if _, done := o.retaken[id]; done {
-					continue
-				}
-				switch {
-				case !rec && !leased[id]:
-					o.recovered[id] = since
-					if !waiting[id] { // recovered and run to its end between two polls
-						o.retaken[id] = since
-					}
-				case rec && (leased[id] || !waiting[id]):
-					o.retaken[id] = since
-				}
+			q, id, _ := strings.Cut(field, "\x00")
+			member, _ := rdb.HGet(ctx, runningKey, field).Result()
+			state, err := rdb.HGet(ctx, "asynq:{"+q+"}:t:"+id, "state").Result()
+			if (member != "" && !strings.Contains(member, memberTag(pid))) || state == "completed" || errors.Is(err, redis.Nil) {
+				seen[field] = time.Since(killed)
 			}
 		}
-		time.Sleep(250 * time.Millisecond)
 	}
+	return seen
 }
 
-func (o *orphans) waits() (recovered, retaken []time.Duration) {
-	for _, id := range o.ids {
-		if d, ok := o.recovered[id]; ok {
-			recovered = append(recovered, d)
-		}
-		if d, ok := o.retaken[id]; ok {
-			retaken = append(retaken, d)
+// waitsOf lists the waits of fields, in their order; missing ones are left out.
+func waitsOf(fields []string, seen map[string]time.Duration) []time.Duration {
+	var out []time.Duration
+	for _, f := range fields {
+		if d, ok := seen[f]; ok {
+			out = append(out, d)
 		}
 	}
-	return recovered, retaken
+	return out
 }
 
 // TestWorkerKilled downloads a 1 GiB object with three worker processes
 // (4 chunks at a time each, every GET throttled to 4 MiB/s so the job
 // lasts about 25 s): one worker is killed with SIGKILL mid-chunk at 20% and
 // restarted, another at 45% and restarted. The chunks the dead workers held
-// wait for asynq's lease (30 s) and its recovery sweep, then run elsewhere;
-// the job completes with every byte right. Then a rolling restart: each
+// run elsewhere within seconds (the fleet's watchdog, not asynq's lease
+// of 30 s and its sweep every minute); the job completes with every byte
+// right. Then a rolling restart: each
 // worker in turn gets SIGTERM while a replacement starts, and no chunk
 // waits for a lease.
 func TestWorkerKilled(t *testing.T) {
@@ -136,56 +104,49 @@ func TestWorkerKilled(t *testing.T) {
 	t.Run("SIGKILL twice", func(t *testing.T) {
 		dest := t.TempDir()
 		enq := f.startEnqueue(t, "enqueue", nil, "s3://bkt/big.bin", dest+"/", "--wait", "--job", "killed")
-		known := map[string]bool{}
-		var sets []*orphans
-		var wg sync.WaitGroup
+		var report []string
+		var all []time.Duration
 		var lastKill time.Time
 		for i, at := range []float64{0.20, 0.45} {
 			j := f.waitProgress(t, "killed", 3*time.Minute, "progress", func(j ledger.Job) bool { return fraction(j) >= at })
 			if j.Done() {
 				t.Fatal("the job finished before the kill")
 			}
-			// Chunks run in waves (every GET throttled alike), and progress
-			// jumps as a wave lands, when few are leased: kill once at least
-			// 9 of the 12 slots are busy (not counting the leases an earlier
-			// victim left), so the victim (4 slots) holds some.
+			victim := workers[i]
+			// Chunks run in waves (every GET throttled alike): kill once the
+			// victim runs at least 3 of its 4.
+			var held []string
 			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				ids, err := f.rdb.ZRange(context.Background(), leaseKey, 0, -1).Result()
-				live := 0
-				for _, id := range ids {
-					if !known[id] {
-						live++
-					}
-				}
-				if err == nil && live >= 9 {
+				if held = runningOf(t, f.rdb, victim.pid(), "chunk:"); len(held) >= 3 {
 					break
 				}
 			}
-			victim := workers[i]
 			victim.signal(t, syscall.SIGKILL)
 			lastKill = time.Now()
 			victim.wait(10 * time.Second)
-			// Every task the dead worker held is in the lease set now, and
-			// stays there unextended.
-			before, err := f.rdb.ZRangeWithScores(context.Background(), leaseKey, 0, -1).Result()
-			if err != nil {
-				t.Fatal(err)
+			t.Logf("SIGKILL %s (pid %d) at %.0f%% (%d of %d bytes), running %d chunk tasks",
+				victim.name, victim.pid(), 100*fraction(j), j.BytesDone, j.BytesTotal, len(held))
+			if len(held) == 0 {
+				t.Fatalf("%s ran no chunk when it was killed", victim.name)
 			}
-			t.Logf("SIGKILL %s (pid %d) at %.0f%% (%d of %d bytes); %d chunk tasks leased at that moment",
-				victim.name, victim.pid(), 100*fraction(j), j.BytesDone, j.BytesTotal, len(before))
 			workers[i] = f.startWorker(parent, victim.name+"-restarted", "S3FLEET_CONCURRENCY=4")
-			o := findOrphans(t, f.rdb, lastKill, before, known)
-			t.Logf("%s held %d chunk tasks when it died: %v", victim.name, len(o.ids), o.ids)
-			if len(o.ids) == 0 {
-				t.Errorf("no orphaned chunk found for %s: it was not killed mid-chunk", victim.name)
+			// The fleet's watchdog gives them to another worker once the
+			// dead one missed its beats for 3 s; asynq alone took 62–115 s.
+			seen := retaken(f.rdb, victim.pid(), held, lastKill, time.Minute)
+			waits := waitsOf(held, seen)
+			for _, d := range waits {
+				if d > 20*time.Second {
+					t.Errorf("kill %d: an orphaned chunk waited %s (the watchdog fails over in seconds)", i+1, d)
+				}
 			}
-			sets = append(sets, o)
-			wg.Add(1)
-			go func() { defer wg.Done(); o.follow(f.rdb, 4*time.Minute) }()
+			if len(waits) != len(held) {
+				t.Errorf("kill %d: %d of %d orphaned chunks were never seen running again", i+1, len(waits), len(held))
+			}
+			all = append(all, waits...)
+			report = append(report, fmt.Sprintf("kill %d: retaken %s", i+1, durations(waits)))
 		}
 		code, ok := enq.wait(5 * time.Minute)
 		done := time.Since(lastKill)
-		wg.Wait()
 		if !ok {
 			t.Fatalf("the job did not finish within 5 minutes: %+v", f.job(t, "killed"))
 		}
@@ -199,21 +160,6 @@ func TestWorkerKilled(t *testing.T) {
 			t.Errorf("part files left: %v", left)
 		}
 		attempts, chunks := f.attempts(t, "killed")
-		var report []string
-		for i, o := range sets {
-			rec, ret := o.waits()
-			if len(ret) != len(o.ids) {
-				t.Errorf("kill %d: %d of %d orphaned chunks were never seen retaken", i+1, len(ret), len(o.ids))
-			}
-			for _, d := range ret {
-				// asynq: lease 30 s after the last heartbeat, recovered once
-				// expired for 30 s, by a sweep every minute.
-				if d > 2*time.Minute+10*time.Second {
-					t.Errorf("kill %d: an orphaned chunk waited %s", i+1, d)
-				}
-			}
-			report = append(report, "kill "+string(rune('1'+i))+": recovered "+durations(rec)+"; retaken "+durations(ret))
-		}
 		summary(t, "1 GiB, 3 workers, 2 SIGKILLs; %s; job done %s after the 2nd kill; %d attempts for %d chunks; SHA-256 ok",
 			strings.Join(report, "; "), done.Round(100*time.Millisecond), attempts, chunks)
 	})

@@ -24,6 +24,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/checksum"
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -250,6 +251,10 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	dirs := map[string]bool{}
 	for _, g := range got {
+		// A worker taken for dead places nothing: the batch runs elsewhere.
+		if err := liveness.LeaseOf(ctx).Await(liveness.DeadAfter); err != nil {
+			return fmt.Errorf("place %s: %w", g.o.Dest, err)
+		}
 		if err := assembler.Rename(g.f.Name(), g.o.Dest, g.o.Overwrite); err != nil {
 			if !errors.Is(err, os.ErrExist) || !assembler.IsOurs(g.o.Dest, g.o.Transfer) {
 				h.failNow(ctx, g.o, fmt.Errorf("%w: %w", asynq.SkipRetry, alreadyExists(g.o.Dest, err)), log)
@@ -323,7 +328,7 @@ func (h *BatchHandler) readBack(ctx context.Context, got []fetched, log *slog.Lo
 // failNow records an object failed when err leaves no retry, and reports
 // whether it did.
 func (h *BatchHandler) failNow(ctx context.Context, o BatchObject, err error, log *slog.Logger) bool {
-	if !IsPermanent(err) {
+	if !IsPermanent(err) || liveness.LeaseOf(ctx).Lost() {
 		return false
 	}
 	if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), o.Transfer, o.Gen, causeOf(err), false, time.Now()); ferr != nil {
@@ -364,7 +369,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	}
 	defer out.Body.Close()
 	what := o.get("", "").what()
-	if retried, _ := asynq.GetRetryCount(ctx); retried > 0 {
+	if retried, _ := asynq.GetRetryCount(ctx); retried > 0 || liveness.FailedOver(ctx) != "" {
 		removeStaleParts(o) // an earlier run may have died holding some
 	}
 	f, err := h.create(o)

@@ -24,6 +24,8 @@ import (
 
 	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/chunker"
+	"github.com/s3fleet/s3fleet/internal/fence"
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -228,6 +230,9 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if errors.Is(err, errNothingToDo) {
 		return nil
 	}
+	if liveness.LeaseOf(ctx).Lost() {
+		return err // the chunk runs on another worker now: nothing to record here
+	}
 	if ctx.Err() != nil && !IsPermanent(err) {
 		// Stopped: by `enqueue cancel` (asynq cancels the running task, and
 		// the job's record says so), by shutdown or by the task's timeout.
@@ -327,21 +332,25 @@ func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Lo
 // It returns the part file's path, and how many of the object's chunks
 // have landed, of how many.
 func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledger.ChunkStart, log *slog.Logger) (part string, landed, total int64, err error) {
-	f, token, err := h.openPart(ctx, p, start)
+	w, token, err := h.openPart(ctx, p, start)
 	if err != nil {
 		if token != "" {
 			part = location.PartPath(p.Dest, p.Transfer, token)
 		}
 		return part, 0, 0, err
 	}
-	defer f.Close()
-	part = f.Name()
+	defer w.File().Close()
+	part = w.File().Name()
 	began := time.Now()
 	etag := p.ETag
 	if etag == "" {
 		etag = start.SourceETag // enqueued without a HEAD: pin what earlier chunks saw
 	}
-	n, crc, seen, err := h.fetch(ctx, p, etag, f)
+	n, crc, seen, err := h.fetch(ctx, p, etag, w)
+	if errors.Is(err, fence.ErrMoved) {
+		// Renamed (its object finished) or removed under this chunk.
+		return part, 0, 0, h.partGone(ctx, p, token, part, start.PartHost)
+	}
 	if err != nil {
 		return part, 0, 0, err
 	}
@@ -397,18 +406,20 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 	return nil
 }
 
-// openPart opens the transfer's part file for writing and returns it with
-// its token (the token alone, with an error about the transfer's file). Once the ledger names a part file, every chunk writes that
-// one, and a worker that cannot see it (it does not share DEST with the
-// worker that made it, or the file was removed) fails the object: the
-// part file is never made again, so a removed one is not resurrected with
-// holes, and each host's own file is never taken for the object. The first
-// chunks to find none each make their own, with a token of their own, and
-// the first to record its token wins; the others remove theirs.
-func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledger.ChunkStart) (*os.File, string, error) {
+// openPart opens the transfer's part file for writing, fenced (see
+// package fence), and returns it with its token (the token alone, with an
+// error about the transfer's file). Once the ledger names a part file,
+// every chunk writes that one, and a worker that cannot see it (it does
+// not share DEST with the worker that made it, or the file was removed)
+// fails the object: the part file is never made again, so a removed one is
+// not resurrected with holes, and each host's own file is never taken for
+// the object. The first chunks to find none each make their own, with a
+// token of their own, and the first to record its token wins; the others
+// remove theirs.
+func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledger.ChunkStart) (*fence.Writer, string, error) {
 	if start.PartReady {
-		f, err := h.openExisting(ctx, p, start.PartToken, start.PartHost)
-		return f, start.PartToken, err
+		w, err := h.openExisting(ctx, p, start.PartToken, start.PartHost)
+		return w, start.PartToken, err
 	}
 	if !p.Overwrite {
 		if _, err := os.Lstat(p.Dest); err == nil {
@@ -420,7 +431,7 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 	}
 	token := location.NewPartToken()
 	part := location.PartPath(p.Dest, p.Transfer, token)
-	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, "", wrapLocal("create part file", err)
 	}
@@ -439,37 +450,46 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 		}
 		return nil, "", errNothingToDo
 	case won.Token != token:
-		f, err := h.openExisting(ctx, p, won.Token, won.Host)
-		return f, won.Token, err
+		w, err := h.openExisting(ctx, p, won.Token, won.Host)
+		return w, won.Token, err
 	}
 	h.Parts.add(p.Transfer, token, part, removeFile(part))
+	w, err := fence.NewWriter(f, part, liveness.LeaseOf(ctx))
+	if err != nil {
+		f.Close()
+		return nil, token, err
+	}
 	// Only the winner reserves the object's blocks, so racing creators do
 	// not each hold its size on disk for a moment.
-	if err := preallocate(f, p.Size); err != nil {
+	if err := w.Do(0, 0, func() error { return preallocate(f, p.Size) }); err != nil {
 		f.Close()
 		return nil, token, wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err) // the file is the transfer's: it goes once the failure is recorded
 	}
-	return f, token, nil
+	return w, token, nil
 }
 
-// openExisting opens the part file another chunk made. A worker that finds
-// none does not share DEST with its maker, or the file was removed: either
-// way the object fails with that cause, unless it has ended meanwhile (a
-// failure that removed the file is the cause then).
-func (h *ChunkHandler) openExisting(ctx context.Context, p ChunkPayload, token, maker string) (*os.File, error) {
+// openExisting opens the part file another chunk made, fenced. A worker
+// that finds none does not share DEST with its maker, or the file was
+// removed: either way the object fails with that cause, unless it has
+// ended meanwhile (a failure that removed the file is the cause then).
+func (h *ChunkHandler) openExisting(ctx context.Context, p ChunkPayload, token, maker string) (*fence.Writer, error) {
 	part := location.PartPath(p.Dest, p.Transfer, token)
-	f, err := os.OpenFile(part, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := os.OpenFile(part, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, h.partGone(ctx, p, token, part, maker)
 	}
 	if err != nil {
 		return nil, wrapLocal("open part file", err)
 	}
-	if err := h.awaitAllocated(ctx, p, f, token, part, maker); err != nil {
+	w, err := fence.NewWriter(f, part, liveness.LeaseOf(ctx))
+	if err == nil {
+		err = h.awaitAllocated(ctx, p, w, token, part, maker)
+	}
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return f, nil
+	return w, nil
 }
 
 // partGone is the error of a chunk whose part file is not there: nothing
@@ -489,7 +509,8 @@ func (h *ChunkHandler) partGone(ctx context.Context, p ChunkPayload, token, part
 // reservation is failing, and fail other objects; a maker whose
 // reservation failed removes the file, and its object has failed. A maker
 // that died before reserving it leaves it to the chunk that waited.
-func (h *ChunkHandler) awaitAllocated(ctx context.Context, p ChunkPayload, f *os.File, token, part, maker string) error {
+func (h *ChunkHandler) awaitAllocated(ctx context.Context, p ChunkPayload, w *fence.Writer, token, part, maker string) error {
+	f := w.File()
 	deadline := time.Now().Add(partClaimTTL)
 	for {
 		st, err := f.Stat()
@@ -505,7 +526,11 @@ func (h *ChunkHandler) awaitAllocated(ctx context.Context, p ChunkPayload, f *os
 		if time.Now().After(deadline) {
 			// Its maker died between recording the file and reserving it:
 			// this chunk reserves it.
-			if err := preallocate(f, p.Size); err != nil {
+			err := w.Do(0, 0, func() error { return preallocate(f, p.Size) })
+			if errors.Is(err, fence.ErrMoved) {
+				return h.partGone(ctx, p, token, part, maker)
+			}
+			if err != nil {
 				return wrapLocal(fmt.Sprintf("allocate %d bytes for %s (its maker %s did not)", p.Size, part, maker), err)
 			}
 			return nil
@@ -556,20 +581,20 @@ func wrapLocal(op string, err error) error {
 // written (and flushed, unless NoFlush), with the response's ETag. A
 // response whose Content-Range says the object has another size than the
 // one enqueued fails the object at once, with both sizes.
-func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, f *os.File) (int64, uint64, string, error) {
+func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w *fence.Writer) (int64, uint64, string, error) {
 	r := p.Range()
 	out, g, err := h.getRange(ctx, p, etag)
 	if err != nil {
 		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	n, crc, err := copyBody(ctx, f, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
+	n, crc, err := copyBody(ctx, w, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
 	if err != nil {
 		return n, crc, "", err
 	}
 	if !h.NoFlush {
-		if err := flushRange(f, r.First, n); err != nil {
-			return n, crc, "", wrapLocal("flush "+f.Name(), err)
+		if err := flushRange(w.File(), r.First, n); err != nil {
+			return n, crc, "", wrapLocal("flush "+w.File().Name(), err)
 		}
 	}
 	return n, crc, aws.ToString(out.ETag), nil

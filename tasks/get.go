@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -102,7 +101,7 @@ func askChecksum(o *s3.Options) {
 // copyBody streams want bytes of body to offset off of f through a pooled
 // buffer (and the worker's rate limiter, if any), and returns them with
 // their CRC of algorithm alg.
-func copyBody(ctx context.Context, f *os.File, body io.Reader, off, want int64, alg checksum.Algorithm, lim *rate.Limiter, what string) (int64, uint64, error) {
+func copyBody(ctx context.Context, f io.WriterAt, body io.Reader, off, want int64, alg checksum.Algorithm, lim *rate.Limiter, what string) (int64, uint64, error) {
 	if lim != nil {
 		body = &limitedReader{ctx: ctx, r: body, lim: lim}
 	}

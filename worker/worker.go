@@ -20,6 +20,7 @@ import (
 	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
@@ -66,8 +67,21 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	name := tasks.WorkerName(host)
 	met := metrics.NewWorker(reg, fmt.Sprintf("%s:%d", host, os.Getpid()))
 
+	member, err := liveness.Join(ctx, rdb, name, log)
+	if err != nil {
+		return err
+	}
+	// The member beats until the server has stopped: a graceful stop hands
+	// its tasks back to asynq, and nobody must take them for a dead
+	// worker's meanwhile.
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	beats := make(chan struct{})
+	go func() { defer close(beats); member.Run(beatCtx) }()
+	defer func() { stopBeats(); <-beats }()
+
 	chunkLimit := tasks.NewLimiter(int64(cfg.Bandwidth)) // shared by every task of this worker
 	mux := asynq.NewServeMux()
+	mux.Use(member.Middleware)
 	chunks := &tasks.ChunkHandler{
 		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},

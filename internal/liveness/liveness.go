@@ -1,0 +1,397 @@
+// Package liveness fails a dead worker's tasks over in seconds, where
+// asynq alone takes one to two minutes (its 30 s lease and its recovery
+// sweep every minute are constants).
+//
+// Each worker is a member with a lease in Redis: it beats every Beat, and a
+// member whose last beat is DeadAfter old (by Redis's clock) is dead. Every
+// member's watchdog looks for dead ones at each beat; the first to find one
+// removes it, takes the list of tasks it was running (the middleware
+// records each task as it starts), and moves each back to the front of its
+// queue, as asynq itself does with the tasks of a worker that stops
+// gracefully: same task ID, same queue, so a job that runs on one host
+// (--on) stays there, and asynq's recoverer never sees the task again.
+//
+// A member taken for dead may not be: a paused process (SIGSTOP, a frozen
+// VM) or one cut from Redis wakes with its tasks running elsewhere. Its
+// lease, and with it every task it started under that lease, is lost for
+// good: Lease.Check fails, the tasks' contexts are cancelled, and their
+// results are dropped (the tasks are another member's now). The member
+// goes on under a new lease. Writers check the lease before each write
+// (see package fence), so a stale worker writes nothing.
+package liveness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// Beat is how often a member renews its lease and looks for dead ones.
+	Beat = 500 * time.Millisecond
+	// DeadAfter is how long after its last beat a member is dead.
+	DeadAfter = 3 * time.Second
+	// margin is how much sooner than DeadAfter a member stops trusting its
+	// own lease: the beat's round trip is counted from before it was sent,
+	// and this covers clocks that tick at slightly different rates.
+	margin = 250 * time.Millisecond
+)
+
+const (
+	membersKey = "{s3fleet}:members"     // member ID → Redis time (ms) of its last beat
+	runningKey = "{s3fleet}:running"     // queue NUL task ID → member ID running it
+	failedOver = "{s3fleet}:failedover:" // + field: the member a task was taken from
+)
+
+var (
+	// ErrLost reports a lease that was taken away: this member was taken
+	// for dead and its tasks run elsewhere.
+	ErrLost = errors.New("this worker was taken for dead (no beat for " + DeadAfter.String() + "): its tasks run on other workers now")
+	// ErrLapsed reports a lease that ran out without news: the beats do
+	// not reach Redis.
+	ErrLapsed = errors.New("this worker's lease ran out: its beats do not reach Redis")
+)
+
+// Lease is one incarnation of a member: held while its beats reach Redis
+// in time, lost for good once it was taken for dead. A nil Lease is always
+// held (a handler run outside a worker, in a test).
+type Lease struct {
+	id    string
+	base  time.Time    // monotonic origin of until
+	until atomic.Int64 // ns after base: trusted until then
+	lost  atomic.Bool
+
+	mu      sync.Mutex
+	cancels map[*int]context.CancelFunc // the tasks started under it
+}
+
+func newLease(worker string) *Lease {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return &Lease{id: worker + " #" + hex.EncodeToString(b[:]), base: time.Now(), cancels: map[*int]context.CancelFunc{}}
+}
+
+// ID names the lease in Redis and in logs: the worker's name and a random
+// suffix of the incarnation.
+func (l *Lease) ID() string {
+	if l == nil {
+		return ""
+	}
+	return l.id
+}
+
+// Check reports whether the lease is held now: ErrLost once it was taken,
+// ErrLapsed while no beat has renewed it in time.
+func (l *Lease) Check() error {
+	switch {
+	case l == nil:
+		return nil
+	case l.lost.Load():
+		return ErrLost
+	case time.Since(l.base).Nanoseconds() >= l.until.Load():
+		return ErrLapsed
+	}
+	return nil
+}
+
+// Await waits up to limit for a lapsed lease to be renewed (nil) or lost
+// (ErrLost); ErrLapsed if neither happened.
+func (l *Lease) Await(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := l.Check()
+		if !errors.Is(err, ErrLapsed) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Lost reports whether the lease was taken away.
+func (l *Lease) Lost() bool { return l != nil && l.lost.Load() }
+
+// renewed trusts the lease until DeadAfter after sent (less the margin).
+func (l *Lease) renewed(sent time.Duration) {
+	l.until.Store((sent + DeadAfter - margin).Nanoseconds())
+}
+
+// lose marks the lease lost and stops every task started under it.
+func (l *Lease) lose() {
+	l.lost.Store(true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.cancels {
+		c()
+	}
+}
+
+// track lets lose stop a task; the function returned forgets it.
+func (l *Lease) track(cancel context.CancelFunc) func() {
+	k := new(int)
+	l.mu.Lock()
+	l.cancels[k] = cancel
+	l.mu.Unlock()
+	if l.lost.Load() {
+		cancel()
+	}
+	return func() {
+		l.mu.Lock()
+		delete(l.cancels, k)
+		l.mu.Unlock()
+	}
+}
+
+type leaseKey struct{}
+
+// LeaseOf returns the lease a task runs under (nil outside a member).
+func LeaseOf(ctx context.Context) *Lease {
+	l, _ := ctx.Value(leaseKey{}).(*Lease)
+	return l
+}
+
+type failoverKey struct{}
+
+// FailedOver returns the member a task was taken from when it is running
+// again because that member died ("" otherwise): what that member left
+// half-done (a part file of its own) is this run's to clean.
+func FailedOver(ctx context.Context) string {
+	s, _ := ctx.Value(failoverKey{}).(string)
+	return s
+}
+
+// Member is one worker's membership: its current lease, renewed by Run.
+type Member struct {
+	rdb    redis.UniversalClient
+	worker string
+	log    *slog.Logger
+	cur    atomic.Pointer[Lease]
+	// Requeued counts the tasks this member's watchdog moved back to their
+	// queues (for tests and metrics).
+	Requeued atomic.Int64
+}
+
+// Join registers a member for the named worker with a first beat.
+func Join(ctx context.Context, rdb redis.UniversalClient, worker string, log *slog.Logger) (*Member, error) {
+	m := &Member{rdb: rdb, worker: worker, log: log}
+	l := newLease(worker)
+	if err := m.beat(ctx, l, true); err != nil {
+		return nil, fmt.Errorf("join the fleet: %w", err)
+	}
+	m.cur.Store(l)
+	return m, nil
+}
+
+// Lease is the member's current lease.
+func (m *Member) Lease() *Lease { return m.cur.Load() }
+
+// Run beats and watches every Beat until ctx ends, then leaves: the member
+// is gone from Redis at once, and its tasks (which a graceful stop hands
+// back to asynq itself) are not failed over.
+func (m *Member) Run(ctx context.Context) {
+	t := time.NewTicker(Beat)
+	defer t.Stop()
+	var failing time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			leaveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = m.rdb.ZRem(leaveCtx, membersKey, m.Lease().ID()).Err()
+			cancel()
+			return
+		case <-t.C:
+		}
+		l := m.Lease()
+		err := m.beat(ctx, l, false)
+		switch {
+		case errors.Is(err, ErrLost):
+			l.lose()
+			next := newLease(m.worker)
+			m.log.Warn("this worker was taken for dead (paused, or cut from Redis, for "+DeadAfter.String()+" or more): "+
+				"the tasks it was running run elsewhere and their results here are dropped; it goes on under a new lease",
+				"lease", l.ID(), "new_lease", next.ID())
+			if err := m.beat(ctx, next, true); err == nil {
+				m.cur.Store(next)
+			}
+			continue
+		case err != nil:
+			if failing.IsZero() || time.Since(failing) > 10*time.Second {
+				m.log.Warn("worker beat failed: if Redis stays unreachable for "+DeadAfter.String()+", this worker's tasks fail over", "err", err)
+				failing = time.Now()
+			}
+			continue
+		}
+		failing = time.Time{}
+		m.watch(ctx)
+	}
+}
+
+// beatScript: KEYS members; ARGV member, join (1/0). Records the beat at
+// Redis's time; -1 if the member is not there and is not joining (a
+// watchdog took it for dead).
+var beatScript = redis.NewScript(`
+if ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+return 1
+`)
+
+// beat renews l; ErrLost if it was taken.
+func (m *Member) beat(ctx context.Context, l *Lease, join bool) error {
+	sent := time.Since(l.base)
+	ctx, cancel := context.WithTimeout(ctx, DeadAfter)
+	defer cancel()
+	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey}, l.id, boolArg(join)).Int()
+	switch {
+	case err != nil:
+		return err
+	case n < 0:
+		return ErrLost
+	}
+	l.renewed(sent)
+	return nil
+}
+
+// watchScript: KEYS members, running; ARGV dead after (ms), failed-over
+// key prefix, its TTL (s). Removes every member dead by Redis's clock and
+// takes the tasks they were running out of the running set, leaving a
+// note of where each came from. Returns the dead members, then field and
+// member pairs.
+var watchScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))
+if #dead == 0 then return {} end
+local gone = {}
+for _, m in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], m)
+  gone[m] = true
+end
+local out = {table.concat(dead, '\n')}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if gone[all[i + 1]] then
+    redis.call('HDEL', KEYS[2], all[i])
+    redis.call('SET', ARGV[2] .. all[i], all[i + 1], 'EX', ARGV[3])
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+`)
+
+// requeueScript: KEYS asynq's active list, lease set, pending list and
+// task hash of one queue; ARGV task ID. What asynq's own Requeue does for
+// a worker that stops gracefully: the task leaves the active list and the
+// lease set and goes to the front of the pending list. 0 if it was not
+// active (it finished, or asynq's recoverer had it already).
+var requeueScript = redis.NewScript(`
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[4], 'state', 'pending')
+return 1
+`)
+
+// asynqKeys are asynq v0.26's keys of queue q (internal/base): the
+// active list, the lease set, the pending list and task id's hash.
+func asynqKeys(q, id string) []string {
+	p := "asynq:{" + q + "}:"
+	return []string{p + "active", p + "lease", p + "pending", p + "t:" + id}
+}
+
+// watch fails over the tasks of every dead member.
+func (m *Member) watch(ctx context.Context) {
+	out, err := watchScript.Run(ctx, m.rdb, []string{membersKey, runningKey},
+		DeadAfter.Milliseconds(), failedOver, int64(time.Hour/time.Second)).StringSlice()
+	if err != nil || len(out) == 0 {
+		if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
+			m.log.Debug("watchdog", "err", err)
+		}
+		return
+	}
+	dead := strings.Split(out[0], "\n")
+	moved := 0
+	for i := 1; i+1 < len(out); i += 2 {
+		q, id, _ := strings.Cut(out[i], "\x00")
+		n, err := requeueScript.Run(ctx, m.rdb, asynqKeys(q, id), id).Int()
+		switch {
+		case err != nil:
+			m.log.Warn("fail over a dead worker's task: asynq's recovery will take it back instead", "queue", q, "task_id", id, "from", out[i+1], "err", err)
+		case n == 1:
+			moved++
+			m.log.Info("task failed over from a dead worker", "queue", q, "task_id", id, "from", out[i+1])
+		}
+	}
+	m.Requeued.Add(int64(moved))
+	m.log.Warn("worker taken for dead: no beat for "+DeadAfter.String(), "dead", dead, "tasks_failed_over", moved)
+}
+
+// startScript: KEYS running, failed-over note; ARGV field, member. Records
+// the task as the member's and returns (and clears) the note of the member
+// it was taken from.
+var startScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local from = redis.call('GET', KEYS[2])
+if from then redis.call('DEL', KEYS[2]) end
+return from or ''
+`)
+
+// finishScript: KEYS running; ARGV field, member. Forgets the task unless
+// another member runs it now.
+var finishScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`)
+
+// Middleware records each task as the current lease's while it runs, so
+// that a watchdog can fail it over, and runs it under that lease: the
+// task stops when the lease is lost, and its result is then dropped (nil
+// to asynq: the task is another member's now, and must not be retried or
+// archived from here).
+func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		l := m.Lease()
+		q, _ := asynq.GetQueueName(ctx)
+		id, _ := asynq.GetTaskID(ctx)
+		field := q + "\x00" + id
+		from, err := startScript.Run(ctx, m.rdb, []string{runningKey, failedOver + field}, field, l.id).Text()
+		if err != nil {
+			m.log.Debug("record running task", "task_id", id, "err", err) // asynq's recovery still covers it
+		}
+		ctx, cancel := context.WithCancel(context.WithValue(ctx, leaseKey{}, l))
+		if from != "" {
+			ctx = context.WithValue(ctx, failoverKey{}, from)
+		}
+		forget := l.track(cancel)
+		defer func() {
+			forget()
+			cancel()
+			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer fcancel()
+			_ = finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id).Err()
+		}()
+		err = h.ProcessTask(ctx, t)
+		if l.Lost() {
+			m.log.Warn("task result dropped: it runs elsewhere since this worker was taken for dead", "task_id", id, "queue", q, "err", err)
+			return nil
+		}
+		return err
+	})
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}

@@ -1,0 +1,185 @@
+package liveness
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/s3fleet/s3fleet/internal/testenv"
+)
+
+// run is a task seen by a handler: which member ran it, under which lease,
+// and whether it was failed over.
+type run struct {
+	member string
+	lease  *Lease
+	from   string
+	ctx    context.Context
+}
+
+// serve runs an asynq server on queue q whose handler, behind m's
+// middleware, reports each run and blocks until its context ends.
+func serve(t *testing.T, rdb redis.UniversalClient, m *Member, name string, runs chan<- run) {
+	t.Helper()
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{"q": 1}, TaskCheckInterval: 20 * time.Millisecond,
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(m.Middleware)
+	mux.HandleFunc("block", func(ctx context.Context, _ *asynq.Task) error {
+		runs <- run{member: name, lease: LeaseOf(ctx), from: FailedOver(ctx), ctx: ctx}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+}
+
+// TestFailover: a member that stops beating mid-task is dead DeadAfter
+// later; a live member's watchdog moves its task back to the queue under
+// the same ID, and another member runs it, told where it came from. When
+// the dead member beats again it learns its lease is lost: the task it
+// started is cancelled, and it goes on under a new lease.
+func TestFailover(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	a, err := Join(ctx, rdb, "host-a (pid 1)", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make(chan run, 4)
+	serve(t, rdb, a, "a", runs) // a never beats again: as good as dead
+	client := asynq.NewClientFromRedisClient(rdb)
+	if _, err := client.Enqueue(asynq.NewTask("block", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	first := <-runs
+	if first.member != "a" || first.lease != a.Lease() || first.from != "" {
+		t.Fatalf("first run: %+v", first)
+	}
+	started := time.Now()
+
+	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go b.Run(bctx)
+	serve(t, rdb, b, "b", runs)
+
+	var second run
+	select {
+	case second = <-runs:
+	case <-time.After(20 * time.Second): // DeadAfter and a beat; asynq alone takes 60 s or more
+		t.Fatal("the dead member's task was not run elsewhere within 20 s")
+	}
+	took := time.Since(started)
+	t.Logf("failed over %s after the last beat (DeadAfter %s)", took.Round(10*time.Millisecond), DeadAfter)
+	if second.member != "b" || second.from != a.Lease().ID() {
+		t.Fatalf("second run: member %s, failed over from %q; want b, from %q", second.member, second.from, a.Lease().ID())
+	}
+	if took < DeadAfter-margin {
+		t.Errorf("failed over after %s, before the member was %s without a beat", took, DeadAfter)
+	}
+	if n := b.Requeued.Load(); n != 1 {
+		t.Errorf("b's watchdog requeued %d tasks, want 1", n)
+	}
+	if err := first.lease.Check(); err == nil {
+		t.Error("the dead member's lease still checks out long after its last beat")
+	}
+	// a's task is still in its handler, as in a paused process. It wakes:
+	// its beat finds the lease taken.
+	old := a.Lease()
+	actx, astop := context.WithCancel(ctx)
+	defer astop()
+	go a.Run(actx)
+	select {
+	case <-first.ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stale task was not stopped when its member learned its lease was lost")
+	}
+	if !errors.Is(old.Check(), ErrLost) {
+		t.Errorf("old lease: %v, want ErrLost", old.Check())
+	}
+	for deadline := time.Now().Add(5 * time.Second); a.Lease() == old; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a did not go on under a new lease")
+		}
+	}
+	if err := a.Lease().Check(); err != nil {
+		t.Errorf("a's new lease: %v", err)
+	}
+	// The running task is b's alone in the record.
+	owners, err := rdb.HGetAll(ctx, runningKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owners["q\x00t1"]; got != b.Lease().ID() {
+		t.Errorf("running record of t1: %q, want b's lease %q (all: %v)", got, b.Lease().ID(), owners)
+	}
+}
+
+// TestLeaveIsNotDeath: a member that stops (its Run ends) leaves at once,
+// and its tasks are not failed over.
+func TestLeaveIsNotDeath(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := Join(ctx, rdb, "a", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { a.Run(actx); close(done) }()
+	time.Sleep(2 * Beat)
+	stop()
+	<-done
+	if n, err := rdb.ZCard(ctx, membersKey).Result(); err != nil || n != 0 {
+		t.Fatalf("members after leaving: %d (%v)", n, err)
+	}
+}
+
+// TestLeaseLapses: a lease is trusted for DeadAfter less the margin after
+// a beat, no longer.
+func TestLeaseLapses(t *testing.T) {
+	l := newLease("x")
+	if !errors.Is(l.Check(), ErrLapsed) {
+		t.Fatalf("a lease never renewed: %v", l.Check())
+	}
+	l.renewed(time.Since(l.base))
+	if err := l.Check(); err != nil {
+		t.Fatalf("just renewed: %v", err)
+	}
+	l.renewed(time.Since(l.base) - DeadAfter)
+	if !errors.Is(l.Check(), ErrLapsed) {
+		t.Fatalf("renewed DeadAfter ago: %v", l.Check())
+	}
+	if err := l.Await(50 * time.Millisecond); !errors.Is(err, ErrLapsed) {
+		t.Fatalf("Await: %v", err)
+	}
+	l.lose()
+	if err := l.Await(time.Second); !errors.Is(err, ErrLost) {
+		t.Fatalf("Await after lose: %v", err)
+	}
+	var none *Lease
+	if none.Check() != nil || none.Lost() {
+		t.Fatal("a nil lease must always be held")
+	}
+}
