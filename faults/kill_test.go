@@ -16,7 +16,6 @@ import (
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
-
 // runningKey is the fleet's record of the tasks each worker runs (package
 // liveness): queue NUL task ID → the member (worker name and lease).
 const runningKey = "{s3fleet}:running"
