@@ -157,6 +157,9 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 	if err != nil {
 		return Record{}, err
 	}
+	if err := t.CheckIdentity(); err != nil {
+		return Record{}, fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
+	}
 	if t.Gen != gen || (t.State != ledger.Running && t.State != ledger.Queued) {
 		return RecordOf(t), nil // finalized already, failed, cancelled, or superseded
 	}

@@ -109,6 +109,10 @@ type Config struct {
 	// AllowWrite are the object URL prefixes a worker may write under;
 	// empty: none (a worker writes to S3 only where it is told it may).
 	AllowWrite []string `mapstructure:"allow_write"`
+	// TaskKeyFile holds the keys that sign and check tasks (one a line,
+	// the first signs): a worker with keys runs only tasks signed with
+	// one of them. Empty: tasks are neither signed nor checked.
+	TaskKeyFile string `mapstructure:"task_key_file"`
 	// UI is the address of the worker's web UI (/ui/), /metrics and
 	// /healthz; empty: none. A missing host means loopback.
 	UI string `mapstructure:"ui"`
@@ -192,6 +196,7 @@ var settings = []setting{
 	{"allow_source", []string{}, "local directory a worker may upload files from (repeatable; env: colon-separated; empty: none)", Worker},
 	{"allow_delete", []string{}, "object URL prefix a worker may delete under, e.g. s3://bucket/tmp/ (repeatable; env: comma-separated; empty: none)", Worker},
 	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; env: comma-separated; empty: none)", Worker},
+	{"task_key_file", "", "file of keys (one a line, the first signs) that sign every task and that a worker checks before running one; the same file on every enqueuer and worker", Both},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},

@@ -67,7 +67,7 @@ func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
 		if err := e.stopTask(tasks.AssembleQueue(queue), tasks.AssembleTaskID(o.ID, o.Gen)); err != nil {
 			return err
 		}
-		task, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen}, asynq.Queue(tasks.AssembleQueue(queue)))
+		task, err := tasks.NewCleanupTask(e.Keys, tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen}, asynq.Queue(tasks.AssembleQueue(queue)))
 		if err != nil {
 			return err
 		}

@@ -88,12 +88,19 @@ type Enqueuer struct {
 	// the host name). Local sources of an --on job for another host are
 	// listed there, by a list task.
 	Host string
+	// Keys sign every task it enqueues (nil: unsigned).
+	Keys *tasks.TaskKeys
 }
 
 // New is the enqueuer cfg describes, over its endpoints (s3c the
 // top-level one), records and queue: chunking and batching as configured,
-// tasks with its retries, timeout and retention.
-func New(cfg config.Config, s3c sourceAPI, remotes remoteSet, led *ledger.Ledger, q taskEnqueuer, ctl taskControl, log *slog.Logger) *Enqueuer {
+// tasks with its retries, timeout and retention, signed with its
+// task_key.
+func New(cfg config.Config, s3c sourceAPI, remotes remoteSet, led *ledger.Ledger, q taskEnqueuer, ctl taskControl, log *slog.Logger) (*Enqueuer, error) {
+	keys, err := tasks.LoadTaskKeys(cfg.TaskKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	return &Enqueuer{
 		S3: s3c, Remotes: remotes, Ledger: led, Queue: q, Control: ctl, Log: log,
 		ChunkSize: int64(cfg.ChunkSize), Threshold: int64(cfg.Threshold), Parallel: 16,
@@ -101,8 +108,8 @@ func New(cfg config.Config, s3c sourceAPI, remotes remoteSet, led *ledger.Ledger
 		AssembleOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Retention(cfg.Retention)},
 		BatchMaxObject:  int64(cfg.BatchMaxObject), BatchObjects: int64(cfg.BatchObjects), BatchBytes: int64(cfg.BatchBytes),
 		BatchOptions: []asynq.Option{asynq.MaxRetry(cfg.MaxRetries), asynq.Timeout(cfg.ChunkTimeout), asynq.Retention(cfg.Retention)},
-		Host:         cfg.Host,
-	}
+		Host:         cfg.Host, Keys: keys,
+	}, nil
 }
 
 // walkedOn reports whether the local sources of req are listed on its

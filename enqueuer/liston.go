@@ -25,7 +25,7 @@ func (s *submission) listOn(ctx context.Context) (Summary, error) {
 	if err := p.Validate(); err != nil {
 		return Summary{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	task, id, err := tasks.NewListTask(p)
+	task, id, err := tasks.NewListTask(s.e.Keys, p)
 	if err != nil {
 		return Summary{}, err
 	}

@@ -50,25 +50,7 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		}
 	}
 	t.Dest, t.DestFP = final, s.destFP
-	ident := final
-	if s.toS3 && t.SSECKeyMD5 != "" && o.path != "" {
-		// An upload encrypted with a customer key is another transfer than
-		// one without (a copy of an SSE-C source always is, by its key).
-		ident += "\x00sse-c:" + t.SSECKeyMD5
-	}
-	if t.WriteOpts != "" {
-		// Asked with other write options, it is another transfer: an
-		// existing one (in flight, done, or holding an upload begun with
-		// the old ones) is not taken for it.
-		ident += "\x00write:" + t.WriteOpts
-	}
-	t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, ident)
-	if t.Delete {
-		t.ID = ledger.TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, "delete:"+final)
-	}
-	if o.path != "" {
-		t.ID = ledger.TransferID("file:", "", o.path, o.pin, "", t.Size, ident)
-	}
+	t.ID = t.Identity()
 	if o.cause != "" {
 		return t, o.cause
 	}

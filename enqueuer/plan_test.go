@@ -148,7 +148,7 @@ func TestListPayloadCarriesRequest(t *testing.T) {
 			t.Errorf("ListPayload.%s is not taken from the request", name)
 		}
 	}
-	task, _, err := tasks.NewListTask(p)
+	task, _, err := tasks.NewListTask(nil, p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -270,7 +270,7 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 // its assembler when none is missing.
 func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missing []int64) error {
 	if len(missing) == 0 {
-		task, err := tasks.NewAssembleTask(tasks.AssemblePayload{
+		task, err := tasks.NewAssembleTask(s.e.Keys, tasks.AssemblePayload{
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, Dest: t.Dest, Size: t.Size,
 		}, append(s.e.AssembleOptions, asynq.Queue(tasks.AssembleQueue(t.Queue)))...)
 		if err != nil {
@@ -289,7 +289,7 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 	}
 	for _, i := range missing {
 		r := plan.Chunk(i)
-		task, err := tasks.NewChunkTask(tasks.ChunkPayload{
+		task, err := tasks.NewChunkTask(s.e.Keys, tasks.ChunkPayload{
 			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Chunks: t.Chunks,
 			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Overwrite: t.Overwrite, Write: write,
 			CRC: string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))), NoHead: t.NoHead,
@@ -380,7 +380,7 @@ func (s *submission) flushBatch(ctx context.Context) error {
 	if len(objs) == 0 {
 		return nil
 	}
-	task, err := tasks.NewBatchTask(tasks.BatchPayload{Job: s.sum.Job, Objects: objs},
+	task, err := tasks.NewBatchTask(s.e.Keys, tasks.BatchPayload{Job: s.sum.Job, Objects: objs},
 		append(s.e.BatchOptions, asynq.Queue(queue))...)
 	if err != nil {
 		return err

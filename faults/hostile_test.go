@@ -307,3 +307,116 @@ func describe(code int, o ledger.JobObject) string {
 	}
 	return "exit " + strconv.Itoa(code) + ", object " + o.State + " (" + tail(o.Error, 80) + "), link target untouched"
 }
+
+// TestSignedFleet runs a worker and the enqueuer with a task_key_file. A
+// normal job succeeds. Then whoever can write to Redis tries: a chunk task
+// that is valid in every way but unsigned (with a ledger record made for
+// it), one signed with another key, and a legitimate job whose transfer
+// record was rewritten in Redis to point at another file. The worker
+// refuses each (the tasks archived without retry, with the cause) and
+// writes nothing outside what the signed job asked.
+func TestSignedFleet(t *testing.T) {
+	tier(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "task.key")
+	otherFile := filepath.Join(dir, "other.key")
+	for p, k := range map[string]string{keyFile: strings.Repeat("a1", 32), otherFile: strings.Repeat("b2", 32)} {
+		if err := os.WriteFile(p, []byte(k+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFleet(t, withEnv("S3FLEET_TASK_KEY_FILE="+keyFile))
+	f.createBucket(t, "bkt")
+	sum := putBytes(t, f.s3c, "bkt", "obj", 10, false)
+	ctx := context.Background()
+
+	// A legitimate job, enqueued before any worker runs; its record is
+	// then rewritten to name another destination.
+	outside := t.TempDir()
+	legit := filepath.Join(t.TempDir(), "legit")
+	if code, out := f.enqueueEnv(t, []string{"S3FLEET_BATCH_MAX_OBJECT=0"}, "s3://bkt/obj", legit, "--job", "legit"); code != 0 { // a chunk and an assembly
+		t.Fatalf("enqueue: exit %d: %s", code, out)
+	}
+	var xfer string
+	for _, o := range f.objects(t, "legit") {
+		xfer = o.ID
+	}
+	evil := filepath.Join(outside, "rewritten")
+	if err := f.rdb.HSet(ctx, "{s3fleet}:xfer:"+xfer, "dest", evil).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	w := f.startWorker(t, "worker")
+	q := asynq.NewClientFromRedisClient(f.rdb)
+	insp := asynq.NewInspectorFromRedisClient(f.rdb)
+	// An unsigned task with a record of its own, made as an enqueuer would.
+	forgedDest := filepath.Join(outside, "forged")
+	x := ledger.Transfer{Bucket: "bkt", Key: "obj", Size: 10, ChunkSize: 10, Chunks: 1, Dest: forgedDest, Queue: tasks.QueueChunks}
+	x.ID = x.Identity()
+	if err := f.led.CreateJob(ctx, "forged", "s3://bkt/obj", forgedDest, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.led.Attach(ctx, ledger.AttachRequest{Job: "forged", Mode: ledger.ModeCreate, New: x}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p := tasks.ChunkPayload{Job: "forged", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "bkt", Key: "obj", Size: 10}, Chunks: 1, Last: 9, Dest: forgedDest}
+	other, err := tasks.LoadTaskKeys(otherFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct {
+		name string
+		keys *tasks.TaskKeys
+	}{{"unsigned", nil}, {"other-key", other}} {
+		task, err := tasks.NewChunkTask(k.keys, p, asynq.TaskID("forged:"+k.name), asynq.MaxRetry(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Enqueue(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	causes := map[string]string{}
+	for deadline := time.Now().Add(time.Minute); len(causes) < 2 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for _, name := range []string{"unsigned", "other-key"} {
+			if info, err := insp.GetTaskInfo(tasks.QueueChunks, "forged:"+name); err == nil && info.State == asynq.TaskStateArchived {
+				if info.Retried != 0 {
+					t.Errorf("%s: retried %d times", name, info.Retried)
+				}
+				causes[name] = info.LastErr
+			}
+		}
+	}
+	for _, name := range []string{"unsigned", "other-key"} {
+		if c := causes[name]; !strings.Contains(c, "not signed with this worker's task_key") {
+			t.Errorf("%s task: archived with %q, want a refusal naming the task key", name, c)
+		}
+	}
+	// The legitimate job's chunk lands (its payload is signed), and its
+	// assembly refuses the rewritten record.
+	var legitObj ledger.JobObject
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if legitObj = f.objects(t, "legit")["obj"]; legitObj.State == ledger.Failed {
+			break
+		}
+	}
+	if legitObj.State != ledger.Failed || !strings.Contains(legitObj.Error, "rewritten in Redis") {
+		t.Errorf("the job whose record was rewritten: %s %q, want failed naming the rewrite", legitObj.State, legitObj.Error)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("written outside what the signed job asked: %v", entries)
+	}
+	// A normal signed job goes through the same worker.
+	dest := filepath.Join(t.TempDir(), "obj")
+	if code, out := f.enqueue(t, "s3://bkt/obj", dest, "--wait"); code != 0 {
+		t.Fatalf("a signed job: exit %d:\n%s", code, tail(out, 2000))
+	}
+	if got, err := fileSHA(dest); err != nil || got != sum {
+		t.Fatalf("signed job: %v", err)
+	}
+	if !w.alive() {
+		t.Fatal("the worker died")
+	}
+	summary(t, "task_key set: unsigned and other-key tasks refused (%q), a rewritten record refused (%q), nothing written outside; a signed job ok",
+		tail(causes["unsigned"], 90), tail(legitObj.Error, 90))
+}

@@ -80,6 +80,45 @@ func TransferID(remote, bucket, key, etag, versionID string, size int64, dest st
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
+// Identity is the ID the transfer's own fields give it: the object (or
+// local file) and its version, the destination and what is asked of it
+// (write options, an upload's SSE-C key, a delete). A record whose ID is
+// not its identity was rewritten in Redis: workers refuse to act on it
+// (see CheckIdentity), and as tasks are signed (TaskKeys), nobody without
+// the key can point a worker at a record of their own.
+func (t Transfer) Identity() string {
+	if t.Delete {
+		return TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, "delete:"+t.Dest)
+	}
+	ident := t.Dest
+	if t.SourcePath != "" && t.SSECKeyMD5 != "" {
+		// An upload encrypted with a customer key is another transfer than
+		// one without (a copy of an SSE-C source always is, by its key).
+		ident += "\x00sse-c:" + t.SSECKeyMD5
+	}
+	if t.WriteOpts != "" {
+		// Asked with other write options, it is another transfer: an
+		// existing one (in flight, done, or holding an upload begun with
+		// the old ones) is not taken for it.
+		ident += "\x00write:" + t.WriteOpts
+	}
+	if t.SourcePath != "" {
+		return TransferID("file:", "", t.SourcePath, t.SourcePin, "", t.Size, ident)
+	}
+	return TransferID(t.Remote, t.Bucket, t.Key, t.ETag, t.VersionID, t.Size, ident)
+}
+
+// ErrForged reports a record whose fields do not give its ID.
+var ErrForged = errors.New("the record's fields do not give its ID: it was rewritten in Redis")
+
+// CheckIdentity refuses a record that is not what its ID names.
+func (t Transfer) CheckIdentity() error {
+	if t.ID != t.Identity() {
+		return fmt.Errorf("transfer %s (%s → %s): %w", t.ID, t.Source(), t.Dest, ErrForged)
+	}
+	return nil
+}
+
 // Transfer is the record of one object being downloaded to one path.
 type Transfer struct {
 	ID string `redis:"id"`

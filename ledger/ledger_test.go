@@ -79,6 +79,35 @@ func TestTransferIDIsDeterministic(t *testing.T) {
 	}
 }
 
+// TestIdentity: a record's ID is its identity; one whose source,
+// destination, version or write options were rewritten no longer is.
+func TestIdentity(t *testing.T) {
+	t.Parallel()
+	x := ledger.Transfer{Bucket: "b", Key: "k", ETag: "e", Size: 10, Dest: "/d/k"}
+	x.ID = x.Identity()
+	if x.ID != ledger.TransferID("", "b", "k", "e", "", 10, "/d/k") || x.CheckIdentity() != nil {
+		t.Fatalf("identity %s of %+v", x.ID, x)
+	}
+	up := ledger.Transfer{SourcePath: "/src/f", SourcePin: "pin", Size: 3, Dest: "s3://b/f", WriteOpts: "w", SSECKeyMD5: "md5"}
+	up.ID = up.Identity()
+	if up.ID != ledger.TransferID("file:", "", "/src/f", "pin", "", 3, "s3://b/f\x00sse-c:md5\x00write:w") {
+		t.Fatalf("upload identity %s", up.ID)
+	}
+	for name, rewrite := range map[string]func(*ledger.Transfer){
+		"dest":    func(r *ledger.Transfer) { r.Dest = "/etc/passwd" },
+		"key":     func(r *ledger.Transfer) { r.Key = "other" },
+		"version": func(r *ledger.Transfer) { r.VersionID = "v0" },
+		"write":   func(r *ledger.Transfer) { r.WriteOpts = "x" },
+		"delete":  func(r *ledger.Transfer) { r.Delete = true },
+	} {
+		r := x
+		rewrite(&r)
+		if err := r.CheckIdentity(); !errors.Is(err, ledger.ErrForged) {
+			t.Errorf("%s rewritten: %v, want ErrForged", name, err)
+		}
+	}
+}
+
 // TestChunkLifecycle walks a transfer from queued to success and checks
 // the job's counters at each step, and that recording a chunk twice
 // counts it once.

@@ -5,6 +5,7 @@ package location
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -272,7 +273,26 @@ func Target(src Source, key, dest string, destIsDir bool) (string, error) {
 // finds none rather than one of its own. The final name's base is
 // shortened as needed so the name always fits in NAME_MAX (255 bytes).
 func PartPath(final, transfer, token string) string {
+	if !validToken(token) {
+		// Not one NewPartToken drew (a record rewritten in Redis, say):
+		// its hash keeps the path beside final, and names no file made.
+		h := sha256.Sum256([]byte(token))
+		token = "x" + hex.EncodeToString(h[:])[:PartTokenLen-1]
+	}
 	return partStem(final, transfer) + token + ".part"
+}
+
+// validToken reports whether token is one NewPartToken draws.
+func validToken(token string) bool {
+	if len(token) != PartTokenLen {
+		return false
+	}
+	for _, c := range token {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // PartGlob is a filepath.Glob pattern matching every part file of the

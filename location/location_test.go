@@ -409,6 +409,14 @@ func TestPartPath(t *testing.T) {
 	if a, b := NewPartToken(), NewPartToken(); len(a) != PartTokenLen || a == b {
 		t.Errorf("tokens %q and %q", a, b)
 	}
+	// A token no NewPartToken drew (a record rewritten in Redis) still
+	// names a file beside the final one.
+	for _, forged := range []string{"../../../etc/x", "/etc/passwd", "", "0123456789ABCDEF", "a/b", strings.Repeat("f", 300)} {
+		got := PartPath("/d/f", "t1", forged)
+		if filepath.Dir(got) != "/d" || !strings.HasSuffix(got, ".part") || len(filepath.Base(got)) > 255 {
+			t.Errorf("PartPath with token %q = %q", forged, got)
+		}
+	}
 }
 
 // TestPartGlobEscapesKeys matches only the transfer's own part files,

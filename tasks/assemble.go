@@ -40,7 +40,7 @@ func AssembleTaskID(transfer string, gen int64) string {
 
 // NewAssembleTask builds an assembler task on the assemble queue, its result
 // kept for a week (opts override that and the other defaults).
-func NewAssembleTask(p AssemblePayload, opts ...asynq.Option) (*asynq.Task, error) {
+func NewAssembleTask(k *TaskKeys, p AssemblePayload, opts ...asynq.Option) (*asynq.Task, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode assemble payload: %w", err)
@@ -49,7 +49,7 @@ func NewAssembleTask(p AssemblePayload, opts ...asynq.Option) (*asynq.Task, erro
 		asynq.Queue(QueueAssemble), asynq.MaxRetry(10), asynq.Timeout(30 * time.Minute),
 		asynq.Retention(7 * 24 * time.Hour), asynq.TaskID(AssembleTaskID(p.Transfer, p.Gen)),
 	}
-	return asynq.NewTask(TypeAssemble, b, append(defaults, opts...)...), nil
+	return k.newTask(TypeAssemble, b, append(defaults, opts...)...), nil
 }
 
 // objectAssembler is the step that finalizes an object.

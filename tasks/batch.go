@@ -79,7 +79,7 @@ func BatchTaskID(p BatchPayload) string {
 
 // NewBatchTask builds a batch task; opts (queue, retries, retention)
 // override the defaults.
-func NewBatchTask(p BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
+func NewBatchTask(k *TaskKeys, p BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode batch payload: %w", err)
@@ -88,7 +88,7 @@ func NewBatchTask(p BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
 		asynq.Queue(QueueChunks), asynq.MaxRetry(10), asynq.Timeout(10 * time.Minute),
 		asynq.Retention(7 * 24 * time.Hour), asynq.TaskID(BatchTaskID(p)),
 	}
-	return asynq.NewTask(TypeBatch, b, append(defaults, opts...)...), nil
+	return k.newTask(TypeBatch, b, append(defaults, opts...)...), nil
 }
 
 func (o BatchObject) validate() error {

@@ -140,7 +140,7 @@ func ChunkTaskID(transfer string, gen, chunk int64) string {
 
 // NewChunkTask builds a chunk task on the chunks queue with its
 // deterministic ID; opts (retries, timeout) override the defaults.
-func NewChunkTask(p ChunkPayload, opts ...asynq.Option) (*asynq.Task, error) {
+func NewChunkTask(k *TaskKeys, p ChunkPayload, opts ...asynq.Option) (*asynq.Task, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode chunk payload: %w", err)
@@ -149,7 +149,7 @@ func NewChunkTask(p ChunkPayload, opts ...asynq.Option) (*asynq.Task, error) {
 		asynq.Queue(QueueChunks), asynq.MaxRetry(10), asynq.Timeout(10 * time.Minute),
 		asynq.TaskID(ChunkTaskID(p.Transfer, p.Gen, p.Chunk)),
 	}
-	return asynq.NewTask(TypeChunk, b, append(defaults, opts...)...), nil
+	return k.newTask(TypeChunk, b, append(defaults, opts...)...), nil
 }
 
 // rangeGetter is the S3 call a chunk makes.
@@ -202,6 +202,8 @@ type ChunkHandler struct {
 	// removes those that lost their object (see SweepParts); nil tracks
 	// nothing.
 	Parts *PartFiles
+	// Keys sign the assembly task it enqueues (nil: unsigned).
+	Keys *TaskKeys
 }
 
 // bufSize is the copy buffer, one per running chunk or batch: as large as
@@ -393,7 +395,7 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 	if x, err := h.Ledger.GetTransfer(ctx, p.Transfer); err == nil && x.Queue != "" {
 		queue = x.Queue
 	}
-	task, err := NewAssembleTask(AssemblePayload{
+	task, err := NewAssembleTask(h.Keys, AssemblePayload{
 		Job: p.Job, Transfer: p.Transfer, Gen: p.Gen, Bucket: p.Bucket, Key: p.Key, Dest: p.Dest, Size: p.Size,
 	}, append(h.AssembleOptions, asynq.Queue(AssembleQueue(queue)))...)
 	if err != nil {

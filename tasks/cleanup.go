@@ -30,7 +30,7 @@ type CleanupPayload struct {
 }
 
 // NewCleanupTask builds a cleanup task on the assemble queue.
-func NewCleanupTask(p CleanupPayload, opts ...asynq.Option) (*asynq.Task, error) {
+func NewCleanupTask(k *TaskKeys, p CleanupPayload, opts ...asynq.Option) (*asynq.Task, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode cleanup payload: %w", err)
@@ -39,7 +39,7 @@ func NewCleanupTask(p CleanupPayload, opts ...asynq.Option) (*asynq.Task, error)
 		asynq.Queue(QueueAssemble), asynq.MaxRetry(3),
 		asynq.TaskID("cleanup:" + p.Transfer + ":" + strconv.FormatInt(p.Gen, 10)),
 	}
-	return asynq.NewTask(TypeCleanup, b, append(defaults, opts...)...), nil
+	return k.newTask(TypeCleanup, b, append(defaults, opts...)...), nil
 }
 
 // transferReader reads a transfer's record.
@@ -70,6 +70,9 @@ func (h *CleanupHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if err != nil {
 		return err
+	}
+	if err := x.CheckIdentity(); err != nil {
+		return fmt.Errorf("%w: task refused: %w", asynq.SkipRetry, err)
 	}
 	// The cancel dropped the part file's token (stale_part): no chunk
 	// writes a file of that name again, even if the object was retried

@@ -10,7 +10,7 @@ import (
 // data only, on the chunks queue, with an ID that makes a re-enqueue a
 // no-op.
 func ExampleNewChunkTask() {
-	task, err := tasks.NewChunkTask(tasks.ChunkPayload{Job: "logs-2026", Transfer: "3f2a", Gen: 1, Object: tasks.Object{Bucket: "bucket", Key: "big.bin", ETag: `"9b2c"`, Size: 20 << 20}, Chunks: 3, Chunk: 1, First: 8 << 20, Last: 16<<20 - 1, Dest: "/data/big.bin", CRC: "CRC64NVME"})
+	task, err := tasks.NewChunkTask(nil, tasks.ChunkPayload{Job: "logs-2026", Transfer: "3f2a", Gen: 1, Object: tasks.Object{Bucket: "bucket", Key: "big.bin", ETag: `"9b2c"`, Size: 20 << 20}, Chunks: 3, Chunk: 1, First: 8 << 20, Last: 16<<20 - 1, Dest: "/data/big.bin", CRC: "CRC64NVME"})
 	if err != nil {
 		panic(err)
 	}
@@ -26,7 +26,7 @@ func ExampleNewChunkTask() {
 // ExampleNewAssembleTask shows the assembler task enqueued when an object's
 // last chunk lands: one per transfer generation.
 func ExampleNewAssembleTask() {
-	task, err := tasks.NewAssembleTask(tasks.AssemblePayload{
+	task, err := tasks.NewAssembleTask(nil, tasks.AssemblePayload{
 		Job: "logs-2026", Transfer: "3f2a", Gen: 1, Bucket: "bucket", Key: "big.bin", Dest: "/data/big.bin", Size: 20 << 20,
 	})
 	if err != nil {

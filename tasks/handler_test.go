@@ -66,7 +66,7 @@ func (r *rig) enqueueObject(t *testing.T, key string, size int64, dest string) (
 	var ts []*asynq.Task
 	for i := range plan.Count() {
 		c := plan.Chunk(i)
-		task, err := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "bkt", Key: key, Size: size}, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest, CRC: "CRC64NVME"})
+		task, err := tasks.NewChunkTask(nil, tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "bkt", Key: key, Size: size}, Chunks: plan.Count(), Chunk: i, First: c.First, Last: c.Last, Dest: dest, CRC: "CRC64NVME"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestCancelCleanupRemovesThePartFile(t *testing.T) {
 	}
 	rec, _ := r.led.GetTransfer(ctx, x.ID)
 	current := location.PartPath(dest, x.ID, rec.PartToken)
-	cleanup, err := tasks.NewCleanupTask(tasks.CleanupPayload{Job: "j", Transfer: x.ID, Gen: 1})
+	cleanup, err := tasks.NewCleanupTask(nil, tasks.CleanupPayload{Job: "j", Transfer: x.ID, Gen: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func (p ListPayload) Validate() error {
 // returns its ID. Each submission gets a list task of its own (the job's
 // name and a random suffix): the same job enqueued again lists again,
 // whatever became of the earlier task (a walk adds each object once).
-func NewListTask(p ListPayload, opts ...asynq.Option) (*asynq.Task, string, error) {
+func NewListTask(k *TaskKeys, p ListPayload, opts ...asynq.Option) (*asynq.Task, string, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, "", fmt.Errorf("encode list payload: %w", err)
@@ -80,7 +80,7 @@ func NewListTask(p ListPayload, opts ...asynq.Option) (*asynq.Task, string, erro
 		asynq.Queue(HostQueue(p.On)), asynq.MaxRetry(3), asynq.Timeout(time.Hour),
 		asynq.TaskID(id), asynq.Retention(time.Hour),
 	}
-	return asynq.NewTask(TypeList, b, append(defaults, opts...)...), id, nil
+	return k.newTask(TypeList, b, append(defaults, opts...)...), id, nil
 }
 
 // listLedger is what a list task records of a listing that failed.

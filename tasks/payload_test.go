@@ -32,7 +32,7 @@ func batchPayload() BatchPayload {
 // was encoded (the benchmarks below time the same paths).
 func TestPayloadsRoundTrip(t *testing.T) {
 	c := chunkPayload()
-	task, err := NewChunkTask(c)
+	task, err := NewChunkTask(nil, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestPayloadsRoundTrip(t *testing.T) {
 		t.Fatalf("chunk payload %+v, %v; want %+v", c2, err, c)
 	}
 	b := batchPayload()
-	btask, err := NewBatchTask(b)
+	btask, err := NewBatchTask(nil, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,14 +55,14 @@ func BenchmarkChunkPayloadEncode(b *testing.B) {
 	p := chunkPayload()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := NewChunkTask(p); err != nil {
+		if _, err := NewChunkTask(nil, p); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func BenchmarkChunkPayloadDecode(b *testing.B) {
-	task, _ := NewChunkTask(chunkPayload())
+	task, _ := NewChunkTask(nil, chunkPayload())
 	raw := task.Payload()
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
@@ -78,14 +78,14 @@ func BenchmarkBatchPayloadEncode(b *testing.B) {
 	p := batchPayload()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := NewBatchTask(p); err != nil {
+		if _, err := NewBatchTask(nil, p); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func BenchmarkBatchPayloadDecode(b *testing.B) {
-	task, _ := NewBatchTask(batchPayload())
+	task, _ := NewBatchTask(nil, batchPayload())
 	raw := task.Payload()
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
@@ -122,7 +122,7 @@ func TestListPayloadValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatalf("a payload an enqueuer writes: %v", err)
 	}
-	task, _, err := NewListTask(good)
+	task, _, err := NewListTask(nil, good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestListPayloadValidate(t *testing.T) {
 // TestListHandlerRefusesOtherHosts: a list task for another host's files
 // (forged, or misrouted) is refused before anything is walked.
 func TestListHandlerRefusesOtherHosts(t *testing.T) {
-	task, _, err := NewListTask(ListPayload{Job: "j", On: "host-a", Sources: []string{"/data/"}, Dest: "s3://b/p/"})
+	task, _, err := NewListTask(nil, ListPayload{Job: "j", On: "host-a", Sources: []string{"/data/"}, Dest: "s3://b/p/"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func TestReconcileArchived(t *testing.T) {
 	if _, err := led.StartChunk(ctx, x.ID, 1, 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	task, _ := tasks.NewChunkTask(tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "b", Key: "k", Size: 10}, Chunks: 1, Last: 9, Dest: "/d/k"})
+	task, _ := tasks.NewChunkTask(nil, tasks.ChunkPayload{Job: "j", Transfer: x.ID, Gen: 1, Object: tasks.Object{Bucket: "b", Key: "k", Size: 10}, Chunks: 1, Last: 9, Dest: "/d/k"})
 	client := asynq.NewClientFromRedisClient(rdb)
 	info, err := client.Enqueue(task)
 	if err != nil {

@@ -67,6 +67,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	name := tasks.WorkerName(host)
 	met := metrics.NewWorker(reg, fmt.Sprintf("%s:%d", host, os.Getpid()))
 
+	// The enqueuer lists an --on job's local sources here (list tasks);
+	// its task keys are the worker's.
+	enq, err := enqueuer.New(cfg, s3c, eps, led, client, asynq.NewInspectorFromRedisClient(rdb), log)
+	if err != nil {
+		return err
+	}
+	taskKeys := enq.Keys
+	if taskKeys == nil {
+		log.Warn("no task_key_file: this worker runs any task written to Redis; give every enqueuer and worker the same task_key_file (README, Security)")
+	}
 	member, err := liveness.Join(ctx, rdb, name, log)
 	if err != nil {
 		return err
@@ -81,19 +91,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	chunkLimit := tasks.NewLimiter(int64(cfg.Bandwidth)) // shared by every task of this worker
 	mux := asynq.NewServeMux()
-	mux.Use(member.Middleware)
+	mux.Use(taskKeys.Middleware, member.Middleware)
 	chunks := &tasks.ChunkHandler{
 		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
-		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(),
+		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(), Keys: taskKeys,
 	}
 	mux.Handle(tasks.TypeChunk, chunks)
 	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
 		S3: eps, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
 		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk,
 	})
-	enq := enqueuer.New(cfg, s3c, eps, led, client, asynq.NewInspectorFromRedisClient(rdb), log)
 	mux.Handle(tasks.TypeList, &tasks.ListHandler{
 		Submit: func(ctx context.Context, p tasks.ListPayload) error { return enq.SubmitListed(ctx, p, keys) },
 		Ledger: led, Access: access, Log: log, Host: host, Remotes: eps.Names(),
@@ -138,7 +147,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
-		"remotes", eps.Names(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite, "allow_source", cfg.AllowSource)
+		"remotes", eps.Names(), "task_keys", taskKeys.IDs(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite, "allow_source", cfg.AllowSource)
 	<-ctx.Done()
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
 	srv.Shutdown()

@@ -105,7 +105,10 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 	}
 	led := ledger.New(rdb, cfg.Retention)
 	q := asynq.NewClientFromRedisClient(rdb)
-	enq := enqueuer.New(cfg, s3c, eps, led, q, asynq.NewInspectorFromRedisClient(rdb), nil)
+	enq, err := enqueuer.New(cfg, s3c, eps, led, q, asynq.NewInspectorFromRedisClient(rdb), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	enq.Parallel = 8
 	return &Client{
 		Enqueuer: enq,

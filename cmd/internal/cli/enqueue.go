@@ -414,6 +414,9 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 		rdb.Close()
 		return nil, err
 	}
-	e.enq = enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), connect.Logger(cfg))
+	if e.enq, err = enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), connect.Logger(cfg)); err != nil {
+		rdb.Close()
+		return nil, err
+	}
 	return e, nil
 }
