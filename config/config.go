@@ -165,6 +165,9 @@ const (
 	Both = Enqueuer | Worker
 )
 
+// MinChunkSize is the smallest chunk_size accepted.
+const MinChunkSize = 1 << 20
+
 var settings = []setting{
 	{"redis", "redis://127.0.0.1:6379/0", "Redis URL: redis://[user:pass@]host:port/db, rediss:// (TLS), redis-sentinel://, redis-cluster://h1:p1,h2:p2", Both},
 	{"redis_ca_file", "", "PEM file of CAs to trust for rediss:// (default: the system's)", Both},
@@ -374,8 +377,8 @@ func (c Config) Validate() error {
 	default:
 		bad("verify", "want off, auto or required, got %q", c.Verify)
 	}
-	if c.ChunkSize <= 0 {
-		bad("chunk_size", "must be positive, got %d", c.ChunkSize)
+	if c.ChunkSize < MinChunkSize {
+		bad("chunk_size", "must be at least 1MiB (each chunk is a task and a record in Redis: 1 byte makes a million of them a MiB), got %s", humanize.IBytes(uint64(max(c.ChunkSize, 0))))
 	}
 	if c.Threshold < 0 {
 		bad("threshold", "must not be negative, got %d", c.Threshold)

@@ -390,13 +390,18 @@ func TestLoadSizes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
 			t.Parallel()
+			chunk := "32MiB" // chunks are at least 1 MiB: smaller sizes are parsed as thresholds
+			want := int64(32 * mib)
+			if tc.want >= MinChunkSize {
+				chunk, want = tc.in, int64(tc.want)
+			}
 			for _, p := range []Program{Enqueuer, Both} {
-				got, err := load(t, p, "--chunk-size", tc.in, "--threshold", tc.in)
+				got, err := load(t, p, "--chunk-size", chunk, "--threshold", tc.in)
 				if err != nil {
-					t.Fatalf("Load --chunk-size %q: %v", tc.in, err)
+					t.Fatalf("Load --chunk-size %q --threshold %q: %v", chunk, tc.in, err)
 				}
-				if got.ChunkSize != tc.want || got.Threshold != tc.want {
-					t.Errorf("--chunk-size/--threshold %q = %d/%d, want %d", tc.in, got.ChunkSize, got.Threshold, tc.want)
+				if int64(got.ChunkSize) != want || got.Threshold != tc.want {
+					t.Errorf("--chunk-size %q --threshold %q = %d/%d, want %d/%d", chunk, tc.in, got.ChunkSize, got.Threshold, want, tc.want)
 				}
 			}
 		})
@@ -409,6 +414,8 @@ func TestLoadSizesInvalid(t *testing.T) {
 		name, flag, value, wantField string
 	}{
 		{"zero chunk", "--chunk-size", "0", "chunk_size"},
+		{"one-byte chunk", "--chunk-size", "1", "chunk_size"},
+		{"chunk under 1MiB", "--chunk-size", "1023KiB", "chunk_size"},
 		{"word", "--chunk-size", "lots", "chunk_size"},
 		{"unknown unit", "--chunk-size", "3 parsecs", "chunk_size"},
 		{"negative", "--chunk-size", "-1MiB", "chunk_size"},
@@ -630,7 +637,8 @@ func TestValidate(t *testing.T) {
 		{"log level warn", func(c *Config) { c.LogLevel = "warn" }, ""},
 		{"log level error", func(c *Config) { c.LogLevel = "error" }, ""},
 		{"json logs", func(c *Config) { c.LogFormat = "json" }, ""},
-		{"one byte chunks", func(c *Config) { c.ChunkSize = 1 }, ""},
+		{"1 MiB chunks", func(c *Config) { c.ChunkSize = MinChunkSize }, ""},
+		{"one byte chunks", func(c *Config) { c.ChunkSize = 1 }, "chunk_size"},
 
 		{"empty redis", func(c *Config) { c.Redis = "" }, "redis"},
 		{"http redis", func(c *Config) { c.Redis = "http://x" }, "redis"},

@@ -32,9 +32,13 @@ bin/demo wait "127.0.0.1:$REDIS_PORT" "127.0.0.1:$S3_PORT"
 echo "== seeding s3://demo with sample data"
 bin/demo seed -bucket demo -src "$D/src" -big "$BIG" -small "$SMALL"
 
-echo "== starting two workers (logs in .demo/logs/)"
+echo "== starting two workers (logs in .demo/logs/), writing only under $D/out, running only signed tasks"
+mkdir -p "$D/out"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$D/task.key" # the key that signs every task
+chmod 600 "$D/task.key"
+export S3FLEET_TASK_KEY_FILE="$D/task.key"
 for i in 1 2; do
-  bin/worker --concurrency 8 >"$D/logs/worker-$i.log" 2>&1 &
+  bin/worker --concurrency 8 --allow-dest "$D/out" >"$D/logs/worker-$i.log" 2>&1 &
   pids+=($!)
 done
 

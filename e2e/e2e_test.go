@@ -82,7 +82,7 @@ func newFleet(t *testing.T) *fleet {
 	})
 	f.env = append(os.Environ(), f.s3.Env()...)
 	f.env = append(f.env, "S3FLEET_REDIS="+f.redis.URL, "S3FLEET_ENDPOINT="+f.proxy.URL,
-		"S3FLEET_RETRY_DELAY=100ms", "S3FLEET_LOG_FORMAT=json",
+		"S3FLEET_RETRY_DELAY=100ms", "S3FLEET_LOG_FORMAT=json", "S3FLEET_ALLOW_DEST="+os.TempDir(),
 		"S3FLEET_CHUNK_SIZE=8MiB") // the kill below wants many chunks in flight
 	return f
 }
@@ -321,6 +321,7 @@ func TestBadInputCLI(t *testing.T) {
 		{"one argument", []string{"s3://bkt/obj"}, 2, "requires at least 2 arg(s)"},
 		{"unknown flag", []string{"--bogus", "s3://bkt/obj", dir + "/a"}, 2, "unknown flag"},
 		{"bad chunk size", []string{"--chunk-size", "0", "s3://bkt/obj", dir + "/a"}, 2, "chunk_size"},
+		{"one-byte chunks", []string{"--chunk-size", "1", "s3://bkt/obj", dir + "/a"}, 2, "chunk_size: must be at least 1MiB"},
 		{"existing destination", []string{"s3://bkt/obj", existing}, 1, "already exists"},
 		{"unknown job", []string{"status", "no-such-job"}, 2, `unknown job "no-such-job"`},
 		{"storage class to a file", []string{"--storage-class", "STANDARD_IA", "s3://bkt/obj", dir + "/a"}, 2, "--storage-class set what an object written to S3 gets"},
@@ -384,4 +385,59 @@ func TestBadInputCLI(t *testing.T) {
 		t.Fatalf("%d jobs recorded by bad input", n)
 	}
 	_ = rand.Read
+}
+
+// TestWaitSaysWhatItWaitsFor: `enqueue --wait` with no worker running says
+// within seconds that no worker serves the job's queue and keeps waiting;
+// once a worker starts the job completes. A job that Redis
+// loses while followed (FLUSHALL, as a restart without persistence) ends
+// the wait with exit 1 and says what happened and how to resume.
+func TestWaitSaysWhatItWaitsFor(t *testing.T) {
+	tier(t)
+	f := newFleet(t)
+	f.s3.CreateBucket(t, "bkt")
+	f.s3.PutRandom(t, "bkt", "obj", 3<<20, false)
+	type result struct {
+		code int
+		out  string
+		err  error
+	}
+	run := func(args ...string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			code, out, err := f.runEnqueue(args...)
+			ch <- result{code, out, err}
+		}()
+		return ch
+	}
+	done := run("s3://bkt/obj", filepath.Join(t.TempDir(), "obj"), "--wait", "--job", "idle")
+	time.Sleep(10 * time.Second) // the first look at the queues comes 3 s in, then every 5 s
+	f.worker(t, "worker")
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the job did not end within a minute of the worker's start")
+	}
+	if r.err != nil || r.code != 0 {
+		t.Fatalf("enqueue --wait: exit %d (%v):\n%s", r.code, r.err, r.out)
+	}
+	if want := "no worker is serving queue chunks (1 tasks waiting); still waiting for job idle"; !strings.Contains(r.out, want) {
+		t.Errorf("enqueue --wait said nothing like %q:\n%s", want, r.out)
+	}
+
+	// Lost: the worker is busy elsewhere (none serves the job's host queue).
+	lost := run("s3://bkt/obj", filepath.Join(t.TempDir(), "obj"), "--wait", "--job", "lost", "--on", "nohost")
+	time.Sleep(2 * time.Second)
+	if err := f.redis.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r = <-lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("enqueue --wait went on waiting for a job Redis lost")
+	}
+	if r.code != 1 || !strings.Contains(r.out, "job lost is gone from Redis while it ran: Redis lost it") || !strings.Contains(r.out, "run the same command again to resume") {
+		t.Errorf("a job lost by Redis: exit %d:\n%s", r.code, r.out)
+	}
 }

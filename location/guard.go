@@ -1,6 +1,7 @@
 package location
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,14 +45,16 @@ func NewGuardOf(setting string, roots []string) (Guard, error) {
 	return g, nil
 }
 
-// Open reports whether the guard allows every path.
+// Open reports whether the guard has no roots: it allows no path.
 func (g Guard) Open() bool { return len(g.roots) == 0 }
 
 // Check returns nil when path, with the symlinks of its existing ancestors
-// resolved, lies under one of the roots.
+// resolved, lies under one of the roots; a guard without roots allows no
+// path (deny by default).
 func (g Guard) Check(path string) error {
 	if g.Open() {
-		return nil
+		setting := cmp.Or(g.setting, "allow_dest")
+		return fmt.Errorf("%w: %s is not set, so this worker touches no local file (%s); set %s to the directories it may use", ErrOutsideRoots, setting, path, setting)
 	}
 	real, err := resolve(filepath.Dir(path))
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -55,7 +56,9 @@ func TestGuard(t *testing.T) {
 	if _, err := NewGuard([]string{filepath.Join(base, "missing")}); err == nil {
 		t.Error("a missing root was accepted")
 	}
-	if open, _ := NewGuard(nil); !open.Open() || open.Check("/anything") != nil {
-		t.Error("a guard without roots must allow everything")
+	// Deny by default: a worker without allow_dest writes no local file.
+	if open, _ := NewGuard(nil); !open.Open() || !errors.Is(open.Check("/anything"), ErrOutsideRoots) ||
+		!strings.Contains(open.Check("/anything").Error(), "allow_dest is not set") {
+		t.Errorf("a guard without roots: %v, want a refusal naming allow_dest", open.Check("/anything"))
 	}
 }

@@ -32,6 +32,7 @@ type rig struct {
 	chunk *tasks.ChunkHandler
 	asm   *tasks.AssembleHandler
 	s3    *testenv.S3
+	guard location.Guard
 }
 
 func newRig(t *testing.T) *rig {
@@ -43,10 +44,20 @@ func newRig(t *testing.T) *rig {
 	led := ledger.New(rdb, time.Hour)
 	q := asynq.NewClientFromRedisClient(rdb)
 	return &rig{
-		led: led, queue: q, insp: asynq.NewInspectorFromRedisClient(rdb), s3: s3,
-		chunk: &tasks.ChunkHandler{S3: c, Ledger: led, Queue: q, Worker: "host-a (pid 1)", Parts: tasks.NewPartFiles()},
-		asm:   &tasks.AssembleHandler{Assembler: &assembler.Assembler{S3: c, Ledger: led}, Ledger: led},
+		led: led, queue: q, insp: asynq.NewInspectorFromRedisClient(rdb), s3: s3, guard: tempGuard(t),
+		chunk: &tasks.ChunkHandler{S3: c, Ledger: led, Queue: q, Worker: "host-a (pid 1)", Parts: tasks.NewPartFiles(), Guard: tempGuard(t)},
+		asm:   &tasks.AssembleHandler{Assembler: &assembler.Assembler{S3: c, Ledger: led, Guard: tempGuard(t)}, Ledger: led},
 	}
+}
+
+// tempGuard allows the tests' destinations: every t.TempDir().
+func tempGuard(t *testing.T) location.Guard {
+	t.Helper()
+	g, err := location.NewGuard([]string{os.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
 
 // enqueueObject records a transfer as the enqueuer would and returns its
@@ -319,7 +330,7 @@ func TestCancelCleanupRemovesThePartFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &tasks.CleanupHandler{Ledger: r.led}
+	h := &tasks.CleanupHandler{Ledger: r.led, Guard: r.guard}
 	if err := h.ProcessTask(ctx, asynq.NewTask(cleanup.Type(), cleanup.Payload())); err != nil {
 		t.Fatal(err)
 	}

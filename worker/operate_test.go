@@ -345,3 +345,84 @@ func TestAllowDest(t *testing.T) {
 		t.Fatalf("refused tasks must be archived at once, not retried: %+v %v", q, err)
 	}
 }
+
+// TestNoAllowDestWritesNoFile: deny by default. A worker without
+// allow_dest refuses every task that would write a local file (a chunked
+// object and a batch of small ones fail, naming the setting, with nothing
+// written), and still serves work that only touches S3 (a server-side
+// copy).
+func TestNoAllowDestWritesNoFile(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "big", 3*mib, false)
+	f.S3.PutRandom(t, "bkt", "small/a", 10, false)
+	cfg := f.Config()
+	cfg.AllowDest = nil
+	cfg.AllowWrite = []string{"s3://bkt/copies/"}
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	dir := t.TempDir()
+	for _, src := range []string{"s3://bkt/big", "s3://bkt/small/"} {
+		sum, err := c.Submit(context.Background(), fleettest.Request(src, dir+"/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Wait(t, sum.Job, time.Minute)
+		for k, o := range c.Objects(t, sum.Job) {
+			if o.State != ledger.Failed || !strings.Contains(o.Error, "allow_dest is not set") {
+				t.Errorf("%s without allow_dest: %s %q, want failed naming allow_dest", k, o.State, o.Error)
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("a worker without allow_dest wrote %v", entries)
+	}
+	sum, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/big", "s3://bkt/copies/big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		c.LogObjects(t, sum.Job)
+		t.Fatalf("an S3-only copy without allow_dest: %+v", j)
+	}
+}
+
+// TestOneMode: an object fetched whole in a batch and one assembled from
+// chunks land with the same mode, the one the worker's umask gives a new
+// file.
+func TestOneMode(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "p/big", 3*mib, false)
+	f.S3.PutRandom(t, "bkt", "p/small", 100, false)
+	cfg := f.Config()
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	dir := t.TempDir()
+	sum, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/p/", dir+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 2 {
+		t.Fatalf("job: %+v", j)
+	}
+	ref := filepath.Join(t.TempDir(), "ref")
+	if err := os.WriteFile(ref, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.Stat(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"big", "small"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != want.Mode() {
+			t.Errorf("%s landed with mode %v, want %v (a new file's under this umask)", name, st.Mode(), want.Mode())
+		}
+	}
+}

@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	if guard.Open() {
-		log.Warn("no allow_dest: this worker writes wherever a task in Redis says; set allow_dest (S3FLEET_ALLOW_DEST) to the download roots")
+		log.Warn("no allow_dest: this worker writes no local file (it serves copies, uploads and deletes only); set allow_dest (--allow-dest, S3FLEET_ALLOW_DEST) to the download roots")
 	}
 	access, err := accessOf(cfg)
 	if err != nil {

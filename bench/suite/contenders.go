@@ -418,7 +418,8 @@ func (s *suite) runFleet(ctx context.Context, c *contender, cl cell, out, logPre
 	}
 	env := append(s.cellEnv(cl),
 		"S3FLEET_REDIS=redis://"+s.srv.redisAddr+"/0", "S3FLEET_ENDPOINT="+e.endpoint,
-		"S3FLEET_PATH_STYLE=true", "S3FLEET_REGION="+region, "S3FLEET_LOG_LEVEL=warn")
+		"S3FLEET_PATH_STYLE=true", "S3FLEET_REGION="+region, "S3FLEET_LOG_LEVEL=warn",
+		"S3FLEET_ALLOW_DEST="+s.tmp) // every cell's output is under it
 	if cl.dir != dirDownload {
 		// The second server as a remote, where the workers may write, and
 		// where they may upload from.

@@ -59,6 +59,7 @@ func (f *Fleet) Config() config.Config {
 	c.RetryDelay = 50 * time.Millisecond
 	c.ShutdownTimeout = 5 * time.Second
 	c.LogLevel = "warn"
+	c.AllowDest = []string{os.TempDir()} // every test's DEST is a t.TempDir()
 	return c
 }
 

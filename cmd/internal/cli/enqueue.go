@@ -17,6 +17,7 @@ import (
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // outputFlags are the output options every subcommand has.
@@ -202,6 +203,11 @@ func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submi
 	ctx := cmd.Context()
 	wait, manifest, out := o.wait, o.manifest, o.out
 	if o.local {
+		if len(cfg.AllowDest) == 0 && !location.IsURL(req.Dest) && req.Dest != "" {
+			// The in-process worker writes where this command was told to:
+			// under DEST's nearest existing directory.
+			cfg.AllowDest = []string{existingDir(req.Dest)}
+		}
 		lctx, stop, err := startLocal(ctx, &cfg)
 		if err != nil {
 			return err
@@ -265,7 +271,7 @@ func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submi
 		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
 			sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
 	}
-	return follow(ctx, env.led, sum.Job, cmd, out, manifest, false)
+	return follow(ctx, env, sum.Job, cmd, out, manifest, false)
 }
 
 func openFrom(path string) (io.ReadCloser, error) {
@@ -327,7 +333,7 @@ func newWaitCommand() *cobra.Command {
 	var manifest string
 	cmd, _ := jobCommand("wait JOB", "Follow a job with a progress bar until every object is done", false,
 		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
-			return follow(ctx, env.led, job, cmd, out, manifest, false)
+			return follow(ctx, env, job, cmd, out, manifest, false)
 		})
 	cmd.Flags().StringVar(&manifest, "manifest", "", "write one JSON line per finished object to FILE")
 	return cmd
@@ -367,7 +373,7 @@ func newRetryCommand() *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects enqueued again (%d chunks)\n", job, sum.Resumed, sum.Chunks)
 			}
 			if wait {
-				return follow(ctx, env.led, job, cmd, out, manifest, true)
+				return follow(ctx, env, job, cmd, out, manifest, true)
 			}
 			return nil
 		})

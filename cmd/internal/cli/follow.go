@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/hibiken/asynq"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -33,9 +34,18 @@ const pollEvery = 50 * time.Millisecond
 // failed or was cancelled.
 // With sinceNow, the summary counts only the bytes landed while following
 // (after a retry); otherwise every byte of the job.
-func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Command, out outputFlags, manifest string, sinceNow bool) error {
+//
+// A job that vanishes while followed was lost by Redis (restarted without
+// persistence): the error says so and how to resume. Queues with tasks
+// waiting that no live worker serves are named after a few seconds (see
+// idleQueues), and named again when that changes.
+func follow(ctx context.Context, env *env, id string, cmd *cobra.Command, out outputFlags, manifest string, sinceNow bool) error {
+	led := env.led
 	start := time.Now()
 	stderr := cmd.ErrOrStderr()
+	var seen bool           // the job was read once
+	var unserved string     // the queues last said to have no worker
+	var lastCheck time.Time // of the queues
 	show := newProgress(stderr, out.quiet || out.json)
 	var j ledger.Job
 	var base int64 // bytes already there when following began, with sinceNow
@@ -47,6 +57,10 @@ func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Comma
 		var err error
 		j, err = led.GetJob(ctx, id)
 		switch {
+		case errors.Is(err, ledger.ErrNotFound) && seen:
+			show(ledger.Job{}, -1)
+			return fmt.Errorf("job %s is gone from Redis while it ran: Redis lost it (restarted or flushed without persistence: run it with appendonly yes); "+
+				"run the same command again to resume (what landed is kept and skipped)", id)
 		case errors.Is(err, ledger.ErrNotFound):
 			return err
 		case err != nil && ctx.Err() == nil:
@@ -70,11 +84,23 @@ func follow(ctx context.Context, led *ledger.Ledger, id string, cmd *cobra.Comma
 			fmt.Fprintf(stderr, "redis is back after %s\n", time.Since(outage).Round(time.Second))
 			outage = time.Time{}
 		}
+		seen = true
 		if base < 0 {
 			base = j.BytesDone - j.BytesSkip
 		}
 		if j.Done() {
 			break
+		}
+		if env.insp != nil && time.Since(start) >= 3*time.Second && time.Since(lastCheck) >= 5*time.Second {
+			lastCheck = time.Now()
+			if idle, err := idleQueues(env.insp); err == nil && idle != unserved && !out.quiet {
+				if idle == "" {
+					fmt.Fprintf(stderr, "\na worker serves the waiting tasks now\n")
+				} else {
+					fmt.Fprintf(stderr, "\nno worker is serving %s; still waiting for job %s (start one: worker --allow-dest DIR)\n", idle, id)
+				}
+				unserved = idle
+			}
 		}
 		show(j, time.Since(start))
 		select {
@@ -277,4 +303,47 @@ func printJobs(cmd *cobra.Command, env *env, limit int64, out outputFlags) error
 			time.Since(time.UnixMilli(j.Created)).Round(time.Second), j.Source)
 	}
 	return tw.Flush()
+}
+
+// queueInspector is the part of asynq.Inspector idleQueues reads.
+type queueInspector interface {
+	Queues() ([]string, error)
+	GetQueueInfo(queue string) (*asynq.QueueInfo, error)
+	Servers() ([]*asynq.ServerInfo, error)
+}
+
+// idleQueues names the queues with tasks waiting that no live worker
+// serves ("queue chunks (12 tasks waiting)"), or "" when there are none.
+// asynq's record of each worker lives 10 s past its last heartbeat (every
+// 5 s): a worker gone is noticed within seconds.
+func idleQueues(insp queueInspector) (string, error) {
+	servers, err := insp.Servers()
+	if err != nil {
+		return "", err
+	}
+	served := map[string]bool{}
+	for _, s := range servers {
+		for q := range s.Queues {
+			served[q] = true
+		}
+	}
+	queues, err := insp.Queues()
+	if err != nil {
+		return "", err
+	}
+	slices.Sort(queues)
+	var idle []string
+	for _, q := range queues {
+		if served[q] {
+			continue
+		}
+		info, err := insp.GetQueueInfo(q)
+		if err != nil || info.Paused {
+			continue
+		}
+		if waiting := info.Pending + info.Scheduled + info.Retry; waiting > 0 {
+			idle = append(idle, fmt.Sprintf("queue %s (%d tasks waiting)", q, waiting))
+		}
+	}
+	return strings.Join(idle, ", "), nil
 }

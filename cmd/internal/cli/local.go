@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/alicebob/miniredis/v2"
@@ -50,4 +51,23 @@ func startLocal(ctx context.Context, cfg *config.Config) (context.Context, func(
 		fail(nil)
 		mr.Close()
 	}, nil
+}
+
+// existingDir is the nearest directory at or above path that exists (an
+// absolute path; "/" at worst).
+func existingDir(path string) string {
+	dir, err := filepath.Abs(path)
+	if err != nil {
+		return "/"
+	}
+	for {
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		dir = parent
+	}
 }
