@@ -229,7 +229,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 		}
 		if errors.Is(err, fs.ErrExist) {
 			os.Remove(part)
-			return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", t.Dest), true)
+			return Record{}, a.fail(ctx, t, errors.New(location.Exists(t.Dest)), true)
 		}
 		return Record{}, err
 	}
@@ -441,7 +441,12 @@ func Mark(f *os.File, transfer, etag string, lastModified int64) error {
 // existing file there is an error wrapping fs.ErrExist.
 func Rename(part, final string, overwrite bool) error {
 	if overwrite {
-		if err := os.Rename(part, final); err != nil {
+		err := os.Rename(part, final)
+		if errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+			// A directory stands there: --overwrite replaces files only.
+			return fmt.Errorf("%s: %w", location.Exists(final), fs.ErrExist)
+		}
+		if err != nil {
 			return fmt.Errorf("rename %s: %w", part, err)
 		}
 		return nil

@@ -2,7 +2,6 @@ package enqueuer
 
 import (
 	"context"
-	"fmt"
 	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -138,7 +137,7 @@ func (s *submission) decide(ctx context.Context, cur ledger.Transfer, t *ledger.
 		case s.req.Sync:
 			t.Overwrite = true
 		case !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest):
-			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
+			cause = location.Exists(t.Dest)
 		}
 		return ledger.ModeCreate, false, cause
 	case ledger.Queued, ledger.Running:

@@ -181,7 +181,7 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 		}
 		t, cause := s.transfer(o)
 		if cause == "" && !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest) {
-			cause = fmt.Sprintf("destination %s already exists (use --overwrite to replace it)", t.Dest)
+			cause = location.Exists(t.Dest)
 		}
 		reqs = append(reqs, ledger.AttachRequest{Job: s.sum.Job, Mode: ledger.ModeCreate, New: t, Cause: cause})
 		fresh = append(fresh, o)
@@ -196,7 +196,11 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 			continue
 		}
 		t := reqs[i].New
-		s.count(ledger.ModeCreate, reqs[i].Cause, t.Size)
+		cause := reqs[i].Cause
+		if r.State == ledger.Failed && cause == "" {
+			cause = "refused by the ledger" // another transfer in flight holds its destination
+		}
+		s.count(ledger.ModeCreate, cause, t.Size)
 		if r.State != ledger.Queued {
 			continue
 		}

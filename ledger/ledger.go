@@ -51,6 +51,9 @@ func xferChunksKey(id string) string { return prefix + "xfer:" + id + ":chunks" 
 func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
 func jobsIndexKey() string           { return prefix + "jobs" }
 
+// destKey is the claim on a destination: the transfer last created for it.
+func destKey(dest string) string { return prefix + "dest:" + dest }
+
 // Ledger reads and writes the records. Records of jobs and objects still
 // in progress never expire; the retention runs from an object's end (and a
 // job's last object's end).
@@ -618,7 +621,7 @@ func (l *Ledger) attachArgs(req AttachRequest, now time.Time) ([]string, []any) 
 	if req.Mode == ModeCreate || req.Mode == ModePresent || req.Mode == ModeRestart {
 		args = append(args, transferFields(req.New)...)
 	}
-	return []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job)}, args
+	return []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job), destKey(req.New.Dest)}, args
 }
 
 func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {

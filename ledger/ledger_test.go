@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -474,5 +475,42 @@ func TestRestartSkippedEmpty(t *testing.T) {
 	}
 	if j := job(t, l, "j"); j.Skipped != 0 || j.Objects != 1 {
 		t.Errorf("job %+v; want 1 object, none skipped", j)
+	}
+}
+
+// TestOneDestinationOneOwner: a transfer created for a destination that
+// another transfer, still in flight, is to land at fails at once, naming
+// the other object (keys p//q and p/q both map to /d/p/q; two jobs write
+// one file). Once the first has ended, a new one may claim it.
+func TestOneDestinationOneOwner(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	first := transfer("p/q", 10, 1)
+	gen := create(t, l, "j1", first)
+	second := ledger.Transfer{Bucket: "b", Key: "p//q", ETag: `"f"`, Size: 7, Chunks: 1, ChunkSize: 7, Dest: first.Dest}
+	second.ID = second.Identity()
+	if err := l.CreateJob(ctx, "j2", "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeCreate, New: second}, time.Now())
+	if err != nil || st != ledger.Failed {
+		t.Fatalf("second transfer to %s while the first is in flight: %s %v, want failed", first.Dest, st, err)
+	}
+	got, _ := l.GetTransfer(ctx, second.ID)
+	if !strings.Contains(got.Error, "destination /d/p/q is also that of s3://b/p/q (transfer "+first.ID+"), still in flight") {
+		t.Fatalf("cause %q", got.Error)
+	}
+	if j := job(t, l, "j2"); j.Failed != 1 {
+		t.Fatalf("job j2: %+v", j)
+	}
+	// The first ends; a third transfer to the destination may run.
+	if ok, _ := l.Succeed(ctx, first.ID, gen, ledger.Result{}, time.Now()); !ok {
+		t.Fatal("succeed")
+	}
+	third := ledger.Transfer{Bucket: "b", Key: "other", ETag: `"g"`, Size: 3, Chunks: 1, ChunkSize: 3, Dest: first.Dest, Overwrite: true}
+	third.ID = third.Identity()
+	if st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeCreate, New: third}, time.Now()); err != nil || st != ledger.Queued {
+		t.Fatalf("a transfer to the destination after the first ended: %s %v", st, err)
 	}
 }

@@ -53,7 +53,8 @@ return 1
 `)
 
 // attachScript adds a transfer to a job, creating or restarting it first.
-// KEYS xfer, xfer chunks, xfer jobs, job, job xfers, job skipped.
+// KEYS xfer, xfer chunks, xfer jobs, job, job xfers, job skipped, the
+// destination's claim.
 // ARGV mode (create|present|attach|skip|restart), expected state (” = absent),
 // expected gen (” = any), job id, xfer id, now, ttl, cause, clear chunks
 // (1/0), then field/value pairs written on create and restart.
@@ -68,11 +69,34 @@ end
 local fields = {}
 for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 
+local cause = ARGV[8]
+if mode == 'create' and cause == '' then
+  -- One destination, one owner: a transfer created while another one to
+  -- the same destination is in flight fails, naming it (two keys that map
+  -- to one path, two jobs writing one file).
+  local holder = redis.call('GET', KEYS[7])
+  local hk = '{s3fleet}:xfer:' .. (holder or '')
+  local hs = holder and holder ~= xfer_id and redis.call('HGET', hk, 'state')
+  if hs == 'queued' or hs == 'running' then
+    local f = redis.call('HMGET', hk, 'remote', 'bucket', 'key', 'source_path', 'dest')
+    local src = f[4]
+    if not src or src == '' then
+      local remote = f[1]
+      if not remote or remote == '' then remote = 's3' end
+      src = remote .. '://' .. (f[2] or '') .. '/' .. (f[3] or '')
+    end
+    cause = 'destination ' .. (f[5] or '') .. ' is also that of ' .. src .. ' (transfer ' .. holder ..
+      '), still in flight: two objects cannot land at one destination; the later one fails'
+  else
+    redis.call('SET', KEYS[7], xfer_id, 'EX', ttl)
+  end
+end
+
 if mode == 'create' or mode == 'present' then
   local state = 'queued'
-  if ARGV[8] ~= '' then state = 'failed' end
+  if cause ~= '' then state = 'failed' end
   if mode == 'present' then state = 'success' end
-  redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', ARGV[8], 'gen', 1,
+  redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', cause, 'gen', 1,
     'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0, unpack(fields))
   if state ~= 'queued' then redis.call('HSET', KEYS[1], 'finished', now) end
   if mode == 'present' then

@@ -341,7 +341,7 @@ func (h *BatchHandler) failNow(ctx context.Context, o BatchObject, err error, lo
 
 func alreadyExists(dest string, err error) error {
 	if errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dest)
+		return errors.New(location.Exists(dest))
 	}
 	return err
 }
@@ -357,7 +357,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 	}
 	if !o.Overwrite && !assembler.IsOurs(o.Dest, o.Transfer) {
 		if _, err := os.Lstat(o.Dest); err == nil {
-			return fetched{}, permanent("destination %s already exists (use --overwrite to replace it)", o.Dest)
+			return fetched{}, permanent("%s", location.Exists(o.Dest))
 		}
 	}
 	if err := h.Access.checkRead(o.Object); err != nil {
@@ -482,7 +482,7 @@ func removeStaleParts(o BatchObject) {
 // its own: two runs of the same batch never share one.
 func (h *BatchHandler) create(o BatchObject) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(o.Dest), 0o755); err != nil {
-		return nil, wrapLocal("create destination directory", err)
+		return nil, wrapLocal("create destination directory", location.MkdirError(o.Dest, err))
 	}
 	part := location.PartPath(o.Dest, o.Transfer, location.NewPartToken())
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)

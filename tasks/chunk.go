@@ -425,11 +425,11 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 	}
 	if !p.Overwrite {
 		if _, err := os.Lstat(p.Dest); err == nil {
-			return nil, "", permanent("destination %s already exists (use --overwrite to replace it)", p.Dest)
+			return nil, "", permanent("%s", location.Exists(p.Dest))
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(p.Dest), 0o755); err != nil {
-		return nil, "", wrapLocal("create destination directory", err)
+		return nil, "", wrapLocal("create destination directory", location.MkdirError(p.Dest, err))
 	}
 	token := location.NewPartToken()
 	part := location.PartPath(p.Dest, p.Transfer, token)

@@ -426,3 +426,69 @@ func TestOneMode(t *testing.T) {
 		}
 	}
 }
+
+// TestOneOwnerAndClashes: two jobs that write different objects to one
+// file at once: the later fails at enqueue, naming the object in flight,
+// and the file holds the first one's bytes (before, both said success).
+// A key whose file would sit where another key's directory is, or under
+// another key's file, fails saying so, not "already exists".
+func TestOneOwnerAndClashes(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	big := f.S3.PutRandom(t, "bkt", "big", 3*mib, false)
+	f.S3.PutRandom(t, "bkt", "other", 2*mib, false)
+	f.S3.PutRandom(t, "bkt", "x/y", 100, false)
+	f.S3.PutRandom(t, "bkt", "p/b", 100, false)
+	cfg := f.Config()
+	cfg.Bandwidth = 1 * mib // the first job is in flight for seconds
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	ctx := context.Background()
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one")
+	first, err := c.Submit(ctx, fleettest.Request("s3://bkt/big", one))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := fleettest.Request("s3://bkt/other", one)
+	req.Overwrite = true
+	second, err := c.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, second.Job, time.Minute)
+	if o := c.Objects(t, second.Job)["other"]; o.State != ledger.Failed || !strings.Contains(o.Error, "is also that of s3://bkt/big") {
+		t.Errorf("the second job to %s: %s %q, want failed naming s3://bkt/big", one, o.State, o.Error)
+	}
+	if j := c.Wait(t, first.Job, time.Minute); j.Succeeded != 1 {
+		t.Fatalf("the first job: %+v", j)
+	}
+	if got, _ := os.ReadFile(one); !bytes.Equal(got, big) {
+		t.Error("the file does not hold the first job's object")
+	}
+
+	if err := os.MkdirAll(filepath.Join(dir, "b", "c"), 0o755); err != nil { // as if key p/b/c had landed
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "x"), []byte("key x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ src, dest, key, want string }{
+		{"s3://bkt/p/", dir + "/", "p/b", "is a directory: another key has b/ as a prefix"},
+		{"s3://bkt/x/y", filepath.Join(dir, "x", "y"), "x/y", filepath.Join(dir, "x") + " is a file, so " + filepath.Join(dir, "x", "y") + " cannot be made under it"},
+	} {
+		key, want := tc.key, tc.want
+		sum, err := c.Submit(ctx, fleettest.Request(tc.src, tc.dest))
+		if err != nil {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", key, err, want)
+			}
+			continue
+		}
+		c.Wait(t, sum.Job, time.Minute)
+		if o := c.Objects(t, sum.Job)[key]; o.State != ledger.Failed || !strings.Contains(o.Error, want) {
+			t.Errorf("%s: %s %q, want failed saying %q", key, o.State, o.Error, want)
+		}
+	}
+}
