@@ -67,8 +67,11 @@ type Config struct {
 	BatchBytes     Size `mapstructure:"batch_bytes"`
 	// Concurrency is the number of chunk tasks one worker runs at once.
 	Concurrency int `mapstructure:"concurrency"`
-	// MaxRetries is how often a failed chunk task is retried.
+	// MaxRetries is how often a failed chunk task is retried at most.
 	MaxRetries int `mapstructure:"max_retries"`
+	// RetryFor is how long an object's tasks are retried with no chunk
+	// landing before it fails (0: until max_retries).
+	RetryFor time.Duration `mapstructure:"retry_for"`
 	// RetryDelay is the first retry's delay; it doubles up to a minute.
 	RetryDelay time.Duration `mapstructure:"retry_delay"`
 	// ChunkTimeout bounds one chunk task.
@@ -183,7 +186,8 @@ var settings = []setting{
 	{"batch_objects", 100, "most objects in one batch task", Enqueuer},
 	{"batch_bytes", "16MiB", "most bytes in one batch task", Enqueuer},
 	{"concurrency", 16, "chunk tasks a worker (or enqueue --local) runs at once", Both},
-	{"max_retries", 10, "retries of a failed chunk before its object fails", Both},
+	{"max_retries", 100, "most retries of a failed task (a safety net: retry_for decides)", Both},
+	{"retry_for", "15m", "how long an object's tasks are retried with no progress before it fails (0: until max_retries)", Worker},
 	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
 	{"chunk_timeout", "10m", "time limit of one chunk task", Both},
 	{"connect_timeout", "5s", "time limit to connect to Redis or S3", Both},
@@ -394,6 +398,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		bad("concurrency", "must be at least 1, got %d", c.Concurrency)
+	}
+	if c.RetryFor < 0 {
+		bad("retry_for", "must not be negative, got %s", c.RetryFor)
 	}
 	if c.MaxRetries < 0 {
 		bad("max_retries", "must not be negative, got %d", c.MaxRetries)

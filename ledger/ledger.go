@@ -851,6 +851,18 @@ func (l *Ledger) Landed(ctx context.Context, id string, gen int64) (landed, tota
 	return n.Val(), total, nil
 }
 
+// Failing notes that a task of generation gen of the transfer failed and
+// will be retried, and returns since when its tasks have been failing
+// without a chunk landing (the first such failure); the zero time for a
+// record of another generation, or one no longer running.
+func (l *Ledger) Failing(ctx context.Context, id string, gen int64, now time.Time) (time.Time, error) {
+	ms, err := failingScript.Run(ctx, l.rdb, []string{xferKey(id)}, gen, now.UnixMilli()).Int64()
+	if err != nil || ms == 0 {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(ms), nil
+}
+
 // Fail marks a queued or running transfer failed with its cause. With
 // clearData its landed chunks are forgotten too (the part file is gone or
 // untrustworthy). It reports whether this call made the change.

@@ -114,6 +114,7 @@ elseif mode == 'restart' then
     drop_part(KEYS[1])
   end
   gen = gen + 1
+  redis.call('HDEL', KEYS[1], 'retry_since')
   redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
     'finished', 0, 'computed', '', 'computed_algorithm', '', 'check', '', 'check_reason', '')
   if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
@@ -223,6 +224,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   local n = tonumber(ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'bytes_done', n)
   bump_jobs(KEYS[3], 'bytes_done', n)
+  redis.call('HDEL', KEYS[1], 'retry_since') -- progress: the retry budget starts afresh
 end
 return {redis.call('HLEN', KEYS[2]), num(redis.call('HGET', KEYS[1], 'chunks'))}
 `)
@@ -363,4 +365,15 @@ sub(KEYS[3], 'bytes_total', num(redis.call('HGET', KEYS[1], 'size')))
 sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
 sub(KEYS[3], COUNTER[st], 1)
 return 1
+`)
+
+// failingScript: KEYS xfer; ARGV gen, now (ms). Notes when the transfer's
+// tasks began failing without progress (kept until a chunk lands) and
+// returns that time; 0 for a record of another generation or not running.
+var failingScript = redis.NewScript(luaCommon + `
+if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return 0 end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'running' and st ~= 'queued' then return 0 end
+redis.call('HSETNX', KEYS[1], 'retry_since', ARGV[2])
+return tonumber(redis.call('HGET', KEYS[1], 'retry_since'))
 `)

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/s3fleet/s3fleet/assembler"
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/ledger"
 )
@@ -62,6 +63,7 @@ var _ objectAssembler = (*assembler.Assembler)(nil)
 // failRecorder records an object's failure.
 type failRecorder interface {
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+	retryLedger
 }
 
 // AssembleHandler runs assembler tasks and writes each record as the task's
@@ -71,6 +73,9 @@ type AssembleHandler struct {
 	Ledger    failRecorder
 	Log       *slog.Logger
 	Metrics   *metrics.Worker // nil counts nothing
+	// RetryFor ends the retries of an assembly failing this long with no
+	// progress (retry_for; 0: only max_retries).
+	RetryFor time.Duration
 }
 
 // ProcessTask finalizes the object.
@@ -84,6 +89,9 @@ func (h *AssembleHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	log := logger(h.Log).With("job", p.Job, "transfer", p.Transfer, "bucket", p.Bucket, "key", p.Key)
 	rec, err := h.Assembler.Assemble(ctx, p.Transfer, p.Gen)
+	if err != nil && ctx.Err() == nil && !liveness.LeaseOf(ctx).Lost() {
+		err = outOfTime(ctx, h.Ledger, h.RetryFor, p.Transfer, p.Gen, err)
+	}
 	if err != nil {
 		if ctx.Err() == nil && finalAttempt(ctx, err) && !errors.Is(err, assembler.ErrRecorded) {
 			if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), p.Transfer, p.Gen, causeOf(err), false, time.Now()); ferr != nil {

@@ -129,6 +129,7 @@ type batchLedger interface {
 	StartBatch(ctx context.Context, items []ledger.BatchItem, now time.Time) ([]string, error)
 	SucceedBatch(ctx context.Context, results []ledger.BatchResult, now time.Time) ([]bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+	retryLedger
 }
 
 // BatchHandler runs batch tasks.
@@ -148,6 +149,9 @@ type BatchHandler struct {
 	// (assembler.ReadBack) and fails it unless its bytes are the ones
 	// downloaded.
 	VerifyDisk bool
+	// RetryFor ends the retries of an object failing this long with no
+	// progress (retry_for; 0: only max_retries).
+	RetryFor time.Duration
 }
 
 // fetched is an object downloaded to its part file, judged, not yet placed.
@@ -328,7 +332,10 @@ func (h *BatchHandler) readBack(ctx context.Context, got []fetched, log *slog.Lo
 // failNow records an object failed when err leaves no retry, and reports
 // whether it did.
 func (h *BatchHandler) failNow(ctx context.Context, o BatchObject, err error, log *slog.Logger) bool {
-	if !IsPermanent(err) || liveness.LeaseOf(ctx).Lost() {
+	if liveness.LeaseOf(ctx).Lost() {
+		return false
+	}
+	if err = outOfTime(ctx, h.Ledger, h.RetryFor, o.Transfer, o.Gen, err); !IsPermanent(err) {
 		return false
 	}
 	if _, ferr := h.Ledger.Fail(context.WithoutCancel(ctx), o.Transfer, o.Gen, causeOf(err), false, time.Now()); ferr != nil {

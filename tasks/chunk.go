@@ -170,6 +170,7 @@ type chunkLedger interface {
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+	retryLedger
 }
 
 // ChunkHandler runs chunk tasks.
@@ -204,6 +205,9 @@ type ChunkHandler struct {
 	Parts *PartFiles
 	// Keys sign the assembly task it enqueues (nil: unsigned).
 	Keys *TaskKeys
+	// RetryFor ends the retries of an object whose tasks have failed for
+	// this long with no chunk landing (retry_for; 0: only max_retries).
+	RetryFor time.Duration
 }
 
 // bufSize is the copy buffer, one per running chunk or batch: as large as
@@ -246,6 +250,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		return err // asynq retries it
 	}
+	err = outOfTime(ctx, h.Ledger, h.RetryFor, p.Transfer, p.Gen, err)
 	if finalAttempt(ctx, err) {
 		// Without space, without its part file or with another's, with its
 		// source gone or changed or sending short bodies to the last, an

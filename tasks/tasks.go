@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hibiken/asynq"
 )
@@ -127,6 +128,26 @@ func finalAttempt(ctx context.Context, err error) bool {
 	retried, ok1 := asynq.GetRetryCount(ctx)
 	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
 	return ok1 && ok2 && retried >= maxRetry
+}
+
+// retryLedger notes a transfer's failures for its retry budget.
+type retryLedger interface {
+	Failing(ctx context.Context, id string, gen int64, now time.Time) (time.Time, error)
+}
+
+// outOfTime makes a retryable failure of a transfer final once its tasks
+// have failed for budget (retry_for) with no chunk landing meanwhile: the
+// budget is time, not a count, so a long outage is ridden out and a
+// hopeless object still ends. A zero budget never ends it.
+func outOfTime(ctx context.Context, led retryLedger, budget time.Duration, id string, gen int64, err error) error {
+	if budget <= 0 || IsPermanent(err) {
+		return err
+	}
+	since, ferr := led.Failing(context.WithoutCancel(ctx), id, gen, time.Now())
+	if ferr != nil || since.IsZero() || time.Since(since) < budget {
+		return err
+	}
+	return fmt.Errorf("%w: failing for %s with no progress (retry_for %s): %w", asynq.SkipRetry, time.Since(since).Round(time.Second), budget, err)
 }
 
 // logger returns l, or a logger that discards when l is nil.

@@ -492,3 +492,59 @@ func TestOneOwnerAndClashes(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryFor: retries are bounded by time, not by count. With every GET
+// answered 503 and max_retries far away, an object fails once its tasks
+// have failed for retry_for with no progress, saying so; an outage shorter
+// than retry_for is ridden out.
+func TestRetryFor(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	data := f.S3.PutRandom(t, "bkt", "big", 3*mib, false)
+	f.S3.PutRandom(t, "bkt", "small", 100, false)
+	proxy := testenv.StartFaultProxy(t, f.S3.Endpoint)
+	var down atomic.Bool
+	down.Store(true)
+	proxy.SetRule(func(r *http.Request) testenv.Fault {
+		if testenv.IsObjectGET(r) && down.Load() {
+			return testenv.Fault{Action: testenv.Status, Status: 503, Code: "ServiceUnavailable"}
+		}
+		return testenv.Fault{}
+	})
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	cfg.MaxRetries, cfg.RetryFor, cfg.RetryDelay = 1000, 2*time.Second, 20*time.Millisecond
+	fleettest.StartWorker(t, cfg)
+	c := fleettest.NewClient(t, cfg)
+	dir := t.TempDir()
+	for _, key := range []string{"big", "small"} { // chunked, and whole in a batch
+		began := time.Now()
+		sum, err := c.Submit(context.Background(), fleettest.Request("s3://bkt/"+key, filepath.Join(dir, key)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Wait(t, sum.Job, time.Minute)
+		o := c.Objects(t, sum.Job)[key]
+		if o.State != ledger.Failed || !strings.Contains(o.Error, "with no progress (retry_for 2s)") {
+			t.Fatalf("%s under a lasting outage: %s %q, want failed naming retry_for", key, o.State, o.Error)
+		}
+		t.Logf("%s failed after %s (%d attempts): %s", key, time.Since(began).Round(100*time.Millisecond), o.Attempts, o.Error)
+	}
+
+	// An outage of 1 s against a budget of 2 s is ridden out.
+	cfg.RetryFor = 4 * time.Second
+	c2 := fleettest.NewClient(t, cfg)
+	go func() { time.Sleep(time.Second); down.Store(false) }()
+	sum, err := c2.Submit(context.Background(), fleettest.Request("s3://bkt/big", filepath.Join(dir, "again")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c2.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 {
+		c2.LogObjects(t, sum.Job)
+		t.Fatalf("a short outage: %+v", j)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "again")); !bytes.Equal(got, data) {
+		t.Fatal("bytes differ")
+	}
+}

@@ -96,12 +96,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
-		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(), Keys: taskKeys,
+		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(), Keys: taskKeys, RetryFor: cfg.RetryFor,
 	}
 	mux.Handle(tasks.TypeChunk, chunks)
 	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
 		S3: eps, Ledger: led, Log: log, NoFlush: cfg.Flush == "none", SSECKeys: keys,
-		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk,
+		Limit: chunkLimit, Metrics: met, Guard: guard, Access: access, VerifyDisk: cfg.VerifyDisk, RetryFor: cfg.RetryFor,
 	})
 	mux.Handle(tasks.TypeList, &tasks.ListHandler{
 		Submit: func(ctx context.Context, p tasks.ListPayload) error { return enq.SubmitListed(ctx, p, keys) },
@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Options: func(in *s3.HeadObjectInput, t ledger.Transfer) error {
 				return tasks.SetRequestOptions(in, t.RequestPayer, t.ExpectedOwner, t.SSECKeyMD5, keys)
 			}},
-		Ledger: led, Log: log, Metrics: met,
+		Ledger: led, Log: log, Metrics: met, RetryFor: cfg.RetryFor,
 	})
 
 	srv := asynq.NewServer(opt, asynq.Config{
