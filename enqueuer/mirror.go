@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/s3fleet/s3fleet/internal/s3client"
 	"github.com/s3fleet/s3fleet/location"
@@ -43,7 +44,7 @@ func (s *submission) mirror(ctx context.Context) error {
 		doomed = doomed[:0]
 		return s.flushBatch(ctx)
 	}
-	p := s3.NewListObjectsV2Paginator(api, &s3.ListObjectsV2Input{Bucket: aws.String(dst.Bucket), Prefix: aws.String(dst.Key)})
+	p := s3.NewListObjectsV2Paginator(api, &s3.ListObjectsV2Input{Bucket: aws.String(dst.Bucket), Prefix: aws.String(dst.Key), EncodingType: types.EncodingTypeUrl})
 	var n int64
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
@@ -51,7 +52,10 @@ func (s *submission) mirror(ctx context.Context) error {
 			return fmt.Errorf("--delete: list %s: %s (nothing deleted)", dst, s3client.Describe(err))
 		}
 		for _, c := range out.Contents {
-			key := aws.ToString(c.Key)
+			key, err := s3client.ListedKey(out, c.Key)
+			if err != nil {
+				return fmt.Errorf("--delete: list %s: %w (nothing more deleted)", dst, err)
+			}
 			rel := strings.TrimPrefix(key, dst.Key)
 			o := object{src: dst, key: key, size: aws.ToInt64(c.Size), etag: aws.ToString(c.ETag), delete: true}
 			if rel == "" || !s.wanted(o) {

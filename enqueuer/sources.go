@@ -423,7 +423,7 @@ func (e *Enqueuer) partSizes(ctx context.Context, o *object, n int, req Request)
 
 // list streams the objects under a prefix, a page at a time.
 func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, page func([]object) error) error {
-	in := &s3.ListObjectsV2Input{Bucket: aws.String(src.Bucket), Prefix: aws.String(src.Key)}
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(src.Bucket), Prefix: aws.String(src.Key), EncodingType: types.EncodingTypeUrl}
 	if req.RequestPayer != "" {
 		in.RequestPayer = types.RequestPayer(req.RequestPayer)
 	}
@@ -445,7 +445,10 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 		}
 		objs := make([]object, 0, len(out.Contents))
 		for _, c := range out.Contents {
-			key := aws.ToString(c.Key)
+			key, err := s3client.ListedKey(out, c.Key)
+			if err != nil {
+				return fmt.Errorf("list %s: %w", src, err)
+			}
 			if strings.HasSuffix(key, "/") && aws.ToInt64(c.Size) == 0 {
 				continue // a folder marker
 			}

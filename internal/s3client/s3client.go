@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 )
 
@@ -148,4 +150,22 @@ func Describe(err error) string {
 		return fmt.Sprintf("%s (%d)", code, status)
 	}
 	return fmt.Sprintf("HTTP %d: %v", status, err)
+}
+
+// ListedKey is a key of a ListObjectsV2 page asked with EncodingType=url
+// (UseURLEncoding): decoded when the page says its keys are encoded, as
+// it is otherwise. Encoded pages carry keys XML cannot (control
+// characters: without it one such key aborts the whole listing); a server
+// that ignores the parameter (versitygw does) sends raw keys, which must
+// not be decoded: a % or + in them would change.
+func ListedKey(out *s3.ListObjectsV2Output, key *string) (string, error) {
+	k := aws.ToString(key)
+	if out.EncodingType != types.EncodingTypeUrl {
+		return k, nil
+	}
+	d, err := url.QueryUnescape(k)
+	if err != nil {
+		return "", fmt.Errorf("listed key %q: bad URL encoding: %w", k, err)
+	}
+	return d, nil
 }

@@ -11,9 +11,12 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
 	"github.com/hibiken/asynq"
@@ -216,14 +219,14 @@ func report(ctx context.Context, led *ledger.Ledger, j ledger.Job, base int64, w
 		fmt.Fprintf(w, "  checked: %s\n", checksLine(j.Checks))
 	}
 	if j.ListError != "" {
-		fmt.Fprintf(w, "  enqueue stopped early: %s\n", j.ListError)
+		fmt.Fprintf(w, "  enqueue stopped early: %s\n", escaped(j.ListError))
 	}
 	if j.Failed+j.Cancelled == 0 {
 		return nil
 	}
 	return led.JobObjects(ctx, j.ID, func(o ledger.JobObject) error {
 		if o.JobState == ledger.Failed || o.JobState == ledger.Cancelled {
-			fmt.Fprintf(w, "  %s %s: %s\n", o.JobState, o.Source(), o.Error)
+			fmt.Fprintf(w, "  %s %s: %s\n", o.JobState, escaped(o.Source()), escaped(o.Error))
 		}
 		return nil
 	})
@@ -300,7 +303,7 @@ func printJobs(cmd *cobra.Command, env *env, limit int64, out outputFlags) error
 	for _, j := range jobs {
 		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s/%s\t%s\t%s\n", j.ID, JobState(j), j.Finished(), j.Objects, j.Failed,
 			humanize.IBytes(uint64(j.BytesDone)), humanize.IBytes(uint64(j.BytesTotal)),
-			time.Since(time.UnixMilli(j.Created)).Round(time.Second), j.Source)
+			time.Since(time.UnixMilli(j.Created)).Round(time.Second), escaped(j.Source))
 	}
 	return tw.Flush()
 }
@@ -346,4 +349,15 @@ func idleQueues(insp queueInspector) (string, error) {
 		}
 	}
 	return strings.Join(idle, ", "), nil
+}
+
+// escaped is s as a line of human output shows it: quoted, with escapes,
+// when it holds a control character (a newline in a key would forge a
+// line of the summary) or bytes that are not UTF-8; as it is otherwise.
+// JSON output needs none of this.
+func escaped(s string) string {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }

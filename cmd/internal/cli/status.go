@@ -116,7 +116,7 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 	if asJSON {
 		return json.NewEncoder(out).Encode(v)
 	}
-	fmt.Fprintf(out, "job %s  %s\n  %s -> %s\n  created %s\n", v.ID, v.State, v.Source, v.Dest, v.Created.Local().Format(time.DateTime))
+	fmt.Fprintf(out, "job %s  %s\n  %s -> %s\n  created %s\n", v.ID, v.State, escaped(v.Source), escaped(v.Dest), v.Created.Local().Format(time.DateTime))
 	fmt.Fprintf(out, "  objects %d: %d queued, %d running, %d success, %d skipped, %d failed, %d cancelled\n",
 		v.Objects, v.Counts.Queued, v.Counts.Running, v.Counts.Succeeded, v.Counts.Skipped, v.Counts.Failed, v.Counts.Cancelled)
 	fmt.Fprintf(out, "  bytes %s of %s\n", humanize.IBytes(uint64(v.BytesDone)), humanize.IBytes(uint64(v.BytesTotal)))
@@ -127,7 +127,7 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 		fmt.Fprintln(out, "  (still enqueueing)")
 	}
 	if v.ListError != "" {
-		fmt.Fprintf(out, "  enqueue stopped early: %s\n", v.ListError)
+		fmt.Fprintf(out, "  enqueue stopped early: %s\n", escaped(v.ListError))
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tSIZE\tDONE\tCHECK\tSOURCE\tCAUSE")
@@ -137,7 +137,7 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 			cause = o.CheckReason // why nothing was compared
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", o.State, humanize.IBytes(uint64(o.Size)),
-			humanize.IBytes(uint64(o.BytesDone)), o.Check, o.Source, cause)
+			humanize.IBytes(uint64(o.BytesDone)), o.Check, escaped(o.Source), escaped(cause))
 	}
 	tw.Flush()
 	if hidden > 0 {
