@@ -73,6 +73,10 @@ func TestLocal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-run with --sync: %v\n%s", err, b)
 	}
+	// The summary and the progress, nothing of the SDK's own logger.
+	if strings.Contains(string(b), "SDK 20") || strings.Contains(log.String(), "SDK 20") {
+		t.Errorf("enqueue --local printed the SDK's log lines:\n%s\n%s", log.String(), b)
+	}
 	m := regexp.MustCompile(`(\d+) already done`).FindStringSubmatch(string(b))
 	if m == nil {
 		t.Fatalf("re-run output: %s", b)

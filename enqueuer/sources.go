@@ -301,7 +301,8 @@ func (e *Enqueuer) head(ctx context.Context, src location.Source, req Request) (
 			}
 			return object{}, fmt.Errorf("head %s: no such key %q in bucket %q", src, src.Key, src.Bucket)
 		}
-		return object{}, fmt.Errorf("head %s: %s", src, s3client.Describe(err))
+		desc, _ := s3client.DescribeSSEC(err, in.SSECustomerKeyMD5 != nil)
+		return object{}, fmt.Errorf("head %s: %s", src, desc)
 	}
 	if cause := archived(string(out.StorageClass), aws.ToString(out.Restore), string(out.ArchiveStatus)); cause != "" && !req.Delete {
 		return object{}, fmt.Errorf("%s: %s", src, cause)
@@ -381,7 +382,8 @@ func (e *Enqueuer) checksumOf(ctx context.Context, o *object, req Request) (asse
 	}
 	out, err := api.HeadObject(ctx, in)
 	if err != nil {
-		return assembler.Sum{}, fmt.Errorf("head %s for its checksum: %s", o.url(), s3client.Describe(err))
+		desc, _ := s3client.DescribeSSEC(err, in.SSECustomerKeyMD5 != nil)
+		return assembler.Sum{}, fmt.Errorf("head %s for its checksum: %s", o.url(), desc)
 	}
 	return assembler.SumOf(out), nil
 }

@@ -78,6 +78,10 @@ func get(ctx context.Context, api rangeGetter, g getRequest, keys map[string][]b
 		return nil, fmt.Errorf("%w: %w: %s: the object is smaller than the %d bytes enqueued: %s",
 			asynq.SkipRetry, errSourceGone, g.what(), g.Size, s3client.Describe(err))
 	case s3client.Permanent(err):
+		if desc, ssec := s3client.DescribeSSEC(err, g.KeyMD5 != ""); ssec {
+			// Without the right key no byte can come: what landed goes.
+			return nil, fmt.Errorf("%w: %w: %s: %s", asynq.SkipRetry, errSourceGone, g.what(), desc)
+		}
 		return nil, fmt.Errorf("%w: %s: %s", asynq.SkipRetry, g.what(), s3client.Describe(err))
 	}
 	return nil, fmt.Errorf("%s: %w", g.what(), err)

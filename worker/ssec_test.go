@@ -126,3 +126,68 @@ func TestCopySSEC(t *testing.T) {
 		}
 	}
 }
+
+// TestSSECErrors: an object encrypted with a customer key, fetched without
+// it or with another key, fails saying SSE-C (not a bare 400 or 403), at
+// enqueue for a single key (its HEAD) and in the workers for a prefix
+// (their GETs), and leaves no part file behind.
+func TestSSECErrors(t *testing.T) {
+	r := newCopyRigWith(t, testenv.MinIOOptions{TLS: true})
+	key, other := randomBytes(t, 32), randomBytes(t, 32)
+	ctx := context.Background()
+	for _, k := range []string{"big", "small"} {
+		sum := md5.Sum(key)
+		in := &s3.PutObjectInput{Bucket: aws.String("other"), Key: aws.String("enc/" + k), Body: bytes.NewReader(randomBytes(t, map[string]int{"big": 12 * mib, "small": 900}[k])),
+			SSECustomerAlgorithm: aws.String("AES256"), SSECustomerKey: aws.String(base64.StdEncoding.EncodeToString(key)), SSECustomerKeyMD5: aws.String(base64.StdEncoding.EncodeToString(sum[:]))}
+		if _, err := r.mc.PutObject(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wcfg := r.cfg
+	wcfg.SSECKeyFile = keyFile
+	fleettest.StartWorker(t, wcfg)
+	otherSum := md5.Sum(other)
+	for _, c := range []struct {
+		name, md5 string
+		want      string
+	}{
+		{"no key", "", "encrypted with a customer key (SSE-C)"},
+		{"another key", base64.StdEncoding.EncodeToString(otherSum[:]), "SSE-C"},
+	} {
+		dir := t.TempDir()
+		req := fleettest.Request("minio://other/enc/big", filepath.Join(dir, "big"))
+		req.SSECKeyMD5 = c.md5
+		if c.md5 != "" {
+			req.SSECKey = other
+		}
+		if _, err := r.c.Submit(ctx, req); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s, one key: %v, want an error saying %q", c.name, err, c.want)
+		}
+		req = fleettest.Request("minio://other/enc/", dir+"/")
+		req.SSECKeyMD5 = c.md5
+		if c.md5 != "" {
+			req.SSECKey = other
+		}
+		s, err := r.c.Submit(ctx, req)
+		if err != nil {
+			t.Fatalf("%s, prefix: %v", c.name, err)
+		}
+		r.c.Wait(t, s.Job, time.Minute)
+		for k, o := range r.c.Objects(t, s.Job) {
+			if o.State != ledger.Failed || !strings.Contains(o.Error, c.want) {
+				t.Errorf("%s, %s: %s %q, want failed saying %q", c.name, k, o.State, o.Error, c.want)
+			}
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("%s: left %v", c.name, names)
+		}
+	}
+}

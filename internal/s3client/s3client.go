@@ -152,6 +152,22 @@ func Describe(err error) string {
 	return fmt.Sprintf("HTTP %d: %v", status, err)
 }
 
+// DescribeSSEC is Describe for a HEAD or GET of an object that may be
+// encrypted with a customer key (SSE-C): S3 answers 400 to one sent
+// without the key, and 403 to one with another key. withKey says whether
+// the request carried a key. ok reports whether the answer was one of
+// those.
+func DescribeSSEC(err error, withKey bool) (desc string, ok bool) {
+	status, code := HTTPStatus(err), ErrorCode(err)
+	switch {
+	case !withKey && status == http.StatusBadRequest:
+		return fmt.Sprintf("encrypted with a customer key (SSE-C): the request needs that key (--sse-c-key-file) (%d %s)", status, code), true
+	case withKey && (status == http.StatusForbidden || status == http.StatusBadRequest):
+		return fmt.Sprintf("the SSE-C key given is not the object's, or access is denied (%d %s)", status, code), true
+	}
+	return Describe(err), false
+}
+
 // ListedKey is a key of a ListObjectsV2 page asked with EncodingType=url
 // (UseURLEncoding): decoded when the page says its keys are encoded, as
 // it is otherwise. Encoded pages carry keys XML cannot (control
