@@ -84,3 +84,46 @@ func TestRedisOutage(t *testing.T) {
 		t.Errorf("Redis ran without AOF: %s", info)
 	}
 }
+
+// TestRedisLost empties Redis (no persistence: FLUSHALL, as a restart
+// without AOF) while two workers download a 96 MiB object. `enqueue
+// --wait` says Redis lost the job and how to resume, and exits 1; the part
+// file stays on disk. Running the same command again downloads the object
+// and removes the lost run's part file: none is left behind.
+func TestRedisLost(t *testing.T) {
+	tier(t)
+	f := newFleet(t)
+	f.createBucket(t, "bkt")
+	want := putLarge(t, f.s3c, "bkt", "obj.bin", 96*mib)
+	f.proxy.SetRule(throttle(2 * mib))
+	f.startWorker(t, "worker-1", "S3FLEET_CONCURRENCY=4")
+	f.startWorker(t, "worker-2", "S3FLEET_CONCURRENCY=4")
+	dest := t.TempDir()
+	args := []string{"s3://bkt/obj.bin", dest + "/", "--wait", "--job", "lost"}
+	enq := f.startEnqueue(t, "enqueue", nil, args...)
+	f.waitProgress(t, "lost", time.Minute, "a first chunk", func(j ledger.Job) bool { return j.BytesDone > 0 })
+	if err := f.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	code, ok := enq.wait(30 * time.Second)
+	if !ok || code != 1 || !strings.Contains(enq.log(), "Redis lost it") || !strings.Contains(enq.log(), "run the same command again to resume") {
+		t.Fatalf("enqueue --wait after Redis lost the job: ended %v, exit %d:\n%s", ok, code, tail(enq.log(), 2000))
+	}
+	orphans := partFiles(dest)
+	if len(orphans) == 0 {
+		t.Fatal("no part file after the loss: the test did not catch the job mid-way")
+	}
+	f.proxy.SetRule(nil)
+	code, out := f.enqueue(t, args...)
+	if code != 0 {
+		t.Fatalf("the same command again: exit %d:\n%s", code, tail(out, 2000))
+	}
+	if got, err := fileSHA(filepath.Join(dest, "obj.bin")); err != nil || got != want {
+		t.Fatalf("obj.bin: SHA-256 differs (%v)", err)
+	}
+	if left := partFiles(dest); len(left) != 0 {
+		t.Errorf("part files left after the re-run: %v (the lost run's: %v)", left, orphans)
+	}
+	summary(t, "FLUSHALL mid-job: --wait exit 1 saying Redis lost the job; %d part file(s) left by the lost run; the same command again: exit 0, SHA-256 ok, no part file left",
+		len(orphans))
+}

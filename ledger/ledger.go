@@ -263,6 +263,10 @@ type Job struct {
 	// Checks counts the job's succeeded objects by the check their bytes
 	// passed (crc64nvme, md5, none, …).
 	Checks map[string]int64 `redis:"-"`
+	// Note is what the job last waited for (space on a full disk), and
+	// NoteAt when (Unix ms); see NoteJobs.
+	Note   string `redis:"note"`
+	NoteAt int64  `redis:"note_at"`
 }
 
 // Finished is the number of objects in a final state.
@@ -308,6 +312,30 @@ func (l *Ledger) RecentJobs(ctx context.Context, n int64) ([]Job, error) {
 		jobs = append(jobs, j)
 	}
 	return jobs, nil
+}
+
+// DropPart gives up the transfer's part file of generation gen, named by
+// token, when no chunk has landed in it (its space could not be
+// reserved): the next chunk to run makes a new one. It reports whether it
+// did.
+func (l *Ledger) DropPart(ctx context.Context, id string, gen int64, token string) (bool, error) {
+	n, err := dropPartScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id)}, gen, token).Int()
+	return n == 1, err
+}
+
+// NoteJobs tells every job of a transfer what it waits for (a worker
+// that found no space for it), for `enqueue --wait` to say.
+func (l *Ledger) NoteJobs(ctx context.Context, id, note string, now time.Time) error {
+	jobs, err := l.rdb.SMembers(ctx, xferJobsKey(id)).Result()
+	if err != nil {
+		return err
+	}
+	pipe := l.rdb.Pipeline()
+	for _, j := range jobs {
+		pipe.HSet(ctx, jobKey(j), "note", note, "note_at", now.UnixMilli())
+	}
+	_, err = pipe.Exec(ctx)
+	return err
 }
 
 // SetListed marks the end of a job's enqueueing, with the error that cut it

@@ -377,3 +377,14 @@ if st ~= 'running' and st ~= 'queued' then return 0 end
 redis.call('HSETNX', KEYS[1], 'retry_since', ARGV[2])
 return tonumber(redis.call('HGET', KEYS[1], 'retry_since'))
 `)
+
+// dropPartScript: KEYS xfer, xfer chunks; ARGV gen, token. Forgets the
+// part file if it is still the transfer's, in that generation, running,
+// and no chunk has landed. Returns 1 if it did.
+var dropPartScript = redis.NewScript(luaCommon + `
+local f = redis.call('HMGET', KEYS[1], 'gen', 'state', 'part_token')
+if num(f[1]) ~= tonumber(ARGV[1]) or (f[2] ~= 'running' and f[2] ~= 'queued') or f[3] ~= ARGV[2] then return 0 end
+if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+redis.call('HSET', KEYS[1], 'part_ready', 0, 'part_token', '', 'part_host', '')
+return 1
+`)

@@ -129,6 +129,7 @@ type batchLedger interface {
 	StartBatch(ctx context.Context, items []ledger.BatchItem, now time.Time) ([]string, error)
 	SucceedBatch(ctx context.Context, results []ledger.BatchResult, now time.Time) ([]bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+	NoteJobs(ctx context.Context, id, note string, now time.Time) error
 	retryLedger
 }
 
@@ -226,6 +227,9 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			if h.failNow(ctx, o, err, log) {
 				continue
+			}
+			if errors.Is(err, ErrNoSpace) {
+				_ = h.Ledger.NoteJobs(context.WithoutCancel(ctx), o.Transfer, o.URL()+": "+causeOf(err), time.Now())
 			}
 			retry, retryObjs = append(retry, err), append(retryObjs, o)
 			continue
@@ -389,7 +393,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject) (fetched, error
 		return fetched{}, err
 	}
 	if _, ev.CRC, err = copyBody(ctx, f, body, 0, o.Size, ev.CRCAlgorithm, h.Limit, what); err != nil {
-		return discard(err)
+		return discard(noSpace(filepath.Dir(o.Dest), o.Size, err))
 	}
 	check, reason, err := assembler.Decide(subject, ev, assembler.FileRereader(f))
 	if err != nil {

@@ -170,6 +170,8 @@ type chunkLedger interface {
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
+	NoteJobs(ctx context.Context, id, note string, now time.Time) error
+	DropPart(ctx context.Context, id string, gen int64, token string) (bool, error)
 	retryLedger
 }
 
@@ -276,6 +278,10 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.Metrics.ChunkFailed("failed")
 		return err
 	}
+	if errors.Is(err, ErrNoSpace) {
+		// Said to `enqueue --wait`: the job is not stuck, it waits for space.
+		_ = h.Ledger.NoteJobs(context.WithoutCancel(ctx), p.Transfer, p.URL()+": "+causeOf(err), time.Now())
+	}
 	log.Warn("chunk failed, will retry", "err", err)
 	h.Metrics.ChunkFailed("retried")
 	return err
@@ -355,7 +361,9 @@ func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledge
 	}
 	n, crc, seen, err := h.fetch(ctx, p, etag, w)
 	if errors.Is(err, fence.ErrMoved) {
-		// Renamed (its object finished) or removed under this chunk.
+		if w.Is(p.Dest) {
+			return part, 0, 0, errNothingToDo // the assembler placed it: this run is a late duplicate
+		}
 		return part, 0, 0, h.partGone(ctx, p, token, part, start.PartHost)
 	}
 	if err != nil {
@@ -470,7 +478,8 @@ func (h *ChunkHandler) openPart(ctx context.Context, p ChunkPayload, start ledge
 	// not each hold its size on disk for a moment.
 	if err := w.Do(0, 0, func() error { return preallocate(f, p.Size) }); err != nil {
 		f.Close()
-		return nil, token, wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err) // the file is the transfer's: it goes once the failure is recorded
+		err = h.noSpace(ctx, p, token, part, err)
+		return nil, token, wrapLocal(fmt.Sprintf("allocate %d bytes for %s", p.Size, part), err) // unless given up, the file goes once the failure is recorded
 	}
 	return w, token, nil
 }
@@ -503,9 +512,14 @@ func (h *ChunkHandler) openExisting(ctx context.Context, p ChunkPayload, token, 
 // to do if its object has ended (a failure removed the file), else the
 // workers do not share DEST.
 func (h *ChunkHandler) partGone(ctx context.Context, p ChunkPayload, token, part, maker string) error {
-	if x, gerr := h.Ledger.GetTransfer(ctx, p.Transfer); gerr == nil &&
-		(x.Gen != p.Gen || x.PartToken != token || (x.State != ledger.Running && x.State != ledger.Queued)) {
+	x, gerr := h.Ledger.GetTransfer(ctx, p.Transfer)
+	switch {
+	case gerr != nil:
+	case x.Gen != p.Gen || (x.State != ledger.Running && x.State != ledger.Queued):
 		return errNothingToDo
+	case x.PartToken != token:
+		// Given up for want of space (DropPart): the next run starts anew.
+		return fmt.Errorf("%w: part file %s was given up for want of space: the chunk tries again", ErrNoSpace, part)
 	}
 	return fmt.Errorf("%w: %w: %s", asynq.SkipRetry, errPartGone, location.PartMissing(part, maker, h.Worker))
 }
@@ -538,7 +552,7 @@ func (h *ChunkHandler) awaitAllocated(ctx context.Context, p ChunkPayload, w *fe
 				return h.partGone(ctx, p, token, part, maker)
 			}
 			if err != nil {
-				return wrapLocal(fmt.Sprintf("allocate %d bytes for %s (its maker %s did not)", p.Size, part, maker), err)
+				return wrapLocal(fmt.Sprintf("allocate %d bytes for %s (its maker %s did not)", p.Size, part, maker), h.noSpace(ctx, p, token, part, err))
 			}
 			return nil
 		}
@@ -548,6 +562,21 @@ func (h *ChunkHandler) awaitAllocated(ctx context.Context, p ChunkPayload, w *fe
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// noSpace judges a part file's allocation that failed (see the function
+// noSpace). When the object may fit once space is freed, the file is
+// given up, so that it holds none of the space meanwhile, and the next
+// run (this chunk's retry, or a chunk that was waiting for the file) makes
+// it anew.
+func (h *ChunkHandler) noSpace(ctx context.Context, p ChunkPayload, token, part string, err error) error {
+	err = noSpace(filepath.Dir(part), p.Size, err)
+	if errors.Is(err, ErrNoSpace) {
+		if dropped, derr := h.Ledger.DropPart(context.WithoutCancel(ctx), p.Transfer, p.Gen, token); derr == nil && dropped {
+			h.Parts.remove(part)
+		}
+	}
+	return err
 }
 
 // WorkerName names this worker process in records and causes: its host
@@ -597,7 +626,7 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w
 	defer out.Body.Close()
 	n, crc, err := copyBody(ctx, w, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
 	if err != nil {
-		return n, crc, "", err
+		return n, crc, "", noSpace(filepath.Dir(w.File().Name()), p.Size, err)
 	}
 	if !h.NoFlush {
 		if err := flushRange(w.File(), r.First, n); err != nil {

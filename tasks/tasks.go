@@ -17,7 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/hibiken/asynq"
+	"golang.org/x/sys/unix"
 )
 
 // Queues the fleet uses. Workers weigh assembly above chunks, so finished
@@ -109,9 +111,10 @@ func causeOf(err error) string {
 func IsPermanent(err error) bool { return errors.Is(err, asynq.SkipRetry) }
 
 // localPermanent reports whether a file-system error will not go away by
-// itself: no space, no permission, a read-only or wrong path.
+// itself: no permission, a read-only or wrong path. No space is judged by
+// noSpace.
 func localPermanent(err error) bool {
-	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EACCES, syscall.EPERM, syscall.EROFS,
+	for _, e := range []error{syscall.EACCES, syscall.EPERM, syscall.EROFS,
 		syscall.ENAMETOOLONG, syscall.EISDIR, syscall.ENOTDIR, syscall.ELOOP, fs.ErrExist} {
 		if errors.Is(err, e) {
 			return true
@@ -128,6 +131,37 @@ func finalAttempt(ctx context.Context, err error) bool {
 	retried, ok1 := asynq.GetRetryCount(ctx)
 	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
 	return ok1 && ok2 && retried >= maxRetry
+}
+
+// ErrNoSpace marks a write that found no space for an object that would
+// fit once space is freed: the task retries (see noSpace), every few
+// seconds (worker.RetryDelay).
+var ErrNoSpace = errors.New("waiting for space")
+
+// isNoSpace reports whether err is a full disk or quota.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// noSpace judges a write into dir that found no space (ENOSPC, EDQUOT)
+// for an object of need bytes: permanent when the filesystem could never
+// hold it (it is larger than the whole filesystem), else a wait: the task
+// retries with backoff, within retry_for, while other objects land or the
+// operator frees space. Other errors are returned as they are.
+func noSpace(dir string, need int64, err error) error {
+	if !isNoSpace(err) {
+		return err
+	}
+	var st unix.Statfs_t
+	if serr := unix.Statfs(dir, &st); serr != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNoSpace, dir, err)
+	}
+	total, free := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
+	if need > total {
+		return fmt.Errorf("%w: an object of %s can never fit: the filesystem at %s holds %s in all: %w", asynq.SkipRetry,
+			humanize.IBytes(uint64(need)), dir, humanize.IBytes(uint64(total)), err)
+	}
+	return fmt.Errorf("%w: %s more needed, %s free at %s: %w", ErrNoSpace, humanize.IBytes(uint64(need)), humanize.IBytes(uint64(max(free, 0))), dir, err)
 }
 
 // retryLedger notes a transfer's failures for its retry budget.

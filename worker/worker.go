@@ -178,11 +178,17 @@ func accessOf(cfg config.Config) (tasks.Access, error) {
 
 // RetryDelay returns asynq's retry delay: about a second after a worker
 // died (its lease expired, so the chunk is fine to run at once elsewhere),
-// else base doubled per retry up to a minute, with jitter.
+// 2–4 s for a task waiting for disk space, else base doubled per retry up
+// to a minute, with jitter.
 func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 	return func(n int, err error, _ *asynq.Task) time.Duration {
-		if errors.Is(err, asynq.ErrLeaseExpired) {
+		switch {
+		case errors.Is(err, asynq.ErrLeaseExpired):
 			return time.Second
+		case errors.Is(err, tasks.ErrNoSpace):
+			// Waiting for space: look again every few seconds (retry_for
+			// bounds the wait), not after a minute.
+			return 2*time.Second + rand.N(2*time.Second)
 		}
 		d := base << min(n, 16)
 		d = min(d, time.Minute)

@@ -54,6 +54,13 @@ func NewWriter(f *os.File, path string, lease Holder) (*Writer, error) {
 	return &Writer{f: f, path: path, dev: st.Dev, ino: st.Ino, lease: lease}, nil
 }
 
+// Is reports whether path names the file written (the assembler renamed
+// it there).
+func (w *Writer) Is(path string) bool {
+	var st unix.Stat_t
+	return unix.Stat(path, &st) == nil && st.Dev == w.dev && st.Ino == w.ino
+}
+
 // File is the file written.
 func (w *Writer) File() *os.File { return w.f }
 

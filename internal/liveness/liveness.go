@@ -201,6 +201,11 @@ func (m *Member) Run(ctx context.Context) {
 	t := time.NewTicker(Beat)
 	defer t.Stop()
 	var failing time.Time
+	// A member judges others only once its own beats have reached Redis
+	// for DeadAfter: after an outage that cut every member off (Redis
+	// restarting or frozen), each has had time to beat again, and nobody
+	// takes the others for dead.
+	connected := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -222,16 +227,23 @@ func (m *Member) Run(ctx context.Context) {
 			if err := m.beat(ctx, next, true); err == nil {
 				m.cur.Store(next)
 			}
+			connected = time.Now()
 			continue
 		case err != nil:
 			if failing.IsZero() || time.Since(failing) > 10*time.Second {
 				m.log.Warn("worker beat failed: if Redis stays unreachable for "+DeadAfter.String()+", this worker's tasks fail over", "err", err)
 				failing = time.Now()
 			}
+			connected = time.Time{}
 			continue
 		}
 		failing = time.Time{}
-		m.watch(ctx)
+		if connected.IsZero() {
+			connected = time.Now()
+		}
+		if time.Since(connected) >= DeadAfter {
+			m.watch(ctx)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,5 +182,42 @@ func TestLeaseLapses(t *testing.T) {
 	var none *Lease
 	if none.Check() != nil || none.Lost() {
 		t.Fatal("a nil lease must always be held")
+	}
+}
+
+// TestOutageIsNotDeath: Redis (AOF on) killed and restarted after longer
+// than DeadAfter cuts every member off at once; when it answers again,
+// nobody takes the others for dead (each waits DeadAfter of its own beats
+// before judging), and every lease survives.
+func TestOutageIsNotDeath(t *testing.T) {
+	r := testenv.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var ms []*Member
+	var leases []*Lease
+	for _, name := range []string{"a", "b", "c"} {
+		m, err := Join(ctx, rdb, name, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go m.Run(ctx)
+		ms, leases = append(ms, m), append(leases, m.Lease())
+	}
+	time.Sleep(DeadAfter + Beat) // every member judges others by now
+	r.Restart(t, syscall.SIGKILL, 2*DeadAfter)
+	time.Sleep(2 * DeadAfter)
+	for i, m := range ms {
+		if m.Lease() != leases[i] || leases[i].Lost() {
+			t.Errorf("member %d lost its lease over an outage that cut everyone off", i)
+		}
+		if n := m.Requeued.Load(); n != 0 {
+			t.Errorf("member %d took others for dead", i)
+		}
+	}
+	if n, err := rdb.ZCard(context.Background(), membersKey).Result(); err != nil || n != 3 {
+		t.Errorf("%d members after the outage (%v), want 3", n, err)
 	}
 }

@@ -49,6 +49,7 @@ func follow(ctx context.Context, env *env, id string, cmd *cobra.Command, out ou
 	var seen bool           // the job was read once
 	var unserved string     // the queues last said to have no worker
 	var lastCheck time.Time // of the queues
+	var noted time.Time     // when a note of the job was last shown
 	show := newProgress(stderr, out.quiet || out.json)
 	var j ledger.Job
 	var base int64 // bytes already there when following began, with sinceNow
@@ -93,6 +94,11 @@ func follow(ctx context.Context, env *env, id string, cmd *cobra.Command, out ou
 		}
 		if j.Done() {
 			break
+		}
+		if j.Note != "" && j.NoteAt > max(noted.UnixMilli(), start.UnixMilli()) && time.Since(noted) >= 10*time.Second && !out.quiet {
+			// What a worker found the job waiting for (space on a full disk).
+			fmt.Fprintf(stderr, "\nwaiting: %s\n", escaped(j.Note))
+			noted = time.Now()
 		}
 		if env.insp != nil && time.Since(start) >= 3*time.Second && time.Since(lastCheck) >= 5*time.Second {
 			lastCheck = time.Now()
