@@ -72,6 +72,9 @@ type Config struct {
 	// RetryFor is how long an object's tasks are retried with no chunk
 	// landing before it fails (0: until max_retries).
 	RetryFor time.Duration `mapstructure:"retry_for"`
+	// StragglerAfter is how long a chunk runs before it may count as a
+	// straggler and get a speculative copy on another worker (0: never).
+	StragglerAfter time.Duration `mapstructure:"straggler_after"`
 	// RetryDelay is the first retry's delay; it doubles up to a minute.
 	RetryDelay time.Duration `mapstructure:"retry_delay"`
 	// ChunkTimeout bounds one chunk task.
@@ -187,6 +190,7 @@ var settings = []setting{
 	{"batch_bytes", "16MiB", "most bytes in one batch task", Enqueuer},
 	{"concurrency", 16, "chunk tasks a worker (or enqueue --local) runs at once", Both},
 	{"max_retries", 100, "most retries of a failed task (a safety net: retry_for decides)", Both},
+	{"straggler_after", "10s", "a chunk running this long and 3 times its object's median gets a copy on another worker; the first to land wins (0: never)", Worker},
 	{"retry_for", "15m", "how long an object's tasks are retried with no progress before it fails (0: until max_retries)", Worker},
 	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
 	{"chunk_timeout", "10m", "time limit of one chunk task", Both},
@@ -398,6 +402,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		bad("concurrency", "must be at least 1, got %d", c.Concurrency)
+	}
+	if c.StragglerAfter < 0 {
+		bad("straggler_after", "must not be negative, got %s", c.StragglerAfter)
 	}
 	if c.RetryFor < 0 {
 		bad("retry_for", "must not be negative, got %s", c.RetryFor)

@@ -76,6 +76,7 @@ func defaults() Config {
 		Concurrency:     16,
 		MaxRetries:      100,
 		RetryFor:        15 * time.Minute,
+		StragglerAfter:  10 * time.Second,
 		RetryDelay:      time.Second,
 		ChunkTimeout:    10 * time.Minute,
 		ConnectTimeout:  5 * time.Second,

@@ -49,6 +49,10 @@ func jobSkippedKey(id string) string { return prefix + "job:" + id + ":skipped" 
 func xferKey(id string) string       { return prefix + "xfer:" + id }
 func xferChunksKey(id string) string { return prefix + "xfer:" + id + ":chunks" }
 func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
+
+// xferTimesKey holds how long each landed chunk took (ms by index); it
+// lives a day from the last chunk.
+func xferTimesKey(id string) string { return prefix + "xfer:" + id + ":times" }
 func jobsIndexKey() string           { return prefix + "jobs" }
 
 // destKey is the claim on a destination: the transfer last created for it.
@@ -816,6 +820,8 @@ type Landing struct {
 	ETag string
 	// PartETag is the ETag of the upload part it became (a transfer to S3).
 	PartETag string
+	// Took is how long the chunk's run took, for ChunkTimes.
+	Took time.Duration
 }
 
 // Outcomes of ChunkDone besides a count.
@@ -835,8 +841,8 @@ var (
 // is refused with ErrPartMismatch, and one whose ETag differs from the
 // object's with ErrSourceChanged.
 func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing) (landed, total int64, err error) {
-	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id)},
-		gen, c.Index, chunkValue(c), c.Length, c.Part, c.ETag).Int64Slice()
+	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), xferTimesKey(id)},
+		gen, c.Index, chunkValue(c), c.Length, c.Part, c.ETag, c.Took.Milliseconds()).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, err)
 	}
@@ -847,6 +853,27 @@ func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing)
 		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, ErrSourceChanged)
 	}
 	return res[0], res[1], nil
+}
+
+// ChunkTimes returns how long the transfer's landed chunks took, the
+// median, and how many there are: a chunk running far longer than that
+// is a straggler (see tasks).
+func (l *Ledger) ChunkTimes(ctx context.Context, id string) (median time.Duration, n int64, err error) {
+	k := xferTimesKey(id)
+	if n, err = l.rdb.ZCard(ctx, k).Result(); err != nil || n == 0 {
+		return 0, n, err
+	}
+	zs, err := l.rdb.ZRangeWithScores(ctx, k, n/2, n/2).Result()
+	if err != nil || len(zs) == 0 {
+		return 0, n, err
+	}
+	return time.Duration(zs[0].Score) * time.Millisecond, n, nil
+}
+
+// ChunkLanded reports whether chunk index of the transfer has landed (in
+// the generation running).
+func (l *Ledger) ChunkLanded(ctx context.Context, id string, index int64) (bool, error) {
+	return l.rdb.HExists(ctx, xferChunksKey(id), strconv.FormatInt(index, 10)).Result()
 }
 
 // chunkValue is a chunk's record: its CRC in hex, and ":" and its upload

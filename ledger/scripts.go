@@ -200,8 +200,8 @@ local f = redis.call('HMGET', KEYS[1], 'part_token', 'part_host')
 return {st, f[1] or '', f[2] or ''}
 `)
 
-// chunkDoneScript: KEYS xfer, xfer chunks, xfer jobs; ARGV gen, index,
-// crc (hex), length, part token, etag. Records a landed chunk once.
+// chunkDoneScript: KEYS xfer, xfer chunks, xfer jobs, xfer chunk times;
+// ARGV gen, index, crc (hex), length, part token, etag, took (ms). Records a landed chunk once.
 // Returns {landed, total}; landed is -1 when the transfer is no longer
 // running this gen, -2 when the chunk was written to another part file
 // than the recorded one, -3 when its ETag differs from the object's.
@@ -225,6 +225,10 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'bytes_done', n)
   bump_jobs(KEYS[3], 'bytes_done', n)
   redis.call('HDEL', KEYS[1], 'retry_since') -- progress: the retry budget starts afresh
+  if KEYS[4] and ARGV[7] then
+    redis.call('ZADD', KEYS[4], tonumber(ARGV[7]), ARGV[2])
+    redis.call('EXPIRE', KEYS[4], 86400)
+  end
 end
 return {redis.call('HLEN', KEYS[2]), num(redis.call('HGET', KEYS[1], 'chunks'))}
 `)

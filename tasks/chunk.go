@@ -61,6 +61,9 @@ type ChunkPayload struct {
 	// NoHead says the object was enqueued with --expected-size: the
 	// chunks' responses are all that pin it (see checkRange).
 	NoHead bool `json:"no_head,omitempty"`
+	// Avoid names the worker a speculative copy of a straggling chunk
+	// must not run on: the one running the straggler (see stragglers.go).
+	Avoid string `json:"avoid,omitempty"`
 }
 
 // Range is the payload's byte range.
@@ -172,6 +175,8 @@ type chunkLedger interface {
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
 	NoteJobs(ctx context.Context, id, note string, now time.Time) error
 	DropPart(ctx context.Context, id string, gen int64, token string) (bool, error)
+	ChunkTimes(ctx context.Context, id string) (median time.Duration, n int64, err error)
+	ChunkLanded(ctx context.Context, id string, index int64) (bool, error)
 	retryLedger
 }
 
@@ -210,6 +215,9 @@ type ChunkHandler struct {
 	// RetryFor ends the retries of an object whose tasks have failed for
 	// this long with no chunk landing (retry_for; 0: only max_retries).
 	RetryFor time.Duration
+	// StragglerAfter is how long a chunk runs before it may be a
+	// straggler (straggler_after; 0: never). See stragglers.go.
+	StragglerAfter time.Duration
 }
 
 // bufSize is the copy buffer, one per running chunk or batch: as large as
@@ -235,8 +243,11 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, errNothingToDo) {
+	if errors.Is(err, errNothingToDo) || errors.Is(err, errLandedElsewhere) {
 		return nil
+	}
+	if errors.Is(err, ErrAvoided) {
+		return err // another worker takes it soon
 	}
 	if liveness.LeaseOf(ctx).Lost() {
 		return err // the chunk runs on another worker now: nothing to record here
@@ -316,6 +327,13 @@ func (h *ChunkHandler) process(ctx context.Context, p ChunkPayload, log *slog.Lo
 	if err != nil {
 		return undo, err
 	}
+	if p.Avoid == h.Worker && start.State == ledger.Running {
+		// A copy of a straggler, on the straggler's worker: not here.
+		if retried, _ := asynq.GetRetryCount(ctx); retried >= maxAvoided {
+			return undo, errNothingToDo // no other worker took it: the chunk goes on where it runs
+		}
+		return undo, ErrAvoided
+	}
 	var landed, total int64
 	switch start.State {
 	case ledger.Running:
@@ -375,6 +393,7 @@ func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledge
 
 // landed records a chunk that landed in the sink.
 func (h *ChunkHandler) landed(ctx context.Context, p ChunkPayload, l ledger.Landing, began time.Time, log *slog.Logger) (landed, total int64, err error) {
+	l.Took = time.Since(began)
 	landed, total, err = h.Ledger.ChunkDone(ctx, p.Transfer, p.Gen, l)
 	seen, n := l.ETag, l.Length
 	switch {
@@ -624,7 +643,7 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w
 		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	n, crc, err := copyBody(ctx, w, out.Body, r.First, r.Len(), p.crc(), h.Limit, g.what())
+	n, crc, err := copyBody(ctx, w, h.watch(ctx, p, out.Body), r.First, r.Len(), p.crc(), h.Limit, g.what())
 	if err != nil {
 		return n, crc, "", noSpace(filepath.Dir(w.File().Name()), p.Size, err)
 	}

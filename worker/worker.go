@@ -97,6 +97,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
 		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(), Keys: taskKeys, RetryFor: cfg.RetryFor,
+		StragglerAfter: cfg.StragglerAfter,
 	}
 	mux.Handle(tasks.TypeChunk, chunks)
 	mux.Handle(tasks.TypeBatch, &tasks.BatchHandler{
@@ -185,6 +186,8 @@ func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 		switch {
 		case errors.Is(err, asynq.ErrLeaseExpired):
 			return time.Second
+		case errors.Is(err, tasks.ErrAvoided):
+			return 300*time.Millisecond + rand.N(300*time.Millisecond)
 		case errors.Is(err, tasks.ErrNoSpace):
 			// Waiting for space: look again every few seconds (retry_for
 			// bounds the wait), not after a minute.
