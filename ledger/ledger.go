@@ -53,7 +53,7 @@ func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
 // xferTimesKey holds how long each landed chunk took (ms by index); it
 // lives a day from the last chunk.
 func xferTimesKey(id string) string { return prefix + "xfer:" + id + ":times" }
-func jobsIndexKey() string           { return prefix + "jobs" }
+func jobsIndexKey() string          { return prefix + "jobs" }
 
 // destKey is the claim on a destination: the transfer last created for it.
 func destKey(dest string) string { return prefix + "dest:" + dest }
