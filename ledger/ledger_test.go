@@ -514,3 +514,35 @@ func TestOneDestinationOneOwner(t *testing.T) {
 		t.Fatalf("a transfer to the destination after the first ended: %s %v", st, err)
 	}
 }
+
+// TestChunkTimes: the median of the landed chunks' times, for stragglers;
+// the times go when the transfer ends.
+func TestChunkTimes(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("k", 40, 4)
+	gen := create(t, l, "j", x)
+	partReady(t, l, x.ID, gen)
+	for i, ms := range []int64{300, 100, 200} {
+		_, _ = l.StartChunk(ctx, x.ID, gen, int64(i), time.Now())
+		if _, _, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: int64(i), Part: "p", Length: 10, Took: time.Duration(ms) * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if landed, _ := l.ChunkLanded(ctx, x.ID, 1); !landed {
+		t.Error("chunk 1 landed, ChunkLanded says no")
+	}
+	if landed, _ := l.ChunkLanded(ctx, x.ID, 3); landed {
+		t.Error("chunk 3 did not land, ChunkLanded says yes")
+	}
+	if med, n, err := l.ChunkTimes(ctx, x.ID); err != nil || n != 3 || med != 200*time.Millisecond {
+		t.Fatalf("ChunkTimes = %s, %d, %v; want 200ms of 3", med, n, err)
+	}
+	if ok, _ := l.Fail(ctx, x.ID, gen, "boom", false, time.Now()); !ok {
+		t.Fatal("fail")
+	}
+	if _, n, _ := l.ChunkTimes(ctx, x.ID); n != 0 {
+		t.Errorf("%d chunk times kept after the transfer ended", n)
+	}
+}

@@ -248,6 +248,8 @@ local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'error', ARGV[4])
 if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+-- the chunks' times serve only while it runs (stragglers)
+redis.call('DEL', (string.gsub(KEYS[2], ':chunks$', ':times')))
 if ARGV[5] == 'drop' then
   redis.call('DEL', KEYS[2])
 elseif ARGV[5] == '1' then
