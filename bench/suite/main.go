@@ -94,6 +94,13 @@ func run(ctx context.Context, args []string) error {
 			log.Info("listing done", "seconds", fmt.Sprintf("%.1f", s.listing.elapsed.Seconds()), "peak_rss_mib", s.listing.rss>>20)
 		}
 	}
+	if o.failover > 0 {
+		log.Info("failover: workers killed while they download", "kills", o.failover)
+		s.failover = s.runFailover(ctx, o.failover)
+		if s.failover.err != nil {
+			log.Error("failover", "err", s.failover.err)
+		}
+	}
 	return s.report()
 }
 

@@ -54,6 +54,7 @@ type options struct {
 	slow         time.Duration
 	budget       time.Duration
 	listing      int    // keys of the generated listing the enqueue is measured on; 0: none
+	failover     int    // workers killed mid-download for the failover measurement; 0: none
 	contenders   string // a regular expression over the names
 	ref          string // the s3fleet contender the others are compared with, or best
 	fleetWorkers []int
@@ -247,7 +248,7 @@ var presets = map[string]struct {
 	"quick": {options{runs: 3, warmup: 1, contenders: "^(s3fleet 2w|s5cmd)$", slow: time.Minute, budget: 150 * time.Second, listing: 0,
 		out: "bench/out/results-quick.md", chart: "bench/out/results-quick.png"},
 		"big/loopback/*"},
-	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 42 * time.Minute, listing: 1_000_000,
+	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 42 * time.Minute, listing: 1_000_000, failover: 10,
 		out: "bench/results.md", chart: "bench/results.png"},
 		fullCells},
 }
@@ -272,6 +273,7 @@ func parseFlags(args []string) (options, error) {
 	ref := fs.String("ref", "s3fleet 2w", "the s3fleet contender the ratios and targets use, or best: the fastest s3fleet row of each table")
 	fleetWorkers := fs.String("fleet-workers", "1,2,4", "s3fleet contenders: numbers of worker processes")
 	listing := fs.Int("listing", -1, "keys of a generated listing to measure the enqueue's memory on, 0 for none (default: quick 0, full 1000000; 0 without download cells)")
+	failover := fs.Int("failover", -1, "workers to kill with SIGKILL mid-download for the failover measurement, 0 for none (default: quick 0, full 10)")
 	fleetConcurrency := fs.Int("fleet-concurrency", 0, "s3fleet workers' --concurrency (default: the product's default)")
 	bigSize := fs.String("big-size", "1GiB", "size of the big workload's object")
 	smallCount := fs.Int("small-count", 10000, "objects of the small workload")
@@ -349,6 +351,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if *listing >= 0 {
 		o.listing = *listing
+	}
+	if *failover >= 0 {
+		o.failover = *failover
 	}
 	for f := range strings.SplitSeq(*fleetWorkers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))

@@ -273,6 +273,7 @@ func (s *suite) render() string {
 	}
 
 	b.WriteString(s.listing.report())
+	b.WriteString(s.failover.report())
 	b.WriteString("## The contenders' commands\n\n")
 	b.WriteString("$ENDPOINT is versitygw's address, or wanproxy's on the emulated WAN, or its HTTPS instance's; $OUT an empty directory of the run's own;\n" +
 		"$ENDPOINT2 the second server's (copies across endpoints); $RUN/ a key prefix of the run's own in the destination bucket; $SRC the\n" +

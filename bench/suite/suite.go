@@ -78,6 +78,7 @@ type suite struct {
 	slowOnes   []string // cell and contender that ran once for being slow
 	skipped    int      // runs skipped for the time budget
 	listing    listingResult
+	failover   failoverResult
 
 	fleetVersion string // the s3fleet source measured
 }
