@@ -66,10 +66,11 @@ var (
 // in time, lost for good once it was taken for dead. A nil Lease is always
 // held (a handler run outside a worker, in a test).
 type Lease struct {
-	id    string
-	base  time.Time    // monotonic origin of until
-	until atomic.Int64 // ns after base: trusted until then
-	lost  atomic.Bool
+	id     string
+	base   time.Time    // monotonic origin of until
+	until  atomic.Int64 // ns after base: trusted until then
+	lost   atomic.Bool
+	joined atomic.Bool // a beat registered it
 
 	mu      sync.Mutex
 	cancels map[*int]context.CancelFunc // the tasks started under it
@@ -184,7 +185,7 @@ type Member struct {
 func Join(ctx context.Context, rdb redis.UniversalClient, worker string, log *slog.Logger) (*Member, error) {
 	m := &Member{rdb: rdb, worker: worker, log: log}
 	l := newLease(worker)
-	if err := m.beat(ctx, l, true); err != nil {
+	if err := m.beat(ctx, l); err != nil {
 		return nil, fmt.Errorf("join the fleet: %w", err)
 	}
 	m.cur.Store(l)
@@ -216,17 +217,18 @@ func (m *Member) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		l := m.Lease()
-		err := m.beat(ctx, l, false)
+		err := m.beat(ctx, l)
 		switch {
 		case errors.Is(err, ErrLost):
-			l.lose()
+			// Tasks from now on start under a new lease (trusted once a beat
+			// joins it); those of the old one stop.
 			next := newLease(m.worker)
+			m.cur.Store(next)
+			l.lose()
 			m.log.Warn("this worker was taken for dead (paused, or cut from Redis, for "+DeadAfter.String()+" or more): "+
 				"the tasks it was running run elsewhere and their results here are dropped; it goes on under a new lease",
 				"lease", l.ID(), "new_lease", next.ID())
-			if err := m.beat(ctx, next, true); err == nil {
-				m.cur.Store(next)
-			}
+			_ = m.beat(ctx, next)
 			connected = time.Now()
 			continue
 		case err != nil:
@@ -257,18 +259,20 @@ redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 
 return 1
 `)
 
-// beat renews l; ErrLost if it was taken.
-func (m *Member) beat(ctx context.Context, l *Lease, join bool) error {
+// beat renews l, registering it with its first successful beat; ErrLost
+// if it was taken.
+func (m *Member) beat(ctx context.Context, l *Lease) error {
 	sent := time.Since(l.base)
 	ctx, cancel := context.WithTimeout(ctx, DeadAfter)
 	defer cancel()
-	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey}, l.id, boolArg(join)).Int()
+	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey}, l.id, boolArg(!l.joined.Load())).Int()
 	switch {
 	case err != nil:
 		return err
 	case n < 0:
 		return ErrLost
 	}
+	l.joined.Store(true)
 	l.renewed(sent)
 	return nil
 }
@@ -359,7 +363,8 @@ return from or ''
 `)
 
 // finishScript: KEYS running; ARGV field, member. Forgets the task unless
-// another member runs it now.
+// another member runs it now, or a watchdog took it; 1 if it was still
+// the member's.
 var finishScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0
@@ -385,17 +390,24 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 			ctx = context.WithValue(ctx, failoverKey{}, from)
 		}
 		forget := l.track(cancel)
-		defer func() {
-			forget()
-			cancel()
-			fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer fcancel()
-			_ = finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id).Err()
-		}()
 		err = h.ProcessTask(ctx, t)
-		if l.Lost() {
+		forget()
+		cancel()
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		ours, ferr := finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id).Int()
+		fcancel()
+		if l.Lost() && ferr == nil && ours == 0 {
+			// A watchdog moved it back to its queue: it is another's now,
+			// and must not be retried or archived from here.
 			m.log.Warn("task result dropped: it runs elsewhere since this worker was taken for dead", "task_id", id, "queue", q, "err", err)
 			return nil
+		}
+		if l.Lost() && err == nil {
+			// Done before the watchdog moved it: the result stands.
+			return nil
+		}
+		if l.Lost() {
+			return fmt.Errorf("this worker's lease was lost during the task: %w", err)
 		}
 		return err
 	})
