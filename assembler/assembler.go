@@ -220,7 +220,7 @@ func (a *Assembler) Assemble(ctx context.Context, id string, gen int64) (Record,
 		return Record{}, err
 	}
 	// A worker taken for dead renames nothing: the assembly runs elsewhere.
-	if err := liveness.LeaseOf(ctx).Await(liveness.DeadAfter); err != nil {
+	if err := liveness.Held(ctx); err != nil {
 		return Record{}, fmt.Errorf("place %s: %w", t.Dest, err)
 	}
 	if err := a.place(t, f, part, ev); err != nil {

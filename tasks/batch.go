@@ -129,7 +129,7 @@ type batchLedger interface {
 	StartBatch(ctx context.Context, items []ledger.BatchItem, now time.Time) ([]string, error)
 	SucceedBatch(ctx context.Context, results []ledger.BatchResult, now time.Time) ([]bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
-	NoteJobs(ctx context.Context, id, note string, now time.Time) error
+	jobNoter
 	retryLedger
 }
 
@@ -228,9 +228,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			if h.failNow(ctx, o, err, log) {
 				continue
 			}
-			if errors.Is(err, ErrNoSpace) {
-				_ = h.Ledger.NoteJobs(context.WithoutCancel(ctx), o.Transfer, o.URL()+": "+causeOf(err), time.Now())
-			}
+			noteNoSpace(ctx, h.Ledger, o.Transfer, o.URL(), err)
 			retry, retryObjs = append(retry, err), append(retryObjs, o)
 			continue
 		}
@@ -260,7 +258,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	dirs := map[string]bool{}
 	for _, g := range got {
 		// A worker taken for dead places nothing: the batch runs elsewhere.
-		if err := liveness.LeaseOf(ctx).Await(liveness.DeadAfter); err != nil {
+		if err := liveness.Held(ctx); err != nil {
 			return fmt.Errorf("place %s: %w", g.o.Dest, err)
 		}
 		if err := assembler.Rename(g.f.Name(), g.o.Dest, g.o.Overwrite); err != nil {

@@ -173,7 +173,7 @@ type chunkLedger interface {
 	Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error)
 	GetTransfer(ctx context.Context, id string) (ledger.Transfer, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
-	NoteJobs(ctx context.Context, id, note string, now time.Time) error
+	jobNoter
 	DropPart(ctx context.Context, id string, gen int64, token string) (bool, error)
 	ChunkTimes(ctx context.Context, id string) (median time.Duration, n int64, err error)
 	ChunkLanded(ctx context.Context, id string, index int64) (bool, error)
@@ -289,10 +289,7 @@ func (h *ChunkHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.Metrics.ChunkFailed("failed")
 		return err
 	}
-	if errors.Is(err, ErrNoSpace) {
-		// Said to `enqueue --wait`: the job is not stuck, it waits for space.
-		_ = h.Ledger.NoteJobs(context.WithoutCancel(ctx), p.Transfer, p.URL()+": "+causeOf(err), time.Now())
-	}
+	noteNoSpace(ctx, h.Ledger, p.Transfer, p.URL(), err)
 	log.Warn("chunk failed, will retry", "err", err)
 	h.Metrics.ChunkFailed("retried")
 	return err

@@ -164,6 +164,20 @@ func noSpace(dir string, need int64, err error) error {
 	return fmt.Errorf("%w: %s more needed, %s free at %s: %w", ErrNoSpace, humanize.IBytes(uint64(need)), humanize.IBytes(uint64(max(free, 0))), dir, err)
 }
 
+// jobNoter tells a transfer's jobs what it waits for.
+type jobNoter interface {
+	NoteJobs(ctx context.Context, id, note string, now time.Time) error
+}
+
+// noteNoSpace tells the jobs of transfer id that its object (what) waits
+// for space, when err says so: `enqueue --wait` shows it, so a job waiting
+// for a full disk is not taken for stuck.
+func noteNoSpace(ctx context.Context, led jobNoter, id, what string, err error) {
+	if errors.Is(err, ErrNoSpace) {
+		_ = led.NoteJobs(context.WithoutCancel(ctx), id, what+": "+causeOf(err), time.Now())
+	}
+}
+
 // retryLedger notes a transfer's failures for its retry budget.
 type retryLedger interface {
 	Failing(ctx context.Context, id string, gen int64, now time.Time) (time.Time, error)

@@ -118,6 +118,11 @@ func (l *Lease) Await(limit time.Duration) error {
 	}
 }
 
+// Held waits (up to DeadAfter) until the lease a task runs under is held,
+// before a step no stale worker may take (placing a file under its final
+// name): nil when held, ErrLost or ErrLapsed otherwise.
+func Held(ctx context.Context) error { return LeaseOf(ctx).Await(DeadAfter) }
+
 // Lost reports whether the lease was taken away.
 func (l *Lease) Lost() bool { return l != nil && l.lost.Load() }
 

@@ -46,10 +46,11 @@ func follow(ctx context.Context, env *env, id string, cmd *cobra.Command, out ou
 	led := env.led
 	start := time.Now()
 	stderr := cmd.ErrOrStderr()
-	var seen bool           // the job was read once
-	var unserved string     // the queues last said to have no worker
-	var lastCheck time.Time // of the queues
-	var noted time.Time     // when a note of the job was last shown
+	var seen bool // the job was read once
+	say := waitNotices{w: stderr, job: id, start: start}
+	if env.insp != nil {
+		say.insp = env.insp
+	}
 	show := newProgress(stderr, out.quiet || out.json)
 	var j ledger.Job
 	var base int64 // bytes already there when following began, with sinceNow
@@ -95,21 +96,9 @@ func follow(ctx context.Context, env *env, id string, cmd *cobra.Command, out ou
 		if j.Done() {
 			break
 		}
-		if j.Note != "" && j.NoteAt > max(noted.UnixMilli(), start.UnixMilli()) && time.Since(noted) >= 10*time.Second && !out.quiet {
-			// What a worker found the job waiting for (space on a full disk).
-			fmt.Fprintf(stderr, "\nwaiting: %s\n", escaped(j.Note))
-			noted = time.Now()
-		}
-		if env.insp != nil && time.Since(start) >= 3*time.Second && time.Since(lastCheck) >= 5*time.Second {
-			lastCheck = time.Now()
-			if idle, err := idleQueues(env.insp); err == nil && idle != unserved && !out.quiet {
-				if idle == "" {
-					fmt.Fprintf(stderr, "\na worker serves the waiting tasks now\n")
-				} else {
-					fmt.Fprintf(stderr, "\nno worker is serving %s; still waiting for job %s (start one: worker --allow-dest DIR)\n", idle, id)
-				}
-				unserved = idle
-			}
+		if !out.quiet {
+			say.note(j)
+			say.idle()
 		}
 		show(j, time.Since(start))
 		select {
@@ -312,6 +301,47 @@ func printJobs(cmd *cobra.Command, env *env, limit int64, out outputFlags) error
 			time.Since(time.UnixMilli(j.Created)).Round(time.Second), escaped(j.Source))
 	}
 	return tw.Flush()
+}
+
+// waitNotices says, while a job is followed, what it waits for: what a
+// worker noted (space on a full disk), at most every 10 s, and the queues
+// with tasks waiting that no worker serves, looked at every 5 s from 3 s
+// in and said when that changes.
+type waitNotices struct {
+	w         io.Writer
+	insp      queueInspector // nil: no look at the queues
+	job       string
+	start     time.Time
+	noted     time.Time // when a note was last said
+	lastCheck time.Time // of the queues
+	unserved  string    // the queues last said to have no worker
+}
+
+// note says the job's note if it is new since the last one said.
+func (n *waitNotices) note(j ledger.Job) {
+	if j.Note == "" || j.NoteAt <= max(n.noted.UnixMilli(), n.start.UnixMilli()) || time.Since(n.noted) < 10*time.Second {
+		return
+	}
+	fmt.Fprintf(n.w, "\nwaiting: %s\n", escaped(j.Note))
+	n.noted = time.Now()
+}
+
+// idle says which queues no worker serves, when that has changed.
+func (n *waitNotices) idle() {
+	if n.insp == nil || time.Since(n.start) < 3*time.Second || time.Since(n.lastCheck) < 5*time.Second {
+		return
+	}
+	n.lastCheck = time.Now()
+	idle, err := idleQueues(n.insp)
+	if err != nil || idle == n.unserved {
+		return
+	}
+	if idle == "" {
+		fmt.Fprintf(n.w, "\na worker serves the waiting tasks now\n")
+	} else {
+		fmt.Fprintf(n.w, "\nno worker is serving %s; still waiting for job %s (start one: worker --allow-dest DIR)\n", idle, n.job)
+	}
+	n.unserved = idle
 }
 
 // queueInspector is the part of asynq.Inspector idleQueues reads.
