@@ -504,6 +504,18 @@ func TestOneDestinationOneOwner(t *testing.T) {
 	if j := job(t, l, "j2"); j.Failed != 1 {
 		t.Fatalf("job j2: %+v", j)
 	}
+	// Restarted (resumed, re-run) while the first is still in flight, the
+	// second fails again, naming the first: a restart claims too.
+	cur, _ := l.GetTransfer(ctx, second.ID)
+	if st, gen2, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeRestart, Expect: cur, New: second}, time.Now()); err != nil || st != ledger.Failed || gen2 != 2 {
+		t.Fatalf("restart of the second while the first is in flight: %s gen %d %v, want failed", st, gen2, err)
+	}
+	if got, _ := l.GetTransfer(ctx, second.ID); !strings.Contains(got.Error, "still in flight") {
+		t.Fatalf("restarted second: cause %q", got.Error)
+	}
+	if j := job(t, l, "j2"); j.Failed != 1 || j.Objects != 1 {
+		t.Fatalf("job j2 after the restart: %+v, want 1 object, failed", j)
+	}
 	// The first ends; a third transfer to the destination may run.
 	if ok, _ := l.Succeed(ctx, first.ID, gen, ledger.Result{}, time.Now()); !ok {
 		t.Fatal("succeed")
@@ -512,6 +524,14 @@ func TestOneDestinationOneOwner(t *testing.T) {
 	third.ID = third.Identity()
 	if st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeCreate, New: third}, time.Now()); err != nil || st != ledger.Queued {
 		t.Fatalf("a transfer to the destination after the first ended: %s %v", st, err)
+	}
+	// The third holds it now: restarting the first (its file changed) fails.
+	cur, _ = l.GetTransfer(ctx, first.ID)
+	if st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j1", Mode: ledger.ModeRestart, Expect: cur, New: first}, time.Now()); err != nil || st != ledger.Failed {
+		t.Fatalf("restart of the first while the third is in flight: %s %v, want failed", st, err)
+	}
+	if j := job(t, l, "j1"); j.Succeeded != 0 || j.Failed != 1 {
+		t.Fatalf("job j1 after the restart: %+v", j)
 	}
 }
 

@@ -69,11 +69,12 @@ end
 local fields = {}
 for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 
-local cause = ARGV[8]
-if mode == 'create' and cause == '' then
-  -- One destination, one owner: a transfer created while another one to
-  -- the same destination is in flight fails, naming it (two keys that map
-  -- to one path, two jobs writing one file).
+-- One destination, one owner: a transfer that is to run (created or
+-- restarted) while another one to the same destination is in flight
+-- fails, naming it (two keys that map to one path, two jobs writing one
+-- file); otherwise it takes the destination's claim. Returns the cause, or
+-- '' with the claim taken.
+local function claim()
   local holder = redis.call('GET', KEYS[7])
   local hk = '{s3fleet}:xfer:' .. (holder or '')
   local hs = holder and holder ~= xfer_id and redis.call('HGET', hk, 'state')
@@ -85,12 +86,15 @@ if mode == 'create' and cause == '' then
       if not remote or remote == '' then remote = 's3' end
       src = remote .. '://' .. (f[2] or '') .. '/' .. (f[3] or '')
     end
-    cause = 'destination ' .. (f[5] or '') .. ' is also that of ' .. src .. ' (transfer ' .. holder ..
+    return 'destination ' .. (f[5] or '') .. ' is also that of ' .. src .. ' (transfer ' .. holder ..
       '), still in flight: two objects cannot land at one destination; the later one fails'
-  else
-    redis.call('SET', KEYS[7], xfer_id, 'EX', ttl)
   end
+  redis.call('SET', KEYS[7], xfer_id, 'EX', ttl)
+  return ''
 end
+
+local cause = ARGV[8]
+if mode == 'create' and cause == '' then cause = claim() end
 
 if mode == 'create' or mode == 'present' then
   local state = 'queued'
@@ -118,6 +122,13 @@ elseif mode == 'restart' then
   redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
     'finished', 0, 'computed', '', 'computed_algorithm', '', 'check', '', 'check_reason', '')
   if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  cause = claim()
+  if cause ~= '' then
+    -- Restarted, then failed at once: the jobs it is in count it failed
+    -- (one that attaches below counts it then).
+    redis.call('HSET', KEYS[1], 'state', 'failed', 'error', cause, 'finished', now)
+    bump_jobs(KEYS[3], 'failed', 1)
+  end
 end
 
 local size = num(redis.call('HGET', KEYS[1], 'size'))
