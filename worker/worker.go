@@ -34,7 +34,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	eps := connect.Endpoints(cfg)
+	eps := connect.Endpoints(cfg, rdb, log)
 	s3c, err := eps.Client(ctx, "", "")
 	if err != nil {
 		return err

@@ -20,7 +20,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/s3client"
+	"github.com/s3fleet/s3fleet/internal/throttle"
 )
 
 // Redis parses the configured URL, connects and pings. The returned client
@@ -55,15 +57,24 @@ func S3Options(cfg config.Config) s3client.Options {
 
 // Endpoints are the top-level S3 endpoint and the configured remotes,
 // each with the client options of the configuration (a remote's own
-// endpoint, region, addressing and profile).
-func Endpoints(cfg config.Config) *s3client.Set {
+// endpoint, region, addressing and profile). Their requests keep to the
+// fleet's shared rates on rdb (package throttle) when a store answers
+// SlowDown; a nil rdb paces nothing.
+func Endpoints(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *s3client.Set {
+	top := S3Options(cfg)
+	if rdb != nil {
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		top.Pacer = throttle.New(rdb, liveness.MembersKey, log)
+	}
 	remotes := map[string]s3client.Options{}
 	for name, r := range cfg.Remotes {
-		o := S3Options(cfg)
+		o := top
 		o.Endpoint, o.Region, o.PathStyle, o.Profile = r.Endpoint, r.Region, r.PathStyle, r.Profile
 		remotes[name] = o
 	}
-	return s3client.NewSet(S3Options(cfg), remotes)
+	return s3client.NewSet(top, remotes)
 }
 
 // Logger builds the slog logger the configuration asks for, on stderr.

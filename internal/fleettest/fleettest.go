@@ -99,7 +99,7 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	eps := connect.Endpoints(cfg)
+	eps := connect.Endpoints(cfg, rdb, nil)
 	s3c, err := eps.Client(ctx, "", "")
 	if err != nil {
 		t.Fatal(err)

@@ -47,6 +47,10 @@ const (
 	margin = 250 * time.Millisecond
 )
 
+// MembersKey is the sorted set of live members: member ID → Redis time
+// (ms) of its last beat.
+const MembersKey = membersKey
+
 const (
 	membersKey = "{s3fleet}:members"     // member ID → Redis time (ms) of its last beat
 	runningKey = "{s3fleet}:running"     // queue NUL task ID → member ID running it

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -35,6 +37,9 @@ type Options struct {
 	// Credentials overrides the default chain (env, profile, IMDS); tests
 	// use it. Nil in production.
 	Credentials aws.CredentialsProvider
+	// Pacer, when set, paces every attempt of every request: the fleet's
+	// shared rate for a store that answers SlowDown.
+	Pacer Pacer
 }
 
 // New builds an S3 client.
@@ -58,6 +63,12 @@ func New(ctx context.Context, o Options) (*s3.Client, error) {
 	opts := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithHTTPClient(hc),
 		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+		// No retry quota: the SDK's would stop retrying after a burst of
+		// SlowDowns, a second throttle hidden from the fleet's own (the
+		// Pacer), and the tasks retry anyway.
+		awsconfig.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
+		}),
 	}
 	if o.Region != "" {
 		opts = append(opts, awsconfig.WithRegion(o.Region))
@@ -77,6 +88,9 @@ func New(ctx context.Context, o Options) (*s3.Client, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
+		if o.Pacer != nil {
+			so.APIOptions = append(so.APIOptions, addPacer(o.Fingerprint(), o.Pacer))
+		}
 	}), nil
 }
 

@@ -414,7 +414,7 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 	if !withS3 {
 		return e, nil
 	}
-	eps := connect.Endpoints(cfg)
+	eps := connect.Endpoints(cfg, rdb, connect.Logger(cfg))
 	s3c, err := eps.Client(ctx, "", "")
 	if err != nil {
 		rdb.Close()

@@ -1,0 +1,246 @@
+// Package throttle shares one request rate per S3 bucket and prefix across
+// the fleet, so that a store answering 503 SlowDown sees the whole fleet
+// back off together, not fifty workers each retrying on their own.
+//
+// Nothing is paced until the store first throttles a scope (an endpoint,
+// a bucket and a key's first path segment). Then the scope gets a rate in
+// Redis that every worker obeys, adjusted AIMD-fashion:
+//
+//   - the first SlowDown sets it to the rate the store was accepting: this
+//     worker's successful requests per second times the live workers;
+//   - a later SlowDown, at most one a second, cuts it to Beta times the
+//     lower of the rate and the rate actually granted;
+//   - between cuts it grows by Alpha of the cut rate per second;
+//   - a scope not throttled for Idle goes back to unpaced.
+//
+// Every attempt of every request takes a token from the scope's bucket, a
+// Lua script on Redis's clock; a worker whose scope is unpaced asks Redis
+// at most once a second whether that changed. So an unthrottled fleet pays
+// no Redis call per request, and a throttled one pays one.
+package throttle
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// Beta is the multiplicative decrease of a cut.
+	Beta = 0.7
+	// Alpha is the additive increase: this share of the rate at the last
+	// cut, per second.
+	Alpha = 0.05
+	// MinRate is the lowest rate (requests/s) a scope is cut to.
+	MinRate = 2.0
+	// Cooldown is how long after a cut further SlowDowns count as the
+	// same congestion: requests granted before the cut still land then.
+	Cooldown = time.Second
+	// Idle is how long after its last SlowDown a scope stays paced.
+	Idle = 2 * time.Minute
+	// recheck is how often an unpaced scope asks Redis whether another
+	// worker was throttled.
+	recheck = time.Second
+	// okSeconds is how far back a worker's own successful requests are
+	// counted for the first rate.
+	okSeconds = 5
+)
+
+const prefix = "{s3fleet}:pace:"
+
+// Fleet is one process's side of the shared rates.
+type Fleet struct {
+	rdb     redis.UniversalClient
+	members string // the liveness members key: live workers and their last beat
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	scopes map[string]*scope
+}
+
+// scope is what this process knows of one scope.
+type scope struct {
+	key     string
+	mu      sync.Mutex
+	paced   bool
+	asking  int // requests asking Redis now
+	checked time.Time
+	ok      [okSeconds]int64 // successful attempts in each of the last seconds
+	okSec   [okSeconds]int64 // the Unix second each count is of
+}
+
+// own is the scope's successful attempts per second over the last
+// okSeconds, counting the current one, or over the seconds since the
+// first of them when that is shorter (a worker that just started).
+func (s *scope) own(now int64) float64 {
+	var n int64
+	oldest := now
+	for i, sec := range s.okSec {
+		if now-sec < okSeconds && s.ok[i] > 0 {
+			n += s.ok[i]
+			oldest = min(oldest, sec)
+		}
+	}
+	return float64(n) / float64(now-oldest+1)
+}
+
+// New returns the fleet's rates on rdb. members is the sorted set of live
+// workers (member → last beat in ms, Redis time), whose size splits the
+// first rate.
+func New(rdb redis.UniversalClient, members string, log *slog.Logger) *Fleet {
+	return &Fleet{rdb: rdb, members: members, log: log, scopes: map[string]*scope{}}
+}
+
+func (f *Fleet) scope(name string) *scope {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.scopes[name]
+	if !ok {
+		s = &scope{key: prefix + name}
+		f.scopes[name] = s
+	}
+	return s
+}
+
+// Wait blocks until the scope's rate lets one more request go, or ctx
+// ends. A Redis that cannot be reached paces nothing: the request goes,
+// and whatever it needs from Redis afterwards fails on its own.
+func (f *Fleet) Wait(ctx context.Context, name string) error {
+	s := f.scope(name)
+	s.mu.Lock()
+	now := time.Now()
+	// While one request asks, the others ask too: none goes unpaced
+	// on a stale answer.
+	ask := s.paced || s.asking > 0 || now.Sub(s.checked) >= recheck
+	if ask {
+		s.checked = now
+		s.asking++
+	}
+	s.mu.Unlock()
+	if !ask {
+		return nil
+	}
+	wait, err := takeScript.Run(ctx, f.rdb, []string{s.key}, 1).Int64()
+	s.mu.Lock()
+	s.asking--
+	if err == nil {
+		s.paced = wait >= 0
+	}
+	s.mu.Unlock()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f.log.Debug("pace: Redis unreachable, not pacing", "scope", name, "err", err)
+		return nil
+	}
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Duration(wait) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the fleet's request rate to %s: %w", name, ctx.Err())
+	}
+}
+
+// Done reports how an attempt ended: throttled by the store (503
+// SlowDown and its kin) or not. A throttled attempt cuts the scope's
+// rate, or sets one.
+func (f *Fleet) Done(name string, throttled bool) {
+	s := f.scope(name)
+	now := time.Now().Unix()
+	s.mu.Lock()
+	if !throttled {
+		i := now % okSeconds
+		if s.okSec[i] != now {
+			s.okSec[i], s.ok[i] = now, 0
+		}
+		s.ok[i]++
+		s.mu.Unlock()
+		return
+	}
+	own := s.own(now)
+	s.paced = true
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rate, err := cutScript.Run(ctx, f.rdb, []string{s.key, f.members},
+		strconv.FormatFloat(own, 'f', 3, 64), Cooldown.Milliseconds(), Idle.Milliseconds(),
+		Beta, Alpha, MinRate).Float64()
+	if err != nil {
+		f.log.Debug("pace: cannot record a SlowDown", "scope", name, "err", err)
+		return
+	}
+	f.log.Debug("pace: throttled", "scope", name, "rate", rate)
+}
+
+// Rate is the scope's current rate in requests per second, 0 when it is
+// not paced.
+func (f *Fleet) Rate(ctx context.Context, name string) (float64, error) {
+	v, err := f.rdb.HGet(ctx, prefix+name, "rate").Float64()
+	if err == redis.Nil {
+		return 0, nil
+	}
+	return v, err
+}
+
+// now in the scripts: Redis's clock, in ms, the same for every worker.
+const luaNow = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// takeScript: KEYS scope; ARGV tokens. Returns -1 when the scope is not
+// paced, else how many ms to wait before the request goes (its tokens are
+// taken now: waiters queue in the order they asked). The rate grows by
+// its step per second; the bucket holds a twentieth of a second's worth,
+// so no burst goes far above the rate. It also measures the granted rate
+// ("seen", over windows of a second or more) for the next cut.
+var takeScript = redis.NewScript(luaNow + `
+local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen')
+if not h[1] then return -1 end
+local rate, tokens, ts, step = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
+local n, win, seen = tonumber(h[5]) + tonumber(ARGV[1]), tonumber(h[6]), tonumber(h[7])
+local dt = math.max(0, now - ts) / 1000
+rate = rate + step * dt
+local burst = math.max(1, rate / 20)
+tokens = math.min(burst, tokens + rate * dt) - tonumber(ARGV[1])
+if now - win >= 1000 then
+  seen = n * 1000 / (now - win)
+  n = 0
+  win = now
+end
+redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', tokens, 'ts', now, 'n', n, 'win', win, 'seen', seen)
+if tokens >= 0 then return 0 end
+return math.ceil(-tokens * 1000 / rate)
+`)
+
+// cutScript: KEYS scope, members; ARGV own successful rate, cooldown ms,
+// idle ms, beta, alpha, min rate. Returns the scope's rate after the cut.
+var cutScript = redis.NewScript(luaNow + `
+local h = redis.call('HMGET', KEYS[1], 'rate', 'ts', 'step', 'cut', 'seen')
+local rate
+if h[1] then
+  if now - tonumber(h[4]) < tonumber(ARGV[2]) then return h[1] end
+  rate = tonumber(h[1]) + tonumber(h[3]) * math.max(0, now - tonumber(h[2])) / 1000
+  local seen = tonumber(h[5])
+  if seen > 0 and seen < rate then rate = seen end
+  rate = rate * tonumber(ARGV[4])
+else
+  local live = redis.call('ZCOUNT', KEYS[2], now - 3000, '+inf')
+  rate = tonumber(ARGV[1]) * math.max(live, 1)
+end
+rate = math.max(rate, tonumber(ARGV[6]))
+local step = math.max(rate * tonumber(ARGV[5]), 1)
+redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', 0, 'ts', now, 'step', step, 'cut', now, 'n', 0, 'win', now, 'seen', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return tostring(rate)
+`)

@@ -1,0 +1,180 @@
+package throttle
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/s3fleet/s3fleet/internal/testenv"
+)
+
+// TestUnpacedCostsNothing: a scope the store never throttled is not paced
+// and asks Redis at most once a second, whatever the request rate.
+func TestUnpacedCostsNothing(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	f := New(rdb, "members", slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := takeScript.Load(ctx, rdb).Err(); err != nil { // no NOSCRIPT round
+		t.Fatal(err)
+	}
+	before := scripts(t, rdb)
+	began := time.Now()
+	for i := 0; i < 5000; i++ {
+		if err := f.Wait(ctx, "ep/bkt/"); err != nil {
+			t.Fatal(err)
+		}
+		f.Done("ep/bkt/", false)
+	}
+	took := time.Since(began)
+	calls := scripts(t, rdb) - before
+	if max := int64(took/recheck) + 1; calls > max {
+		t.Errorf("5,000 unpaced requests in %v made %d Redis calls, want ≤ %d", took, calls, max)
+	}
+	if rate, err := f.Rate(ctx, "ep/bkt/"); err != nil || rate != 0 {
+		t.Errorf("rate %v, %v; want 0 (not paced)", rate, err)
+	}
+}
+
+// TestSharedRate: the first SlowDown sets the scope's rate from what the
+// store accepted (this worker's successes per second times the live
+// workers); a second worker, which never saw a SlowDown, learns it within
+// a second; together they keep to it; a SlowDown within the cooldown does
+// not cut again, a later one cuts by Beta; the rate lapses after Idle.
+func TestSharedRate(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	now := float64(time.Now().UnixMilli()) // Redis runs on this machine's clock
+	for _, m := range []string{"w1", "w2"} {
+		rdb.ZAdd(ctx, "members", redisZ(m, now))
+	}
+	rdb.ZAdd(ctx, "members", redisZ("dead", now-10_000))
+	log := slog.New(slog.DiscardHandler)
+	a, b := New(rdb, "members", log), New(rdb, "members", log)
+	const sc = "ep/bkt/logs/"
+	// Worker a made 30 successful requests in the current second.
+	for i := 0; i < 30; i++ {
+		a.Done(sc, false)
+	}
+	if err := b.Wait(ctx, sc); err != nil { // b looked: not paced
+		t.Fatal(err)
+	}
+	a.Done(sc, true)
+	rate, err := a.Rate(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 30.0 * 2; rate < want*0.99 || rate > want*1.01 {
+		t.Fatalf("first rate %.1f/s, want %.0f (30/s accepted × 2 live workers; the dead one not counted)", rate, want)
+	}
+	a.Done(sc, true) // within the cooldown: the same congestion
+	if r2, _ := a.Rate(ctx, sc); r2 > rate*1.01 || r2 < rate*0.99 {
+		t.Fatalf("a SlowDown within the cooldown moved the rate from %.1f to %.1f", rate, r2)
+	}
+
+	// Both keep to the rate: b learns it at its next look, within recheck.
+	time.Sleep(recheck)
+	var granted atomic.Int64
+	run := 2 * time.Second
+	deadline := time.Now().Add(run)
+	var wg sync.WaitGroup
+	for _, f := range []*Fleet{a, b, a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				if err := f.Wait(ctx, sc); err != nil {
+					t.Error(err)
+					return
+				}
+				if time.Now().Before(deadline) {
+					granted.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := float64(granted.Load()) / run.Seconds()
+	// The rate grows by Alpha per second meanwhile; tokens were 0 at the cut.
+	hi := rate * (1 + Alpha*3)
+	if got > hi*1.1 || got < rate*0.8 {
+		t.Errorf("granted %.1f/s across two workers, want about %.1f–%.1f", got, rate, hi)
+	}
+	t.Logf("rate %.1f/s, granted %.1f/s", rate, got)
+
+	// Past the cooldown a SlowDown cuts by Beta (of the granted rate, at
+	// most the rate).
+	a.Done(sc, true)
+	cut, _ := a.Rate(ctx, sc)
+	if cut > hi*Beta*1.05 || cut < rate*Beta*0.8 {
+		t.Errorf("cut to %.1f/s from about %.1f, want ×%.1f", cut, got, Beta)
+	}
+	if ttl := rdb.PTTL(ctx, prefix+sc).Val(); ttl < Idle-5*time.Second || ttl > Idle {
+		t.Errorf("the paced scope lapses in %v, want %v", ttl, Idle)
+	}
+	rdb.Del(ctx, prefix+sc) // as if Idle passed
+	time.Sleep(recheck)
+	if err := b.Wait(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	b.scope(sc).mu.Lock()
+	paced := b.scope(sc).paced
+	b.scope(sc).mu.Unlock()
+	if paced {
+		t.Error("b still paces a scope whose rate lapsed")
+	}
+}
+
+// TestWaitHonoursContext: a request waiting for its turn gives up when its
+// context ends.
+func TestWaitHonoursContext(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	f := New(rdb, "members", slog.New(slog.DiscardHandler))
+	const sc = "ep/bkt/"
+	f.Done(sc, true) // no successes: MinRate
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		err = f.Wait(ctx, sc)
+	}
+	if err == nil || time.Since(began) > time.Second {
+		t.Fatalf("100 requests at %v/s: err %v after %v; want the context's end after 300 ms", MinRate, err, time.Since(began))
+	}
+}
+
+func redisZ(member string, score float64) redis.Z { return redis.Z{Member: member, Score: score} }
+
+// scripts is how many scripts the server ran so far (EVAL and EVALSHA).
+func scripts(t *testing.T, rdb redis.UniversalClient) int64 {
+	t.Helper()
+	info := rdb.InfoMap(context.Background(), "commandstats")
+	if err := info.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, cmd := range []string{"cmdstat_eval", "cmdstat_evalsha"} {
+		// calls=N,usec=…
+		v := info.Item("Commandstats", cmd)
+		if v == "" {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+		c, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			t.Fatalf("INFO commandstats %s %q: %v", cmd, v, err)
+		}
+		n += c
+	}
+	return n
+}
