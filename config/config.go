@@ -75,6 +75,9 @@ type Config struct {
 	// StragglerAfter is how long a chunk runs before it may count as a
 	// straggler and get a speculative copy on another worker (0: never).
 	StragglerAfter time.Duration `mapstructure:"straggler_after"`
+	// PollInterval is how long an idle worker waits between looks at its
+	// queues: each look is one Redis call per queue.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
 	// RetryDelay is the first retry's delay; it doubles up to a minute.
 	RetryDelay time.Duration `mapstructure:"retry_delay"`
 	// ChunkTimeout bounds one chunk task.
@@ -192,6 +195,7 @@ var settings = []setting{
 	{"max_retries", 100, "most retries of a failed task (a safety net: retry_for decides)", Both},
 	{"straggler_after", "10s", "a chunk running this long and 3 times its object's median gets a copy on another worker; the first to land wins (0: never)", Worker},
 	{"retry_for", "15m", "how long an object's tasks are retried with no progress before it fails (0: until max_retries)", Worker},
+	{"poll_interval", "500ms", "how long an idle worker waits between looks at its queues (one Redis call per queue each): a task queued to an idle fleet waits up to this long", Worker},
 	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
 	{"chunk_timeout", "10m", "time limit of one chunk task", Both},
 	{"connect_timeout", "5s", "time limit to connect to Redis or S3", Both},
@@ -402,6 +406,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		bad("concurrency", "must be at least 1, got %d", c.Concurrency)
+	}
+	if c.PollInterval < 10*time.Millisecond || c.PollInterval > time.Minute {
+		bad("poll_interval", "must be between 10ms and 1m, got %s", c.PollInterval)
 	}
 	if c.StragglerAfter < 0 {
 		bad("straggler_after", "must not be negative, got %s", c.StragglerAfter)

@@ -77,6 +77,7 @@ func defaults() Config {
 		MaxRetries:      100,
 		RetryFor:        15 * time.Minute,
 		StragglerAfter:  10 * time.Second,
+		PollInterval:    500 * time.Millisecond,
 		RetryDelay:      time.Second,
 		ChunkTimeout:    10 * time.Minute,
 		ConnectTimeout:  5 * time.Second,
@@ -712,7 +713,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	fields := []string{
 		"redis", "endpoint", "chunk_size", "threshold", "batch_objects", "batch_bytes", "concurrency", "max_retries",
 		"retry_delay", "chunk_timeout", "connect_timeout", "read_timeout", "shutdown_timeout", "retention",
-		"flush", "log_level", "log_format",
+		"flush", "log_level", "log_format", "poll_interval",
 	}
 	for _, f := range fields {
 		if !strings.Contains(err.Error(), "config: "+f+": ") {

@@ -82,7 +82,7 @@ func newFleet(t *testing.T) *fleet {
 	})
 	f.env = append(os.Environ(), f.s3.Env()...)
 	f.env = append(f.env, "S3FLEET_REDIS="+f.redis.URL, "S3FLEET_ENDPOINT="+f.proxy.URL,
-		"S3FLEET_RETRY_DELAY=100ms", "S3FLEET_LOG_FORMAT=json", "S3FLEET_ALLOW_DEST="+os.TempDir(),
+		"S3FLEET_RETRY_DELAY=100ms", "S3FLEET_POLL_INTERVAL=50ms", "S3FLEET_LOG_FORMAT=json", "S3FLEET_ALLOW_DEST="+os.TempDir(),
 		"S3FLEET_CHUNK_SIZE=8MiB") // the kill below wants many chunks in flight
 	return f
 }

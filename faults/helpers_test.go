@@ -99,7 +99,7 @@ func newFleet(t *testing.T, opts ...fleetOption) *fleet {
 	}
 	f.env = append(os.Environ(), f.s3.Env()...)
 	f.env = append(f.env, "S3FLEET_REDIS="+redisURL, "S3FLEET_ENDPOINT="+f.proxy.URL,
-		"S3FLEET_RETRY_DELAY=100ms", "S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug",
+		"S3FLEET_RETRY_DELAY=100ms", "S3FLEET_POLL_INTERVAL=50ms", "S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug",
 		"S3FLEET_SHUTDOWN_TIMEOUT=30s", "S3FLEET_ALLOW_DEST="+os.TempDir(), // every test's DEST is a t.TempDir()
 		"S3FLEET_CHUNK_SIZE=8MiB") // the kills and throttles are timed for 8 MiB chunks
 	f.env = append(f.env, c.env...)

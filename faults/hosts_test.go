@@ -34,7 +34,7 @@ func TestSeveralHosts(t *testing.T) {
 	want["data/big.bin"] = putLarge(t, s3c, "bkt", "data/big.bin", 96*mib)
 
 	env := append(os.Environ(), s3srv.Env()...)
-	env = append(env, "S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_REDIS="+rds.URL, "S3FLEET_ENDPOINT="+s3srv.Endpoint, "S3FLEET_RETRY_DELAY=100ms",
+	env = append(env, "S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_REDIS="+rds.URL, "S3FLEET_ENDPOINT="+s3srv.Endpoint, "S3FLEET_RETRY_DELAY=100ms", "S3FLEET_POLL_INTERVAL=50ms",
 		"S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug", "S3FLEET_CONCURRENCY=2",
 		"S3FLEET_CHUNK_SIZE=8MiB") // 12 chunks of the 96 MiB object, enough for 3 hosts
 	type host struct {

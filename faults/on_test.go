@@ -39,7 +39,7 @@ func TestOnHostNetns(t *testing.T) {
 	files["sub/large.bin"] = randomData(20 * mib)
 	testenv.WriteTree(t, tree, files)
 	env := append(os.Environ(), h.s3.Env()...)
-	env = append(env, "S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_REDIS="+h.redis.URL, "S3FLEET_ENDPOINT="+h.s3.Endpoint, "S3FLEET_RETRY_DELAY=100ms",
+	env = append(env, "S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_REDIS="+h.redis.URL, "S3FLEET_ENDPOINT="+h.s3.Endpoint, "S3FLEET_RETRY_DELAY=100ms", "S3FLEET_POLL_INTERVAL=50ms",
 		"S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug", "S3FLEET_CONCURRENCY=4", "S3FLEET_CHUNK_SIZE=8MiB")
 	workers := map[string]*proc{}
 	for i, name := range []string{"host-a", "host-b"} {

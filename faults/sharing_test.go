@@ -427,7 +427,7 @@ func TestUnsharedDestNetns(t *testing.T) {
 	want := putLarge(t, s3c, "bkt", sharingKey, sharingSize)
 
 	env := append(os.Environ(), s3srv.Env()...)
-	env = append(env, "S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_REDIS="+rds.URL, "S3FLEET_ENDPOINT="+s3srv.Endpoint, "S3FLEET_RETRY_DELAY=100ms",
+	env = append(env, "S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_REDIS="+rds.URL, "S3FLEET_ENDPOINT="+s3srv.Endpoint, "S3FLEET_RETRY_DELAY=100ms", "S3FLEET_POLL_INTERVAL=50ms",
 		"S3FLEET_LOG_FORMAT=json", "S3FLEET_LOG_LEVEL=debug", "S3FLEET_SHUTDOWN_TIMEOUT=30s",
 		"S3FLEET_CONCURRENCY=2", "S3FLEET_CHUNK_SIZE=8MiB",
 		// No fault proxy here: each worker's own cap (16 MiB/s) makes the

@@ -123,9 +123,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Queues:          tasks.Queues(host),
 		RetryDelayFunc:  RetryDelay(cfg.RetryDelay),
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		// Poll an empty queue often: the default second adds up to a second
-		// to every object when the fleet is idle between jobs.
-		TaskCheckInterval: 50 * time.Millisecond,
+		// An idle worker looks at each of its queues once a poll: one
+		// Redis call a queue. A busy one takes its next task at once.
+		TaskCheckInterval: cfg.PollInterval,
 		Logger:            NewAsynqLogger(log),
 		LogLevel:          asynqLevel(cfg.LogLevel),
 		// Only real failures count against a queue's health.

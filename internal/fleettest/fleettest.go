@@ -57,6 +57,7 @@ func (f *Fleet) Config() config.Config {
 	c.Concurrency = 4
 	c.MaxRetries = 3
 	c.RetryDelay = 50 * time.Millisecond
+	c.PollInterval = 50 * time.Millisecond // tests queue to an idle fleet all the time
 	c.ShutdownTimeout = 5 * time.Second
 	c.LogLevel = "warn"
 	c.AllowDest = []string{os.TempDir()} // every test's DEST is a t.TempDir()

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +132,32 @@ func (r *Redis) Client(t testing.TB) redis.UniversalClient {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Scripts is how many scripts (EVAL and EVALSHA calls) the server has run
+// so far, from INFO commandstats.
+func (r *Redis) Scripts(t testing.TB) int64 {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer c.Close()
+	info := c.InfoMap(context.Background(), "commandstats")
+	if err := info.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, cmd := range []string{"cmdstat_eval", "cmdstat_evalsha"} {
+		v := info.Item("Commandstats", cmd) // calls=N,usec=…
+		if v == "" {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+		c, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			t.Fatalf("INFO commandstats %s %q: %v", cmd, v, err)
+		}
+		n += c
+	}
+	return n
 }
 
 // S3 is a running versitygw gateway.

@@ -3,8 +3,6 @@ package throttle
 import (
 	"context"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +23,7 @@ func TestUnpacedCostsNothing(t *testing.T) {
 	if err := takeScript.Load(ctx, rdb).Err(); err != nil { // no NOSCRIPT round
 		t.Fatal(err)
 	}
-	before := scripts(t, rdb)
+	before := r.Scripts(t)
 	began := time.Now()
 	for i := 0; i < 5000; i++ {
 		if err := f.Wait(ctx, "ep/bkt/"); err != nil {
@@ -34,7 +32,7 @@ func TestUnpacedCostsNothing(t *testing.T) {
 		f.Done("ep/bkt/", false)
 	}
 	took := time.Since(began)
-	calls := scripts(t, rdb) - before
+	calls := r.Scripts(t) - before
 	if max := int64(took/recheck) + 1; calls > max {
 		t.Errorf("5,000 unpaced requests in %v made %d Redis calls, want ≤ %d", took, calls, max)
 	}
@@ -154,27 +152,3 @@ func TestWaitHonoursContext(t *testing.T) {
 }
 
 func redisZ(member string, score float64) redis.Z { return redis.Z{Member: member, Score: score} }
-
-// scripts is how many scripts the server ran so far (EVAL and EVALSHA).
-func scripts(t *testing.T, rdb redis.UniversalClient) int64 {
-	t.Helper()
-	info := rdb.InfoMap(context.Background(), "commandstats")
-	if err := info.Err(); err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, cmd := range []string{"cmdstat_eval", "cmdstat_evalsha"} {
-		// calls=N,usec=…
-		v := info.Item("Commandstats", cmd)
-		if v == "" {
-			continue
-		}
-		calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
-		c, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
-			t.Fatalf("INFO commandstats %s %q: %v", cmd, v, err)
-		}
-		n += c
-	}
-	return n
-}

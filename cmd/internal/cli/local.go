@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 
@@ -29,6 +30,7 @@ func startLocal(ctx context.Context, cfg *config.Config) (context.Context, func(
 		return nil, nil, fmt.Errorf("start the embedded queue: %w", err)
 	}
 	cfg.Redis = "redis://" + mr.Addr() + "/0"
+	cfg.PollInterval = 20 * time.Millisecond // an in-process queue: a look costs nothing
 	jobCtx, fail := context.WithCancelCause(ctx)
 	wctx, cancel := context.WithCancel(ctx)
 	log := connect.Logger(*cfg)
