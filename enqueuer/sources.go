@@ -436,6 +436,36 @@ func (e *Enqueuer) list(ctx context.Context, src location.Source, req Request, p
 	if err != nil {
 		return err
 	}
+	// The next page is listed while this one is recorded: on a listing
+	// of a million keys the two take about as long each.
+	pages := make(chan []object, 1)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var listErr error
+	go func() {
+		defer close(pages)
+		listErr = e.listPages(lctx, api, in, src, req, func(objs []object) error {
+			select {
+			case pages <- objs:
+				return nil
+			case <-lctx.Done():
+				return lctx.Err()
+			}
+		})
+	}()
+	for objs := range pages {
+		if err := page(objs); err != nil {
+			cancel()
+			for range pages { // the lister stops at its next page
+			}
+			return err
+		}
+	}
+	return listErr
+}
+
+// listPages lists in, page by page, into page.
+func (e *Enqueuer) listPages(ctx context.Context, api s3.ListObjectsV2APIClient, in *s3.ListObjectsV2Input, src location.Source, req Request, page func([]object) error) error {
 	p := s3.NewListObjectsV2Paginator(api, in)
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)

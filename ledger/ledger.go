@@ -330,7 +330,7 @@ func (l *Ledger) DropPart(ctx context.Context, id string, gen int64, token strin
 // NoteJobs tells every job of a transfer what it waits for (a worker
 // that found no space for it), for `enqueue --wait` to say.
 func (l *Ledger) NoteJobs(ctx context.Context, id, note string, now time.Time) error {
-	jobs, err := l.rdb.SMembers(ctx, xferJobsKey(id)).Result()
+	jobs, err := l.jobsOf(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -340,6 +340,22 @@ func (l *Ledger) NoteJobs(ctx context.Context, id, note string, now time.Time) e
 	}
 	_, err = pipe.Exec(ctx)
 	return err
+}
+
+// jobsOf are the jobs a transfer belongs to: its record's first one, and
+// the others in its set (see each_job in luaCommon).
+func (l *Ledger) jobsOf(ctx context.Context, id string) ([]string, error) {
+	pipe := l.rdb.Pipeline()
+	first := pipe.HGet(ctx, xferKey(id), "job")
+	others := pipe.SMembers(ctx, xferJobsKey(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("jobs of transfer %s: %w", id, err)
+	}
+	jobs := others.Val()
+	if j := first.Val(); j != "" {
+		jobs = append([]string{j}, jobs...)
+	}
+	return jobs, nil
 }
 
 // SetListed marks the end of a job's enqueueing, with the error that cut it
@@ -650,8 +666,14 @@ func (l *Ledger) attachArgs(req AttachRequest, now time.Time) ([]string, []any) 
 		clear = "0"
 	}
 	args := []any{req.Mode, req.Expect.State, expectGen, req.Job, id, now.UnixMilli(), l.ttlSeconds(), req.Cause, clear}
-	if req.Mode == ModeCreate || req.Mode == ModePresent || req.Mode == ModeRestart {
-		args = append(args, transferFields(req.New)...)
+	switch req.Mode {
+	case ModeCreate, ModePresent:
+		// A new record holds only the fields that are set: an absent
+		// field reads as empty, and a million queued objects keep
+		// their memory (a third of a small object's record was empty).
+		args = appendSet(args, transferFields(req.New))
+	case ModeRestart:
+		args = append(args, transferFields(req.New)...) // every field: a restart clears what is no longer set
 	}
 	return []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job), destKey(req.New.Dest)}, args
 }
@@ -668,6 +690,32 @@ func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
 		r.Err = fmt.Errorf("attach %s: %w", req.New.Source(), ErrConflict)
 	}
 	return r
+}
+
+// appendSet appends the pairs of fields whose value is not the zero value.
+func appendSet(args []any, fields []any) []any {
+	for i := 0; i < len(fields); i += 2 {
+		switch v := fields[i+1].(type) {
+		case string:
+			if v == "" {
+				continue
+			}
+		case int64:
+			if v == 0 {
+				continue
+			}
+		case int:
+			if v == 0 {
+				continue
+			}
+		case bool:
+			if !v {
+				continue
+			}
+		}
+		args = append(args, fields[i], fields[i+1])
+	}
+	return args
 }
 
 // transferFields are the descriptive fields of a transfer, as field/value

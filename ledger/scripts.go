@@ -6,8 +6,34 @@ import "github.com/redis/go-redis/v9"
 // transfer belongs to and keep keys alive for the retention.
 const luaCommon = `
 local JOB = '{s3fleet}:job:'
+-- A transfer's first job is its record's field "job"; any others are in
+-- its set of jobs (KEY:jobs): one set less for each of a million queued
+-- objects that belong to one job. A job is in one place, never both.
+local function xfer_of(xfer_jobs) return string.sub(xfer_jobs, 1, -6) end
 local function each_job(xfer_jobs, fn)
+  local first = redis.call('HGET', xfer_of(xfer_jobs), 'job')
+  if first and first ~= '' then fn(JOB .. first) end
   for _, j in ipairs(redis.call('SMEMBERS', xfer_jobs)) do fn(JOB .. j) end
+end
+-- add_job adds a job to a transfer's; 1 if it was not among them.
+local function add_job(xfer_jobs, job)
+  local xfer = xfer_of(xfer_jobs)
+  local first = redis.call('HGET', xfer, 'job')
+  if first == job then return 0 end
+  if (not first or first == '') and redis.call('SISMEMBER', xfer_jobs, job) == 0 then
+    redis.call('HSET', xfer, 'job', job)
+    return 1
+  end
+  return redis.call('SADD', xfer_jobs, job)
+end
+-- remove_job takes a job from a transfer's; 1 if it was among them.
+local function remove_job(xfer_jobs, job)
+  local xfer = xfer_of(xfer_jobs)
+  if redis.call('HGET', xfer, 'job') == job then
+    redis.call('HDEL', xfer, 'job')
+    return 1
+  end
+  return redis.call('SREM', xfer_jobs, job)
 end
 local function bump_jobs(xfer_jobs, field, n)
   if n ~= 0 then each_job(xfer_jobs, function(k) redis.call('HINCRBY', k, field, n) end) end
@@ -159,7 +185,7 @@ else
     end
     added = 1
   end
-  if redis.call('SADD', KEYS[3], job_id) == 1 then
+  if add_job(KEYS[3], job_id) == 1 then
     redis.call('HINCRBY', KEYS[4], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
     local counter = COUNTER[redis.call('HGET', KEYS[1], 'state')]
     if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
@@ -375,7 +401,7 @@ local st = redis.call('HGET', KEYS[1], 'state') or ''
 if st ~= 'failed' and st ~= 'cancelled' then return 0 end
 local score = redis.call('ZSCORE', KEYS[4], ARGV[2])
 if not score or tonumber(score) > tonumber(ARGV[3]) then return 0 end
-if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+if remove_job(KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[4], ARGV[2])
 sub(KEYS[3], 'objects', 1)
 sub(KEYS[3], 'bytes_total', num(redis.call('HGET', KEYS[1], 'size')))
