@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,7 +195,7 @@ type Member struct {
 func Join(ctx context.Context, rdb redis.UniversalClient, worker string, log *slog.Logger) (*Member, error) {
 	m := &Member{rdb: rdb, worker: worker, log: log}
 	l := newLease(worker)
-	if err := m.beat(ctx, l); err != nil {
+	if _, err := m.beat(ctx, l, false); err != nil {
 		return nil, fmt.Errorf("join the fleet: %w", err)
 	}
 	m.cur.Store(l)
@@ -226,7 +227,8 @@ func (m *Member) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		l := m.Lease()
-		err := m.beat(ctx, l)
+		look := !connected.IsZero() && time.Since(connected) >= DeadAfter
+		dead, err := m.beat(ctx, l, look)
 		switch {
 		case errors.Is(err, ErrLost):
 			// Tasks from now on start under a new lease (trusted once a beat
@@ -237,7 +239,7 @@ func (m *Member) Run(ctx context.Context) {
 			m.log.Warn("this worker was taken for dead (paused, or cut from Redis, for "+DeadAfter.String()+" or more): "+
 				"the tasks it was running run elsewhere and their results here are dropped; it goes on under a new lease",
 				"lease", l.ID(), "new_lease", next.ID())
-			_ = m.beat(ctx, next)
+			_, _ = m.beat(ctx, next, false)
 			connected = time.Now()
 			continue
 		case err != nil:
@@ -252,38 +254,47 @@ func (m *Member) Run(ctx context.Context) {
 		if connected.IsZero() {
 			connected = time.Now()
 		}
-		if time.Since(connected) >= DeadAfter {
+		if dead {
 			m.watch(ctx)
 		}
 	}
 }
 
-// beatScript: KEYS members; ARGV member, join (1/0). Records the beat at
-// Redis's time; -1 if the member is not there and is not joining (a
-// watchdog took it for dead).
+// beatScript: KEYS members; ARGV member, join (1/0), dead after (ms; ”
+// to not look). Records the beat at Redis's time; -1 if the member is not
+// there and is not joining (a watchdog took it for dead); 2 if a member
+// is dead, for watchScript to handle (so an idle fleet's beat is one call).
 var beatScript = redis.NewScript(`
 if ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if ARGV[3] ~= '' and #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[3])), 'LIMIT', 0, 1) > 0 then
+  return 2
+end
 return 1
 `)
 
 // beat renews l, registering it with its first successful beat; ErrLost
-// if it was taken.
-func (m *Member) beat(ctx context.Context, l *Lease) error {
+// if it was taken. With look, it also reports whether a member is dead.
+func (m *Member) beat(ctx context.Context, l *Lease, look bool) (dead bool, err error) {
 	sent := time.Since(l.base)
 	ctx, cancel := context.WithTimeout(ctx, DeadAfter)
 	defer cancel()
-	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey}, l.id, boolArg(!l.joined.Load())).Int()
+	after := ""
+	if look {
+		after = strconv.FormatInt(DeadAfter.Milliseconds(), 10)
+	}
+	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey}, l.id, boolArg(!l.joined.Load()), after).Int()
 	switch {
 	case err != nil:
-		return err
+		return false, err
 	case n < 0:
-		return ErrLost
+		return false, ErrLost
 	}
 	l.joined.Store(true)
 	l.renewed(sent)
-	return nil
+	return n == 2, nil
 }
 
 // watchScript: KEYS members, running; ARGV dead after (ms), failed-over
