@@ -124,6 +124,10 @@ type Config struct {
 	UI string `mapstructure:"ui"`
 	// UIReadOnly serves the UI without its buttons that change tasks.
 	UIReadOnly bool `mapstructure:"ui_readonly"`
+	// HealthAddr is the address of the worker's health listener: only
+	// /healthz (liveness) and /readyz (readiness), for probes; empty: none.
+	// A missing host means loopback.
+	HealthAddr string `mapstructure:"health_addr"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// LogFormat is text or json.
@@ -210,6 +214,7 @@ var settings = []setting{
 	{"task_key_file", "", "file of keys (one a line, the first signs) that sign every task and that a worker checks before running one; the same file on every enqueuer and worker", Both},
 	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
 	{"ui_readonly", false, "serve the web UI read-only", Worker},
+	{"health_addr", "", "serve only /healthz (alive) and /readyz (taking tasks, Redis answers) on this address, for probes (e.g. 0.0.0.0:8081); no UI, no metrics", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
 	{"log_format", "text", "log format: text or json", Both},
 }

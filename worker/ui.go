@@ -84,19 +84,19 @@ func newRegistry(rdb redis.UniversalClient) *prometheus.Registry {
 	return reg
 }
 
-// serveUI listens on addr (loopback when the host is left out) until ctx
-// ends.
-func serveUI(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (string, error) {
+// serveHTTP serves h on addr (loopback when the host is left out) until
+// ctx ends; name (the setting's) labels its errors.
+func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log *slog.Logger) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("ui address %q: want HOST:PORT: %w", addr, err)
+		return "", fmt.Errorf("%s address %q: want HOST:PORT: %w", name, addr, err)
 	}
 	if host == "" {
 		host = "127.0.0.1" // loopback unless told otherwise
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return "", fmt.Errorf("ui: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -107,7 +107,7 @@ func serveUI(ctx context.Context, addr string, h http.Handler, log *slog.Logger)
 	}()
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("ui server", "err", err)
+			log.Error(name+" server", "err", err)
 		}
 	}()
 	return l.Addr().String(), nil
