@@ -7,19 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/hibiken/asynq/x/metrics"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/tasks"
 )
 
@@ -73,11 +76,15 @@ func formatResult(taskType string, result []byte) string {
 }
 
 // newRegistry holds the worker's metrics: the fleet's own, asynq's queue
-// collector, and the Go and process collectors.
+// collector, the fleet's backlog (its shared queues: a host queue's tasks
+// run only on that host's workers, so more workers would not take them),
+// and the Go and process collectors.
 func newRegistry(rdb redis.UniversalClient) *prometheus.Registry {
+	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		metrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(rdb)),
+		asynqmetrics.NewQueueMetricsCollector(insp),
+		metrics.NewBacklog(insp, slices.Sorted(maps.Keys(tasks.QueueWeights))),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
