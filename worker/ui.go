@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/tasks"
 )
@@ -61,6 +64,41 @@ func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheu
 		http.Redirect(w, r, UIPath+"/", http.StatusFound)
 	})
 	return mux, func() { mon.Close() }
+}
+
+// DefaultUIAddr is where ServeUI listens when the ui setting is empty.
+const DefaultUIAddr = "127.0.0.1:8080"
+
+// ServeUI serves what a worker's ui listener does (the web UI, /metrics
+// with the queues and the fleet's backlog, /healthz) without running any
+// task, on cfg.UI (DefaultUIAddr when empty), until ctx ends: a monitor
+// that stays up however many workers run, or none (enqueue ui).
+func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	opt, rdb, err := connect.Redis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb), log)
+	if err != nil {
+		return err
+	}
+	defer closeUI()
+	<-ctx.Done()
+	return nil
+}
+
+// startUI serves uiHandler on addr until ctx ends; the function returned
+// releases the UI's resources.
+func startUI(ctx context.Context, addr string, readOnly bool, opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+	h, closeUI := uiHandler(opt, rdb, reg, readOnly)
+	addr, err := serveHTTP(ctx, "ui", addr, h, log)
+	if err != nil {
+		closeUI()
+		return nil, err
+	}
+	log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", readOnly)
+	return closeUI, nil
 }
 
 // formatResult pretty-prints an assembler's record for the UI.

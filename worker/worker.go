@@ -150,14 +150,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	running.Store(true)
 	if cfg.UI != "" {
-		h, closeUI := uiHandler(opt, rdb, reg, cfg.UIReadOnly)
-		defer closeUI()
-		addr, err := serveHTTP(ctx, "ui", cfg.UI, h, log)
+		closeUI, err := startUI(ctx, cfg.UI, cfg.UIReadOnly, opt, rdb, reg, log)
 		if err != nil {
 			srv.Shutdown()
 			return err
 		}
-		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
+		defer closeUI()
 	}
 	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, tasks.Queues(host), 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
