@@ -127,6 +127,10 @@ type Config struct {
 	UI string `mapstructure:"ui"`
 	// UIReadOnly serves the UI without its buttons that change tasks.
 	UIReadOnly bool `mapstructure:"ui_readonly"`
+	// HealthAddr is the address of the worker's health listener: only
+	// /healthz (liveness) and /readyz (readiness), for probes; empty: none.
+	// A missing host means loopback.
+	HealthAddr string `mapstructure:"health_addr"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// LogFormat is text or json.
@@ -171,6 +175,8 @@ type Program int
 const (
 	Enqueuer Program = 1 << iota
 	Worker
+	// Monitor is enqueue ui: the web UI and metrics, no tasks.
+	Monitor
 	Both = Enqueuer | Worker
 )
 
@@ -212,8 +218,9 @@ var settings = []setting{
 	{"allow_delete", []string{}, "object URL prefix a worker may delete under, e.g. s3://bucket/tmp/ (repeatable; env: comma-separated; empty: none)", Worker},
 	{"allow_write", []string{}, "object URL prefix a worker may write to, e.g. r2://bucket/prefix/ (repeatable; env: comma-separated; empty: none)", Worker},
 	{"task_key_file", "", "file of keys (one a line, the first signs) that sign every task and that a worker checks before running one; the same file on every enqueuer and worker", Both},
-	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker},
-	{"ui_readonly", false, "serve the web UI read-only", Worker},
+	{"ui", "", "serve the asynq web UI at /ui/, /metrics and /healthz on this address (e.g. 127.0.0.1:8080)", Worker | Monitor},
+	{"ui_readonly", false, "serve the web UI read-only", Worker | Monitor},
+	{"health_addr", "", "serve only /healthz (alive) and /readyz (taking tasks, Redis answers) on this address, for probes (e.g. 0.0.0.0:8081); no UI, no metrics", Worker},
 	{"log_level", "info", "log level: debug, info, warn, error", Both},
 	{"log_format", "text", "log format: text or json", Both},
 }

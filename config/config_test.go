@@ -849,3 +849,21 @@ func TestSizeString(t *testing.T) {
 		})
 	}
 }
+
+// TestAddFlagsMonitor: enqueue ui (Enqueuer|Monitor) takes the UI's
+// settings and none of the worker's own.
+func TestAddFlagsMonitor(t *testing.T) {
+	t.Parallel()
+	fs := pflag.NewFlagSet("ui", pflag.ContinueOnError)
+	AddFlags(fs, Enqueuer|Monitor)
+	for _, name := range []string{"redis", "ui", "ui-readonly", "log-level"} {
+		if fs.Lookup(name) == nil {
+			t.Errorf("AddFlags(Enqueuer|Monitor) lacks --%s", name)
+		}
+	}
+	for _, name := range []string{"allow-dest", "health-addr", "flush", "shutdown-timeout"} {
+		if fs.Lookup(name) != nil {
+			t.Errorf("AddFlags(Enqueuer|Monitor) declares --%s", name)
+		}
+	}
+}

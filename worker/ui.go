@@ -2,24 +2,30 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/hibiken/asynq/x/metrics"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/internal/connect"
+	"github.com/s3fleet/s3fleet/internal/metrics"
 	"github.com/s3fleet/s3fleet/tasks"
 )
 
@@ -60,6 +66,41 @@ func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheu
 	return mux, func() { mon.Close() }
 }
 
+// DefaultUIAddr is where ServeUI listens when the ui setting is empty.
+const DefaultUIAddr = "127.0.0.1:8080"
+
+// ServeUI serves what a worker's ui listener does (the web UI, /metrics
+// with the queues and the fleet's backlog, /healthz) without running any
+// task, on cfg.UI (DefaultUIAddr when empty), until ctx ends: a monitor
+// that stays up however many workers run, or none (enqueue ui).
+func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	opt, rdb, err := connect.Redis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb), log)
+	if err != nil {
+		return err
+	}
+	defer closeUI()
+	<-ctx.Done()
+	return nil
+}
+
+// startUI serves uiHandler on addr until ctx ends; the function returned
+// releases the UI's resources.
+func startUI(ctx context.Context, addr string, readOnly bool, opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+	h, closeUI := uiHandler(opt, rdb, reg, readOnly)
+	addr, err := serveHTTP(ctx, "ui", addr, h, log)
+	if err != nil {
+		closeUI()
+		return nil, err
+	}
+	log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", readOnly)
+	return closeUI, nil
+}
+
 // formatResult pretty-prints an assembler's record for the UI.
 func formatResult(taskType string, result []byte) string {
 	if taskType != tasks.TypeAssemble {
@@ -73,30 +114,34 @@ func formatResult(taskType string, result []byte) string {
 }
 
 // newRegistry holds the worker's metrics: the fleet's own, asynq's queue
-// collector, and the Go and process collectors.
+// collector, the fleet's backlog (its shared queues: a host queue's tasks
+// run only on that host's workers, so more workers would not take them),
+// and the Go and process collectors.
 func newRegistry(rdb redis.UniversalClient) *prometheus.Registry {
+	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		metrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(rdb)),
+		asynqmetrics.NewQueueMetricsCollector(insp),
+		metrics.NewBacklog(insp, slices.Sorted(maps.Keys(tasks.QueueWeights))),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return reg
 }
 
-// serveUI listens on addr (loopback when the host is left out) until ctx
-// ends.
-func serveUI(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (string, error) {
+// serveHTTP serves h on addr (loopback when the host is left out) until
+// ctx ends; name (the setting's) labels its errors.
+func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log *slog.Logger) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("ui address %q: want HOST:PORT: %w", addr, err)
+		return "", fmt.Errorf("%s address %q: want HOST:PORT: %w", name, addr, err)
 	}
 	if host == "" {
 		host = "127.0.0.1" // loopback unless told otherwise
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return "", fmt.Errorf("ui: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -107,7 +152,7 @@ func serveUI(ctx context.Context, addr string, h http.Handler, log *slog.Logger)
 	}()
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("ui server", "err", err)
+			log.Error(name+" server", "err", err)
 		}
 	}()
 	return l.Addr().String(), nil

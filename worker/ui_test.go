@@ -108,7 +108,7 @@ func TestWebUI(t *testing.T) {
 	if v, _ := strconv.ParseFloat(m[1], 64); int(v) != len(data) {
 		t.Errorf("bytes downloaded %s, want %d", m[1], len(data))
 	}
-	for _, want := range []string{`s3fleet_objects_finalized_total{state="success"`, `asynq_queue_size{queue="assemble"}`, `s3fleet_chunk_duration_seconds_count`} {
+	for _, want := range []string{`s3fleet_objects_finalized_total{state="success"`, `asynq_queue_size{queue="assemble"}`, `s3fleet_chunk_duration_seconds_count`, "\ns3fleet_backlog 0\n"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

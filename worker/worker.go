@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -34,6 +35,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
+	// The health listener outlives ctx: while running chunks finish, its
+	// /healthz still answers and its /readyz says the worker is stopping.
+	var running atomic.Bool
+	if cfg.HealthAddr != "" {
+		hctx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopHealth()
+		h := healthHandler(running.Load, func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+		addr, err := serveHTTP(hctx, "health_addr", cfg.HealthAddr, h, log)
+		if err != nil {
+			return err
+		}
+		log.Info("health listener", "liveness", "http://"+addr+"/healthz", "readiness", "http://"+addr+"/readyz")
+	}
 	eps := connect.Endpoints(cfg, rdb, log)
 	s3c, err := eps.Client(ctx, "", "")
 	if err != nil {
@@ -134,15 +148,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	running.Store(true)
 	if cfg.UI != "" {
-		h, closeUI := uiHandler(opt, rdb, reg, cfg.UIReadOnly)
-		defer closeUI()
-		addr, err := serveUI(ctx, cfg.UI, h, log)
+		closeUI, err := startUI(ctx, cfg.UI, cfg.UIReadOnly, opt, rdb, reg, log)
 		if err != nil {
 			srv.Shutdown()
 			return err
 		}
-		log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", cfg.UIReadOnly)
+		defer closeUI()
 	}
 	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, tasks.Queues(host), 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
@@ -150,6 +163,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
 		"remotes", eps.Names(), "task_keys", taskKeys.IDs(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite, "allow_source", cfg.AllowSource)
 	<-ctx.Done()
+	running.Store(false)
 	log.Info("worker stopping: running chunks finish or go back to the queue", "timeout", cfg.ShutdownTimeout)
 	srv.Shutdown()
 	log.Info("worker stopped")

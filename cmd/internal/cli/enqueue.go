@@ -139,7 +139,7 @@ errors.`,
 	out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
 	f.Lookup("verify").NoOptDefVal = "required" // --verify alone, as it was before it took a value
-	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand(), newRmCommand(), newHostsCommand(), newUploadsCommand())
+	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand(), newRmCommand(), newHostsCommand(), newUploadsCommand(), newUICommand())
 	return cmd
 }
 
