@@ -49,6 +49,10 @@ const (
 	// okSeconds is how far back a worker's own successful requests are
 	// counted for the first rate.
 	okSeconds = 5
+	// maxScopes is how many scopes a process remembers before it forgets
+	// those unused for forget.
+	maxScopes = 10_000
+	forget    = time.Minute
 )
 
 const prefix = "{s3fleet}:pace:"
@@ -66,6 +70,7 @@ type Fleet struct {
 // scope is what this process knows of one scope.
 type scope struct {
 	key     string
+	used    time.Time // last asked for; under Fleet.mu
 	mu      sync.Mutex
 	paced   bool
 	asking  int // requests asking Redis now
@@ -97,13 +102,24 @@ func New(rdb redis.UniversalClient, members string, log *slog.Logger) *Fleet {
 }
 
 func (f *Fleet) scope(name string) *scope {
+	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.scopes[name]
 	if !ok {
+		if len(f.scopes) >= maxScopes {
+			// A bucket with many top-level prefixes: forget those not
+			// used lately (an unpaced scope's state is only counts).
+			for n, old := range f.scopes {
+				if now.Sub(old.used) > forget {
+					delete(f.scopes, n)
+				}
+			}
+		}
 		s = &scope{key: prefix + name}
 		f.scopes[name] = s
 	}
+	s.used = now
 	return s
 }
 

@@ -3,6 +3,7 @@ package throttle
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,3 +153,16 @@ func TestWaitHonoursContext(t *testing.T) {
 }
 
 func redisZ(member string, score float64) redis.Z { return redis.Z{Member: member, Score: score} }
+
+// TestScopesForgotten: a worker reading a bucket of many top-level
+// prefixes does not keep a scope for each for ever.
+func TestScopesForgotten(t *testing.T) {
+	f := New(nil, "members", slog.New(slog.DiscardHandler))
+	for i := range maxScopes {
+		f.scope("ep/bkt/p" + strconv.Itoa(i) + "/").used = time.Now().Add(-2 * forget)
+	}
+	f.scope("ep/bkt/recent/")
+	if n := len(f.scopes); n != 1 {
+		t.Fatalf("%d scopes remembered after a new one past %d, want 1 (the old ones forgotten)", n, maxScopes)
+	}
+}
