@@ -193,7 +193,9 @@ else
 end
 local final = redis.call('HGET', KEYS[1], 'state')
 if final == 'queued' or final == 'running' then
-  keep(KEYS[1], KEYS[2], KEYS[3])
+  -- a record just created has no expiry (nor its chunks and jobs keys,
+  -- which expire with an earlier record)
+  if ARGV[2] ~= '' then keep(KEYS[1], KEYS[2], KEYS[3]) end
 else
   touch(ttl, KEYS[1], KEYS[2], KEYS[3])
 end
@@ -333,6 +335,16 @@ return out
 var succeedBatchScript = redis.NewScript(luaCommon + `
 local now, ttl = ARGV[1], tonumber(ARGV[2])
 local out = {}
+-- The jobs' counters move once a batch, not once an object: a batch's
+-- objects mostly share one job. delta: job key -> field -> n.
+local delta = {}
+local function add(jobs, field, n)
+  for _, k in ipairs(jobs) do
+    local d = delta[k] or {}
+    delta[k] = d
+    d[field] = (d[field] or 0) + n
+  end
+end
 for i = 1, #KEYS / 3 do
   local x, c, js = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local a = 2 + 6 * (i - 1)
@@ -341,16 +353,23 @@ for i = 1, #KEYS / 3 do
   if (st == 'running' or st == 'queued') and num(redis.call('HGET', x, 'gen')) == tonumber(ARGV[a + 1]) then
     local n = tonumber(ARGV[a + 2]) - num(redis.call('HGET', x, 'bytes_done'))
     redis.call('HINCRBY', x, 'bytes_done', n)
-    bump_jobs(js, 'bytes_done', n)
     redis.call('HSET', x, 'state', 'success', 'finished', now, 'error', '', 'computed', ARGV[a + 3], 'check', ARGV[a + 4],
       'check_reason', ARGV[a + 5], 'computed_algorithm', ARGV[a + 6])
     redis.call('DEL', c)
-    bump_jobs(js, 'succeeded', 1)
-    bump_jobs(js, check_field(x), 1)
+    local jobs = {}
+    each_job(js, function(k) jobs[#jobs + 1] = k end)
+    add(jobs, 'bytes_done', n)
+    add(jobs, 'succeeded', 1)
+    add(jobs, check_field(x), 1)
     touch(ttl, x, js)
-    each_job(js, function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
     out[i] = 1
   end
+end
+for k, d in pairs(delta) do
+  for f, n in pairs(d) do
+    if n ~= 0 then redis.call('HINCRBY', k, f, n) end
+  end
+  touch(ttl, k, k .. ':xfers', k .. ':skipped')
 end
 return out
 `)
