@@ -348,7 +348,11 @@ func (l *Ledger) jobsOf(ctx context.Context, id string) ([]string, error) {
 	pipe := l.rdb.Pipeline()
 	first := pipe.HGet(ctx, xferKey(id), "job")
 	others := pipe.SMembers(ctx, xferJobsKey(id))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	_, _ = pipe.Exec(ctx) // errors are per command
+	if err := first.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("jobs of transfer %s: %w", id, err)
+	}
+	if err := others.Err(); err != nil {
 		return nil, fmt.Errorf("jobs of transfer %s: %w", id, err)
 	}
 	jobs := others.Val()

@@ -66,7 +66,7 @@ func Endpoints(cfg config.Config, rdb redis.UniversalClient, log *slog.Logger) *
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		top.Pacer = throttle.New(rdb, liveness.MembersKey, log)
+		top.Pacer = throttle.New(rdb, liveness.MembersKey, liveness.DeadAfter, log)
 	}
 	remotes := map[string]s3client.Options{}
 	for name, r := range cfg.Remotes {

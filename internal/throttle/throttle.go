@@ -21,10 +21,12 @@ package throttle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,8 +46,10 @@ const (
 	// Idle is how long after its last SlowDown a scope stays paced.
 	Idle = 2 * time.Minute
 	// recheck is how often an unpaced scope asks Redis whether another
-	// worker was throttled.
+	// worker was throttled, and how long a failing Redis is left alone.
 	recheck = time.Second
+	// callTimeout bounds a Redis call that a request waits for.
+	callTimeout = 300 * time.Millisecond
 	// okSeconds is how far back a worker's own successful requests are
 	// counted for the first rate.
 	okSeconds = 5
@@ -59,12 +63,18 @@ const prefix = "{s3fleet}:pace:"
 
 // Fleet is one process's side of the shared rates.
 type Fleet struct {
-	rdb     redis.UniversalClient
-	members string // the liveness members key: live workers and their last beat
-	log     *slog.Logger
+	rdb       redis.UniversalClient
+	members   string        // the liveness members key: live workers and their last beat
+	deadAfter time.Duration // a member silent this long is not live
+	log       *slog.Logger
+
+	// down is when Redis last failed or kept a request waiting past
+	// callTimeout (Unix ns): for recheck after it nothing is paced.
+	down atomic.Int64
 
 	mu     sync.Mutex
 	scopes map[string]*scope
+	swept  time.Time // last sweep of unused scopes
 }
 
 // scope is what this process knows of one scope.
@@ -75,30 +85,47 @@ type scope struct {
 	paced   bool
 	asking  int // requests asking Redis now
 	checked time.Time
+	cuts    int              // throttled attempts seen: an answer asked for before one is stale
+	cutting bool             // a cut is on its way to Redis
 	ok      [okSeconds]int64 // successful attempts in each of the last seconds
+	all     [okSeconds]int64 // all attempts, throttled ones too
 	okSec   [okSeconds]int64 // the Unix second each count is of
 }
 
-// own is the scope's successful attempts per second over the last
-// okSeconds, counting the current one, or over the seconds since the
-// first of them when that is shorter (a worker that just started).
-func (s *scope) own(now int64) float64 {
-	var n int64
+// count notes an attempt in the current second's counts.
+func (s *scope) count(now int64, ok bool) {
+	i := now % okSeconds
+	if s.okSec[i] != now {
+		s.okSec[i], s.ok[i], s.all[i] = now, 0, 0
+	}
+	s.all[i]++
+	if ok {
+		s.ok[i]++
+	}
+}
+
+// rates are the scope's successful and all attempts per second over the
+// last okSeconds, counting the current one, or over the seconds since
+// the first of them when that is shorter (a worker that just started).
+func (s *scope) rates(now int64) (ok, all float64) {
+	var nOK, nAll int64
 	oldest := now
 	for i, sec := range s.okSec {
-		if now-sec < okSeconds && s.ok[i] > 0 {
-			n += s.ok[i]
+		if now-sec < okSeconds && s.all[i] > 0 {
+			nOK += s.ok[i]
+			nAll += s.all[i]
 			oldest = min(oldest, sec)
 		}
 	}
-	return float64(n) / float64(now-oldest+1)
+	span := float64(now - oldest + 1)
+	return float64(nOK) / span, float64(nAll) / span
 }
 
-// New returns the fleet's rates on rdb. members is the sorted set of live
-// workers (member → last beat in ms, Redis time), whose size splits the
-// first rate.
-func New(rdb redis.UniversalClient, members string, log *slog.Logger) *Fleet {
-	return &Fleet{rdb: rdb, members: members, log: log, scopes: map[string]*scope{}}
+// New returns the fleet's rates on rdb. members is the sorted set of
+// workers (member → last beat in ms, Redis time); those that beat within
+// deadAfter are live, and their number multiplies the first rate.
+func New(rdb redis.UniversalClient, members string, deadAfter time.Duration, log *slog.Logger) *Fleet {
+	return &Fleet{rdb: rdb, members: members, deadAfter: deadAfter, log: log, scopes: map[string]*scope{}}
 }
 
 func (f *Fleet) scope(name string) *scope {
@@ -108,13 +135,7 @@ func (f *Fleet) scope(name string) *scope {
 	s, ok := f.scopes[name]
 	if !ok {
 		if len(f.scopes) >= maxScopes {
-			// A bucket with many top-level prefixes: forget those not
-			// used lately (an unpaced scope's state is only counts).
-			for n, old := range f.scopes {
-				if now.Sub(old.used) > forget {
-					delete(f.scopes, n)
-				}
-			}
+			f.sweep(now)
 		}
 		s = &scope{key: prefix + name}
 		f.scopes[name] = s
@@ -123,16 +144,41 @@ func (f *Fleet) scope(name string) *scope {
 	return s
 }
 
+// sweep forgets the scopes unused for forget, at most once per forget/2
+// (a sweep walks them all); when that is not enough, a tenth of them at
+// random: a forgotten scope loses only its counts, and asks Redis again.
+func (f *Fleet) sweep(now time.Time) {
+	if now.Sub(f.swept) >= forget/2 {
+		f.swept = now
+		for n, old := range f.scopes {
+			if now.Sub(old.used) > forget {
+				delete(f.scopes, n)
+			}
+		}
+	}
+	for n := range f.scopes {
+		if len(f.scopes) < maxScopes*9/10 {
+			break
+		}
+		delete(f.scopes, n)
+	}
+}
+
 // Wait blocks until the scope's rate lets one more request go, or ctx
-// ends. A Redis that cannot be reached paces nothing: the request goes,
-// and whatever it needs from Redis afterwards fails on its own.
+// ends. A Redis that fails, or answers slower than callTimeout, paces
+// nothing for a second: the request goes, and whatever it needs from
+// Redis afterwards fails on its own.
 func (f *Fleet) Wait(ctx context.Context, name string) error {
+	if f.isDown() {
+		return nil
+	}
 	s := f.scope(name)
 	s.mu.Lock()
 	now := time.Now()
 	// While one request asks, the others ask too: none goes unpaced
 	// on a stale answer.
 	ask := s.paced || s.asking > 0 || now.Sub(s.checked) >= recheck
+	cuts := s.cuts
 	if ask {
 		s.checked = now
 		s.asking++
@@ -141,10 +187,14 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 	if !ask {
 		return nil
 	}
-	wait, err := takeScript.Run(ctx, f.rdb, []string{s.key}, 1).Int64()
+	var wait int64
+	err := f.call(ctx, func(ctx context.Context) (err error) {
+		wait, err = takeScript.Run(ctx, f.rdb, []string{s.key}, 1).Int64()
+		return err
+	})
 	s.mu.Lock()
 	s.asking--
-	if err == nil {
+	if err == nil && (wait >= 0 || s.cuts == cuts) { // "not paced" from before a SlowDown is stale
 		s.paced = wait >= 0
 	}
 	s.mu.Unlock()
@@ -152,7 +202,7 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		f.log.Debug("pace: Redis unreachable, not pacing", "scope", name, "err", err)
+		f.log.Debug("pace: Redis failed or slow, not pacing for a second", "scope", name, "err", err)
 		return nil
 	}
 	if wait <= 0 {
@@ -168,35 +218,77 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 	}
 }
 
+// errSlow reports a Redis call that outlasted callTimeout.
+var errSlow = errors.New("Redis answered slower than " + callTimeout.String())
+
+// call runs fn against Redis with callTimeout: go-redis honours a
+// context's deadline only on clients built for it, so fn runs aside and
+// is abandoned when late. A failure or a late answer marks Redis down.
+func (f *Fleet) call(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- fn(ctx)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = errSlow
+		}
+	}
+	if err != nil {
+		f.down.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+func (f *Fleet) isDown() bool {
+	d := f.down.Load()
+	return d != 0 && time.Since(time.Unix(0, d)) < recheck
+}
+
 // Done reports how an attempt ended: throttled by the store (503
 // SlowDown and its kin) or not. A throttled attempt cuts the scope's
-// rate, or sets one.
+// rate, or sets one, on its way (the request does not wait for it).
 func (f *Fleet) Done(name string, throttled bool) {
 	s := f.scope(name)
 	now := time.Now().Unix()
 	s.mu.Lock()
+	s.count(now, !throttled)
 	if !throttled {
-		i := now % okSeconds
-		if s.okSec[i] != now {
-			s.okSec[i], s.ok[i] = now, 0
-		}
-		s.ok[i]++
 		s.mu.Unlock()
 		return
 	}
-	own := s.own(now)
 	s.paced = true
-	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	rate, err := cutScript.Run(ctx, f.rdb, []string{s.key, f.members},
-		strconv.FormatFloat(own, 'f', 3, 64), Cooldown.Milliseconds(), Idle.Milliseconds(),
-		Beta, Alpha, MinRate).Float64()
-	if err != nil {
-		f.log.Debug("pace: cannot record a SlowDown", "scope", name, "err", err)
+	s.cuts++
+	ok, all := s.rates(now)
+	if s.cutting || f.isDown() {
+		s.mu.Unlock()
 		return
 	}
-	f.log.Debug("pace: throttled", "scope", name, "rate", rate)
+	s.cutting = true
+	s.mu.Unlock()
+	go func() {
+		var rate float64
+		err := f.call(context.Background(), func(ctx context.Context) (err error) {
+			rate, err = cutScript.Run(ctx, f.rdb, []string{s.key, f.members},
+				strconv.FormatFloat(ok, 'f', 3, 64), strconv.FormatFloat(all, 'f', 3, 64),
+				Cooldown.Milliseconds(), Idle.Milliseconds(), Beta, Alpha, MinRate, f.deadAfter.Milliseconds()).Float64()
+			return err
+		})
+		s.mu.Lock()
+		s.cutting = false
+		s.mu.Unlock()
+		if err != nil {
+			f.log.Debug("pace: cannot record a SlowDown", "scope", name, "err", err)
+			return
+		}
+		f.log.Debug("pace: throttled", "scope", name, "rate", rate)
+	}()
 }
 
 // Rate is the scope's current rate in requests per second, 0 when it is
@@ -219,7 +311,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // taken now: waiters queue in the order they asked). The rate grows by
 // its step per second; the bucket holds a twentieth of a second's worth,
 // so no burst goes far above the rate. It also measures the granted rate
-// ("seen", over windows of a second or more) for the next cut.
+// ("seen", over contiguous windows of one to two seconds; 0, unknown,
+// after a pause) for the next cut.
 var takeScript = redis.NewScript(luaNow + `
 local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen')
 if not h[1] then return -1 end
@@ -229,34 +322,43 @@ local dt = math.max(0, now - ts) / 1000
 rate = rate + step * dt
 local burst = math.max(1, rate / 20)
 tokens = math.min(burst, tokens + rate * dt) - tonumber(ARGV[1])
-if now - win >= 1000 then
+if now - win > 2000 then
+  seen, n, win = 0, tonumber(ARGV[1]), now
+elseif now - win >= 1000 then
   seen = n * 1000 / (now - win)
-  n = 0
-  win = now
+  n, win = 0, now
 end
 redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', tokens, 'ts', now, 'n', n, 'win', win, 'seen', seen)
 if tokens >= 0 then return 0 end
 return math.ceil(-tokens * 1000 / rate)
 `)
 
-// cutScript: KEYS scope, members; ARGV own successful rate, cooldown ms,
-// idle ms, beta, alpha, min rate. Returns the scope's rate after the cut.
+// cutScript: KEYS scope, members; ARGV this worker's successful and all
+// attempts per second, cooldown ms, idle ms, beta, alpha, min rate, dead
+// after ms. Returns the scope's rate after the cut. The first rate is
+// what the store was accepting, this worker's successes times the live
+// workers (a quarter of its attempts when none succeeded); a later cut
+// takes beta of the lower of the rate and the granted rate. Requests
+// already promised a time keep their place: the debt carries over.
 var cutScript = redis.NewScript(luaNow + `
-local h = redis.call('HMGET', KEYS[1], 'rate', 'ts', 'step', 'cut', 'seen')
-local rate
+local h = redis.call('HMGET', KEYS[1], 'rate', 'ts', 'step', 'cut', 'seen', 'tokens')
+local rate, tokens = 0, 0
 if h[1] then
-  if now - tonumber(h[4]) < tonumber(ARGV[2]) then return h[1] end
-  rate = tonumber(h[1]) + tonumber(h[3]) * math.max(0, now - tonumber(h[2])) / 1000
+  if now - tonumber(h[4]) < tonumber(ARGV[3]) then return h[1] end
+  local dt = math.max(0, now - tonumber(h[2])) / 1000
+  rate = tonumber(h[1]) + tonumber(h[3]) * dt
+  tokens = math.min(0, tonumber(h[6]) + rate * dt)
   local seen = tonumber(h[5])
   if seen > 0 and seen < rate then rate = seen end
-  rate = rate * tonumber(ARGV[4])
+  rate = rate * tonumber(ARGV[5])
 else
-  local live = redis.call('ZCOUNT', KEYS[2], now - 3000, '+inf')
-  rate = tonumber(ARGV[1]) * math.max(live, 1)
+  local live = math.max(redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[8]), '+inf'), 1)
+  rate = tonumber(ARGV[1]) * live
+  if rate <= 0 then rate = tonumber(ARGV[2]) * live / 4 end
 end
-rate = math.max(rate, tonumber(ARGV[6]))
-local step = math.max(rate * tonumber(ARGV[5]), 1)
-redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', 0, 'ts', now, 'step', step, 'cut', now, 'n', 0, 'win', now, 'seen', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+rate = math.max(rate, tonumber(ARGV[7]))
+local step = math.max(rate * tonumber(ARGV[6]), 1)
+redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', tokens, 'ts', now, 'step', step, 'cut', now, 'n', 0, 'win', now, 'seen', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return tostring(rate)
 `)

@@ -19,7 +19,7 @@ import (
 func TestUnpacedCostsNothing(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
-	f := New(rdb, "members", slog.New(slog.DiscardHandler))
+	f := New(rdb, "members", 3*time.Second, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	if err := takeScript.Load(ctx, rdb).Err(); err != nil { // no NOSCRIPT round
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestSharedRate(t *testing.T) {
 	}
 	rdb.ZAdd(ctx, "members", redisZ("dead", now-10_000))
 	log := slog.New(slog.DiscardHandler)
-	a, b := New(rdb, "members", log), New(rdb, "members", log)
+	a, b := New(rdb, "members", 3*time.Second, log), New(rdb, "members", 3*time.Second, log)
 	const sc = "ep/bkt/logs/"
 	// Worker a made 30 successful requests in the current second.
 	for i := 0; i < 30; i++ {
@@ -67,15 +67,12 @@ func TestSharedRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Done(sc, true)
-	rate, err := a.Rate(ctx, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rate := settled(t, a, sc, 0)
 	if want := 30.0 * 2; rate < want*0.99 || rate > want*1.01 {
 		t.Fatalf("first rate %.1f/s, want %.0f (30/s accepted × 2 live workers; the dead one not counted)", rate, want)
 	}
 	a.Done(sc, true) // within the cooldown: the same congestion
-	if r2, _ := a.Rate(ctx, sc); r2 > rate*1.01 || r2 < rate*0.99 {
+	if r2 := settled(t, a, sc, 0); r2 > rate*1.01 || r2 < rate*0.99 {
 		t.Fatalf("a SlowDown within the cooldown moved the rate from %.1f to %.1f", rate, r2)
 	}
 
@@ -112,7 +109,7 @@ func TestSharedRate(t *testing.T) {
 	// Past the cooldown a SlowDown cuts by Beta (of the granted rate, at
 	// most the rate).
 	a.Done(sc, true)
-	cut, _ := a.Rate(ctx, sc)
+	cut := settled(t, a, sc, rate*1.2)
 	if cut > hi*Beta*1.05 || cut < rate*Beta*0.8 {
 		t.Errorf("cut to %.1f/s from about %.1f, want ×%.1f", cut, got, Beta)
 	}
@@ -137,9 +134,10 @@ func TestSharedRate(t *testing.T) {
 func TestWaitHonoursContext(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
-	f := New(rdb, "members", slog.New(slog.DiscardHandler))
+	f := New(rdb, "members", 3*time.Second, slog.New(slog.DiscardHandler))
 	const sc = "ep/bkt/"
-	f.Done(sc, true) // no successes: MinRate
+	f.Done(sc, true) // one attempt, throttled: MinRate
+	settled(t, f, sc, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	began := time.Now()
@@ -157,12 +155,79 @@ func redisZ(member string, score float64) redis.Z { return redis.Z{Member: membe
 // TestScopesForgotten: a worker reading a bucket of many top-level
 // prefixes does not keep a scope for each for ever.
 func TestScopesForgotten(t *testing.T) {
-	f := New(nil, "members", slog.New(slog.DiscardHandler))
+	f := New(nil, "members", 3*time.Second, slog.New(slog.DiscardHandler))
 	for i := range maxScopes {
 		f.scope("ep/bkt/p" + strconv.Itoa(i) + "/").used = time.Now().Add(-2 * forget)
 	}
 	f.scope("ep/bkt/recent/")
 	if n := len(f.scopes); n != 1 {
 		t.Fatalf("%d scopes remembered after a new one past %d, want 1 (the old ones forgotten)", n, maxScopes)
+	}
+}
+
+// settled waits for a Done's cut to reach Redis: for the scope's rate to
+// be set and, when below is not 0, under below.
+func settled(t *testing.T, f *Fleet, sc string, below float64) float64 {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		f.scope(sc).mu.Lock()
+		cutting := f.scope(sc).cutting
+		f.scope(sc).mu.Unlock()
+		r, err := f.Rate(context.Background(), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cutting && r > 0 && (below == 0 || r < below) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cut of %s did not land: rate %v", sc, r)
+		}
+	}
+}
+
+// TestCutAfterPause: the granted rate measured across a pause in traffic
+// is unknown, not the pause's average: a SlowDown after it cuts the rate
+// by Beta, not to MinRate.
+func TestCutAfterPause(t *testing.T) {
+	r := testenv.StartRedis(t)
+	f := New(r.Client(t), "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	const sc = "ep/bkt/"
+	for range 50 {
+		f.Done(sc, false)
+	}
+	f.Done(sc, true)
+	rate := settled(t, f, sc, 0)
+	time.Sleep(2500 * time.Millisecond) // no request: a pause longer than a window
+	if err := f.Wait(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	f.Done(sc, true)
+	cut := settled(t, f, sc, rate*1.5*Beta)
+	if cut < rate*Beta*0.9 {
+		t.Fatalf("a SlowDown after a pause cut %.1f/s to %.1f/s, want about %.1f (×%.1f)", rate, cut, rate*Beta, Beta)
+	}
+}
+
+// TestSlowRedisPacesNothing: a Redis that does not answer holds a request
+// at most callTimeout, and for a second after that none at all.
+func TestSlowRedisPacesNothing(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	f := New(rdb, "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	const sc = "ep/bkt/"
+	f.Done(sc, true)
+	settled(t, f, sc, 0)
+	if err := rdb.Do(context.Background(), "CLIENT", "PAUSE", 3000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	for range 20 {
+		if err := f.Wait(context.Background(), sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(began); took > 2*callTimeout {
+		t.Fatalf("20 requests took %v with Redis paused, want at most about %v (one timeout, then none asked)", took, callTimeout)
 	}
 }
