@@ -197,6 +197,7 @@ type scaleSuite struct {
 	log          *slog.Logger
 	tmp, dest    string
 	destNote     string
+	fallocate    time.Duration // to preallocate the big object's size on the destination
 	net          *fleetNet
 	redis, s3    *process
 	redisURL     string // as the hosts reach it
@@ -264,7 +265,10 @@ func newScaleSuite(ctx context.Context, o scaleOptions, log *slog.Logger) (_ *sc
 	if s.dest, s.destNote, err = scaleDest(o, s.tmp); err != nil {
 		return nil, err
 	}
-	log.Info("making the hosts", "hosts", o.maxHosts(), "link_mbit", o.rateMbit, "dest", s.dest)
+	if s.fallocate, err = timeFallocate(s.dest, o.bigSize); err != nil {
+		return nil, err
+	}
+	log.Info("making the hosts", "hosts", o.maxHosts(), "link_mbit", o.rateMbit, "dest", s.dest, "fallocate_s", s.fallocate.Seconds())
 	if s.net, err = setupNet(o.maxHosts(), o.rateMbit); err != nil {
 		return nil, err
 	}
@@ -363,6 +367,23 @@ func scaleDest(o scaleOptions, tmp string) (dir, note string, err error) {
 	}
 	dir = filepath.Join(tmp, "dest")
 	return dir, "a directory on the machine's disk, which every namespace sees (/dev/shm had no room)", os.MkdirAll(dir, 0o755)
+}
+
+// timeFallocate times the preallocation of size bytes in a file under
+// dir, as a worker's first chunk of an object does before any chunk of it
+// lands: on a tmpfs it allocates and zeroes the memory.
+func timeFallocate(dir string, size int64) (time.Duration, error) {
+	f, err := os.CreateTemp(dir, "fallocate-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	start := time.Now()
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+		return 0, nil // unsupported: the worker only sets the size
+	}
+	return time.Since(start), nil
 }
 
 // startServers starts redis-server on loopback (the suite's own client)

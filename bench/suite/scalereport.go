@@ -176,7 +176,8 @@ func (s *scaleSuite) render() string {
 		"with `tc qdisc … %s`: %d Mbit/s towards the host (at most %.1f MB/s of TCP payload), its downloads and Redis's replies "+
 		"sharing it; the enqueue (`enqueue SRC DEST --wait`, `S3FLEET_CHUNK_SIZE=%s`) in a namespace of its own on an uncapped link\n",
 		o.concurrency, strings.Join(tbfArgs(o.rateMbit), " "), o.rateMbit, goodput(o.rateMbit)/1e6, fmtSize(o.chunk))
-	fmt.Fprintf(&b, "- Destination: %s\n", s.destNote)
+	fmt.Fprintf(&b, "- Destination: %s; preallocating the big object's %s there (fallocate, as a download's first chunk "+
+		"does before any chunk lands) took %.2f s\n", s.destNote, fmtSize(o.bigSize), s.fallocate.Seconds())
 	fmt.Fprintf(&b, "- Workloads: big, %s in %s chunks (%d chunks: %.1f per worker slot at %d hosts); small, %s under a prefix "+
 		"(the enqueue batches them, at its defaults)\n", s.big.title, fmtSize(o.chunk), o.chunks(),
 		float64(o.chunks())/float64(o.maxHosts()*o.concurrency), o.maxHosts(), s.small.title)
@@ -214,11 +215,13 @@ func (s *scaleSuite) render() string {
 	fmt.Fprintf(&b, `"link use": the bytes the hosts' links carried towards them over what they could carry in the time `+
 		`(rate × hosts × seconds, the rate on the wire); "spread": the least and the most one host's link carried, `+
 		`against the mean. From the links sampled every %s (medians of the runs): "first data", when data first flowed `+
-		`towards a host; "hosts' last data, spread", from the first host's last data to the last host's (the tail: `+
+		`towards a host (the enqueue's start, its records and tasks, a worker's first poll, and for the big object the `+
+		`first chunk's preallocation of the whole file, %.2f s on this destination, which every chunk waits for); `+
+		`"hosts' last data, spread", from the first host's last data to the last host's (the tail: `+
 		`hosts with nothing left to take while others finish); "after last data", from the last data to the enqueue's `+
 		`exit (the object assembled, the enqueue noticing). Equal chunks pulled %d at a time by each host make a tail `+
 		`of up to %d × %s ÷ the link's rate, %.1f s here: a host may take its last %d chunks just before the queue `+
-		`runs dry while the others find it empty.`+"\n\n", sampleEvery, o.concurrency, o.concurrency, fmtSize(o.chunk), tail, o.concurrency)
+		`runs dry while the others find it empty.`+"\n\n", sampleEvery, s.fallocate.Seconds(), o.concurrency, o.concurrency, fmtSize(o.chunk), tail, o.concurrency)
 	b.WriteString("CPU, in cores: CPU time over the clock, medians of the runs (the last column: CPU-s per GiB of the workload, " +
 		"means). \"fleet\" is the workers, the enqueue and Redis; \"machine\" all the machine's busy time, softirq (the " +
 		"links' packets) and other programs included, out of " + strconv.Itoa(m.cpus) + "; \"rest\" the machine's less the " +
