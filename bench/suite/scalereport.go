@@ -724,9 +724,14 @@ func (s *scaleSuite) waste(big, small []scaleRow) string {
 				strings.Join(once, ", "))
 		}
 		if n := byKey(callKey{"asynq", "memoryUsageCmd"}); n > 0 {
-			ins := meanOf(lastBig.ok, func(x scaleSample) float64 {
-				return x.cost.calls.insideOf(callKey{"asynq", "memoryUsageCmd"}) + x.cost.calls.insideOf(callKey{"asynq", "currentStatsCmd"})
-			})
+			// Runs without such a call count for nothing: the sums' ratio.
+			var ins float64
+			for _, name := range []string{"memoryUsageCmd", "currentStatsCmd"} {
+				k := callKey{"asynq", name}
+				if c := byKey(k); c > 0 {
+					ins += meanOf(lastBig.ok, func(x scaleSample) float64 { return float64(x.cost.calls.inside[k]) }) / c
+				}
+			}
 			fmt.Fprintf(&b, "- **Queue statistics nobody reads.** Every worker, every 30 s, asks asynq's inspector for the "+
 				"whole GetQueueInfo of each of its queues (currentStatsCmd and memoryUsageCmd, %.0f commands inside Redis a "+
 				"queue, MEMORY USAGE of sampled tasks among them; %.0f calls in the big object's run at %d hosts) to read one "+
