@@ -84,7 +84,7 @@ func parseScaleFlags(args []string) (scaleOptions, error) {
 	chunk := fs.String("chunk-size", "8MiB", "the enqueue's chunk_size")
 	bigSize := fs.String("big-size", "1GiB", "size of the big workload's object")
 	smallCount := fs.Int("small-count", 2000, "objects of the small workload")
-	smallSize := fs.String("small-size", "256KiB", "size of each of them")
+	smallSize := fs.String("small-size", "512KiB", "size of each of them")
 	runs := fs.Int("runs", 2, "runs of each workload at each number of hosts")
 	idle := fs.Duration("idle", 10*time.Second, "idle spell measured at the fewest and the most hosts (0: none)")
 	settle := fs.Duration("settle", 4*time.Second, "wait after the workers registered, before anything is measured (a member watches the others once its beats have reached Redis for 3 s)")
