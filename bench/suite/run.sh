@@ -7,7 +7,7 @@
 #   bench/suite/run.sh quick      # 1 GiB download, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
 #   bench/suite/run.sh full -directions upload,copy,server-copy   # the uploads and copies alone
 #   bench/suite/run.sh full -runs 3 -cells 'big/*/scratch'        # flags after the mode go to the suite (see main.go)
-#   bench/suite/run.sh scale      # scale-out: 1, 2, 4, 8 worker hosts (network namespaces, root), bench/results-scale.md (about 7 min)
+#   bench/suite/run.sh scale      # scale-out: 1, 2, 4, 8 worker hosts (network namespaces, root), bench/results-scale.md (about 9 min)
 #
 # Installs what it needs on a fresh Debian machine, once: Debian packages
 # (redis-server, python3-boto3, python3-s3transfer, rclone), versitygw (via
