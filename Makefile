@@ -82,6 +82,10 @@ bench-copy: tools ## the suite's uploads and copies on plain HTTP: 1 GiB uploade
 bench-pipeline: tools ## the fleet alone: one 1 GiB object with 1, 2 and 4 worker processes, MB/s, CPU and peak RSS (~1 min)
 	bench/suite/run.sh full -cells 'big/loopback/durable:3' -contenders '^s3fleet' -out bench/out/results-pipeline.md
 
+.PHONY: bench-scale
+bench-scale: tools ## scale-out: 1, 2, 4, 8 worker hosts (network namespaces, links capped with tbf; root), MB/s, efficiency, CPU and Redis calls: bench/results-scale.md and .png (~9 min)
+	bench/suite/run.sh scale
+
 .PHONY: gobench
 gobench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem ./chunker ./assembler ./tasks ./checksum

@@ -72,6 +72,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	if isScaleMode(args) {
+		return runScale(ctx, args)
+	}
 	o, err := parseFlags(args)
 	if err != nil {
 		return err

@@ -274,6 +274,11 @@ func (s *suite) render() string {
 
 	b.WriteString(s.listing.report())
 	b.WriteString(s.failover.report())
+	// The scale-out measurement runs apart (make bench-scale, as root):
+	// its summary is carried over from its own report.
+	if sec := scaleSection(o.root, filepath.Join(o.root, filepath.FromSlash(o.out))); sec != "" {
+		b.WriteString(sec + "\n")
+	}
 	b.WriteString("## The contenders' commands\n\n")
 	b.WriteString("$ENDPOINT is versitygw's address, or wanproxy's on the emulated WAN, or its HTTPS instance's; $OUT an empty directory of the run's own;\n" +
 		"$ENDPOINT2 the second server's (copies across endpoints); $RUN/ a key prefix of the run's own in the destination bucket; $SRC the\n" +

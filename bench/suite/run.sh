@@ -7,6 +7,7 @@
 #   bench/suite/run.sh quick      # 1 GiB download, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
 #   bench/suite/run.sh full -directions upload,copy,server-copy   # the uploads and copies alone
 #   bench/suite/run.sh full -runs 3 -cells 'big/*/scratch'        # flags after the mode go to the suite (see main.go)
+#   bench/suite/run.sh scale      # scale-out: 1, 2, 4, 8 worker hosts (network namespaces, root), bench/results-scale.md (about 9 min)
 #
 # Installs what it needs on a fresh Debian machine, once: Debian packages
 # (redis-server, python3-boto3, python3-s3transfer, rclone), versitygw (via
@@ -22,15 +23,22 @@ root="$(cd "$here/../.." && pwd)"
 bin="$root/.bin"
 mode="full"
 case "${1:-}" in
-  quick|full) mode="$1"; shift ;;
-  -h|--help|help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  quick|full|scale) mode="$1"; shift ;;
+  -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 GO="${GO:-go}"
 mkdir -p "$bin"
+if [ "$mode" = scale ] && [ "$(id -u)" -ne 0 ]; then
+  echo "run.sh scale makes network namespaces and shapes their links: run it as root" >&2
+  exit 1
+fi
 
-# Debian packages, installed only when one is missing.
+# Debian packages, installed only when one is missing; the scale-out
+# measurement runs s3fleet alone.
+packages=(redis-server python3-boto3 python3-s3transfer rclone)
+[ "$mode" = scale ] && packages=(redis-server)
 missing=()
-for pkg in redis-server python3-boto3 python3-s3transfer rclone; do
+for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -48,6 +56,11 @@ if [ -z "${S3FLEET_VERSITYGW:-}" ] && [ ! -x "$bin/versitygw" ]; then
 fi
 versitygw="${S3FLEET_VERSITYGW:-$bin/versitygw}"
 versitygw_version="$(sed -n 's/^VERSITYGW_VERSION := //p' "$root/Makefile")"
+
+cd "$here"
+if [ "$mode" = scale ]; then
+  exec "$GO" run . -mode scale -versitygw "$versitygw" -versions "versitygw=$versitygw_version" "$@"
+fi
 
 # s5cmd: the module proxy refuses `go install` for it (its go.mod has
 # replace directives), so build it from the module cache.
