@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/dustin/go-humanize"
 	"github.com/redis/go-redis/v9"
 )
@@ -42,6 +43,7 @@ type scaleOptions struct {
 	smallCount  int
 	runs        int
 	idle        time.Duration
+	slowdown    int // the SlowDown measurement's cap, requests/s; 0: none
 	settle      time.Duration
 	dest        string
 	out, chart  string // relative to the repository
@@ -87,6 +89,7 @@ func parseScaleFlags(args []string) (scaleOptions, error) {
 	smallSize := fs.String("small-size", "512KiB", "size of each of them")
 	runs := fs.Int("runs", 2, "runs of each workload at each number of hosts")
 	idle := fs.Duration("idle", 10*time.Second, "idle spell measured at the fewest and the most hosts (0: none)")
+	slowdown := fs.Int("slowdown", 60, "last, the SlowDown measurement: workers on this machine download small objects through a proxy refusing requests above this many a second (0: none)")
 	settle := fs.Duration("settle", 4*time.Second, "wait after the workers registered, before anything is measured (a member watches the others once its beats have reached Redis for 3 s)")
 	dest := fs.String("dest", "", "directory the outputs go under, which every host sees (default: one on /dev/shm when it is a tmpfs with room, else the temporary directory)")
 	out := fs.String("out", "bench/results-scale.md", "the Markdown report, relative to the repository; bench/results.md's Scale-out section is updated from it")
@@ -103,7 +106,7 @@ func parseScaleFlags(args []string) (scaleOptions, error) {
 	if fs.NArg() > 0 {
 		return scaleOptions{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	o := scaleOptions{rateMbit: *rate, concurrency: *concurrency, smallCount: *smallCount, runs: *runs, idle: *idle, settle: *settle,
+	o := scaleOptions{rateMbit: *rate, concurrency: *concurrency, smallCount: *smallCount, runs: *runs, idle: *idle, slowdown: *slowdown, settle: *settle,
 		dest: *dest, out: *out, chart: *chart, runTimeout: *runTimeout, keep: *keep,
 		redisServer: *redisServer, versions: *versions, s3fleetSrc: *s3fleetSrc, shown: shownFlags(args)}
 	for f := range strings.SplitSeq(*hosts, ",") {
@@ -207,6 +210,8 @@ type scaleSuite struct {
 	scripts      scriptCatalogue
 	samples      []scaleSample
 	idles        []idleSample
+	s3c          *s3.Client
+	slowdown     slowdownResult
 	started      time.Time
 	uploadTime   time.Duration
 	fleetVersion string
@@ -230,6 +235,14 @@ func runScale(ctx context.Context, args []string) error {
 	defer s.close()
 	if err := s.runAll(ctx); err != nil {
 		return err
+	}
+	if o.slowdown > 0 {
+		log.Info("SlowDown: small objects through a proxy capping the fleet's requests", "cap", o.slowdown)
+		s.slowdown = runSlowdown(ctx, slowdownFleet{rdb: s.rdb, s3c: s.s3c, endpoint: s.endpoint,
+			env: s.env(), bin: func(name string) string { return s.opt.bin(fleetBin(name)) }, tmp: s.tmp}, o.slowdown)
+		if s.slowdown.err != nil {
+			log.Error("slowdown", "err", s.slowdown.err)
+		}
 	}
 	return s.report()
 }
@@ -287,6 +300,7 @@ func newScaleSuite(ctx context.Context, o scaleOptions, log *slog.Logger) (_ *sc
 	if err != nil {
 		return nil, err
 	}
+	s.s3c = s3c
 	log.Info("uploading", "objects", 1+o.smallCount, "bytes", humanize.IBytes(uint64(s.big.total+s.small.total)))
 	start := time.Now()
 	if err := upload(ctx, s3c, []*workload{s.big, s.small}, filepath.Join(s.tmp, "src"), nil); err != nil {

@@ -203,6 +203,7 @@ func (s *scaleSuite) render() string {
 	big, small := s.rows(s.big), s.rows(s.small)
 	b.WriteString(summaryStart + "\n")
 	b.WriteString(s.summary(big, small))
+	b.WriteString(s.slowdown.summaryLine())
 	b.WriteString(summaryEnd + "\n\n")
 	fmt.Fprintf(&b, "![scale-out](%s)\n\n", filepath.Base(o.chart))
 
@@ -277,6 +278,7 @@ func (s *scaleSuite) render() string {
 	b.WriteString(table([]string{"hosts", "workload", "run", "s", "MB/s", "workers CPU-s", "enqueue CPU-s", "Redis CPU-s", "versitygw CPU-s",
 		"machine busy CPU-s", "steal CPU-s", "MB per host link", "Redis calls", "error"}, all))
 	b.WriteString("\n</details>\n")
+	b.WriteString(s.slowdown.report())
 	return b.String()
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -128,23 +129,36 @@ func startCapProxy(ctx context.Context, target string, c *rateCap) (string, erro
 	return "http://" + ln.Addr().String(), nil
 }
 
+// slowdownFleet is what the SlowDown measurement needs of a suite: its
+// Redis, a client of its S3 server (and that server's URL), the fleet's
+// base environment (Redis and the rest, not the endpoint), its binaries
+// and a scratch directory.
+type slowdownFleet struct {
+	rdb      redis.UniversalClient
+	s3c      *s3.Client
+	endpoint string
+	env      []string
+	bin      func(string) string
+	tmp      string
+}
+
 // runSlowdown downloads slowdownObjects small objects through a proxy
-// capped at capRate requests a second.
-func (s *suite) runSlowdown(ctx context.Context, capRate int) (res slowdownResult) {
+// capped at capRate requests a second, with slowdownWorkers workers on
+// this machine's loopback.
+func runSlowdown(ctx context.Context, f slowdownFleet, capRate int) (res slowdownResult) {
 	res.cap, res.objects = capRate, slowdownObjects
-	rdb := s.srv.rdb
-	if err := rdb.FlushDB(ctx).Err(); err != nil {
+	if err := f.rdb.FlushDB(ctx).Err(); err != nil {
 		res.err = fmt.Errorf("flush redis: %w", err)
 		return res
 	}
-	defer func() { _ = rdb.FlushDB(context.WithoutCancel(ctx)).Err() }()
+	defer func() { _ = f.rdb.FlushDB(context.WithoutCancel(ctx)).Err() }()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	body := bytes.Repeat([]byte("s"), slowdownSize)
 	for i := range slowdownObjects {
 		g.Go(func() error {
 			key := fmt.Sprintf("%sobj-%05d", slowdownPrefix, i)
-			_, err := s.srv.s3c.PutObject(gctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(body)})
+			_, err := f.s3c.PutObject(gctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(body)})
 			return err
 		})
 	}
@@ -155,15 +169,12 @@ func (s *suite) runSlowdown(ctx context.Context, capRate int) (res slowdownResul
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
 	limit := &rateCap{cap: capRate, secs: map[int64]*second{}}
-	endpoint, err := startCapProxy(pctx, s.srv.endpoint, limit)
+	endpoint, err := startCapProxy(pctx, f.endpoint, limit)
 	if err != nil {
 		res.err = fmt.Errorf("start the capped proxy: %w", err)
 		return res
 	}
-	env := append(cleanEnv(),
-		"S3FLEET_REDIS=redis://"+s.srv.redisAddr+"/0", "S3FLEET_ENDPOINT="+endpoint,
-		"S3FLEET_PATH_STYLE=true", "S3FLEET_REGION="+region, "S3FLEET_LOG_LEVEL=warn",
-		"S3FLEET_ALLOW_DEST="+s.tmp, "S3FLEET_CONCURRENCY=16")
+	env := append(append([]string{}, f.env...), "S3FLEET_ENDPOINT="+endpoint, "S3FLEET_ALLOW_DEST="+f.tmp, "S3FLEET_CONCURRENCY=16")
 	var workers []*process
 	defer func() {
 		for _, w := range workers {
@@ -171,19 +182,19 @@ func (s *suite) runSlowdown(ctx context.Context, capRate int) (res slowdownResul
 		}
 	}()
 	for i := range slowdownWorkers {
-		w, err := startProcess(spec{name: fmt.Sprintf("slowdown worker %d", i+1), bin: s.opt.bin("worker"), env: env, dir: s.tmp,
-			log: filepath.Join(s.tmp, "logs", fmt.Sprintf("slowdown-worker-%d.log", i+1))})
+		w, err := startProcess(spec{name: fmt.Sprintf("slowdown worker %d", i+1), bin: f.bin("worker"), env: env, dir: f.tmp,
+			log: filepath.Join(f.tmp, "logs", fmt.Sprintf("slowdown-worker-%d.log", i+1))})
 		if err != nil {
 			res.err = err
 			return res
 		}
 		workers = append(workers, w)
 	}
-	time.Sleep(time.Second) // joined: the first rate splits by the live workers
+	time.Sleep(2 * time.Second) // joined: the first rate splits by the live workers
 	began := time.Now()
-	p, err := startProcess(spec{name: "enqueue", bin: s.opt.bin("enqueue"), env: env, dir: s.tmp,
-		args: []string{"s3://" + bucket + "/" + slowdownPrefix, filepath.Join(s.tmp, "out", "slowdown") + "/", "--wait", "--quiet", "--job", "slowdown"},
-		log:  filepath.Join(s.tmp, "logs", "slowdown-enqueue.log")})
+	p, err := startProcess(spec{name: "enqueue", bin: f.bin("enqueue"), env: env, dir: f.tmp,
+		args: []string{"s3://" + bucket + "/" + slowdownPrefix, filepath.Join(f.tmp, "out", "slowdown") + "/", "--wait", "--quiet", "--job", "slowdown"},
+		log:  filepath.Join(f.tmp, "logs", "slowdown-enqueue.log")})
 	if err != nil {
 		res.err = err
 		return res
@@ -211,6 +222,19 @@ func (r slowdownResult) summary() (worst int, refusedEarly, refusedLate int) {
 		}
 	}
 	return worst, refusedEarly, refusedLate
+}
+
+// summaryLine is the measurement in a sentence, for the report's summary.
+func (r slowdownResult) summaryLine() string {
+	if r.cap == 0 {
+		return ""
+	}
+	if r.err != nil {
+		return fmt.Sprintf("\nSlowDown (a store refusing above %d requests/s): failed: %v\n", r.cap, r.err)
+	}
+	worst, early, late := r.summary()
+	return fmt.Sprintf("\nSlowDown, %d workers × 16 tasks against a store refusing above %d requests/s fleet-wide: after a %v warm-up the busiest second saw %d (%.2f× the cap; goal ≤ 1.1×), %d requests refused in the warm-up and %d after it, %d objects in %.1f s, none failed.\n",
+		slowdownWorkers, r.cap, slowdownWarmUp, worst, float64(worst)/float64(r.cap), early, late, r.objects, r.elapsed.Seconds())
 }
 
 func (r slowdownResult) report() string {
