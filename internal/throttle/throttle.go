@@ -309,7 +309,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // takeScript: KEYS scope; ARGV tokens. Returns -1 when the scope is not
 // paced, else how many ms to wait before the request goes (its tokens are
 // taken now: waiters queue in the order they asked). The rate grows by
-// its step per second; the bucket holds a twentieth of a second's worth,
+// its step per second; the bucket holds a fiftieth of a second's worth,
 // so no burst goes far above the rate. It also measures the granted rate
 // ("seen", over contiguous windows of one to two seconds; 0, unknown,
 // after a pause) for the next cut.
@@ -320,7 +320,7 @@ local rate, tokens, ts, step = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), t
 local n, win, seen = tonumber(h[5]) + tonumber(ARGV[1]), tonumber(h[6]), tonumber(h[7])
 local dt = math.max(0, now - ts) / 1000
 rate = rate + step * dt
-local burst = math.max(1, rate / 20)
+local burst = math.max(1, rate / 50)
 tokens = math.min(burst, tokens + rate * dt) - tonumber(ARGV[1])
 if now - win > 2000 then
   seen, n, win = 0, tonumber(ARGV[1]), now
