@@ -48,8 +48,9 @@ const (
 	// recheck is how often an unpaced scope asks Redis whether another
 	// worker was throttled, and how long a failing Redis is left alone.
 	recheck = time.Second
-	// callTimeout bounds a Redis call that a request waits for.
-	callTimeout = 300 * time.Millisecond
+	// callTimeout bounds a Redis call that a request waits for: a Redis
+	// slower than this is as good as down.
+	callTimeout = time.Second
 	// okSeconds is how far back a worker's own successful requests are
 	// counted for the first rate.
 	okSeconds = 5
@@ -66,6 +67,7 @@ type Fleet struct {
 	rdb       redis.UniversalClient
 	members   string        // the liveness members key: live workers and their last beat
 	deadAfter time.Duration // a member silent this long is not live
+	timeout   time.Duration // callTimeout; tests on a loaded machine raise it
 	log       *slog.Logger
 
 	// down is when Redis last failed or kept a request waiting past
@@ -125,7 +127,7 @@ func (s *scope) rates(now int64) (ok, all float64) {
 // workers (member → last beat in ms, Redis time); those that beat within
 // deadAfter are live, and their number multiplies the first rate.
 func New(rdb redis.UniversalClient, members string, deadAfter time.Duration, log *slog.Logger) *Fleet {
-	return &Fleet{rdb: rdb, members: members, deadAfter: deadAfter, log: log, scopes: map[string]*scope{}}
+	return &Fleet{rdb: rdb, members: members, deadAfter: deadAfter, timeout: callTimeout, log: log, scopes: map[string]*scope{}}
 }
 
 func (f *Fleet) scope(name string) *scope {
@@ -219,13 +221,13 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 }
 
 // errSlow reports a Redis call that outlasted callTimeout.
-var errSlow = errors.New("Redis answered slower than " + callTimeout.String())
+var errSlow = errors.New("Redis answered too slowly")
 
 // call runs fn against Redis with callTimeout: go-redis honours a
 // context's deadline only on clients built for it, so fn runs aside and
 // is abandoned when late. A failure or a late answer marks Redis down.
 func (f *Fleet) call(ctx context.Context, fn func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	done := make(chan error, 1)
 	go func() {
 		defer cancel()
