@@ -175,6 +175,9 @@ func TestScaleReport(t *testing.T) {
 		sample(1, "big", 60, map[callKey]int64{deq: 450, done: 128}), sample(1, "small", 30, map[callKey]int64{deq: 10}),
 		sample(2, "big", 31, map[callKey]int64{deq: 500, done: 128}), {hosts: 2, workload: "small", run: 1, err: errWorkerDied},
 	}
+	mem := callKey{"asynq", "memoryUsageCmd"}
+	s.samples[2].cost.calls.top[byWorkers][mem] = 5
+	s.samples[2].cost.calls.inside[mem] = 200
 	idle := newCallCounts()
 	idle.top[byWorkers][deq] = 960
 	idle.inside[deq] = 1920
@@ -182,7 +185,7 @@ func TestScaleReport(t *testing.T) {
 	md := s.render()
 	for _, want := range []string{summaryStart, "| 2     |     34.6 |           0.97 |", "ledger chunkDoneScript (1.00)",
 		"An idle worker sends 48 calls/s, 48 of them asynq's dequeue script", "2 hosts, small, run 1: a worker exited during the run",
-		"EVALSHA asynq dequeueCmd", "| 2 hosts |"} {
+		"EVALSHA asynq dequeueCmd", "| 2 hosts |", "40 commands inside Redis a queue", "5 times in the 3 runs"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q", want)
 		}
