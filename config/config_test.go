@@ -77,7 +77,7 @@ func defaults() Config {
 		MaxRetries:      100,
 		RetryFor:        15 * time.Minute,
 		StragglerAfter:  10 * time.Second,
-		PollInterval:    500 * time.Millisecond,
+		PollInterval:    200 * time.Millisecond,
 		RetryDelay:      time.Second,
 		ChunkTimeout:    10 * time.Minute,
 		ConnectTimeout:  5 * time.Second,
