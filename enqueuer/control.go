@@ -41,7 +41,10 @@ func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
 			return 0, err
 		}
 	}
-	var n int64
+	n, err := e.cancelPending(ctx, job)
+	if err != nil {
+		return n, err
+	}
 	err = e.Ledger.JobObjects(ctx, job, func(o ledger.JobObject) error {
 		if o.State != ledger.Queued && o.State != ledger.Running {
 			return nil
@@ -79,6 +82,50 @@ func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
 	return n, err
 }
 
+// cancelPending cancels the job's batches whose objects have no records
+// yet. From the mark on, a batch that starts makes its records cancelled;
+// one still waiting makes them here, cancelled, and is deleted; one that
+// runs is told to stop (its records, made before the mark, are cancelled
+// with the job's others); one whose task is gone counts its objects
+// cancelled. It returns how many objects it cancelled.
+func (e *Enqueuer) cancelPending(ctx context.Context, job string) (int64, error) {
+	if err := e.Ledger.MarkCancelled(ctx, job, true, time.Now()); err != nil {
+		return 0, err
+	}
+	pending, err := e.Ledger.PendingBatches(ctx, job)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, b := range pending {
+		info, err := e.Control.GetTaskInfo(b.Queue, b.ID)
+		switch {
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			if ok, err := e.Ledger.ForgetPending(ctx, job, b.ID); err != nil {
+				return n, err
+			} else if ok {
+				n += b.Objects
+			}
+			continue
+		case err != nil:
+			return n, fmt.Errorf("read batch %s of job %s: %w", b.ID, job, err)
+		case info.State != asynq.TaskStateActive:
+			p, err := tasks.DecodeBatch(info.Payload)
+			if err != nil {
+				return n, fmt.Errorf("batch %s of job %s: %w", b.ID, job, err)
+			}
+			if err := tasks.Materialize(ctx, e.Ledger, p, b.Queue, true); err != nil {
+				return n, err
+			}
+			n += b.Objects
+		}
+		if err := e.stopTask(b.Queue, b.ID); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // stopTask deletes a task that waits, or cancels one that runs.
 func (e *Enqueuer) stopTask(queue, id string) error {
 	err := e.Control.DeleteTask(queue, id)
@@ -97,6 +144,9 @@ func (e *Enqueuer) stopTask(queue, id string) error {
 // fetches only the chunks it has not recorded.
 func (e *Enqueuer) Retry(ctx context.Context, job string) (Summary, error) {
 	if _, err := e.Ledger.GetJob(ctx, job); err != nil {
+		return Summary{}, err
+	}
+	if err := e.Ledger.MarkCancelled(ctx, job, false, time.Now()); err != nil {
 		return Summary{}, err
 	}
 	s := &submission{e: e, sum: Summary{Job: job}}

@@ -39,10 +39,19 @@ type submission struct {
 	// it had failures (0 otherwise).
 	resumedAt int64
 
-	batchMu    sync.Mutex
-	batch      []tasks.BatchObject
-	batchBytes int64
-	batchQueue string // the queue of the batch being filled: its objects' (Transfer.Queue)
+	// The batches being filled: one of objects with records, one of
+	// pending objects (see addPending).
+	batchMu sync.Mutex
+	batch   batchFill
+	pending batchFill
+}
+
+// batchFill is a batch task being filled.
+type batchFill struct {
+	objs    []tasks.BatchObject
+	bytes   int64
+	queue   string // its objects' (Transfer.Queue)
+	pending bool   // its objects have no records yet
 }
 
 // wanted applies --include and --exclude to the key's path below its
@@ -173,7 +182,8 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 		return objs, nil // these decide from what is on disk and in the records
 	}
 	var reqs []ledger.AttachRequest
-	var fresh []object
+	var fresh, pendable []object
+	var pend []ledger.Transfer
 	for _, o := range objs {
 		if !s.wanted(o) {
 			atomic.AddInt64(&s.sum.Filtered, 1)
@@ -183,8 +193,33 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 		if cause == "" && !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest) {
 			cause = location.Exists(t.Dest)
 		}
+		if cause == "" && s.pendable(t) {
+			pend, pendable = append(pend, t), append(pendable, o)
+			continue
+		}
 		reqs = append(reqs, ledger.AttachRequest{Job: s.sum.Job, Mode: ledger.ModeCreate, New: t, Cause: cause})
 		fresh = append(fresh, o)
+	}
+	if len(pend) > 0 {
+		ids := make([]string, len(pend))
+		for i, t := range pend {
+			ids[i] = t.ID
+		}
+		known, err := s.e.Ledger.Exist(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for i, t := range pend {
+			if known[i] {
+				rest = append(rest, pendable[i]) // the fleet has a record of it: the careful path
+				continue
+			}
+			s.count(ledger.ModeCreate, "", t.Size)
+			t.Gen = 1
+			if err := s.addPending(ctx, t); err != nil {
+				return nil, err
+			}
+		}
 	}
 	results, err := s.e.Ledger.AttachMany(ctx, reqs, time.Now())
 	if err != nil {
@@ -335,67 +370,95 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 	return err == nil && info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted
 }
 
-// addToBatch adds an object to the batch being filled, and enqueues the
-// batch once it is full.
+// pendable reports whether a new object can wait in a batch task with no
+// record of its own until the batch starts (see ledger.Pend): a small one
+// in a first run of its job (a job run again after failures needs every
+// transfer recorded for Supersede), not bound to a host (another job of the
+// same object finds an --on job's record, and follows it to its host's
+// queue).
+func (s *submission) pendable(t ledger.Transfer) bool {
+	return s.batchable(t) && s.resumedAt == 0 && !s.req.DryRun && s.req.On == ""
+}
+
+// addToBatch adds an object with a record to the batch being filled, and
+// enqueues the batch once it is full.
 func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
+	return s.fill(ctx, &s.batch, t)
+}
+
+// addPending adds a new object, with no record, to the pending batch being
+// filled: its record is made when the batch starts.
+func (s *submission) addPending(ctx context.Context, t ledger.Transfer) error {
+	s.pending.pending = true
+	return s.fill(ctx, &s.pending, t)
+}
+
+func (s *submission) fill(ctx context.Context, b *batchFill, t ledger.Transfer) error {
 	queue := t.Queue
 	if queue == "" {
 		queue = s.queue
 	}
+	o, err := tasks.BatchObjectOf(t)
+	if err != nil {
+		return err
+	}
 	s.batchMu.Lock()
-	if len(s.batch) > 0 && s.batchQueue != queue {
+	if len(b.objs) > 0 && b.queue != queue {
 		// An object whose record has another queue (attached to an --on
 		// job, say) goes in a batch of its own queue.
 		s.batchMu.Unlock()
-		if err := s.flushBatch(ctx); err != nil {
+		if err := s.flush(ctx, b); err != nil {
 			return err
 		}
 		s.batchMu.Lock()
 	}
-	write, err := tasks.WriteOf(t)
-	if err != nil {
-		s.batchMu.Unlock()
-		return err
-	}
-	s.batchQueue = queue
-	s.batch = append(s.batch, tasks.BatchObject{
-		Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Delete: t.Delete,
-		LastModified: t.LastModified, Overwrite: t.Overwrite, Write: write, Verify: t.Verify,
-		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
-	})
-	s.batchBytes += t.Size
-	full := int64(len(s.batch)) >= max(s.e.BatchObjects, 1) || s.batchBytes >= s.e.BatchBytes
+	b.queue = queue
+	b.objs = append(b.objs, o)
+	b.bytes += t.Size
+	full := int64(len(b.objs)) >= max(s.e.BatchObjects, 1) || b.bytes >= s.e.BatchBytes
 	if t.Delete {
-		full = len(s.batch) >= 1000 // S3's most keys in one DeleteObjects; nothing is moved
+		full = len(b.objs) >= 1000 // S3's most keys in one DeleteObjects; nothing is moved
 	}
 	s.batchMu.Unlock()
 	if full {
-		return s.flushBatch(ctx)
+		return s.flush(ctx, b)
 	}
 	return nil
 }
 
-// flushBatch enqueues the batch being filled, if any.
+// flushBatch enqueues the batches being filled, if any.
 func (s *submission) flushBatch(ctx context.Context) error {
+	return errors.Join(s.flush(ctx, &s.batch), s.flush(ctx, &s.pending))
+}
+
+// flush enqueues a batch being filled, if it has objects.
+func (s *submission) flush(ctx context.Context, b *batchFill) error {
 	s.batchMu.Lock()
-	objs, queue := s.batch, s.batchQueue
-	s.batch, s.batchBytes = nil, 0
+	objs, queue, bytes := b.objs, b.queue, b.bytes
+	b.objs, b.bytes = nil, 0
 	s.batchMu.Unlock()
 	if len(objs) == 0 {
 		return nil
 	}
-	task, err := tasks.NewBatchTask(s.e.Keys, tasks.BatchPayload{Job: s.sum.Job, Objects: objs},
-		append(s.e.BatchOptions, asynq.Queue(queue))...)
+	p := tasks.BatchPayload{Job: s.sum.Job, Objects: objs, Pending: b.pending}
+	task, err := tasks.NewBatchTask(s.e.Keys, p, append(s.e.BatchOptions, asynq.Queue(queue))...)
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(objs))
-	for i, o := range objs {
-		ids[i] = o.Transfer
-	}
+	id := tasks.BatchTaskID(p)
 	// Recorded first: an enqueue killed between the two leaves objects whose
-	// batch does not exist, which a re-run enqueues again.
-	if err := s.e.Ledger.SetBatch(ctx, ids, tasks.BatchTaskID(tasks.BatchPayload{Objects: objs})); err != nil {
+	// batch does not exist, which a re-run enqueues again (a pending batch
+	// of the same objects has the same ID, and is counted once).
+	if b.pending {
+		err = s.e.Ledger.Pend(ctx, s.sum.Job, id, queue, len(objs), bytes)
+	} else {
+		ids := make([]string, len(objs))
+		for i, o := range objs {
+			ids[i] = o.Transfer
+		}
+		err = s.e.Ledger.SetBatch(ctx, ids, id)
+	}
+	if err != nil {
 		return err
 	}
 	if _, err := s.e.Queue.EnqueueContext(ctx, task); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {

@@ -46,6 +46,7 @@ const prefix = "{s3fleet}:"
 func jobKey(id string) string        { return prefix + "job:" + id }
 func jobXfersKey(id string) string   { return prefix + "job:" + id + ":xfers" }
 func jobSkippedKey(id string) string { return prefix + "job:" + id + ":skipped" }
+func jobPendingKey(id string) string { return prefix + "job:" + id + ":pending" }
 func xferKey(id string) string       { return prefix + "xfer:" + id }
 func xferChunksKey(id string) string { return prefix + "xfer:" + id + ":chunks" }
 func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
@@ -256,7 +257,10 @@ type Job struct {
 	// in the job is the Seq of its last attach.
 	Seq int64 `redis:"seq"`
 
-	Objects    int64 `redis:"objects"`
+	Objects int64 `redis:"objects"`
+	// Pending counts the objects, among Objects, that wait in batch tasks
+	// without a record yet (see Pend): queued, but not in JobObjects.
+	Pending    int64 `redis:"pending"`
 	BytesTotal int64 `redis:"bytes_total"`
 	BytesDone  int64 `redis:"bytes_done"` // landed, or already there
 	Skipped    int64 `redis:"skipped"`
@@ -1018,11 +1022,12 @@ type BatchItem struct {
 	Gen int64
 }
 
-// StartBatch starts the transfers of a batch task in one round trip and
-// returns each one's state: Running when it is to be downloaded.
-func (l *Ledger) StartBatch(ctx context.Context, items []BatchItem, now time.Time) ([]string, error) {
+// StartBatch starts the transfers of batch task batch in one round trip
+// and returns each one's state: Running when it is to be downloaded (by
+// this batch: an object whose record names another batch is that one's).
+func (l *Ledger) StartBatch(ctx context.Context, batch string, items []BatchItem, now time.Time) ([]string, error) {
 	keys := make([]string, len(items))
-	args := []any{now.UnixMilli()}
+	args := []any{now.UnixMilli(), batch}
 	for i, it := range items {
 		keys[i] = xferKey(it.ID)
 		args = append(args, it.Gen)
@@ -1074,4 +1079,126 @@ func (l *Ledger) SetBatch(ctx context.Context, ids []string, batch string) error
 		return fmt.Errorf("record batch %s: %w", batch, err)
 	}
 	return nil
+}
+
+// PendingBatch is a batch task whose objects have no records yet.
+type PendingBatch struct {
+	Job string
+	ID  string // the batch task's ID
+	// Cancel makes the records cancelled rather than queued.
+	Cancel bool
+	// Objects are the records to create; their Gen is 1.
+	Objects []Transfer
+}
+
+// Pend counts a batch's objects in its job before they have records: n
+// objects of bytes in all, whose batch task ID runs in queue. A batch is
+// counted once, however often it is pended. The job then counts them as
+// queued (Job.Pending), and the batch's first start creates their records
+// (Materialize): until then a queued small object costs Redis nothing but
+// its share of the batch task.
+func (l *Ledger) Pend(ctx context.Context, job, id, queue string, n int, bytes int64) error {
+	entry := fmt.Sprintf("%d %d %s", n, bytes, queue)
+	if err := pendScript.Run(ctx, l.rdb, []string{jobKey(job), jobPendingKey(job)}, id, entry, n, bytes).Err(); err != nil {
+		return fmt.Errorf("count batch %s of %d objects in job %s: %w", id, n, job, err)
+	}
+	return nil
+}
+
+// Materialize creates the records of a pending batch's objects and attaches
+// them to its job, as an enqueuer would have, in one step: the job then
+// counts each of them once, as its record says. It reports false, and does
+// nothing, when the batch was not pending (done already, or forgotten).
+func (l *Ledger) Materialize(ctx context.Context, b PendingBatch, now time.Time) (bool, error) {
+	if err := materializeScript.Load(ctx, l.rdb).Err(); err != nil {
+		return false, fmt.Errorf("load materialize script: %w", err)
+	}
+	keys := []string{jobKey(b.Job), jobXfersKey(b.Job), jobSkippedKey(b.Job), jobPendingKey(b.Job)}
+	cancel := "0"
+	if b.Cancel {
+		cancel = "1"
+	}
+	args := []any{b.ID, b.Job, now.UnixMilli(), l.ttlSeconds(), cancel, ""}
+	for _, t := range b.Objects {
+		keys = append(keys, xferKey(t.ID), xferChunksKey(t.ID), xferJobsKey(t.ID), destKey(t.Dest))
+		fields := appendSet(nil, append(transferFields(t), "batch", t.Batch))
+		args = append(args, t.ID, len(fields))
+		args = append(args, fields...)
+	}
+	ok, err := materializeScript.EvalSha(ctx, l.rdb, keys, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("create the records of batch %s (job %s): %w", b.ID, b.Job, err)
+	}
+	return ok == 1, nil
+}
+
+// PendingEntry is a batch whose objects have no records yet.
+type PendingEntry struct {
+	ID      string // the batch task
+	Queue   string
+	Objects int64
+	Bytes   int64
+}
+
+// PendingBatches lists a job's batches whose objects have no records yet.
+func (l *Ledger) PendingBatches(ctx context.Context, job string) ([]PendingEntry, error) {
+	m, err := l.rdb.HGetAll(ctx, jobPendingKey(job)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read pending batches of job %s: %w", job, err)
+	}
+	out := make([]PendingEntry, 0, len(m))
+	for id, v := range m {
+		e := PendingEntry{ID: id}
+		if _, err := fmt.Sscanf(v, "%d %d %s", &e.Objects, &e.Bytes, &e.Queue); err != nil {
+			return nil, fmt.Errorf("pending batch %s of job %s: %q: %w", id, job, v, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// ForgetPending ends a pending batch whose task no longer exists (deleted,
+// or lost with Redis): its objects, never recorded, count as cancelled in
+// its job. It reports whether the batch was pending.
+func (l *Ledger) ForgetPending(ctx context.Context, job, id string) (bool, error) {
+	ok, err := materializeScript.Run(ctx, l.rdb, []string{jobKey(job), jobXfersKey(job), jobSkippedKey(job), jobPendingKey(job)},
+		id, job, time.Now().UnixMilli(), l.ttlSeconds(), "0", "forget").Int()
+	if err != nil {
+		return false, fmt.Errorf("forget pending batch %s of job %s: %w", id, job, err)
+	}
+	return ok == 1, nil
+}
+
+// MarkCancelled notes that a job is being cancelled: the records its
+// pending batches make from now on are cancelled at once. Retry and a new
+// run of the job clear it.
+func (l *Ledger) MarkCancelled(ctx context.Context, job string, on bool, now time.Time) error {
+	var err error
+	if on {
+		err = l.rdb.HSet(ctx, jobKey(job), "cancel", now.UnixMilli()).Err()
+	} else {
+		err = l.rdb.HDel(ctx, jobKey(job), "cancel").Err()
+	}
+	if err != nil {
+		return fmt.Errorf("mark job %s cancelled: %w", job, err)
+	}
+	return nil
+}
+
+// Exist reports, for each transfer ID, whether it has a record: one round
+// trip for a page of IDs.
+func (l *Ledger) Exist(ctx context.Context, ids []string) ([]bool, error) {
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Exists(ctx, xferKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("look up %d transfers: %w", len(ids), err)
+	}
+	out := make([]bool, len(ids))
+	for i, c := range cmds {
+		out[i] = c.Val() > 0
+	}
+	return out, nil
 }

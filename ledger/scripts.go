@@ -70,6 +70,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     'succeeded', 0, 'skipped', 0, 'failed', 0, 'cancelled', 0, 'seq', 0)
 else
   redis.call('HSET', KEYS[1], 'listed', 0, 'list_error', '')
+  redis.call('HDEL', KEYS[1], 'cancel') -- enqueued again: run it again
 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 -- jobs whose records expired leave the index too
@@ -78,130 +79,136 @@ keep(KEYS[1])
 return 1
 `)
 
-// attachScript adds a transfer to a job, creating or restarting it first.
+// luaAttach defines attach(KEYS, ARGV), which adds a transfer to a job,
+// creating or restarting it first.
 // KEYS xfer, xfer chunks, xfer jobs, job, job xfers, job skipped, the
 // destination's claim.
 // ARGV mode (create|present|attach|skip|restart), expected state (” = absent),
 // expected gen (” = any), job id, xfer id, now, ttl, cause, clear chunks
 // (1/0), then field/value pairs written on create and restart.
 // Returns {status, state, gen}: status is ok or conflict.
-var attachScript = redis.NewScript(luaCommon + `
-local mode, job_id, xfer_id, now, ttl = ARGV[1], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local st = redis.call('HGET', KEYS[1], 'state') or ''
-local gen = num(redis.call('HGET', KEYS[1], 'gen'))
-if st ~= ARGV[2] or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= gen) then
-  return {'conflict', st, gen}
-end
-local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+const luaAttach = `
+local function attach(KEYS, ARGV)
+  local mode, job_id, xfer_id, now, ttl = ARGV[1], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+  local st = redis.call('HGET', KEYS[1], 'state') or ''
+  local gen = num(redis.call('HGET', KEYS[1], 'gen'))
+  if st ~= ARGV[2] or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= gen) then
+    return {'conflict', st, gen}
+  end
+  local fields = {}
+  for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 
--- One destination, one owner: a transfer that is to run (created or
--- restarted) while another one to the same destination is in flight
--- fails, naming it (two keys that map to one path, two jobs writing one
--- file); otherwise it takes the destination's claim. Returns the cause, or
--- '' with the claim taken.
-local function claim()
-  local holder = redis.call('GET', KEYS[7])
-  local hk = '{s3fleet}:xfer:' .. (holder or '')
-  local hs = holder and holder ~= xfer_id and redis.call('HGET', hk, 'state')
-  if hs == 'queued' or hs == 'running' then
-    local f = redis.call('HMGET', hk, 'remote', 'bucket', 'key', 'source_path', 'dest')
-    local src = f[4]
-    if not src or src == '' then
-      local remote = f[1]
-      if not remote or remote == '' then remote = 's3' end
-      src = remote .. '://' .. (f[2] or '') .. '/' .. (f[3] or '')
+  -- One destination, one owner: a transfer that is to run (created or
+  -- restarted) while another one to the same destination is in flight
+  -- fails, naming it (two keys that map to one path, two jobs writing one
+  -- file); otherwise it takes the destination's claim. Returns the cause, or
+  -- '' with the claim taken.
+  local function claim()
+    local holder = redis.call('GET', KEYS[7])
+    local hk = '{s3fleet}:xfer:' .. (holder or '')
+    local hs = holder and holder ~= xfer_id and redis.call('HGET', hk, 'state')
+    if hs == 'queued' or hs == 'running' then
+      local f = redis.call('HMGET', hk, 'remote', 'bucket', 'key', 'source_path', 'dest')
+      local src = f[4]
+      if not src or src == '' then
+        local remote = f[1]
+        if not remote or remote == '' then remote = 's3' end
+        src = remote .. '://' .. (f[2] or '') .. '/' .. (f[3] or '')
+      end
+      return 'destination ' .. (f[5] or '') .. ' is also that of ' .. src .. ' (transfer ' .. holder ..
+        '), still in flight: two objects cannot land at one destination; the later one fails'
     end
-    return 'destination ' .. (f[5] or '') .. ' is also that of ' .. src .. ' (transfer ' .. holder ..
-      '), still in flight: two objects cannot land at one destination; the later one fails'
+    redis.call('SET', KEYS[7], xfer_id, 'EX', ttl)
+    return ''
   end
-  redis.call('SET', KEYS[7], xfer_id, 'EX', ttl)
-  return ''
-end
 
-local cause = ARGV[8]
-if mode == 'create' and cause == '' then cause = claim() end
+  local cause = ARGV[8]
+  if mode == 'create' and cause == '' then cause = claim() end
 
-if mode == 'create' or mode == 'present' then
-  local state = 'queued'
-  if cause ~= '' then state = 'failed' end
-  if mode == 'present' then state = 'success' end
-  redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', cause, 'gen', 1,
-    'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0, unpack(fields))
-  if state ~= 'queued' then redis.call('HSET', KEYS[1], 'finished', now) end
-  if mode == 'present' then
-    redis.call('HSET', KEYS[1], 'check', 'present', 'bytes_done', num(redis.call('HGET', KEYS[1], 'size')))
-    mode = 'skip'
+  if mode == 'create' or mode == 'present' then
+    local state = 'queued'
+    if cause ~= '' then state = 'failed' end
+    if mode == 'present' then state = 'success' end
+    redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', cause, 'gen', 1,
+      'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0, unpack(fields))
+    if state ~= 'queued' then redis.call('HSET', KEYS[1], 'finished', now) end
+    if mode == 'present' then
+      redis.call('HSET', KEYS[1], 'check', 'present', 'bytes_done', num(redis.call('HGET', KEYS[1], 'size')))
+      mode = 'skip'
+    end
+    gen = 1
+  elseif mode == 'restart' then
+    local counter = COUNTER[st]
+    if counter then bump_jobs(KEYS[3], counter, -1) end
+    if st == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), -1) end
+    if ARGV[9] == '1' or st == 'success' then
+      bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
+      redis.call('DEL', KEYS[2])
+      drop_part(KEYS[1])
+    end
+    gen = gen + 1
+    redis.call('HDEL', KEYS[1], 'retry_since')
+    redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
+      'finished', 0, 'computed', '', 'computed_algorithm', '', 'check', '', 'check_reason', '')
+    if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+    cause = claim()
+    if cause ~= '' then
+      -- Restarted, then failed at once: the jobs it is in count it failed
+      -- (one that attaches below counts it then).
+      redis.call('HSET', KEYS[1], 'state', 'failed', 'error', cause, 'finished', now)
+      bump_jobs(KEYS[3], 'failed', 1)
+    end
   end
-  gen = 1
-elseif mode == 'restart' then
-  local counter = COUNTER[st]
-  if counter then bump_jobs(KEYS[3], counter, -1) end
-  if st == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), -1) end
-  if ARGV[9] == '1' or st == 'success' then
-    bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
-    redis.call('DEL', KEYS[2])
-    drop_part(KEYS[1])
-  end
-  gen = gen + 1
-  redis.call('HDEL', KEYS[1], 'retry_since')
-  redis.call('HSET', KEYS[1], 'state', 'queued', 'error', '', 'gen', gen, 'started', 0,
-    'finished', 0, 'computed', '', 'computed_algorithm', '', 'check', '', 'check_reason', '')
-  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
-  cause = claim()
-  if cause ~= '' then
-    -- Restarted, then failed at once: the jobs it is in count it failed
-    -- (one that attaches below counts it then).
-    redis.call('HSET', KEYS[1], 'state', 'failed', 'error', cause, 'finished', now)
-    bump_jobs(KEYS[3], 'failed', 1)
-  end
-end
 
-local size = num(redis.call('HGET', KEYS[1], 'size'))
-local seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
--- A member's score is the seq of its last attach, so a run tells the
--- transfers it attached from those of earlier runs (see Supersede).
-local added = 1
-if redis.call('ZSCORE', KEYS[5], xfer_id) then added = 0 end
-redis.call('ZADD', KEYS[5], seq, xfer_id)
-if added == 1 then
-  redis.call('HINCRBY', KEYS[4], 'objects', 1)
-  redis.call('HINCRBY', KEYS[4], 'bytes_total', size)
-end
-if mode == 'skip' then
+  local size = num(redis.call('HGET', KEYS[1], 'size'))
+  local seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+  -- A member's score is the seq of its last attach, so a run tells the
+  -- transfers it attached from those of earlier runs (see Supersede).
+  local added = 1
+  if redis.call('ZSCORE', KEYS[5], xfer_id) then added = 0 end
+  redis.call('ZADD', KEYS[5], seq, xfer_id)
   if added == 1 then
-    redis.call('SADD', KEYS[6], xfer_id)
-    redis.call('HINCRBY', KEYS[4], 'skipped', 1)
-    redis.call('HINCRBY', KEYS[4], 'bytes_done', size)
-    redis.call('HINCRBY', KEYS[4], 'bytes_skipped', size)
+    redis.call('HINCRBY', KEYS[4], 'objects', 1)
+    redis.call('HINCRBY', KEYS[4], 'bytes_total', size)
   end
-else
-  if added == 0 and redis.call('SREM', KEYS[6], xfer_id) == 1 then
-    -- counted as skipped by an earlier run of this job; now it runs again
-    redis.call('HINCRBY', KEYS[4], 'skipped', -1)
-    if size ~= 0 then -- HINCRBY takes no "-0"
-      redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
-      redis.call('HINCRBY', KEYS[4], 'bytes_skipped', -size)
+  if mode == 'skip' then
+    if added == 1 then
+      redis.call('SADD', KEYS[6], xfer_id)
+      redis.call('HINCRBY', KEYS[4], 'skipped', 1)
+      redis.call('HINCRBY', KEYS[4], 'bytes_done', size)
+      redis.call('HINCRBY', KEYS[4], 'bytes_skipped', size)
     end
-    added = 1
+  else
+    if added == 0 and redis.call('SREM', KEYS[6], xfer_id) == 1 then
+      -- counted as skipped by an earlier run of this job; now it runs again
+      redis.call('HINCRBY', KEYS[4], 'skipped', -1)
+      if size ~= 0 then -- HINCRBY takes no "-0"
+        redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
+        redis.call('HINCRBY', KEYS[4], 'bytes_skipped', -size)
+      end
+      added = 1
+    end
+    if add_job(KEYS[3], job_id) == 1 then
+      redis.call('HINCRBY', KEYS[4], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+      local counter = COUNTER[redis.call('HGET', KEYS[1], 'state')]
+      if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
+    end
   end
-  if add_job(KEYS[3], job_id) == 1 then
-    redis.call('HINCRBY', KEYS[4], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
-    local counter = COUNTER[redis.call('HGET', KEYS[1], 'state')]
-    if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
+  local final = redis.call('HGET', KEYS[1], 'state')
+  if final == 'queued' or final == 'running' then
+    -- a record just created has no expiry (nor its chunks and jobs keys,
+    -- which expire with an earlier record)
+    if ARGV[2] ~= '' then keep(KEYS[1], KEYS[2], KEYS[3]) end
+  else
+    touch(ttl, KEYS[1], KEYS[2], KEYS[3])
   end
+  keep(KEYS[4], KEYS[5], KEYS[6]) -- the job is being enqueued: SetListed decides its expiry
+  return {'ok', final, gen}
 end
-local final = redis.call('HGET', KEYS[1], 'state')
-if final == 'queued' or final == 'running' then
-  -- a record just created has no expiry (nor its chunks and jobs keys,
-  -- which expire with an earlier record)
-  if ARGV[2] ~= '' then keep(KEYS[1], KEYS[2], KEYS[3]) end
-else
-  touch(ttl, KEYS[1], KEYS[2], KEYS[3])
-end
-keep(KEYS[4], KEYS[5], KEYS[6]) -- the job is being enqueued: SetListed decides its expiry
-return {'ok', final, gen}
-`)
+`
+
+// attachScript runs attach (see luaAttach).
+var attachScript = redis.NewScript(luaCommon + luaAttach + `return attach(KEYS, ARGV)`)
 
 // startChunkScript: KEYS xfer, xfer chunks; ARGV gen, now, index. Moves a
 // queued transfer to running and counts the attempt. Returns {state,
@@ -272,50 +279,61 @@ end
 return {redis.call('HLEN', KEYS[2]), num(redis.call('HGET', KEYS[1], 'chunks'))}
 `)
 
-// endScript moves a queued or running transfer to a final state.
+// luaEnd defines end_xfer(KEYS, ARGV), which moves a queued or running
+// transfer to a final state.
 // KEYS xfer, xfer chunks, xfer jobs; ARGV gen, state, now, cause, chunk
 // records ('0' keep, '1' clear with their bytes, 'drop' delete once
 // finalized), ttl, then field/value pairs. Returns the previous state, or
 // 'stale' for another generation; nothing changes unless it was queued or
 // running.
-var endScript = redis.NewScript(luaCommon + `
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return 'gone' end
-if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return 'stale' end
-if st ~= 'queued' and st ~= 'running' then return st end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'error', ARGV[4])
-if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
--- the chunks' times serve only while it runs (stragglers)
-redis.call('DEL', (string.gsub(KEYS[2], ':chunks$', ':times')))
-if ARGV[5] == 'drop' then
-  redis.call('DEL', KEYS[2])
-elseif ARGV[5] == '1' then
-  bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
-  drop_part(KEYS[1])
-  redis.call('DEL', KEYS[2])
+const luaEnd = `
+local function end_xfer(KEYS, ARGV)
+  local st = redis.call('HGET', KEYS[1], 'state')
+  if not st then return 'gone' end
+  if num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then return 'stale' end
+  if st ~= 'queued' and st ~= 'running' then return st end
+  local fields = {}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'error', ARGV[4])
+  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  -- the chunks' times serve only while it runs (stragglers)
+  redis.call('DEL', (string.gsub(KEYS[2], ':chunks$', ':times')))
+  if ARGV[5] == 'drop' then
+    redis.call('DEL', KEYS[2])
+  elseif ARGV[5] == '1' then
+    bump_jobs(KEYS[3], 'bytes_done', -num(redis.call('HGET', KEYS[1], 'bytes_done')))
+    drop_part(KEYS[1])
+    redis.call('DEL', KEYS[2])
+  end
+  bump_jobs(KEYS[3], COUNTER[ARGV[2]], 1)
+  if ARGV[2] == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), 1) end
+  local ttl = tonumber(ARGV[6])
+  touch(ttl, KEYS[1], KEYS[2], KEYS[3])
+  each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
+  return st
 end
-bump_jobs(KEYS[3], COUNTER[ARGV[2]], 1)
-if ARGV[2] == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), 1) end
-local ttl = tonumber(ARGV[6])
-touch(ttl, KEYS[1], KEYS[2], KEYS[3])
-each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
-return st
-`)
+`
+
+// endScript runs end_xfer (see luaEnd).
+var endScript = redis.NewScript(luaCommon + luaEnd + `return end_xfer(KEYS, ARGV)`)
 
 // startBatchScript starts the transfers of a batch task: KEYS one xfer key
-// per object; ARGV now, then one gen per object. Queued ones become running
-// and each running one counts an attempt. Returns each one's state ('stale'
-// for another generation, 'gone' for a missing record).
+// per object; ARGV now, the batch's task ID, then one gen per object.
+// Queued ones become running and each running one counts an attempt.
+// Returns each one's state ('stale' for another generation, 'gone' for a
+// missing record, 'elsewhere' for one whose record names another batch:
+// two jobs' pending batches of one object, or a batch enqueued again).
 var startBatchScript = redis.NewScript(luaCommon + `
 local out = {}
 for i, k in ipairs(KEYS) do
   local st = redis.call('HGET', k, 'state')
+  local batch = redis.call('HGET', k, 'batch') or ''
   if not st then
     out[i] = 'gone'
-  elseif num(redis.call('HGET', k, 'gen')) ~= tonumber(ARGV[i + 1]) then
+  elseif num(redis.call('HGET', k, 'gen')) ~= tonumber(ARGV[i + 2]) then
     out[i] = 'stale'
+  elseif batch ~= '' and batch ~= ARGV[2] then
+    out[i] = 'elsewhere'
   else
     if st == 'queued' then
       redis.call('HSET', k, 'state', 'running', 'started', ARGV[1])
@@ -448,5 +466,63 @@ local f = redis.call('HMGET', KEYS[1], 'gen', 'state', 'part_token')
 if num(f[1]) ~= tonumber(ARGV[1]) or (f[2] ~= 'running' and f[2] ~= 'queued') or f[3] ~= ARGV[2] then return 0 end
 if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
 redis.call('HSET', KEYS[1], 'part_ready', 0, 'part_token', '', 'part_host', '')
+return 1
+`)
+
+// pendScript counts a pending batch's objects in its job, once: KEYS job,
+// job pending; ARGV batch id, its entry ("objects bytes queue"), objects,
+// bytes. Returns 1 if it was not counted yet.
+var pendScript = redis.NewScript(luaCommon + `
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'objects', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'bytes_total', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'pending', ARGV[3])
+return 1
+`)
+
+// materializeScript creates the records of a pending batch's objects,
+// once: KEYS job, job xfers, job skipped, job pending, then four an object
+// (xfer, xfer chunks, xfer jobs, the destination's claim); ARGV batch id,
+// job id, now, ttl, cancel (1/0), 'forget' or '', then per object its ID, the number of
+// field and value strings that follow and those. The count Pend made is undone and each
+// object attached as the enqueuer would have (created, or joined to the
+// record another job made meanwhile), so the job counts each object once;
+// in a cancelled job (ARGV cancel, or the job's cancel field) a created
+// record is cancelled at once. A batch forgotten (its task is gone) makes
+// no record: its objects count as cancelled. Returns 0 when the batch was not pending
+// (materialized already, or forgotten), else 1.
+var materializeScript = redis.NewScript(luaCommon + luaAttach + luaEnd + `
+local entry = redis.call('HGET', KEYS[4], ARGV[1])
+if not entry then return 0 end
+redis.call('HDEL', KEYS[4], ARGV[1])
+local n, bytes = string.match(entry, '^(%d+) (%d+)')
+local function sub(f, v) v = tonumber(v) or 0; if v ~= 0 then redis.call('HINCRBY', KEYS[1], f, -v) end end
+sub('pending', n)
+if ARGV[6] == 'forget' then
+  -- its task is gone: the job counts its objects cancelled, unrecorded
+  redis.call('HINCRBY', KEYS[1], 'cancelled', n)
+  return 1
+end
+sub('objects', n)
+sub('bytes_total', bytes)
+local job, now, ttl = ARGV[2], ARGV[3], ARGV[4]
+local cancel = ARGV[5] == '1' or (redis.call('HGET', KEYS[1], 'cancel') or '') ~= ''
+local a = 7
+for i = 1, (#KEYS - 4) / 4 do
+  local k = 4 + 4 * (i - 1)
+  local x, c, js, claim = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local id, nf = ARGV[a], tonumber(ARGV[a + 1])
+  local st = redis.call('HGET', x, 'state') or ''
+  local args = {'attach', st, '', job, id, now, ttl, '', '1'}
+  if st == '' then
+    args[1] = 'create'
+    for f = a + 2, a + 1 + nf do args[#args + 1] = ARGV[f] end
+  end
+  a = a + 2 + nf
+  local r = attach({x, c, js, KEYS[1], KEYS[2], KEYS[3], claim}, args)
+  if cancel and st == '' and r[2] == 'queued' then
+    end_xfer({x, c, js}, {r[3], 'cancelled', now, 'cancelled by the user', '1', ttl})
+  end
+end
 return 1
 `)

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
@@ -60,17 +62,103 @@ type BatchObject struct {
 	ChecksumAlgorithm string `json:"checksum_algorithm,omitempty"`
 	ChecksumType      string `json:"checksum_type,omitempty"`
 	Checksum          string `json:"checksum,omitempty"`
+	// What else the record holds (see Record): the chunking, whether the
+	// checksum as enqueued is all there is, and --expected-size.
+	ChunkSize     int64  `json:"chunk_size,omitempty"`
+	Chunks        int64  `json:"chunks,omitempty"`
+	Parts         string `json:"parts,omitempty"`
+	ChecksumKnown bool   `json:"checksum_known,omitempty"`
+	NoHead        bool   `json:"no_head,omitempty"`
 }
 
 // BatchPayload is a batch task's payload.
 type BatchPayload struct {
 	Job     string        `json:"job"`
 	Objects []BatchObject `json:"objects"`
+	// Pending says its objects have no records yet: the enqueuer counted
+	// them in the job (ledger.Pend), and the batch's first start creates
+	// them (ledger.Materialize). A million queued small objects then cost
+	// Redis their share of a compressed payload, not a record each.
+	Pending bool `json:"pending,omitempty"`
 }
 
-// BatchTaskID names a batch by its objects: the same objects, the same ID.
+// BatchObjectOf is the batch object of a transfer's record: Record's
+// inverse.
+func BatchObjectOf(t ledger.Transfer) (BatchObject, error) {
+	write, err := WriteOf(t)
+	if err != nil {
+		return BatchObject{}, err
+	}
+	return BatchObject{
+		Transfer: t.ID, Gen: t.Gen, Object: ObjectOf(t), Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Delete: t.Delete,
+		LastModified: t.LastModified, Overwrite: t.Overwrite, Write: write, Verify: t.Verify,
+		ChecksumAlgorithm: t.ChecksumAlgorithm, ChecksumType: t.ChecksumType, Checksum: t.Checksum,
+		ChunkSize: t.ChunkSize, Chunks: t.Chunks, Parts: t.Parts, ChecksumKnown: t.ChecksumKnown, NoHead: t.NoHead,
+	}, nil
+}
+
+// Record is the transfer record a pending object makes when its batch
+// first starts, in the given chunk queue; its Identity must be its ID.
+func (o BatchObject) Record(queue string) ledger.Transfer {
+	t := ledger.Transfer{
+		ID: o.Transfer, Gen: o.Gen, Remote: o.Remote, RemoteFP: o.RemoteFP, Bucket: o.Bucket, Key: o.Key, VersionID: o.VersionID,
+		ETag: o.ETag, Size: o.Size, ChunkSize: o.ChunkSize, Chunks: o.Chunks, Parts: o.Parts, Dest: o.Dest, DestFP: o.DestFP,
+		ServerSide: o.ServerSide, Delete: o.Delete, LastModified: o.LastModified,
+		ChecksumAlgorithm: o.ChecksumAlgorithm, ChecksumType: o.ChecksumType, Checksum: o.Checksum, ChecksumKnown: o.ChecksumKnown,
+		Verify: o.Verify, Overwrite: o.Overwrite, NoHead: o.NoHead, Queue: queue,
+		RequestPayer: o.RequestPayer, ExpectedOwner: o.ExpectedOwner, SSECKeyMD5: o.SSECKeyMD5,
+		SourcePath: o.Path, SourcePin: o.Pin,
+	}
+	if o.Write != nil {
+		t.WriteOpts = o.Write.Encode()
+	}
+	return t
+}
+
+// A batch payload is JSON compressed with zstd: a hundred objects that
+// share their bucket, prefixes and field names shrink several times, and a
+// million queued objects are mostly their payloads. The encoder and
+// decoder are safe for concurrent use; the decoder refuses to grow a
+// payload past 64 MiB.
+var (
+	zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+	zstdMagic  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// EncodeBatch is a batch task's payload bytes.
+func EncodeBatch(p BatchPayload) ([]byte, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode batch payload: %w", err)
+	}
+	return zstdEnc.EncodeAll(b, make([]byte, 0, len(b)/4)), nil
+}
+
+// DecodeBatch reads a batch task's payload: compressed, or plain JSON as
+// earlier versions wrote it.
+func DecodeBatch(b []byte) (BatchPayload, error) {
+	var p BatchPayload
+	if bytes.HasPrefix(b, zstdMagic) {
+		var err error
+		if b, err = zstdDec.DecodeAll(b, nil); err != nil {
+			return p, fmt.Errorf("decompress batch payload: %w", err)
+		}
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("decode batch payload: %w", err)
+	}
+	return p, nil
+}
+
+// BatchTaskID names a batch by its objects: the same objects, the same ID;
+// a pending batch, by its job too (two jobs' pending batches of the same
+// objects are two tasks: each job's count waits for its own).
 func BatchTaskID(p BatchPayload) string {
 	h := sha256.New()
+	if p.Pending {
+		h.Write([]byte("pending:" + p.Job + ","))
+	}
 	for _, o := range p.Objects {
 		h.Write([]byte(o.Transfer + ":" + strconv.FormatInt(o.Gen, 10) + ","))
 	}
@@ -80,9 +168,9 @@ func BatchTaskID(p BatchPayload) string {
 // NewBatchTask builds a batch task; opts (queue, retries, retention)
 // override the defaults.
 func NewBatchTask(k *TaskKeys, p BatchPayload, opts ...asynq.Option) (*asynq.Task, error) {
-	b, err := json.Marshal(p)
+	b, err := EncodeBatch(p)
 	if err != nil {
-		return nil, fmt.Errorf("encode batch payload: %w", err)
+		return nil, err
 	}
 	defaults := []asynq.Option{
 		asynq.Queue(QueueChunks), asynq.MaxRetry(10), asynq.Timeout(10 * time.Minute),
@@ -124,9 +212,37 @@ func (o BatchObject) validate() error {
 	return err
 }
 
+// materializer creates the records of a pending batch.
+type materializer interface {
+	Materialize(ctx context.Context, b ledger.PendingBatch, now time.Time) (bool, error)
+}
+
+// Materialize creates the records of a pending batch's objects (once: a
+// later call finds them made and does nothing), in the chunk queue the
+// batch runs in; cancel makes them cancelled rather than queued (a batch
+// deleted before it ran). An object whose fields do not give its ID is
+// refused, and so is the batch.
+func Materialize(ctx context.Context, led materializer, p BatchPayload, queue string, cancel bool) error {
+	if queue == "" {
+		queue = QueueChunks
+	}
+	b := ledger.PendingBatch{Job: p.Job, ID: BatchTaskID(p), Cancel: cancel, Objects: make([]ledger.Transfer, len(p.Objects))}
+	for i, o := range p.Objects {
+		t := o.Record(queue)
+		t.Batch = b.ID
+		if err := t.CheckIdentity(); err != nil {
+			return fmt.Errorf("%w: batch %s: %w", asynq.SkipRetry, b.ID, err)
+		}
+		b.Objects[i] = t
+	}
+	_, err := led.Materialize(ctx, b, time.Now())
+	return err
+}
+
 // batchLedger is what a batch reads and records.
 type batchLedger interface {
-	StartBatch(ctx context.Context, items []ledger.BatchItem, now time.Time) ([]string, error)
+	materializer
+	StartBatch(ctx context.Context, batch string, items []ledger.BatchItem, now time.Time) ([]string, error)
 	SucceedBatch(ctx context.Context, results []ledger.BatchResult, now time.Time) ([]bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
 	jobNoter
@@ -167,9 +283,9 @@ type fetched struct {
 // and records them; objects that fail for good are recorded failed, and a
 // transient failure makes asynq run the batch again for the rest only.
 func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	var p BatchPayload
-	if err := json.Unmarshal(t.Payload(), &p); err != nil {
-		return permanent("decode batch payload: %v", err)
+	p, err := DecodeBatch(t.Payload())
+	if err != nil {
+		return permanent("%v", err)
 	}
 	for _, o := range p.Objects {
 		if err := o.validate(); err != nil {
@@ -177,11 +293,17 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	log := logger(h.Log).With("job", p.Job)
+	if p.Pending {
+		queue, _ := asynq.GetQueueName(ctx)
+		if err := Materialize(ctx, h.Ledger, p, queue, false); err != nil {
+			return err
+		}
+	}
 	items := make([]ledger.BatchItem, len(p.Objects))
 	for i, o := range p.Objects {
 		items[i] = ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}
 	}
-	states, err := h.Ledger.StartBatch(ctx, items, time.Now())
+	states, err := h.Ledger.StartBatch(ctx, BatchTaskID(p), items, time.Now())
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,8 @@ func TestPayloadsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b2 BatchPayload
-	if err := json.Unmarshal(btask.Payload(), &b2); err != nil || !reflect.DeepEqual(b, b2) {
+	b2, err := DecodeBatch(btask.Payload())
+	if err != nil || !reflect.DeepEqual(b, b2) {
 		t.Fatalf("batch payload differs after a round trip: %v", err)
 	}
 }
@@ -90,8 +90,7 @@ func BenchmarkBatchPayloadDecode(b *testing.B) {
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		var p BatchPayload
-		if err := json.Unmarshal(raw, &p); err != nil {
+		if _, err := DecodeBatch(raw); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 // failRecorder records an object failed, or a job's listing ended.
 type failRecorder interface {
+	Materialize(ctx context.Context, b ledger.PendingBatch, now time.Time) (bool, error)
 	Fail(ctx context.Context, id string, gen int64, cause string, clearData bool, now time.Time) (bool, error)
 	GetJob(ctx context.Context, id string) (ledger.Job, error)
 	SetListed(ctx context.Context, id string, listErr error) error
@@ -71,6 +72,15 @@ func reconcileTasks(ctx context.Context, archived []*asynq.TaskInfo, led failRec
 			endListing(ctx, ti, led, log)
 			continue
 		}
+		if ti.Type == tasks.TypeBatch {
+			// A batch archived before it ever started has no records yet:
+			// make them, to be failed below.
+			if p, err := tasks.DecodeBatch(ti.Payload); err == nil && p.Pending {
+				if err := tasks.Materialize(ctx, led, p, ti.Queue, false); err != nil {
+					log.Warn("cannot record the objects of an archived batch", "task_id", ti.ID, "err", err)
+				}
+			}
+		}
 		for _, ref := range taskTransfers(ti) {
 			cause := "task archived after its last attempt: " + ti.LastErr
 			if changed, err := led.Fail(ctx, ref.id, ref.gen, cause, false, time.Now()); err == nil && changed {
@@ -114,8 +124,7 @@ func taskTransfers(ti *asynq.TaskInfo) []transferRef {
 			return []transferRef{{p.Transfer, p.Gen}}
 		}
 	case tasks.TypeBatch:
-		var p tasks.BatchPayload
-		if json.Unmarshal(ti.Payload, &p) == nil {
+		if p, err := tasks.DecodeBatch(ti.Payload); err == nil {
 			refs := make([]transferRef, len(p.Objects))
 			for i, o := range p.Objects {
 				refs[i] = transferRef{o.Transfer, o.Gen}

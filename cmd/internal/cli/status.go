@@ -113,6 +113,8 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 	if err != nil {
 		return err
 	}
+	// Objects waiting in batches not yet started have no record to list.
+	v.Counts.Queued += j.Pending
 	if asJSON {
 		return json.NewEncoder(out).Encode(v)
 	}
@@ -142,6 +144,9 @@ func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writ
 	tw.Flush()
 	if hidden > 0 {
 		fmt.Fprintf(out, "  … %d more objects (--all lists them)\n", hidden)
+	}
+	if j.Pending > 0 {
+		fmt.Fprintf(out, "  … and %d queued objects whose batches have not started (listed once they do)\n", j.Pending)
 	}
 	return nil
 }

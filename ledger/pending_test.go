@@ -1,0 +1,131 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// pendJob pends a batch of n small objects in a new job and returns them.
+func pendJob(t *testing.T, l *ledger.Ledger, job, batch string, n int) []ledger.Transfer {
+	t.Helper()
+	ctx := context.Background()
+	if err := l.CreateJob(ctx, job, "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var xs []ledger.Transfer
+	var bytes int64
+	for i := range n {
+		x := transfer(fmt.Sprintf("%s/%s/k%d", job, batch, i), 100+int64(i), 1)
+		x.Gen, x.Batch = 1, batch
+		xs = append(xs, x)
+		bytes += x.Size
+	}
+	for range 2 { // counted once, however often
+		if err := l.Pend(ctx, job, batch, "q", n, bytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.SetListed(ctx, job, nil); err != nil {
+		t.Fatal(err)
+	}
+	return xs
+}
+
+// TestPendThenMaterialize: a pending batch's objects count in the job with
+// no records; its first start makes them, queued, and the job counts each
+// once; a second start changes nothing.
+func TestPendThenMaterialize(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	xs := pendJob(t, l, "j1", "batch:1", 3)
+	j := job(t, l, "j1")
+	if j.Objects != 3 || j.Pending != 3 || j.BytesTotal != 303 || j.Done() {
+		t.Fatalf("pended job %+v", j)
+	}
+	if _, err := l.GetTransfer(ctx, xs[0].ID); err == nil {
+		t.Fatal("a pending object has a record")
+	}
+	for i, want := range []bool{true, false} {
+		ok, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j1", ID: "batch:1", Objects: xs}, time.Now())
+		if err != nil || ok != want {
+			t.Fatalf("materialize %d: %v %v, want %v", i, ok, err, want)
+		}
+	}
+	j = job(t, l, "j1")
+	if j.Objects != 3 || j.Pending != 0 || j.BytesTotal != 303 {
+		t.Fatalf("materialized job %+v", j)
+	}
+	for _, x := range xs {
+		got, err := l.GetTransfer(ctx, x.ID)
+		if err != nil || got.State != ledger.Queued || got.Gen != 1 || got.Batch != "batch:1" || got.Size != x.Size || got.Dest != x.Dest {
+			t.Fatalf("record %+v %v", got, err)
+		}
+	}
+	states, err := l.StartBatch(ctx, "batch:1", []ledger.BatchItem{{ID: xs[0].ID, Gen: 1}}, time.Now())
+	if err != nil || states[0] != ledger.Running {
+		t.Fatalf("start: %v %v", states, err)
+	}
+	if _, err := l.SucceedBatch(ctx, []ledger.BatchResult{{BatchItem: ledger.BatchItem{ID: xs[0].ID, Gen: 1}, Size: xs[0].Size}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if j = job(t, l, "j1"); j.Succeeded != 1 || j.BytesDone != xs[0].Size {
+		t.Fatalf("job after one success %+v", j)
+	}
+}
+
+// TestMaterializeJoinsExisting: an object another job recorded while the
+// batch waited is joined, not created again, and counted once.
+func TestMaterializeJoinsExisting(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	xs := pendJob(t, l, "j1", "batch:1", 2)
+	create(t, l, "j2", xs[1])
+	if _, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j1", ID: "batch:1", Objects: xs}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if j := job(t, l, "j1"); j.Objects != 2 || j.Pending != 0 {
+		t.Fatalf("job %+v", j)
+	}
+	if _, err := l.Cancel(ctx, xs[1].ID, 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"j1", "j2"} {
+		if j := job(t, l, id); j.Cancelled != 1 {
+			t.Fatalf("job %s does not count the shared transfer's cancel: %+v", id, j)
+		}
+	}
+}
+
+// TestCancelledPending: a batch materialized in a job marked cancelled
+// makes cancelled records; a forgotten one counts its objects cancelled
+// with no record; either way the job ends.
+func TestCancelledPending(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	xs := pendJob(t, l, "j1", "batch:1", 2)
+	ys := pendJob(t, l, "j1", "batch:2", 3)
+	if err := l.MarkCancelled(ctx, "j1", true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j1", ID: "batch:1", Objects: xs}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range xs {
+		if got, err := l.GetTransfer(ctx, x.ID); err != nil || got.State != ledger.Cancelled {
+			t.Fatalf("record %+v %v", got, err)
+		}
+	}
+	if ok, err := l.ForgetPending(ctx, "j1", "batch:2"); err != nil || !ok {
+		t.Fatalf("forget: %v %v", ok, err)
+	}
+	if _, err := l.GetTransfer(ctx, ys[0].ID); err == nil {
+		t.Fatal("a forgotten object has a record")
+	}
+	if j := job(t, l, "j1"); j.Objects != 5 || j.Cancelled != 5 || j.Pending != 0 || !j.Done() {
+		t.Fatalf("job %+v", j)
+	}
+}

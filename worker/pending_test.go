@@ -1,0 +1,113 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/s3fleet/s3fleet/internal/fleettest"
+	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
+)
+
+// TestPendingBatches: the small objects of a first run wait in batch tasks
+// with no record each (ledger.Pend): the job counts them queued, Redis holds
+// no transfer key for them, a cancel before any worker runs makes them
+// cancelled records (retry then fetches every one), and once workers run
+// each lands, is recorded and counted once.
+func TestPendingBatches(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	const n = 250
+	want := map[string][]byte{}
+	for i := range n {
+		key := fmt.Sprintf("small/%03d", i)
+		want[key] = f.S3.PutRandom(t, "bkt", key, int64(100+i), false)
+	}
+	big := f.S3.PutRandom(t, "bkt", "small/zz-big", 3*mib, false)
+	cfg := f.Config()
+	c := fleettest.NewClient(t, cfg)
+	rdb := f.Redis.Client(t)
+	ctx := context.Background()
+	dest := t.TempDir() + "/"
+	req := fleettest.Request("s3://bkt/small/", dest)
+	req.Job = "pend"
+	sum, err := c.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.New != n+1 {
+		t.Fatalf("summary %+v, want %d new", sum, n+1)
+	}
+	j, err := c.Ledger.GetJob(ctx, "pend")
+	if err != nil || j.Objects != n+1 || j.Pending != n || j.Done() {
+		t.Fatalf("job %+v (%v), want %d objects, %d of them pending", j, err, n+1, n)
+	}
+	if keys, _ := rdb.Keys(ctx, "{s3fleet}:xfer:*").Result(); len(keys) != 1 {
+		t.Fatalf("%d transfer keys, want the big object's only: %v", len(keys), keys)
+	}
+	// 3 batches of at most 100 (the fleet's batch_objects), one pending
+	// entry each.
+	if got, _ := rdb.HLen(ctx, "{s3fleet}:job:pend:pending").Result(); got != 3 {
+		t.Fatalf("%d pending batches, want 3", got)
+	}
+
+	cancelled, err := c.Cancel(ctx, "pend")
+	if err != nil || cancelled != n+1 {
+		t.Fatalf("cancel: %d objects, %v; want %d", cancelled, err, n+1)
+	}
+	j = c.Wait(t, "pend", 10*time.Second)
+	if j.Cancelled != n+1 || j.Pending != 0 {
+		t.Fatalf("job after cancel %+v", j)
+	}
+	if objs := c.Objects(t, "pend"); len(objs) != n+1 {
+		t.Fatalf("%d records after cancel, want %d", len(objs), n+1)
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if q, err := insp.GetQueueInfo(tasks.QueueChunks); err != nil || q.Pending != 0 {
+		t.Fatalf("queue after cancel: %+v %v", q, err)
+	}
+
+	fleettest.StartWorker(t, cfg)
+	fleettest.StartWorker(t, cfg)
+	rs, err := c.Retry(ctx, "pend")
+	if err != nil || rs.Resumed != n+1 {
+		t.Fatalf("retry: %+v %v", rs, err)
+	}
+	j = c.Wait(t, "pend", time.Minute)
+	if j.Succeeded != n+1 || j.Objects != n+1 || j.Failed+j.Cancelled != 0 || j.BytesDone != j.BytesTotal {
+		t.Fatalf("job after retry %+v", j)
+	}
+	want["small/zz-big"] = big
+	for key, data := range want {
+		got, err := os.ReadFile(filepath.Join(dest, filepath.Base(key)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: %d bytes, %v", key, len(got), err)
+		}
+	}
+
+	// A second job of new objects, run by the workers straight away.
+	for i := range n {
+		f.S3.PutRandom(t, "bkt", fmt.Sprintf("more/%03d", i), 10, false)
+	}
+	sum, err = c.Submit(ctx, fleettest.Request("s3://bkt/more/", t.TempDir()+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = c.Wait(t, sum.Job, time.Minute)
+	if j.Succeeded != n || j.Objects != n || j.Pending != 0 {
+		t.Fatalf("second job %+v", j)
+	}
+	for k, o := range c.Objects(t, sum.Job) {
+		if o.State != ledger.Success || o.Batch == "" || o.Attempts != 1 {
+			t.Fatalf("%s: %+v", k, o.Transfer)
+		}
+	}
+}
