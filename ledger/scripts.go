@@ -483,13 +483,14 @@ return 1
 // materializeScript creates the records of a pending batch's objects,
 // once: KEYS job, job xfers, job skipped, job pending, then four an object
 // (xfer, xfer chunks, xfer jobs, the destination's claim); ARGV batch id,
-// job id, now, ttl, cancel (1/0), 'forget' or '', then per object its ID, the number of
-// field and value strings that follow and those. The count Pend made is undone and each
-// object attached as the enqueuer would have (created, or joined to the
-// record another job made meanwhile), so the job counts each object once;
-// in a cancelled job (ARGV cancel, or the job's cancel field) a created
-// record is cancelled at once. A batch forgotten (its task is gone) makes
-// no record: its objects count as cancelled. Returns 0 when the batch was not pending
+// job id, now, ttl, cancel (1/0), forget (the word, or empty), then per
+// object its ID, the number of field and value strings that follow, and
+// those. The count Pend made is undone and each object attached as the
+// enqueuer would have (created, or joined to the record another job made
+// meanwhile), so the job counts each object once; in a cancelled job (ARGV
+// cancel, or the job's cancel field) a created record is cancelled at
+// once. A batch forgotten (its task is gone) makes no record: its objects
+// count as cancelled. Returns 0 when the batch was not pending
 // (materialized already, or forgotten), else 1.
 var materializeScript = redis.NewScript(luaCommon + luaAttach + luaEnd + `
 local entry = redis.call('HGET', KEYS[4], ARGV[1])
