@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -13,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The issue's enqueuer memory target: under 128 MiB for a listing of a
@@ -27,6 +31,18 @@ const (
 	listingSize   = 16 << 10 // small objects: the enqueue batches them
 )
 
+// listingWords vary the generated keys' names.
+var listingWords = []string{"events", "frames", "ledger", "metrics", "orders", "photos", "sensor", "trace"}
+
+// listingKey is the generated listing's i-th key: in order, as S3 lists.
+func listingKey(i int) string {
+	sum := md5.Sum([]byte(strconv.Itoa(i)))
+	return fmt.Sprintf("%s%04d/%07d-%s.bin", listingPrefix, i/1000, i, listingWords[int(sum[1])%len(listingWords)])
+}
+
+// listingEpoch is the generated objects' earliest Last-Modified.
+var listingEpoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
 // listingResult is one enqueue of the generated listing.
 type listingResult struct {
 	keys       int
@@ -34,6 +50,7 @@ type listingResult struct {
 	rss        int64 // the enqueue's peak RSS
 	cpu        cpuUse
 	redisBytes int64 // Redis's used_memory once the job is queued
+	redisEmpty int64 // and before, in the emptied Redis
 	err        error
 }
 
@@ -87,9 +104,14 @@ func (l listingServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	end := min(start+maxKeys, l.n)
 	page := listPage{Name: listingBucket, Prefix: q.Get("prefix"), MaxKeys: maxKeys, IsTruncated: end < l.n}
 	for i := start; i < end; i++ {
+		// Keys, ETags and times as varied as real ones (an ETag is an MD5:
+		// it does not compress), so that the compressed batch payloads
+		// that hold the queued objects are not flattered.
+		sum := md5.Sum([]byte(strconv.Itoa(i)))
 		page.Contents = append(page.Contents, listedEntry{
-			Key: fmt.Sprintf("%s%07d.bin", listingPrefix, i), LastModified: "2026-01-02T03:04:05.000Z",
-			ETag: fmt.Sprintf(`"%032x"`, i), Size: listingSize, StorageClass: "STANDARD",
+			Key:          listingKey(i),
+			LastModified: listingEpoch.Add(time.Duration(binary.BigEndian.Uint32(sum[2:6])) * time.Millisecond).Format("2006-01-02T15:04:05.000Z"),
+			ETag:         fmt.Sprintf(`"%x"`, sum), Size: listingSize + int64(sum[6]), StorageClass: "STANDARD",
 		})
 	}
 	page.KeyCount = len(page.Contents)
@@ -116,6 +138,10 @@ func (s *suite) runListing(ctx context.Context, n int) (res listingResult) {
 	defer func() { _ = s.srv.rdb.FlushDB(context.WithoutCancel(ctx)).Err() }()
 	if err := s.srv.rdb.FlushDB(ctx).Err(); err != nil {
 		res.err = fmt.Errorf("flush redis: %w", err)
+		return res
+	}
+	if res.redisEmpty, err = usedMemory(ctx, s.srv.rdb); err != nil {
+		res.err = err
 		return res
 	}
 	out := filepath.Join(s.tmp, "out", "listing")
@@ -145,18 +171,30 @@ func (s *suite) runListing(ctx context.Context, n int) (res listingResult) {
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	res.rss = ru.Maxrss << 10
 	res.cpu = cpuUse{cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime()}
-	info, err := s.srv.rdb.InfoMap(ctx, "memory").Result()
-	if err != nil {
-		res.err = fmt.Errorf("redis info: %w", err)
+	if res.redisBytes, err = usedMemory(ctx, s.srv.rdb); err != nil {
+		res.err = err
 		return res
 	}
-	res.redisBytes, _ = strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
 	// Every key must have been recorded: the job says how many objects.
 	objs, err := s.srv.rdb.HGet(ctx, "{s3fleet}:job:listing", "objects").Int()
 	if err != nil || objs != n {
 		res.err = errors.Join(fmt.Errorf("the job records %d objects, want %d", objs, n), err)
 	}
 	return res
+}
+
+// usedMemory is Redis's used_memory.
+func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
+	info, err := rdb.InfoMap(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis info: %w", err)
+	}
+	return strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
+}
+
+// perKey is the Redis memory each queued key costs, in bytes.
+func (r listingResult) perKey() float64 {
+	return float64(r.redisBytes-r.redisEmpty) / float64(r.keys)
 }
 
 // report is the report's section on the listing.
@@ -176,11 +214,13 @@ func (r listingResult) report() string {
 	}
 	rows := [][]string{{
 		strconv.Itoa(r.keys), fmt.Sprintf("%.1f", r.elapsed.Seconds()), fmt.Sprintf("%.0f", float64(r.keys)/r.elapsed.Seconds()),
-		fmt.Sprintf("%.1f", r.cpu.total().Seconds()), mib(float64(r.rss)), met, mib(float64(r.redisBytes)),
+		fmt.Sprintf("%.1f", r.cpu.total().Seconds()), mib(float64(r.rss)), met, mib(float64(r.redisBytes)), fmt.Sprintf("%.0f", r.perKey()),
 	}}
-	b.WriteString(table([]string{"keys", "s", "keys/s", "enqueue CPU-s", "enqueue peak RSS MiB", "< 128 MiB", "Redis used_memory MiB"}, rows))
-	fmt.Fprintf(&b, "\nA stand-in S3 server in the suite answers ListObjectsV2 with generated pages of 1000 keys of %d KiB each "+
-		"(a million real objects would take versitygw most of an hour to create); the enqueue records every key and queues "+
-		"its batch tasks in the suite's Redis, with no worker running.\n\n", listingSize>>10)
+	b.WriteString(table([]string{"keys", "s", "keys/s", "enqueue CPU-s", "enqueue peak RSS MiB", "< 128 MiB", "Redis used_memory MiB", "Redis B per queued key"}, rows))
+	fmt.Fprintf(&b, "\nA stand-in S3 server in the suite answers ListObjectsV2 with generated pages of 1000 keys of about %d KiB each "+
+		"(a million real objects would take versitygw most of an hour to create), with keys, ETags (MD5s) and times as varied as real ones; "+
+		"the enqueue counts every key in its job and queues its batch tasks in the suite's Redis, with no worker running. "+
+		"Redis B per queued key is used_memory after the enqueue, less that of the emptied Redis before it, per key: "+
+		"the batch tasks that hold the objects (compressed), and the job.\n\n", listingSize>>10)
 	return b.String()
 }

@@ -389,6 +389,10 @@ func (s *suite) targets() string {
 		}
 		rows = append(rows, []string{fmt.Sprintf("listing of %d keys", l.keys), fmt.Sprintf("enqueue peak RSS %s MiB", mib(float64(l.rss))),
 			"–", "–", "< 128 MiB", met})
+		rows = append(rows, []string{fmt.Sprintf("listing of %d keys", l.keys), fmt.Sprintf("Redis %.0f B per queued key", l.perKey()),
+			"–", "–", "≤ 256 B", yes(l.perKey() <= 256)})
+		rows = append(rows, []string{fmt.Sprintf("listing of %d keys", l.keys), fmt.Sprintf("enqueue %.1f s", l.elapsed.Seconds()),
+			"–", "–", "≤ 30 s", yes(l.elapsed <= 30*time.Second)})
 	}
 	if len(rows) == 0 {
 		return ""
@@ -696,4 +700,12 @@ one, and the sum over the processes (their number in parentheses; s3fleet's incl
 Redis and the enqueue).
 `)
 	return b.String()
+}
+
+// yes says whether a target was met.
+func yes(met bool) string {
+	if met {
+		return "yes"
+	}
+	return "no"
 }
