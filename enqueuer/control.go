@@ -63,14 +63,14 @@ func (e *Enqueuer) Cancel(ctx context.Context, job string) (int64, error) {
 			queue = tasks.QueueChunks
 		}
 		for _, i := range missing {
-			if err := e.stopTask(queue, tasks.ChunkTaskID(o.ID, o.Gen, i)); err != nil {
+			if err := e.stopTask(queue, tasks.ChunkTaskID(o.ID, o.Gen, o.Created, i)); err != nil {
 				return err
 			}
 		}
-		if err := e.stopTask(tasks.AssembleQueue(queue), tasks.AssembleTaskID(o.ID, o.Gen)); err != nil {
+		if err := e.stopTask(tasks.AssembleQueue(queue), tasks.AssembleTaskID(o.ID, o.Gen, o.Created)); err != nil {
 			return err
 		}
-		task, err := tasks.NewCleanupTask(e.Keys, tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen}, asynq.Queue(tasks.AssembleQueue(queue)))
+		task, err := tasks.NewCleanupTask(e.Keys, tasks.CleanupPayload{Job: job, Transfer: o.ID, Gen: o.Gen, Epoch: o.Created}, asynq.Queue(tasks.AssembleQueue(queue)))
 		if err != nil {
 			return err
 		}

@@ -148,7 +148,8 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 			return nil
 		}
 		req := ledger.AttachRequest{Job: s.sum.Job, Mode: mode, Expect: cur, New: t, Cause: c, KeepData: keep}
-		state, gen, err := s.e.Ledger.Attach(ctx, req, time.Now())
+		now := time.Now()
+		state, gen, err := s.e.Ledger.Attach(ctx, req, now)
 		if errors.Is(err, ledger.ErrConflict) {
 			continue // changed under us: read again
 		}
@@ -159,7 +160,10 @@ func (s *submission) add(ctx context.Context, o object, single bool) error {
 		if state != ledger.Queued && state != ledger.Running {
 			return nil
 		}
-		t.Gen = gen
+		t.Gen, t.Created = gen, cur.Created
+		if mode == ledger.ModeCreate || mode == ledger.ModePresent {
+			t.Created = now.UnixMilli() // the record's, made just now
+		}
 		if mode == ledger.ModeAttach && cur.Queue != "" {
 			t.Queue = cur.Queue // its tasks are there (asynq's IDs are per queue): an --on job's stay on its host
 		}
@@ -221,7 +225,8 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 			}
 		}
 	}
-	results, err := s.e.Ledger.AttachMany(ctx, reqs, time.Now())
+	now := time.Now()
+	results, err := s.e.Ledger.AttachMany(ctx, reqs, now)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +244,7 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 		if r.State != ledger.Queued {
 			continue
 		}
-		t.Gen = r.Gen
+		t.Gen, t.Created = r.Gen, now.UnixMilli()
 		if s.batchable(t) {
 			err = s.addToBatch(ctx, t)
 		} else {
@@ -310,7 +315,7 @@ func (s *submission) enqueue(ctx context.Context, t ledger.Transfer) error {
 func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missing []int64) error {
 	if len(missing) == 0 {
 		task, err := tasks.NewAssembleTask(s.e.Keys, tasks.AssemblePayload{
-			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Bucket: t.Bucket, Key: t.Key, Dest: t.Dest, Size: t.Size,
+			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Epoch: t.Created, Bucket: t.Bucket, Key: t.Key, Dest: t.Dest, Size: t.Size,
 		}, append(s.e.AssembleOptions, asynq.Queue(tasks.AssembleQueue(t.Queue)))...)
 		if err != nil {
 			return err
@@ -329,7 +334,7 @@ func (s *submission) enqueueChunks(ctx context.Context, t ledger.Transfer, missi
 	for _, i := range missing {
 		r := plan.Chunk(i)
 		task, err := tasks.NewChunkTask(s.e.Keys, tasks.ChunkPayload{
-			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Object: tasks.ObjectOf(t), Chunks: t.Chunks,
+			Job: s.sum.Job, Transfer: t.ID, Gen: t.Gen, Epoch: t.Created, Object: tasks.ObjectOf(t), Chunks: t.Chunks,
 			Chunk: i, First: r.First, Last: r.Last, Dest: t.Dest, DestFP: t.DestFP, ServerSide: t.ServerSide, Overwrite: t.Overwrite, Write: write,
 			CRC: string(assembler.CRCFor(checksum.Algorithm(t.ChecksumAlgorithm))), NoHead: t.NoHead,
 		}, append(s.e.ChunkOptions, asynq.Queue(t.Queue))...)

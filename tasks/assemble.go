@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -27,6 +26,7 @@ type AssemblePayload struct {
 	Job      string `json:"job"`
 	Transfer string `json:"transfer"`
 	Gen      int64  `json:"gen"`
+	Epoch    int64  `json:"epoch,omitempty"` // see RunID
 	Bucket   string `json:"bucket"`
 	Key      string `json:"key"`
 	Dest     string `json:"dest"`
@@ -35,8 +35,8 @@ type AssemblePayload struct {
 
 // AssembleTaskID is the assembler's asynq task ID: one per transfer
 // generation, so it is enqueued once however many chunks race to it.
-func AssembleTaskID(transfer string, gen int64) string {
-	return "assemble:" + transfer + ":" + strconv.FormatInt(gen, 10)
+func AssembleTaskID(transfer string, gen, epoch int64) string {
+	return "assemble:" + transfer + ":" + RunID(gen, epoch)
 }
 
 // NewAssembleTask builds an assembler task on the assemble queue, its result
@@ -48,7 +48,7 @@ func NewAssembleTask(k *TaskKeys, p AssemblePayload, opts ...asynq.Option) (*asy
 	}
 	defaults := []asynq.Option{
 		asynq.Queue(QueueAssemble), asynq.MaxRetry(10), asynq.Timeout(30 * time.Minute),
-		asynq.Retention(7 * 24 * time.Hour), asynq.TaskID(AssembleTaskID(p.Transfer, p.Gen)),
+		asynq.Retention(7 * 24 * time.Hour), asynq.TaskID(AssembleTaskID(p.Transfer, p.Gen, p.Epoch)),
 	}
 	return k.newTask(TypeAssemble, b, append(defaults, opts...)...), nil
 }

@@ -39,6 +39,9 @@ type ChunkPayload struct {
 	Job      string `json:"job"`
 	Transfer string `json:"transfer"`
 	Gen      int64  `json:"gen"`
+	// Epoch is when the transfer's record was made (Unix ms): it names
+	// this run in task IDs (see RunID).
+	Epoch int64 `json:"epoch,omitempty"`
 	Object
 	Chunks int64 `json:"chunks"`
 	Chunk  int64 `json:"chunk"`
@@ -137,8 +140,21 @@ func (p ChunkPayload) crc() checksum.Algorithm {
 
 // ChunkTaskID is the chunk's asynq task ID: enqueueing it twice is a no-op
 // while the first is pending, running, retrying or archived.
-func ChunkTaskID(transfer string, gen, chunk int64) string {
-	return "chunk:" + transfer + ":" + strconv.FormatInt(gen, 10) + ":" + strconv.FormatInt(chunk, 10)
+func ChunkTaskID(transfer string, gen, epoch, chunk int64) string {
+	return "chunk:" + transfer + ":" + RunID(gen, epoch) + ":" + strconv.FormatInt(chunk, 10)
+}
+
+// RunID names a run of a transfer in its tasks' IDs: its generation and
+// when its record was made (epoch, Unix ms; 0 if unknown). A record Redis
+// lost (a restart without AOF) and made again has the same transfer ID and
+// generation, but not the same epoch: a worker that finishes a task of the
+// lost run then completes that task, not the new run's of the same name
+// (asynq would drop the new one's message, and its object would never end).
+func RunID(gen, epoch int64) string {
+	if epoch == 0 {
+		return strconv.FormatInt(gen, 10)
+	}
+	return strconv.FormatInt(gen, 10) + "." + strconv.FormatInt(epoch, 36)
 }
 
 // NewChunkTask builds a chunk task on the chunks queue with its
@@ -150,7 +166,7 @@ func NewChunkTask(k *TaskKeys, p ChunkPayload, opts ...asynq.Option) (*asynq.Tas
 	}
 	defaults := []asynq.Option{
 		asynq.Queue(QueueChunks), asynq.MaxRetry(10), asynq.Timeout(10 * time.Minute),
-		asynq.TaskID(ChunkTaskID(p.Transfer, p.Gen, p.Chunk)),
+		asynq.TaskID(ChunkTaskID(p.Transfer, p.Gen, p.Epoch, p.Chunk)),
 	}
 	return k.newTask(TypeChunk, b, append(defaults, opts...)...), nil
 }
@@ -425,7 +441,7 @@ func (h *ChunkHandler) completeIfLast(ctx context.Context, p ChunkPayload, lande
 		queue = x.Queue
 	}
 	task, err := NewAssembleTask(h.Keys, AssemblePayload{
-		Job: p.Job, Transfer: p.Transfer, Gen: p.Gen, Bucket: p.Bucket, Key: p.Key, Dest: p.Dest, Size: p.Size,
+		Job: p.Job, Transfer: p.Transfer, Gen: p.Gen, Epoch: p.Epoch, Bucket: p.Bucket, Key: p.Key, Dest: p.Dest, Size: p.Size,
 	}, append(h.AssembleOptions, asynq.Queue(AssembleQueue(queue)))...)
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"strconv"
 
 	"github.com/hibiken/asynq"
 
@@ -27,6 +26,7 @@ type CleanupPayload struct {
 	Job      string `json:"job"`
 	Transfer string `json:"transfer"`
 	Gen      int64  `json:"gen"`
+	Epoch    int64  `json:"epoch,omitempty"` // see RunID
 }
 
 // NewCleanupTask builds a cleanup task on the assemble queue.
@@ -37,7 +37,7 @@ func NewCleanupTask(k *TaskKeys, p CleanupPayload, opts ...asynq.Option) (*asynq
 	}
 	defaults := []asynq.Option{
 		asynq.Queue(QueueAssemble), asynq.MaxRetry(3),
-		asynq.TaskID("cleanup:" + p.Transfer + ":" + strconv.FormatInt(p.Gen, 10)),
+		asynq.TaskID("cleanup:" + p.Transfer + ":" + RunID(p.Gen, p.Epoch)),
 	}
 	return k.newTask(TypeCleanup, b, append(defaults, opts...)...), nil
 }

@@ -16,7 +16,7 @@ func ExampleNewChunkTask() {
 	}
 	fmt.Println(task.Type())
 	fmt.Println(string(task.Payload()))
-	fmt.Println(tasks.ChunkTaskID("3f2a", 1, 1))
+	fmt.Println(tasks.ChunkTaskID("3f2a", 1, 0, 1))
 	// Output:
 	// s3fleet:chunk
 	// {"job":"logs-2026","transfer":"3f2a","gen":1,"bucket":"bucket","key":"big.bin","etag":"\"9b2c\"","size":20971520,"chunks":3,"chunk":1,"first":8388608,"last":16777215,"dest":"/data/big.bin","crc":"CRC64NVME"}
@@ -32,7 +32,7 @@ func ExampleNewAssembleTask() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println(task.Type(), tasks.AssembleTaskID("3f2a", 1))
+	fmt.Println(task.Type(), tasks.AssembleTaskID("3f2a", 1, 0))
 	// Output:
 	// s3fleet:assemble assemble:3f2a:1
 }

@@ -92,7 +92,7 @@ func (h *ChunkHandler) copyStraggler(ctx context.Context, p ChunkPayload, ran, m
 	q, _ := asynq.GetQueueName(ctx)
 	c := p
 	c.Avoid = h.Worker
-	task, err := NewChunkTask(h.Keys, c, asynq.Queue(q), asynq.TaskID(ChunkTaskID(p.Transfer, p.Gen, p.Chunk)+":copy"), asynq.MaxRetry(1000))
+	task, err := NewChunkTask(h.Keys, c, asynq.Queue(q), asynq.TaskID(ChunkTaskID(p.Transfer, p.Gen, p.Epoch, p.Chunk)+":copy"), asynq.MaxRetry(1000))
 	if err == nil {
 		_, err = h.Queue.EnqueueContext(ctx, task)
 	}

@@ -111,3 +111,61 @@ func TestPendingBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestRunIDAfterRedisLost: a transfer enqueued again after Redis lost
+// everything (a restart without AOF) has the same transfer ID and
+// generation, but its tasks are named apart from the lost run's, which a
+// worker may still be finishing: asynq would otherwise take that finish
+// for the new task's, drop its message, and the object would never end.
+func TestRunIDAfterRedisLost(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	f.S3.PutRandom(t, "bkt", "big", 3*mib, false)
+	c := fleettest.NewClient(t, f.Config())
+	rdb := f.Redis.Client(t)
+	ctx := context.Background()
+	taskIDs := func() []string {
+		t.Helper()
+		insp := asynq.NewInspectorFromRedisClient(rdb)
+		queues, err := insp.Queues()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, q := range queues {
+			infos, err := insp.ListPendingTasks(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ti := range infos {
+				ids = append(ids, ti.ID)
+			}
+		}
+		if len(ids) != 3 {
+			t.Fatalf("%d pending tasks, want 3 chunks: %v", len(ids), ids)
+		}
+		return ids
+	}
+	req := fleettest.Request("s3://bkt/big", t.TempDir()+"/big")
+	if _, err := c.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	lost := taskIDs()
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // another millisecond: another record
+	// The same command again: another enqueue process.
+	if _, err := fleettest.NewClient(t, f.Config()).Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	again := taskIDs()
+	for _, a := range again {
+		for _, l := range lost {
+			if a == l {
+				t.Fatalf("task %s of the lost run is named again after Redis lost it", a)
+			}
+		}
+	}
+}

@@ -120,7 +120,7 @@ func TestWebUI(t *testing.T) {
 			t.Errorf("the rendered dashboard does not show the queue %q", q)
 		}
 	}
-	taskURL := base + "/ui/queues/" + tasks.QueueAssemble + "/tasks/" + tasks.AssembleTaskID(o.ID, o.Gen)
+	taskURL := base + "/ui/queues/" + tasks.QueueAssemble + "/tasks/" + tasks.AssembleTaskID(o.ID, o.Gen, o.Created)
 	dom = regexp.MustCompile(`<[^>]*>`).ReplaceAllString(browse(t, browser, taskURL, ""), "") // the text a person reads
 	for _, want := range []string{o.Computed, `"check": "crc32c"`, "s3://bkt/report.bin"} {
 		if !strings.Contains(dom, want) {
