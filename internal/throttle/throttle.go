@@ -228,18 +228,20 @@ var errSlow = errors.New("Redis answered too slowly")
 // is abandoned when late. A failure or a late answer marks Redis down.
 func (f *Fleet) call(ctx context.Context, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel() // once answered or abandoned; never before fn returns, which would race the answer
 	done := make(chan error, 1)
-	go func() {
-		defer cancel()
-		done <- fn(ctx)
-	}()
+	go func() { done <- fn(ctx) }()
 	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		err = ctx.Err()
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = errSlow
+		select {
+		case err = <-done: // answered as the deadline passed: the answer stands
+		default:
+			err = ctx.Err()
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = errSlow
+			}
 		}
 	}
 	if err != nil {

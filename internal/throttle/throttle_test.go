@@ -234,3 +234,29 @@ func TestSlowRedisPacesNothing(t *testing.T) {
 		t.Fatalf("20 requests took %v with Redis paused, want at most about %v (one timeout, then none asked)", took, callTimeout)
 	}
 }
+
+// TestCallAnswerStands: a Redis call that answered is never taken for a
+// failure. The call's context was once cancelled as its answer arrived,
+// and the select that read them picked the cancel at random: a healthy
+// Redis was marked down, and the scope went unpaced for a second.
+func TestCallAnswerStands(t *testing.T) {
+	f := New(nil, "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	f.timeout = time.Minute // a loaded machine may delay a call; that is not this test's
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20_000 {
+				if err := f.call(context.Background(), func(context.Context) error { return nil }); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 || f.isDown() {
+		t.Fatalf("%d of 80,000 answered calls failed", n)
+	}
+}
