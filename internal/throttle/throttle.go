@@ -38,6 +38,13 @@ const (
 	// Alpha is the additive increase: this share of the rate at the last
 	// cut, per second.
 	Alpha = 0.05
+	// Probe is the growth per second after a scope's first cut, until the
+	// next: the first rate is a guess from one worker's few seconds of
+	// history, and one that guessed a tenth of what the store takes would
+	// take minutes to climb back by Alpha. The rate doubles each second
+	// until the store refuses again, and grows by Alpha from then on (as
+	// TCP's slow start before congestion avoidance).
+	Probe = 1.0
 	// MinRate is the lowest rate (requests/s) a scope is cut to.
 	MinRate = 2.0
 	// Cooldown is how long after a cut further SlowDowns count as the
@@ -281,7 +288,7 @@ func (f *Fleet) Done(name string, throttled bool) {
 		err := f.call(context.Background(), func(ctx context.Context) (err error) {
 			rate, err = cutScript.Run(ctx, f.rdb, []string{s.key, f.members},
 				strconv.FormatFloat(ok, 'f', 3, 64), strconv.FormatFloat(all, 'f', 3, 64),
-				Cooldown.Milliseconds(), Idle.Milliseconds(), Beta, Alpha, MinRate, f.deadAfter.Milliseconds()).Float64()
+				Cooldown.Milliseconds(), Idle.Milliseconds(), Beta, Alpha, MinRate, f.deadAfter.Milliseconds(), Probe).Float64()
 			return err
 		})
 		s.mu.Lock()
@@ -305,9 +312,17 @@ func (f *Fleet) Rate(ctx context.Context, name string) (float64, error) {
 	return v, err
 }
 
-// now in the scripts: Redis's clock, in ms, the same for every worker.
+// now in the scripts: Redis's clock, in ms, the same for every worker;
+// grown is a rate dt seconds on: by its step per second, or, while it
+// probes after its first cut, by its factor grow, but never past that
+// factor of the granted rate seen (a rate nobody uses does not grow).
 const luaNow = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function grown(rate, step, grow, dt, seen)
+  local g = grow and tonumber(grow) or 0
+  if g > 0 then return math.min(rate * (1 + g) ^ dt, math.max(rate, (1 + g) * (tonumber(seen) or 0))) end
+  return rate + step * dt
+end
 `
 
 // takeScript: KEYS scope; ARGV tokens. Returns -1 when the scope is not
@@ -318,12 +333,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // ("seen", over contiguous windows of one to two seconds; 0, unknown,
 // after a pause) for the next cut.
 var takeScript = redis.NewScript(luaNow + `
-local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen')
+local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen', 'grow')
 if not h[1] then return -1 end
 local rate, tokens, ts, step = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
 local n, win, seen = tonumber(h[5]) + tonumber(ARGV[1]), tonumber(h[6]), tonumber(h[7])
 local dt = math.max(0, now - ts) / 1000
-rate = rate + step * dt
+rate = grown(rate, step, h[8], dt, seen)
 local burst = math.max(1, rate / 50)
 tokens = math.min(burst, tokens + rate * dt) - tonumber(ARGV[1])
 if now - win > 2000 then
@@ -339,18 +354,21 @@ return math.ceil(-tokens * 1000 / rate)
 
 // cutScript: KEYS scope, members; ARGV this worker's successful and all
 // attempts per second, cooldown ms, idle ms, beta, alpha, min rate, dead
-// after ms. Returns the scope's rate after the cut. The first rate is
-// what the store was accepting, this worker's successes times the live
-// workers (a quarter of its attempts when none succeeded); a later cut
-// takes beta of the lower of the rate and the granted rate. Requests
-// already promised a time keep their place: the debt carries over.
+// after ms, probe. Returns the scope's rate after the cut. The first rate
+// is what the store was accepting, this worker's successes times the live
+// workers (a quarter of its attempts when none succeeded), and it probes
+// (grows by probe per second) until the next cut; a later cut takes beta
+// of the lower of the rate and the granted rate, and grows by alpha.
+// Requests already promised a time keep their place: the debt carries
+// over.
 var cutScript = redis.NewScript(luaNow + `
-local h = redis.call('HMGET', KEYS[1], 'rate', 'ts', 'step', 'cut', 'seen', 'tokens')
+local h = redis.call('HMGET', KEYS[1], 'rate', 'ts', 'step', 'cut', 'seen', 'tokens', 'grow')
 local rate, tokens = 0, 0
 if h[1] then
   if now - tonumber(h[4]) < tonumber(ARGV[3]) then return h[1] end
   local dt = math.max(0, now - tonumber(h[2])) / 1000
-  rate = tonumber(h[1]) + tonumber(h[3]) * dt
+  rate = grown(tonumber(h[1]), tonumber(h[3]), h[7], dt, h[5])
+  redis.call('HDEL', KEYS[1], 'grow') -- refused again: probing is over
   tokens = math.min(0, tonumber(h[6]) + rate * dt)
   local seen = tonumber(h[5])
   if seen > 0 and seen < rate then rate = seen end
@@ -359,6 +377,7 @@ else
   local live = math.max(redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[8]), '+inf'), 1)
   rate = tonumber(ARGV[1]) * live
   if rate <= 0 then rate = tonumber(ARGV[2]) * live / 4 end
+  redis.call('HSET', KEYS[1], 'grow', ARGV[9])
 end
 rate = math.max(rate, tonumber(ARGV[7]))
 local step = math.max(rate * tonumber(ARGV[6]), 1)

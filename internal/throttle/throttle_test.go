@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"context"
+	"math"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -74,9 +75,24 @@ func TestSharedRate(t *testing.T) {
 	if want := 30.0 * 2; rate < want*0.99 || rate > want*1.01 {
 		t.Fatalf("first rate %.1f/s, want %.0f (30/s accepted × 2 live workers; the dead one not counted)", rate, want)
 	}
+	if g, _ := rdb.HGet(ctx, prefix+sc, "grow").Float64(); g != Probe {
+		t.Fatalf("after the first cut the rate grows by %v a second, want to probe by %v", g, Probe)
+	}
 	a.Done(sc, true) // within the cooldown: the same congestion
 	if r2 := settled(t, a, sc, 0); r2 > rate*1.01 || r2 < rate*0.99 {
 		t.Fatalf("a SlowDown within the cooldown moved the rate from %.1f to %.1f", rate, r2)
+	}
+	// Past the cooldown a SlowDown ends the probe: nobody used the rate
+	// meanwhile, so it did not grow, and it is cut by Beta.
+	time.Sleep(Cooldown)
+	a.Done(sc, true)
+	first := rate
+	rate = settled(t, a, sc, first*0.99)
+	if want := first * Beta; rate < want*0.99 || rate > want*1.01 {
+		t.Fatalf("the second cut took %.1f/s to %.1f, want %.1f", first, rate, want)
+	}
+	if rdb.HExists(ctx, prefix+sc, "grow").Val() {
+		t.Fatal("still probing after the second cut")
 	}
 
 	// Both keep to the rate: b learns it at its next look, within recheck.
@@ -102,8 +118,9 @@ func TestSharedRate(t *testing.T) {
 	}
 	wg.Wait()
 	got := float64(granted.Load()) / run.Seconds()
-	// The rate grows by Alpha per second meanwhile; tokens were 0 at the cut.
-	hi := rate * (1 + Alpha*3)
+	// The rate grows by Alpha of itself per second meanwhile (recheck and
+	// the run); tokens were 0 at the cut.
+	hi := rate * (1 + Alpha*4)
 	if got > hi*1.1 || got < rate*0.8 {
 		t.Errorf("granted %.1f/s across two workers, want about %.1f–%.1f", got, rate, hi)
 	}
@@ -259,4 +276,46 @@ func TestCallAnswerStands(t *testing.T) {
 	if n := failed.Load(); n != 0 || f.isDown() {
 		t.Fatalf("%d of 80,000 answered calls failed", n)
 	}
+}
+
+// TestProbe: after its first cut a scope's rate doubles each second while
+// the fleet uses it, until the store refuses again: a first guess far
+// below what the store takes is not left to climb by Alpha for minutes.
+func TestProbe(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	f := New(rdb, "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	f.timeout = time.Minute
+	const sc = "ep/bkt/"
+	f.Done(sc, true) // one attempt, throttled: a quarter of it, at least MinRate
+	first := settled(t, f, sc, 0)
+	ctx := context.Background()
+	var granted atomic.Int64
+	run := 5 * time.Second
+	deadline := time.Now().Add(run)
+	var wg sync.WaitGroup
+	for range 2 { // few enough that no request is promised a time far off
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				if err := f.Wait(ctx, sc); err != nil {
+					t.Error(err)
+					return
+				}
+				granted.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	now, err := f.Rate(ctx, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Windows of one to two seconds measure the granted rate, which bounds
+	// the next doubling: more than one doubling in 5 s, at most 5.
+	if now < first*(1+Probe)*1.4 || now > first*math.Pow(1+Probe, 5)*1.05 {
+		t.Fatalf("the rate went from %.1f/s to %.1f/s in %v of use, want two to five doublings", first, now, run)
+	}
+	t.Logf("probing: %.1f/s → %.1f/s in %v, %d granted", first, now, run, granted.Load())
 }
