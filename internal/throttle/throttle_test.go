@@ -2,8 +2,8 @@ package throttle
 
 import (
 	"context"
-	"math"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
