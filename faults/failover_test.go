@@ -52,10 +52,20 @@ func TestFailover(t *testing.T) {
 	const kills = 20
 	waits := map[string][]time.Duration{}
 	var all, requeued []time.Duration
+	killedKind := map[string]int{}
 	for i := 0; i < kills; i++ {
+		// Alternately a worker running chunks and one running batches.
+		// The queue is first in, first out, so one kind may run alone for
+		// a while (the small job's batches, queued first, take every slot
+		// until they thin out): after 5 s without the kind wanted, any
+		// task will do.
 		kind := []string{"chunk:", "batch:"}[i%2]
 		vi, held := -1, []string(nil)
-		for deadline := time.Now().Add(time.Minute); vi < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		began := time.Now()
+		for deadline := began.Add(time.Minute); vi < 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if time.Since(began) > 5*time.Second {
+				kind = ""
+			}
 			for j, w := range workers {
 				if h := runningOf(t, f.rdb, w.pid(), kind); len(h) > 0 {
 					vi, held = j, h
@@ -65,6 +75,14 @@ func TestFailover(t *testing.T) {
 		}
 		if vi < 0 {
 			t.Fatalf("kill %d: no worker ran a %s task for a minute (jobs: %+v, %+v)", i+1, kind, f.job(t, "big"), f.job(t, "small"))
+		}
+		for _, field := range held {
+			_, id, _ := strings.Cut(field, "\x00")
+			killedKind[id[:strings.IndexByte(id, ':')]]++
+		}
+		if kind == "" {
+			_, id, _ := strings.Cut(held[0], "\x00")
+			kind = id[:strings.IndexByte(id, ':')+1] // for the log
 		}
 		victim := workers[vi]
 		held = runningOf(t, f.rdb, victim.pid(), "") // every task it holds fails over
@@ -101,6 +119,9 @@ func TestFailover(t *testing.T) {
 		all = append(all, got...)
 		t.Logf("kill %d: %s (pid %d) held %d tasks (%s…); handed back after %s, running elsewhere after %s",
 			i+1, victim.name, victim.pid(), len(held), kind, handedBack.Round(10*time.Millisecond), durations(got))
+	}
+	if killedKind["chunk"] < 8 || killedKind["batch"] < 8 {
+		t.Errorf("the kills took %d chunk and %d batch tasks from their workers, want at least 8 of each", killedKind["chunk"], killedKind["batch"])
 	}
 	f.proxy.SetRule(nil) // the rest at full speed
 	for _, e := range []*proc{bigJob, smallJob} {
