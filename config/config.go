@@ -42,6 +42,10 @@ type Config struct {
 	// RedisCAFile is a PEM file of CAs to trust for rediss:// (default: the
 	// system's).
 	RedisCAFile string `mapstructure:"redis_ca_file"`
+	// RedisShards spreads the fleet's records over this many hash tags, so
+	// that a Redis Cluster spreads them over its nodes (ledger.Shards).
+	// Every worker and enqueuer of a fleet uses the same value.
+	RedisShards int `mapstructure:"redis_shards"`
 	// Endpoint is the S3 endpoint URL; empty means AWS.
 	Endpoint string `mapstructure:"endpoint"`
 	// Region is the S3 region.
@@ -186,6 +190,7 @@ const MinChunkSize = 1 << 20
 var settings = []setting{
 	{"redis", "redis://127.0.0.1:6379/0", "Redis URL: redis://[user:pass@]host:port/db, rediss:// (TLS), redis-sentinel://, redis-cluster://h1:p1,h2:p2", Both},
 	{"redis_ca_file", "", "PEM file of CAs to trust for rediss:// (default: the system's)", Both},
+	{"redis_shards", 1, "hash tags the records are spread over, for a Redis Cluster (about one per node; the same on every worker and enqueuer)", Both},
 	{"endpoint", "", "S3 endpoint URL (empty: AWS)", Both},
 	{"region", "us-east-1", "S3 region", Both},
 	{"path_style", false, "use path-style bucket addressing", Both},
@@ -385,6 +390,9 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.Redis); err != nil || !validRedisScheme(u.Scheme) {
 		bad("redis", "want a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got %q", RedactURL(c.Redis))
+	}
+	if c.RedisShards < 0 || c.RedisShards > 1024 { // 0: unset, one shard
+		bad("redis_shards", "want 1 to 1024, got %d", c.RedisShards)
 	}
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -64,6 +64,7 @@ func writeFile(t *testing.T, name, content string) string {
 func defaults() Config {
 	return Config{
 		Redis:           "redis://127.0.0.1:6379/0",
+		RedisShards:     1,
 		Endpoint:        "",
 		Region:          "us-east-1",
 		PathStyle:       false,

@@ -27,11 +27,12 @@ import (
 // TestRedisCluster runs the fleet on a local 3-node Redis Cluster (issue
 // 12): two worker processes and enqueue --wait with S3FLEET_REDIS set to a
 // redis-cluster:// URL download a 64 MiB object in 4 MiB chunks and 50
-// small objects in batches, every byte compared by SHA-256. It logs how
-// the job's Redis commands spread over the nodes and which node holds what;
-// the share of the busiest node is a figure, not a requirement (every
-// ledger key shares the {s3fleet} hash tag, so one node carries most of
-// it, until the keys are sharded). Then a worker is killed with SIGKILL
+// small objects in batches, every byte compared by SHA-256, with the
+// ledger in 3 shards (redis_shards). It logs how the job's Redis commands
+// spread over the nodes and which node holds what, and requires that
+// every node hold keys of a ledger shard; the share of the busiest node is
+// a figure, not a requirement (unsharded, one node carried 82 % of the
+// commands; sharded, 32–36 % each). Then a worker is killed with SIGKILL
 // mid-download: the other's watchdog moves the dead worker's tasks back
 // to their queues (a script on {s3fleet} keys, then one on asynq's keys
 // of each queue) and the job completes, with no CROSSSLOT error anywhere.
@@ -60,7 +61,7 @@ func TestRedisCluster(t *testing.T) {
 
 	f := &fleet{s3: s3}
 	f.env = append(os.Environ(), s3.Env()...)
-	f.env = append(f.env, "S3FLEET_REDIS="+rc.URL, "S3FLEET_ENDPOINT="+proxy.URL,
+	f.env = append(f.env, "S3FLEET_REDIS="+rc.URL, "S3FLEET_REDIS_SHARDS=3", "S3FLEET_ENDPOINT="+proxy.URL,
 		"S3FLEET_CHUNK_SIZE=4MiB", "S3FLEET_BATCH_OBJECTS=10", "S3FLEET_RETRY_DELAY=100ms",
 		"S3FLEET_ALLOW_DEST="+os.TempDir(), "S3FLEET_LOG_FORMAT=json",
 		"S3FLEET_LOG_LEVEL=debug") // the middleware logs a failed script at debug
@@ -69,7 +70,7 @@ func TestRedisCluster(t *testing.T) {
 	w1, w1log := f.clusterWorker(t, "worker-1", "--concurrency", "4")
 	_, w2log := f.clusterWorker(t, "worker-2", "--concurrency", "4")
 	rdb := rc.Client(t)
-	led := ledger.New(rdb, time.Hour)
+	led := ledger.New(rdb, time.Hour, ledger.Shards(3))
 	ctx := context.Background()
 	var outputs []string // of enqueue
 	// Whatever else fails: no script or command of a worker or of enqueue
@@ -108,7 +109,20 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("job cluster: %+v, want 51 objects succeeded", j)
 	}
 	t.Logf("job cluster: 51 objects, %d MiB, in %s on the cluster", j.BytesTotal>>20, took.Round(10*time.Millisecond))
-	reportNodes(t, rc, rdb, stats)
+	reportNodes(t, rc, rdb, led, stats)
+	// With redis_shards 3, the ledger's keys are on every node: each
+	// shard's tag is in another third of the slots.
+	for addr, tags := range rc.KeyTags(t) {
+		n := 0
+		for tag, k := range tags {
+			if slices.Contains(led.HashTags(), "{"+tag+"}") {
+				n += k
+			}
+		}
+		if n == 0 {
+			t.Errorf("node %s holds no key of the ledger's shards %v: %v", addr, led.HashTags(), tags)
+		}
+	}
 
 	t.Run("failover", func(t *testing.T) {
 		dest := t.TempDir()
@@ -255,7 +269,7 @@ func busiest(stats []testenv.NodeStats) (testenv.NodeStats, int64) {
 // tag; and which node holds the ledger's {s3fleet} keys, each asynq
 // queue's keys and asynq's untagged keys. Then the busiest node's share as
 // a figure.
-func reportNodes(t *testing.T, rc *testenv.RedisCluster, rdb *redis.ClusterClient, stats []testenv.NodeStats) {
+func reportNodes(t *testing.T, rc *testenv.RedisCluster, rdb *redis.ClusterClient, led *ledger.Ledger, stats []testenv.NodeStats) {
 	t.Helper()
 	slots := rc.SlotRanges(t)
 	tags := rc.KeyTags(t)
@@ -287,13 +301,16 @@ func reportNodes(t *testing.T, rc *testenv.RedisCluster, rdb *redis.ClusterClien
 		t.Fatalf("asynq:queues: %v", err)
 	}
 	host, _ := os.Hostname()
-	for q := range tasks.Queues(host) {
+	for q := range tasks.Queues(host, led.NumShards()) {
 		if !slices.Contains(queues, q) {
 			queues = append(queues, q)
 		}
 	}
 	sort.Strings(queues)
-	keys := [][2]string{{"ledger, liveness, throttle", "{s3fleet}:jobs"}}
+	keys := [][2]string{{"ledger shard 0, jobs, liveness, throttle", "{s3fleet}:jobs"}}
+	for n, tag := range led.HashTags()[1:] {
+		keys = append(keys, [2]string{fmt.Sprintf("ledger shard %d", n+1), tag + ":xfer:…"})
+	}
 	for _, q := range queues {
 		keys = append(keys, [2]string{"asynq queue " + q, "asynq:{" + q + "}:pending"})
 	}

@@ -101,7 +101,7 @@ func (e *Enqueuer) cancelPending(ctx context.Context, job string) (int64, error)
 		info, err := e.Control.GetTaskInfo(b.Queue, b.ID)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-			if ok, err := e.Ledger.ForgetPending(ctx, job, b.ID); err != nil {
+			if ok, err := e.Ledger.ForgetPending(ctx, job, b.Shard, b.ID); err != nil {
 				return n, err
 			} else if ok {
 				n += b.Objects

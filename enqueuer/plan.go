@@ -49,7 +49,8 @@ func (s *submission) transfer(o object) (ledger.Transfer, string) {
 		}
 	}
 	t.Dest, t.DestFP = final, s.destFP
-	t.ID = t.Identity()
+	t.ID = s.e.Ledger.IDFor(t)
+	t.Queue = tasks.ShardQueue(t.Queue, s.e.Ledger.ShardOf(t.ID))
 	if o.cause != "" {
 		return t, o.cause
 	}

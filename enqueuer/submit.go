@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -35,15 +36,22 @@ type submission struct {
 	queue     string
 	begun     bool
 	sum       Summary
-	// resumedAt is the job's Seq when this run began, if earlier runs of
-	// it had failures (0 otherwise).
-	resumedAt int64
+	// resumedAt is the job's Seqs when this run began, if earlier runs of
+	// it had failures (nil otherwise).
+	resumedAt []int64
 
-	// The batches being filled: one of objects with records, one of
-	// pending objects (see addPending).
+	// The batches being filled, by queue: of objects with records, and of
+	// pending objects (see addPending). A shared queue's shard is the
+	// ledger shard of its transfers (tasks.ShardQueue), so a pending
+	// batch's objects are in one shard.
 	batchMu sync.Mutex
-	batch   batchFill
-	pending batchFill
+	fills   map[fillKey]*batchFill
+}
+
+// fillKey names a batch being filled.
+type fillKey struct {
+	queue   string
+	pending bool
 }
 
 // batchFill is a batch task being filled.
@@ -52,6 +60,7 @@ type batchFill struct {
 	bytes   int64
 	queue   string // its objects' (Transfer.Queue)
 	pending bool   // its objects have no records yet
+	shard   int    // its objects' ledger shard (ledger.ShardOf), when pending
 }
 
 // wanted applies --include and --exclude to the key's path below its
@@ -85,7 +94,7 @@ func (s *submission) begin(ctx context.Context) error {
 	}
 	s.begun = true
 	if j, err := s.e.Ledger.GetJob(ctx, s.sum.Job); err == nil && j.Failed+j.Cancelled > 0 {
-		s.resumedAt = j.Seq // enqueued again after failures: see finish
+		s.resumedAt = j.Seqs // enqueued again after failures: see finish
 	}
 	return nil
 }
@@ -97,7 +106,7 @@ func (s *submission) finish(ctx context.Context, err error) (Summary, error) {
 	if ferr := s.flushBatch(ctx); err == nil {
 		err = ferr
 	}
-	if s.resumedAt > 0 && err == nil {
+	if s.resumedAt != nil && err == nil {
 		// A failure of an earlier run whose destination this run gave a
 		// new transfer (the source changed, say) is that transfer's now.
 		if n, serr := s.e.Ledger.Supersede(ctx, s.sum.Job, s.resumedAt); serr != nil {
@@ -382,23 +391,22 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 // same object finds an --on job's record, and follows it to its host's
 // queue).
 func (s *submission) pendable(t ledger.Transfer) bool {
-	return s.batchable(t) && s.resumedAt == 0 && !s.req.DryRun && s.req.On == ""
+	return s.batchable(t) && s.resumedAt == nil && !s.req.DryRun && s.req.On == ""
 }
 
 // addToBatch adds an object with a record to the batch being filled, and
 // enqueues the batch once it is full.
 func (s *submission) addToBatch(ctx context.Context, t ledger.Transfer) error {
-	return s.fill(ctx, &s.batch, t)
+	return s.fill(ctx, false, t)
 }
 
 // addPending adds a new object, with no record, to the pending batch being
 // filled: its record is made when the batch starts.
 func (s *submission) addPending(ctx context.Context, t ledger.Transfer) error {
-	s.pending.pending = true
-	return s.fill(ctx, &s.pending, t)
+	return s.fill(ctx, true, t)
 }
 
-func (s *submission) fill(ctx context.Context, b *batchFill, t ledger.Transfer) error {
+func (s *submission) fill(ctx context.Context, pending bool, t ledger.Transfer) error {
 	queue := t.Queue
 	if queue == "" {
 		queue = s.queue
@@ -407,17 +415,22 @@ func (s *submission) fill(ctx context.Context, b *batchFill, t ledger.Transfer) 
 	if err != nil {
 		return err
 	}
+	// An object whose record has another queue (attached to an --on job,
+	// say) goes in a batch of its own queue.
+	k := fillKey{queue, pending}
 	s.batchMu.Lock()
-	if len(b.objs) > 0 && b.queue != queue {
-		// An object whose record has another queue (attached to an --on
-		// job, say) goes in a batch of its own queue.
-		s.batchMu.Unlock()
-		if err := s.flush(ctx, b); err != nil {
-			return err
-		}
-		s.batchMu.Lock()
+	if s.fills == nil {
+		s.fills = map[fillKey]*batchFill{}
 	}
-	b.queue = queue
+	b := s.fills[k]
+	if b == nil {
+		b = &batchFill{queue: queue, pending: pending, shard: s.e.Ledger.ShardOf(t.ID)}
+		s.fills[k] = b
+	}
+	if pending && b.shard != s.e.Ledger.ShardOf(t.ID) {
+		s.batchMu.Unlock()
+		return fmt.Errorf("%s: queue %s is of ledger shard %d, its record of shard %d", t.Source(), queue, b.shard, s.e.Ledger.ShardOf(t.ID))
+	}
 	b.objs = append(b.objs, o)
 	b.bytes += t.Size
 	full := int64(len(b.objs)) >= max(s.e.BatchObjects, 1) || b.bytes >= s.e.BatchBytes
@@ -433,7 +446,14 @@ func (s *submission) fill(ctx context.Context, b *batchFill, t ledger.Transfer) 
 
 // flushBatch enqueues the batches being filled, if any.
 func (s *submission) flushBatch(ctx context.Context) error {
-	return errors.Join(s.flush(ctx, &s.batch), s.flush(ctx, &s.pending))
+	s.batchMu.Lock()
+	fills := slices.Collect(maps.Values(s.fills))
+	s.batchMu.Unlock()
+	var errs []error
+	for _, b := range fills {
+		errs = append(errs, s.flush(ctx, b))
+	}
+	return errors.Join(errs...)
 }
 
 // flush enqueues a batch being filled, if it has objects.
@@ -455,7 +475,7 @@ func (s *submission) flush(ctx context.Context, b *batchFill) error {
 	// batch does not exist, which a re-run enqueues again (a pending batch
 	// of the same objects has the same ID, and is counted once).
 	if b.pending {
-		err = s.e.Ledger.Pend(ctx, s.sum.Job, id, queue, len(objs), bytes)
+		err = s.e.Ledger.Pend(ctx, s.sum.Job, b.shard, id, queue, len(objs), bytes)
 	} else {
 		ids := make([]string, len(objs))
 		for i, o := range objs {

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,34 +44,173 @@ var ErrConflict = errors.New("record changed concurrently")
 
 const prefix = "{s3fleet}:"
 
-func jobKey(id string) string        { return prefix + "job:" + id }
-func jobXfersKey(id string) string   { return prefix + "job:" + id + ":xfers" }
-func jobSkippedKey(id string) string { return prefix + "job:" + id + ":skipped" }
-func jobPendingKey(id string) string { return prefix + "job:" + id + ":pending" }
-func xferKey(id string) string       { return prefix + "xfer:" + id }
-func xferChunksKey(id string) string { return prefix + "xfer:" + id + ":chunks" }
-func xferJobsKey(id string) string   { return prefix + "xfer:" + id + ":jobs" }
+// tag is the hash tag and prefix of shard n's keys. Shard 0's is the one
+// every key had before the ledger was sharded, so a ledger of one shard
+// keeps its keys where they were.
+func (l *Ledger) tag(shard int) string { return l.tags[shard] }
+
+// shardTags are the prefixes of n shards' keys: shard 0's is {s3fleet}:,
+// and shard k's the first of {s3fleet.k}:, {s3fleet.k.1}:, … whose hash
+// slot is in the k-th of n equal slot ranges (where slot 1377, {s3fleet}'s,
+// is not in the first, there is no such aim). A cluster whose slots are
+// split evenly over n nodes (as redis-cli --cluster create splits them)
+// then has one shard on each.
+func shardTags(n int) []string {
+	tags := []string{prefix}
+	aim := slot("s3fleet") < slotCount/n
+	for k := 1; k < n; k++ {
+		t := "s3fleet." + strconv.Itoa(k)
+		for i := 1; aim && i < 10000; i++ {
+			if s := slot(t); s >= k*slotCount/n && s < (k+1)*slotCount/n {
+				break
+			}
+			t = "s3fleet." + strconv.Itoa(k) + "." + strconv.Itoa(i)
+		}
+		tags = append(tags, "{"+t+"}:")
+	}
+	return tags
+}
+
+// slotCount is the number of hash slots of a Redis Cluster.
+const slotCount = 16384
+
+// slot is the Redis Cluster hash slot of a hash tag: CRC16 (XMODEM) modulo
+// 16384, as the cluster specification defines it. Written here because
+// go-redis keeps its own in an internal package.
+func slot(tag string) int {
+	var crc uint16
+	for i := 0; i < len(tag); i++ {
+		crc ^= uint16(tag[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % slotCount
+}
+
+// A job's record is in shard 0 (its home: source, destination, listed,
+// cancel, the jobs index) and, in every shard, the counters, members,
+// skipped set and pending batches of its transfers in that shard: each
+// script then touches one shard's keys, and GetJob adds the shards up.
+func (l *Ledger) jobKey(shard int, id string) string        { return l.tag(shard) + "job:" + id }
+func (l *Ledger) jobXfersKey(shard int, id string) string   { return l.jobKey(shard, id) + ":xfers" }
+func (l *Ledger) jobSkippedKey(shard int, id string) string { return l.jobKey(shard, id) + ":skipped" }
+func (l *Ledger) jobPendingKey(shard int, id string) string { return l.jobKey(shard, id) + ":pending" }
+func jobsIndexKey() string                                  { return prefix + "jobs" }
+
+// A transfer's keys are in its shard (ShardOf).
+func (l *Ledger) xferKey(id string) string       { return l.tag(l.ShardOf(id)) + "xfer:" + id }
+func (l *Ledger) xferChunksKey(id string) string { return l.xferKey(id) + ":chunks" }
+func (l *Ledger) xferJobsKey(id string) string   { return l.xferKey(id) + ":jobs" }
 
 // xferTimesKey holds how long each landed chunk took (ms by index); it
 // lives a day from the last chunk.
-func xferTimesKey(id string) string { return prefix + "xfer:" + id + ":times" }
-func jobsIndexKey() string          { return prefix + "jobs" }
+func (l *Ledger) xferTimesKey(id string) string { return l.xferKey(id) + ":times" }
 
 // destKey is the claim on a destination: the transfer last created for it.
-func destKey(dest string) string { return prefix + "dest:" + dest }
+// It is in the shard of the transfers to that destination (see IDFor).
+func (l *Ledger) destKey(shard int, dest string) string { return l.tag(shard) + "dest:" + dest }
 
 // Ledger reads and writes the records. Records of jobs and objects still
 // in progress never expire; the retention runs from an object's end (and a
 // job's last object's end).
 type Ledger struct {
-	rdb redis.UniversalClient
-	ttl time.Duration
+	rdb    redis.UniversalClient
+	ttl    time.Duration
+	shards int
+	tags   []string // by shard: see shardTags
 }
+
+// Option configures a Ledger.
+type Option func(*Ledger)
+
+// Shards spreads the transfers' records over n hash tags (at least 1, the
+// default), so that a Redis Cluster spreads them over its nodes. Every
+// worker and enqueuer of a fleet must use the same n; a transfer's shard
+// is in its ID (IDFor), so records made under another n are still found,
+// in the shard their ID names (modulo n).
+func Shards(n int) Option { return func(l *Ledger) { l.shards = max(n, 1) } }
 
 // New returns a ledger over rdb whose records expire after retention
 // without activity.
-func New(rdb redis.UniversalClient, retention time.Duration) *Ledger {
-	return &Ledger{rdb: rdb, ttl: retention}
+func New(rdb redis.UniversalClient, retention time.Duration, opts ...Option) *Ledger {
+	l := &Ledger{rdb: rdb, ttl: retention, shards: 1}
+	for _, o := range opts {
+		o(l)
+	}
+	l.tags = shardTags(l.shards)
+	return l
+}
+
+// IDFor is the ID of a transfer in this ledger: its Identity, led in a
+// sharded ledger by its destination's shard mark (shardMark), so that
+// every transfer to one destination is in one shard with that
+// destination's claim.
+func (l *Ledger) IDFor(t Transfer) string {
+	if l.shards <= 1 {
+		return t.Identity()
+	}
+	return shardMark(t.Dest) + t.Identity()
+}
+
+// shardMark is the mark a sharded ID begins with: four hex digits of the
+// destination's hash, and a dash.
+func shardMark(dest string) string {
+	h := sha256.Sum256([]byte(dest))
+	return hex.EncodeToString(h[:2]) + "-"
+}
+
+// ShardOf is the shard a transfer's records are in: its ID's shard mark
+// modulo the shard count; shard 0 for an ID without one (made by a ledger
+// of one shard).
+func (l *Ledger) ShardOf(id string) int {
+	if l.shards <= 1 || len(id) < 5 || id[4] != '-' {
+		return 0
+	}
+	n, err := strconv.ParseUint(id[:4], 16, 16)
+	if err != nil {
+		return 0
+	}
+	return int(n) % l.shards
+}
+
+// NumShards is the number of shards the ledger spreads transfers over.
+func (l *Ledger) NumShards() int { return l.shards }
+
+// ErrShards reports a process whose redis_shards is not the fleet's.
+var ErrShards = errors.New("redis_shards differs from the fleet's")
+
+// AgreeShards records the ledger's shard count in Redis if none is, and
+// otherwise refuses a count other than the recorded one: a worker that
+// looked for records in other shards than its enqueuer wrote them to would
+// find none, and its jobs would never end.
+func (l *Ledger) AgreeShards(ctx context.Context) error {
+	got, err := agreeShardsScript.Run(ctx, l.rdb, []string{shardsKey}, l.shards).Int()
+	if err != nil {
+		return fmt.Errorf("read the fleet's redis_shards: %w", err)
+	}
+	if got != l.shards {
+		return fmt.Errorf("%w: this process has %d, the fleet's Redis %d (set by its first process; every worker and enqueuer must use the same, and it changes only on an idle fleet: stop them all, let the jobs end, DEL %s, start them with the new one)",
+			ErrShards, l.shards, got, shardsKey)
+	}
+	return nil
+}
+
+// shardsKey holds the fleet's shard count (AgreeShards).
+const shardsKey = prefix + "shards"
+
+// HashTags are the hash tags of the shards' keys, by shard ("{s3fleet}",
+// …), for tools that report where the keys live.
+func (l *Ledger) HashTags() []string {
+	out := make([]string, len(l.tags))
+	for i, t := range l.tags {
+		out[i] = strings.TrimSuffix(t, ":")
+	}
+	return out
 }
 
 // TransferID names the transfer of one object version to one destination:
@@ -121,7 +261,7 @@ var ErrForged = errors.New("the record's fields do not give its ID: it was rewri
 
 // CheckIdentity refuses a record that is not what its ID names.
 func (t Transfer) CheckIdentity() error {
-	if t.ID != t.Identity() {
+	if id := t.Identity(); t.ID != id && t.ID != shardMark(t.Dest)+id {
 		return fmt.Errorf("transfer %s (%s → %s): %w", t.ID, t.Source(), t.Dest, ErrForged)
 	}
 	return nil
@@ -254,8 +394,10 @@ type Job struct {
 	ListQueue string `redis:"list_queue"`
 	ListTask  string `redis:"list_task"`
 	// Seq counts the attaches of transfers to the job: each member's score
-	// in the job is the Seq of its last attach.
-	Seq int64 `redis:"seq"`
+	// in the job is the Seq of its last attach. In a sharded ledger each
+	// shard counts its own, Seqs (by shard), and Seq is their sum.
+	Seq  int64   `redis:"seq"`
+	Seqs []int64 `redis:"-"`
 
 	Objects int64 `redis:"objects"`
 	// Pending counts the objects, among Objects, that wait in batch tasks
@@ -292,8 +434,15 @@ func (l *Ledger) Ping(ctx context.Context) error {
 // CreateJob records a job if it does not exist yet; an existing job of that
 // ID is resumed and keeps its counters.
 func (l *Ledger) CreateJob(ctx context.Context, id, source, dest string, now time.Time) error {
-	err := createJobScript.Run(ctx, l.rdb, []string{jobKey(id), jobsIndexKey()},
+	err := createJobScript.Run(ctx, l.rdb, []string{l.jobKey(0, id), jobsIndexKey()},
 		id, source, dest, now.UnixMilli(), l.ttlSeconds()).Err()
+	if err == nil && l.shards > 1 {
+		pipe := l.rdb.Pipeline()
+		for n := 1; n < l.shards; n++ {
+			pipe.HDel(ctx, l.jobKey(n, id), "cancel") // enqueued again: run it again
+		}
+		_, err = pipe.Exec(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("create job %s: %w", id, err)
 	}
@@ -327,7 +476,7 @@ func (l *Ledger) RecentJobs(ctx context.Context, n int64) ([]Job, error) {
 // reserved): the next chunk to run makes a new one. It reports whether it
 // did.
 func (l *Ledger) DropPart(ctx context.Context, id string, gen int64, token string) (bool, error) {
-	n, err := dropPartScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id)}, gen, token).Int()
+	n, err := dropPartScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferChunksKey(id)}, gen, token).Int()
 	return n == 1, err
 }
 
@@ -340,7 +489,7 @@ func (l *Ledger) NoteJobs(ctx context.Context, id, note string, now time.Time) e
 	}
 	pipe := l.rdb.Pipeline()
 	for _, j := range jobs {
-		pipe.HSet(ctx, jobKey(j), "note", note, "note_at", now.UnixMilli())
+		pipe.HSet(ctx, l.jobKey(0, j), "note", note, "note_at", now.UnixMilli())
 	}
 	_, err = pipe.Exec(ctx)
 	return err
@@ -350,8 +499,8 @@ func (l *Ledger) NoteJobs(ctx context.Context, id, note string, now time.Time) e
 // the others in its set (see each_job in luaCommon).
 func (l *Ledger) jobsOf(ctx context.Context, id string) ([]string, error) {
 	pipe := l.rdb.Pipeline()
-	first := pipe.HGet(ctx, xferKey(id), "job")
-	others := pipe.SMembers(ctx, xferJobsKey(id))
+	first := pipe.HGet(ctx, l.xferKey(id), "job")
+	others := pipe.SMembers(ctx, l.xferJobsKey(id))
 	_, _ = pipe.Exec(ctx) // errors are per command
 	if err := first.Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("jobs of transfer %s: %w", id, err)
@@ -373,23 +522,82 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	if listErr != nil {
 		msg = listErr.Error()
 	}
-	err := setListedScript.Run(ctx, l.rdb, []string{jobKey(id), jobXfersKey(id), jobSkippedKey(id)}, msg, l.ttlSeconds()).Err()
+	if l.shards <= 1 {
+		err := setListedScript.Run(ctx, l.rdb, []string{l.jobKey(0, id), l.jobXfersKey(0, id), l.jobSkippedKey(0, id)}, msg, l.ttlSeconds()).Err()
+		if err != nil {
+			return fmt.Errorf("mark job %s listed: %w", id, err)
+		}
+		return nil
+	}
+	// Sharded, the job's counters are in every shard: whether it is done
+	// is their sum. An object that ends after this read starts the
+	// retention of its job's keys itself (end_xfer, touchHomes).
+	if err := l.rdb.HSet(ctx, l.jobKey(0, id), "listed", 1, "list_error", msg).Err(); err != nil {
+		return fmt.Errorf("mark job %s listed: %w", id, err)
+	}
+	j, err := l.GetJob(ctx, id)
 	if err != nil {
 		return fmt.Errorf("mark job %s listed: %w", id, err)
+	}
+	if j.Done() {
+		pipe := l.rdb.Pipeline()
+		for n := range l.shards {
+			for _, k := range []string{l.jobKey(n, id), l.jobXfersKey(n, id), l.jobSkippedKey(n, id)} {
+				pipe.Expire(ctx, k, l.ttl)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("mark job %s listed: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// touchHomes starts (again) the retention of the home records of jobs
+// whose counters in a shard other than 0 just moved at an object's end:
+// in shard 0, end_xfer does it in the same step.
+func (l *Ledger) touchHomes(ctx context.Context, shard int, jobs []string) error {
+	if shard == 0 || len(jobs) == 0 {
+		return nil
+	}
+	pipe := l.rdb.Pipeline()
+	for _, j := range jobs {
+		for _, k := range []string{l.jobKey(0, j), l.jobXfersKey(0, j), l.jobSkippedKey(0, j)} {
+			pipe.Expire(ctx, k, l.ttl)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("keep the records of jobs %v: %w", jobs, err)
 	}
 	return nil
 }
 
 // Supersede takes out of a job its failed and cancelled transfers that
-// no attach since the job's Seq was since has touched, and whose
+// no attach since the job's Seqs were since has touched, and whose
 // destination a transfer attached since then now has: the same job
 // enqueued again after its source changed is judged by the new version,
 // not the old failure. It returns how many it took out. Only those
 // failures' destinations are held in memory; the job's members are read a
-// page at a time, in score order.
-func (l *Ledger) Supersede(ctx context.Context, job string, since int64) (int, error) {
+// page at a time, in score order. since holds a Seq per shard (Job.Seqs):
+// all transfers to one destination are in one shard.
+func (l *Ledger) Supersede(ctx context.Context, job string, since []int64) (int, error) {
+	n := 0
+	for shard, seq := range since {
+		if shard >= l.shards {
+			break
+		}
+		k, err := l.supersede(ctx, shard, job, seq)
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (l *Ledger) supersede(ctx context.Context, shard int, job string, since int64) (int, error) {
 	failed := map[string][]string{} // destination → failed transfers not attached in this run
-	err := l.eachMember(ctx, job, "-inf", strconv.FormatInt(since, 10), func(id, dest, state string) {
+	err := l.eachMember(ctx, shard, job, "-inf", strconv.FormatInt(since, 10), func(id, dest, state string) {
 		if state == Failed || state == Cancelled {
 			failed[dest] = append(failed[dest], id)
 		}
@@ -398,7 +606,7 @@ func (l *Ledger) Supersede(ctx context.Context, job string, since int64) (int, e
 		return 0, err
 	}
 	var gone []string
-	err = l.eachMember(ctx, job, fmt.Sprintf("(%d", since), "+inf", func(id, dest, _ string) {
+	err = l.eachMember(ctx, shard, job, fmt.Sprintf("(%d", since), "+inf", func(id, dest, _ string) {
 		gone = append(gone, failed[dest]...)
 		delete(failed, dest)
 	})
@@ -407,7 +615,7 @@ func (l *Ledger) Supersede(ctx context.Context, job string, since int64) (int, e
 	}
 	n := 0
 	for _, id := range gone {
-		ok, err := detachScript.Run(ctx, l.rdb, []string{xferKey(id), xferJobsKey(id), jobKey(job), jobXfersKey(job)}, job, id, since).Int()
+		ok, err := detachScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferJobsKey(id), l.jobKey(shard, job), l.jobXfersKey(shard, job)}, job, id, since).Int()
 		if err != nil {
 			return n, fmt.Errorf("take transfer %s out of job %s: %w", id, job, err)
 		}
@@ -417,12 +625,12 @@ func (l *Ledger) Supersede(ctx context.Context, job string, since int64) (int, e
 }
 
 // eachMember calls fn with the ID, destination and state of each of a
-// job's transfers whose score is within [min, max] (Redis's syntax), a
-// page at a time.
-func (l *Ledger) eachMember(ctx context.Context, job, min, max string, fn func(id, dest, state string)) error {
+// job's transfers in a shard whose score is within [min, max] (Redis's
+// syntax), a page at a time.
+func (l *Ledger) eachMember(ctx context.Context, shard int, job, min, max string, fn func(id, dest, state string)) error {
 	const page = 500
 	for {
-		zs, err := l.rdb.ZRangeByScoreWithScores(ctx, jobXfersKey(job), &redis.ZRangeBy{Min: min, Max: max, Count: page}).Result()
+		zs, err := l.rdb.ZRangeByScoreWithScores(ctx, l.jobXfersKey(shard, job), &redis.ZRangeBy{Min: min, Max: max, Count: page}).Result()
 		if err != nil {
 			return fmt.Errorf("list objects of job %s: %w", job, err)
 		}
@@ -432,7 +640,7 @@ func (l *Ledger) eachMember(ctx context.Context, job, min, max string, fn func(i
 		pipe := l.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(zs))
 		for i, z := range zs {
-			cmds[i] = pipe.HMGet(ctx, xferKey(z.Member.(string)), "dest", "state")
+			cmds[i] = pipe.HMGet(ctx, l.xferKey(z.Member.(string)), "dest", "state")
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("read objects of job %s: %w", job, err)
@@ -453,32 +661,58 @@ func (l *Ledger) eachMember(ctx context.Context, job, min, max string, fn func(i
 // SetListTask records the list task that lists a job's files on their
 // host, so that a cancel before it runs can stop it.
 func (l *Ledger) SetListTask(ctx context.Context, id, queue, task string) error {
-	if err := l.rdb.HSet(ctx, jobKey(id), "list_queue", queue, "list_task", task).Err(); err != nil {
+	if err := l.rdb.HSet(ctx, l.jobKey(0, id), "list_queue", queue, "list_task", task).Err(); err != nil {
 		return fmt.Errorf("record the list task of job %s: %w", id, err)
 	}
 	return nil
 }
 
-// GetJob reads a job's record.
+// GetJob reads a job's record: its home record, and its counters added
+// up over the shards.
 func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
 	var j Job
-	res := l.rdb.HGetAll(ctx, jobKey(id))
-	if err := res.Err(); err != nil {
+	pipe := l.rdb.Pipeline()
+	reads := make([]*redis.MapStringStringCmd, l.shards)
+	for n := range l.shards {
+		reads[n] = pipe.HGetAll(ctx, l.jobKey(n, id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return j, fmt.Errorf("read job %s: %w", id, err)
 	}
-	if len(res.Val()) == 0 {
+	if len(reads[0].Val()) == 0 {
 		return j, fmt.Errorf("job %s: %w", id, ErrNotFound)
 	}
-	if err := res.Scan(&j); err != nil {
+	if err := reads[0].Scan(&j); err != nil {
 		return j, fmt.Errorf("decode job %s: %w", id, err)
 	}
-	for k, v := range res.Val() {
-		if check, ok := strings.CutPrefix(k, "check_"); ok {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
-				if j.Checks == nil {
-					j.Checks = map[string]int64{}
+	j.Seqs = make([]int64, l.shards)
+	j.Seqs[0] = j.Seq
+	for n := 1; n < l.shards; n++ {
+		var p Job
+		if err := reads[n].Scan(&p); err != nil {
+			return j, fmt.Errorf("decode job %s (shard %d): %w", id, n, err)
+		}
+		j.Seqs[n] = p.Seq
+		j.Seq += p.Seq
+		j.Objects += p.Objects
+		j.Pending += p.Pending
+		j.BytesTotal += p.BytesTotal
+		j.BytesDone += p.BytesDone
+		j.Skipped += p.Skipped
+		j.BytesSkip += p.BytesSkip
+		j.Succeeded += p.Succeeded
+		j.Failed += p.Failed
+		j.Cancelled += p.Cancelled
+	}
+	for _, r := range reads {
+		for k, v := range r.Val() {
+			if check, ok := strings.CutPrefix(k, "check_"); ok {
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+					if j.Checks == nil {
+						j.Checks = map[string]int64{}
+					}
+					j.Checks[check] += n
 				}
-				j.Checks[check] = n
 			}
 		}
 	}
@@ -487,7 +721,7 @@ func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
 
 // GetTransfer reads a transfer's record.
 func (l *Ledger) GetTransfer(ctx context.Context, id string) (Transfer, error) {
-	return readHash[Transfer](ctx, l.rdb, xferKey(id), "transfer "+id)
+	return readHash[Transfer](ctx, l.rdb, l.xferKey(id), "transfer "+id)
 }
 
 // readHash reads a record stored as a hash into T's redis-tagged fields.
@@ -513,12 +747,21 @@ type JobObject struct {
 }
 
 // JobObjects walks a job's objects in the order they were last enqueued
-// (attached), a page at a time, so
-// a job of a million objects is never held in memory at once.
+// (attached; shard by shard in a sharded ledger), a page at a time, so a
+// job of a million objects is never held in memory at once.
 func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) error) error {
+	for shard := range l.shards {
+		if err := l.jobObjects(ctx, shard, id, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Ledger) jobObjects(ctx context.Context, shard int, id string, fn func(JobObject) error) error {
 	const page = 500
 	for start := int64(0); ; start += page {
-		ids, err := l.rdb.ZRange(ctx, jobXfersKey(id), start, start+page-1).Result()
+		ids, err := l.rdb.ZRange(ctx, l.jobXfersKey(shard, id), start, start+page-1).Result()
 		if err != nil {
 			return fmt.Errorf("list objects of job %s: %w", id, err)
 		}
@@ -529,8 +772,8 @@ func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) e
 		reads := make([]*redis.MapStringStringCmd, len(ids))
 		skipped := make([]*redis.BoolCmd, len(ids))
 		for i, x := range ids {
-			reads[i] = pipe.HGetAll(ctx, xferKey(x))
-			skipped[i] = pipe.SIsMember(ctx, jobSkippedKey(id), x)
+			reads[i] = pipe.HGetAll(ctx, l.xferKey(x))
+			skipped[i] = pipe.SIsMember(ctx, l.jobSkippedKey(shard, id), x)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("read objects of job %s: %w", id, err)
@@ -564,7 +807,7 @@ type Chunk struct {
 
 // Chunks returns the record of each landed chunk, by index.
 func (l *Ledger) Chunks(ctx context.Context, id string) (map[int64]Chunk, error) {
-	m, err := l.rdb.HGetAll(ctx, xferChunksKey(id)).Result()
+	m, err := l.rdb.HGetAll(ctx, l.xferChunksKey(id)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read chunks of transfer %s: %w", id, err)
 	}
@@ -584,7 +827,7 @@ func (l *Ledger) Chunks(ctx context.Context, id string) (map[int64]Chunk, error)
 // MissingChunks returns, in order, the indexes of the transfer's chunks that
 // have not landed.
 func (l *Ledger) MissingChunks(ctx context.Context, t Transfer) ([]int64, error) {
-	done, err := l.rdb.HKeys(ctx, xferChunksKey(t.ID)).Result()
+	done, err := l.rdb.HKeys(ctx, l.xferChunksKey(t.ID)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read chunks of transfer %s: %w", t.ID, err)
 	}
@@ -683,7 +926,9 @@ func (l *Ledger) attachArgs(req AttachRequest, now time.Time) ([]string, []any) 
 	case ModeRestart:
 		args = append(args, transferFields(req.New)...) // every field: a restart clears what is no longer set
 	}
-	return []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), jobKey(req.Job), jobXfersKey(req.Job), jobSkippedKey(req.Job), destKey(req.New.Dest)}, args
+	shard := l.ShardOf(id)
+	return []string{l.xferKey(id), l.xferChunksKey(id), l.xferJobsKey(id), l.jobKey(shard, req.Job), l.jobXfersKey(shard, req.Job),
+		l.jobSkippedKey(shard, req.Job), l.destKey(shard, req.New.Dest)}, args
 }
 
 func attachResult(req AttachRequest, c *redis.Cmd) AttachResult {
@@ -762,7 +1007,7 @@ const (
 // chunk sees ChunkStale, ChunkGone or ChunkLanded instead of Running when
 // it has nothing to download.
 func (l *Ledger) StartChunk(ctx context.Context, id string, gen, index int64, now time.Time) (ChunkStart, error) {
-	res, err := startChunkScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id)}, gen, now.UnixMilli(), index).StringSlice()
+	res, err := startChunkScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferChunksKey(id)}, gen, now.UnixMilli(), index).StringSlice()
 	if err != nil {
 		return ChunkStart{}, fmt.Errorf("start chunk of transfer %s: %w", id, err)
 	}
@@ -782,7 +1027,7 @@ type Part struct {
 // returns the one every chunk is to write. Once recorded, a part file is
 // never created again, so a removed one is not resurrected with holes.
 func (l *Ledger) PartReady(ctx context.Context, id string, gen int64, token, host string) (Part, error) {
-	res, err := partReadyScript.Run(ctx, l.rdb, []string{xferKey(id)}, gen, token, host).StringSlice()
+	res, err := partReadyScript.Run(ctx, l.rdb, []string{l.xferKey(id)}, gen, token, host).StringSlice()
 	if err != nil {
 		return Part{}, fmt.Errorf("record part file of transfer %s: %w", id, err)
 	}
@@ -805,7 +1050,7 @@ type Claim struct {
 // earlier claim was taken. The time of each claim is kept in the record
 // (part_claimed), so that a holder that died leaves a trace.
 func (l *Ledger) ClaimPart(ctx context.Context, id string, gen int64, who string, ttl time.Duration) (Claim, error) {
-	res, err := claimPartScript.Run(ctx, l.rdb, []string{claimKey(id, gen), xferKey(id)}, who, ttl.Milliseconds(), time.Now().UnixMilli(), gen).Int64Slice()
+	res, err := claimPartScript.Run(ctx, l.rdb, []string{l.claimKey(id, gen), l.xferKey(id)}, who, ttl.Milliseconds(), time.Now().UnixMilli(), gen).Int64Slice()
 	if err != nil {
 		return Claim{}, fmt.Errorf("claim the part of transfer %s: %w", id, err)
 	}
@@ -819,14 +1064,14 @@ func (l *Ledger) ClaimPart(ctx context.Context, id string, gen int64, who string
 // ReleasePart gives up a claim ClaimPart granted to who: only its own, so
 // a holder whose claim lapsed does not drop the next one's.
 func (l *Ledger) ReleasePart(ctx context.Context, id string, gen int64, who string) error {
-	if err := releaseClaimScript.Run(ctx, l.rdb, []string{claimKey(id, gen)}, who).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := releaseClaimScript.Run(ctx, l.rdb, []string{l.claimKey(id, gen)}, who).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("release the part claim of transfer %s: %w", id, err)
 	}
 	return nil
 }
 
-func claimKey(id string, gen int64) string {
-	return prefix + "xfer:" + id + ":claim:" + strconv.FormatInt(gen, 10)
+func (l *Ledger) claimKey(id string, gen int64) string {
+	return l.xferKey(id) + ":claim:" + strconv.FormatInt(gen, 10)
 }
 
 // NoteUpload records that the fleet created a multipart upload for a
@@ -897,7 +1142,7 @@ var (
 // is refused with ErrPartMismatch, and one whose ETag differs from the
 // object's with ErrSourceChanged.
 func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing) (landed, total int64, err error) {
-	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id), xferTimesKey(id)},
+	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferChunksKey(id), l.xferJobsKey(id), l.xferTimesKey(id)},
 		gen, c.Index, chunkValue(c), c.Length, c.Part, c.ETag, c.Took.Milliseconds()).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, err)
@@ -915,7 +1160,7 @@ func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing)
 // median, and how many there are: a chunk running far longer than that
 // is a straggler (see tasks).
 func (l *Ledger) ChunkTimes(ctx context.Context, id string) (median time.Duration, n int64, err error) {
-	k := xferTimesKey(id)
+	k := l.xferTimesKey(id)
 	if n, err = l.rdb.ZCard(ctx, k).Result(); err != nil || n == 0 {
 		return 0, n, err
 	}
@@ -929,7 +1174,7 @@ func (l *Ledger) ChunkTimes(ctx context.Context, id string) (median time.Duratio
 // ChunkLanded reports whether chunk index of the transfer has landed (in
 // the generation running).
 func (l *Ledger) ChunkLanded(ctx context.Context, id string, index int64) (bool, error) {
-	return l.rdb.HExists(ctx, xferChunksKey(id), strconv.FormatInt(index, 10)).Result()
+	return l.rdb.HExists(ctx, l.xferChunksKey(id), strconv.FormatInt(index, 10)).Result()
 }
 
 // chunkValue is a chunk's record: its CRC in hex, and ":" and its upload
@@ -946,8 +1191,8 @@ func chunkValue(c Landing) string {
 // many; landed is -1 when the transfer is not running in this generation.
 func (l *Ledger) Landed(ctx context.Context, id string, gen int64) (landed, total int64, err error) {
 	pipe := l.rdb.Pipeline()
-	fields := pipe.HMGet(ctx, xferKey(id), "state", "gen", "chunks")
-	n := pipe.HLen(ctx, xferChunksKey(id))
+	fields := pipe.HMGet(ctx, l.xferKey(id), "state", "gen", "chunks")
+	n := pipe.HLen(ctx, l.xferChunksKey(id))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, 0, fmt.Errorf("count chunks of transfer %s: %w", id, err)
 	}
@@ -967,7 +1212,7 @@ func (l *Ledger) Landed(ctx context.Context, id string, gen int64) (landed, tota
 // without a chunk landing (the first such failure); the zero time for a
 // record of another generation, or one no longer running.
 func (l *Ledger) Failing(ctx context.Context, id string, gen int64, now time.Time) (time.Time, error) {
-	ms, err := failingScript.Run(ctx, l.rdb, []string{xferKey(id)}, gen, now.UnixMilli()).Int64()
+	ms, err := failingScript.Run(ctx, l.rdb, []string{l.xferKey(id)}, gen, now.UnixMilli()).Int64()
 	if err != nil || ms == 0 {
 		return time.Time{}, err
 	}
@@ -1009,11 +1254,18 @@ func (l *Ledger) Succeed(ctx context.Context, id string, gen int64, r Result, no
 
 func (l *Ledger) end(ctx context.Context, id string, gen int64, state, cause, chunks string, now time.Time, fields ...any) (bool, error) {
 	args := append([]any{gen, state, now.UnixMilli(), cause, chunks, l.ttlSeconds()}, fields...)
-	prev, err := endScript.Run(ctx, l.rdb, []string{xferKey(id), xferChunksKey(id), xferJobsKey(id)}, args...).Text()
+	res, err := endScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferChunksKey(id), l.xferJobsKey(id)}, args...).Slice()
 	if err != nil {
 		return false, fmt.Errorf("mark transfer %s %s: %w", id, state, err)
 	}
-	return prev == Queued || prev == Running, nil
+	prev, _ := res[0].(string)
+	changed := prev == Queued || prev == Running
+	if changed {
+		if err := l.touchHomes(ctx, l.ShardOf(id), strs(res[1])); err != nil {
+			return true, fmt.Errorf("mark transfer %s %s: %w", id, state, err)
+		}
+	}
+	return changed, nil
 }
 
 // BatchItem names one object of a batch task.
@@ -1023,20 +1275,48 @@ type BatchItem struct {
 }
 
 // StartBatch starts the transfers of batch task batch in one round trip
-// and returns each one's state: Running when it is to be downloaded (by
-// this batch: an object whose record names another batch is that one's).
+// (one a shard they are in: the enqueuer makes batches of one shard) and
+// returns each one's state: Running when it is to be downloaded (by this
+// batch: an object whose record names another batch is that one's).
 func (l *Ledger) StartBatch(ctx context.Context, batch string, items []BatchItem, now time.Time) ([]string, error) {
-	keys := make([]string, len(items))
-	args := []any{now.UnixMilli(), batch}
-	for i, it := range items {
-		keys[i] = xferKey(it.ID)
-		args = append(args, it.Gen)
-	}
-	states, err := startBatchScript.Run(ctx, l.rdb, keys, args...).StringSlice()
-	if err != nil {
-		return nil, fmt.Errorf("start a batch of %d transfers: %w", len(items), err)
+	states := make([]string, len(items))
+	for _, at := range l.byShard(len(items), func(i int) string { return items[i].ID }) {
+		keys := make([]string, len(at))
+		args := []any{now.UnixMilli(), batch}
+		for i, j := range at {
+			keys[i] = l.xferKey(items[j].ID)
+			args = append(args, items[j].Gen)
+		}
+		got, err := startBatchScript.Run(ctx, l.rdb, keys, args...).StringSlice()
+		if err == nil && len(got) != len(at) {
+			err = fmt.Errorf("%d states for %d transfers", len(got), len(at))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("start a batch of %d transfers: %w", len(items), err)
+		}
+		for i, j := range at {
+			states[j] = got[i]
+		}
 	}
 	return states, nil
+}
+
+// byShard groups the indexes 0…n-1 by the shard of the ID each names, in
+// order.
+func (l *Ledger) byShard(n int, id func(int) string) [][]int {
+	if l.shards <= 1 {
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		return [][]int{all}
+	}
+	groups := make([][]int, l.shards)
+	for i := range n {
+		s := l.ShardOf(id(i))
+		groups[s] = append(groups[s], i)
+	}
+	return slices.DeleteFunc(groups, func(g []int) bool { return len(g) == 0 })
 }
 
 // BatchResult is one object a batch task finalized.
@@ -1047,33 +1327,59 @@ type BatchResult struct {
 }
 
 // SucceedBatch records the objects of a batch task finalized, in one round
-// trip, and reports for each whether this call made the change.
+// trip (a script per shard), and reports for each whether this call made
+// the change.
 func (l *Ledger) SucceedBatch(ctx context.Context, results []BatchResult, now time.Time) ([]bool, error) {
 	if len(results) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 0, 3*len(results))
-	args := []any{now.UnixMilli(), l.ttlSeconds()}
-	for _, r := range results {
-		keys = append(keys, xferKey(r.ID), xferChunksKey(r.ID), xferJobsKey(r.ID))
-		args = append(args, r.Gen, r.Size, r.Computed, r.Check, r.Reason, r.Algorithm)
-	}
-	res, err := succeedBatchScript.Run(ctx, l.rdb, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, fmt.Errorf("record a batch of %d transfers: %w", len(results), err)
-	}
-	changed := make([]bool, len(res))
-	for i, v := range res {
-		changed[i] = v == 1
+	changed := make([]bool, len(results))
+	for _, at := range l.byShard(len(results), func(i int) string { return results[i].ID }) {
+		keys := make([]string, 0, 3*len(at))
+		args := []any{now.UnixMilli(), l.ttlSeconds()}
+		for _, j := range at {
+			r := results[j]
+			keys = append(keys, l.xferKey(r.ID), l.xferChunksKey(r.ID), l.xferJobsKey(r.ID))
+			args = append(args, r.Gen, r.Size, r.Computed, r.Check, r.Reason, r.Algorithm)
+		}
+		res, err := succeedBatchScript.Run(ctx, l.rdb, keys, args...).Slice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("reply %v", res)
+		}
+		if err != nil {
+			return changed, fmt.Errorf("record a batch of %d transfers: %w", len(results), err)
+		}
+		out, _ := res[0].([]any)
+		for i, j := range at {
+			if i < len(out) {
+				v, _ := out[i].(int64)
+				changed[j] = v == 1
+			}
+		}
+		if err := l.touchHomes(ctx, l.ShardOf(results[at[0]].ID), strs(res[1])); err != nil {
+			return changed, err
+		}
 	}
 	return changed, nil
+}
+
+// strs is a script's reply of strings as a slice.
+func strs(v any) []string {
+	vs, _ := v.([]any)
+	out := make([]string, 0, len(vs))
+	for _, x := range vs {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // SetBatch records the batch task that fetches these transfers.
 func (l *Ledger) SetBatch(ctx context.Context, ids []string, batch string) error {
 	pipe := l.rdb.Pipeline()
 	for _, id := range ids {
-		pipe.HSet(ctx, xferKey(id), "batch", batch)
+		pipe.HSet(ctx, l.xferKey(id), "batch", batch)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("record batch %s: %w", batch, err)
@@ -1092,14 +1398,14 @@ type PendingBatch struct {
 }
 
 // Pend counts a batch's objects in its job before they have records: n
-// objects of bytes in all, whose batch task ID runs in queue. A batch is
-// counted once, however often it is pended. The job then counts them as
-// queued (Job.Pending), and the batch's first start creates their records
-// (Materialize): until then a queued small object costs Redis nothing but
-// its share of the batch task.
-func (l *Ledger) Pend(ctx context.Context, job, id, queue string, n int, bytes int64) error {
+// objects of bytes in all, whose batch task ID runs in queue, all of them
+// in one shard. A batch is counted once, however often it is pended. The
+// job then counts them as queued (Job.Pending), and the batch's first
+// start creates their records (Materialize): until then a queued small
+// object costs Redis nothing but its share of the batch task.
+func (l *Ledger) Pend(ctx context.Context, job string, shard int, id, queue string, n int, bytes int64) error {
 	entry := fmt.Sprintf("%d %d %s", n, bytes, queue)
-	if err := pendScript.Run(ctx, l.rdb, []string{jobKey(job), jobPendingKey(job)}, id, entry, n, bytes).Err(); err != nil {
+	if err := pendScript.Run(ctx, l.rdb, []string{l.jobKey(shard, job), l.jobPendingKey(shard, job)}, id, entry, n, bytes).Err(); err != nil {
 		return fmt.Errorf("count batch %s of %d objects in job %s: %w", id, n, job, err)
 	}
 	return nil
@@ -1109,18 +1415,27 @@ func (l *Ledger) Pend(ctx context.Context, job, id, queue string, n int, bytes i
 // them to its job, as an enqueuer would have, in one step: the job then
 // counts each of them once, as its record says. It reports false, and does
 // nothing, when the batch was not pending (done already, or forgotten).
+// The objects are all in one shard, as Pend counted them.
 func (l *Ledger) Materialize(ctx context.Context, b PendingBatch, now time.Time) (bool, error) {
+	if len(b.Objects) == 0 {
+		return false, fmt.Errorf("create the records of batch %s (job %s): no objects", b.ID, b.Job)
+	}
+	shard := l.ShardOf(b.Objects[0].ID)
 	if err := materializeScript.Load(ctx, l.rdb).Err(); err != nil {
 		return false, fmt.Errorf("load materialize script: %w", err)
 	}
-	keys := []string{jobKey(b.Job), jobXfersKey(b.Job), jobSkippedKey(b.Job), jobPendingKey(b.Job)}
+	keys := []string{l.jobKey(shard, b.Job), l.jobXfersKey(shard, b.Job), l.jobSkippedKey(shard, b.Job), l.jobPendingKey(shard, b.Job)}
 	cancel := "0"
 	if b.Cancel {
 		cancel = "1"
 	}
 	args := []any{b.ID, b.Job, now.UnixMilli(), l.ttlSeconds(), cancel, ""}
 	for _, t := range b.Objects {
-		keys = append(keys, xferKey(t.ID), xferChunksKey(t.ID), xferJobsKey(t.ID), destKey(t.Dest))
+		if l.ShardOf(t.ID) != shard {
+			return false, fmt.Errorf("create the records of batch %s (job %s): its objects are in shards %d and %d",
+				b.ID, b.Job, shard, l.ShardOf(t.ID))
+		}
+		keys = append(keys, l.xferKey(t.ID), l.xferChunksKey(t.ID), l.xferJobsKey(t.ID), l.destKey(shard, t.Dest))
 		fields := appendSet(nil, append(transferFields(t), "batch", t.Batch))
 		args = append(args, t.ID, len(fields))
 		args = append(args, fields...)
@@ -1129,12 +1444,17 @@ func (l *Ledger) Materialize(ctx context.Context, b PendingBatch, now time.Time)
 	if err != nil {
 		return false, fmt.Errorf("create the records of batch %s (job %s): %w", b.ID, b.Job, err)
 	}
-	return ok == 1, nil
+	if ok == 1 {
+		// records cancelled at once end there and then
+		return true, l.touchHomes(ctx, shard, []string{b.Job})
+	}
+	return false, nil
 }
 
 // PendingEntry is a batch whose objects have no records yet.
 type PendingEntry struct {
 	ID      string // the batch task
+	Shard   int    // its objects' shard
 	Queue   string
 	Objects int64
 	Bytes   int64
@@ -1142,44 +1462,56 @@ type PendingEntry struct {
 
 // PendingBatches lists a job's batches whose objects have no records yet.
 func (l *Ledger) PendingBatches(ctx context.Context, job string) ([]PendingEntry, error) {
-	m, err := l.rdb.HGetAll(ctx, jobPendingKey(job)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read pending batches of job %s: %w", job, err)
-	}
-	out := make([]PendingEntry, 0, len(m))
-	for id, v := range m {
-		e := PendingEntry{ID: id}
-		if _, err := fmt.Sscanf(v, "%d %d %s", &e.Objects, &e.Bytes, &e.Queue); err != nil {
-			return nil, fmt.Errorf("pending batch %s of job %s: %q: %w", id, job, v, err)
+	var out []PendingEntry
+	for shard := range l.shards {
+		m, err := l.rdb.HGetAll(ctx, l.jobPendingKey(shard, job)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read pending batches of job %s: %w", job, err)
 		}
-		out = append(out, e)
+		for id, v := range m {
+			e := PendingEntry{ID: id, Shard: shard}
+			if _, err := fmt.Sscanf(v, "%d %d %s", &e.Objects, &e.Bytes, &e.Queue); err != nil {
+				return nil, fmt.Errorf("pending batch %s of job %s: %q: %w", id, job, v, err)
+			}
+			out = append(out, e)
+		}
 	}
 	return out, nil
 }
 
-// ForgetPending ends a pending batch whose task no longer exists (deleted,
-// or lost with Redis): its objects, never recorded, count as cancelled in
-// its job. It reports whether the batch was pending.
-func (l *Ledger) ForgetPending(ctx context.Context, job, id string) (bool, error) {
-	ok, err := materializeScript.Run(ctx, l.rdb, []string{jobKey(job), jobXfersKey(job), jobSkippedKey(job), jobPendingKey(job)},
+// ForgetPending ends a pending batch of a shard whose task no longer
+// exists (deleted, or lost with Redis): its objects, never recorded, count
+// as cancelled in its job. It reports whether the batch was pending.
+func (l *Ledger) ForgetPending(ctx context.Context, job string, shard int, id string) (bool, error) {
+	ok, err := materializeScript.Run(ctx, l.rdb, []string{l.jobKey(shard, job), l.jobXfersKey(shard, job), l.jobSkippedKey(shard, job), l.jobPendingKey(shard, job)},
 		id, job, time.Now().UnixMilli(), l.ttlSeconds(), "0", "forget").Int()
 	if err != nil {
 		return false, fmt.Errorf("forget pending batch %s of job %s: %w", id, job, err)
 	}
-	return ok == 1, nil
+	if ok == 1 {
+		return true, l.touchHomes(ctx, shard, []string{job})
+	}
+	return false, nil
 }
 
 // MarkCancelled notes that a job is being cancelled: the records its
 // pending batches make from now on are cancelled at once. Retry and a new
-// run of the job clear it.
+// run of the job clear it. In a sharded ledger the mark is in the job's
+// record of each shard that has one (those of the other shards have no
+// pending batch).
 func (l *Ledger) MarkCancelled(ctx context.Context, job string, on bool, now time.Time) error {
-	var err error
-	if on {
-		err = l.rdb.HSet(ctx, jobKey(job), "cancel", now.UnixMilli()).Err()
-	} else {
-		err = l.rdb.HDel(ctx, jobKey(job), "cancel").Err()
+	pipe := l.rdb.Pipeline()
+	for shard := range l.shards {
+		switch {
+		case !on:
+			pipe.HDel(ctx, l.jobKey(shard, job), "cancel")
+		case shard == 0:
+			pipe.HSet(ctx, l.jobKey(shard, job), "cancel", now.UnixMilli())
+		default:
+			markIfThereScript.Eval(ctx, pipe, []string{l.jobKey(shard, job)}, "cancel", now.UnixMilli())
+		}
 	}
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mark job %s cancelled: %w", job, err)
 	}
 	return nil
@@ -1191,7 +1523,7 @@ func (l *Ledger) Exist(ctx context.Context, ids []string) ([]bool, error) {
 	pipe := l.rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.Exists(ctx, xferKey(id))
+		cmds[i] = pipe.Exists(ctx, l.xferKey(id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("look up %d transfers: %w", len(ids), err)

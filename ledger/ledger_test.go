@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,14 +17,25 @@ import (
 )
 
 // newLedger starts a redis-server for the test; each test gets its own.
+// shards is the number of shards the tests' ledgers have:
+// S3FLEET_REDIS_SHARDS, as the fleet reads it (make test runs the package
+// with 1 and with 3).
+var shards = func() int {
+	n, _ := strconv.Atoi(os.Getenv("S3FLEET_REDIS_SHARDS"))
+	return max(n, 1)
+}()
+
 func newLedger(t *testing.T) *ledger.Ledger {
 	t.Helper()
-	return ledger.New(testenv.StartRedis(t).Client(t), time.Hour)
+	return ledger.New(testenv.StartRedis(t).Client(t), time.Hour, ledger.Shards(shards))
 }
+
+// idFor is a transfer's ID in the tests' ledgers.
+func idFor(x ledger.Transfer) string { return ledger.New(nil, 0, ledger.Shards(shards)).IDFor(x) }
 
 func transfer(key string, size, chunks int64) ledger.Transfer {
 	t := ledger.Transfer{Bucket: "b", Key: key, ETag: `"e"`, Size: size, ChunkSize: max(size/max(chunks, 1), 1), Chunks: chunks, Dest: "/d/" + key}
-	t.ID = ledger.TransferID("", t.Bucket, t.Key, t.ETag, "", t.Size, t.Dest)
+	t.ID = idFor(t)
 	return t
 }
 
@@ -425,17 +438,17 @@ func TestSupersede(t *testing.T) {
 	}
 	version2 := func(x ledger.Transfer) ledger.Transfer { // the same destination, another version
 		x.ETag = `"v2"`
-		x.ID = ledger.TransferID("", x.Bucket, x.Key, x.ETag, "", x.Size, x.Dest)
+		x.ID = idFor(x)
 		return x
 	}
 
 	// A run that adds k's new version but is cut before it supersedes.
-	run2 := job(t, l, "j").Seq
+	run2 := job(t, l, "j").Seqs
 	attach(ledger.ModeCreate, version2(old), ledger.Transfer{}, "")
 	// The next run: k's new version again, k3 restarted (it fails again),
 	// and a new version of k3's destination too (two sources, one dest).
-	run3 := job(t, l, "j").Seq
-	if run3 <= run2 {
+	run3 := job(t, l, "j").Seqs
+	if sum(run3) <= sum(run2) {
 		t.Fatalf("seq %d then %d", run2, run3)
 	}
 	attach(ledger.ModeAttach, version2(old), ledger.Transfer{State: ledger.Queued, Gen: 1}, "")
@@ -455,6 +468,13 @@ func TestSupersede(t *testing.T) {
 	if n, err := l.Supersede(ctx, "j", run3); err != nil || n != 0 {
 		t.Errorf("Supersede again: %d, %v; want nothing more", n, err)
 	}
+}
+
+func sum(xs []int64) (n int64) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
 
 // TestRestartSkippedEmpty: an empty object counted skipped and then run
@@ -489,7 +509,7 @@ func TestOneDestinationOneOwner(t *testing.T) {
 	first := transfer("p/q", 10, 1)
 	gen := create(t, l, "j1", first)
 	second := ledger.Transfer{Bucket: "b", Key: "p//q", ETag: `"f"`, Size: 7, Chunks: 1, ChunkSize: 7, Dest: first.Dest}
-	second.ID = second.Identity()
+	second.ID = idFor(second)
 	if err := l.CreateJob(ctx, "j2", "s3://b/", "/d/", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +541,7 @@ func TestOneDestinationOneOwner(t *testing.T) {
 		t.Fatal("succeed")
 	}
 	third := ledger.Transfer{Bucket: "b", Key: "other", ETag: `"g"`, Size: 3, Chunks: 1, ChunkSize: 3, Dest: first.Dest, Overwrite: true}
-	third.ID = third.Identity()
+	third.ID = idFor(third)
 	if st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeCreate, New: third}, time.Now()); err != nil || st != ledger.Queued {
 		t.Fatalf("a transfer to the destination after the first ended: %s %v", st, err)
 	}

@@ -5,15 +5,25 @@ import "github.com/redis/go-redis/v9"
 // luaCommon is prepended to every script: helpers that loop over the jobs a
 // transfer belongs to and keep keys alive for the retention.
 const luaCommon = `
-local JOB = '{s3fleet}:job:'
+-- tag_of is a key's hash tag and colon, "{s3fleet}:" or "{s3fleet.N}:": the
+-- shard whose keys a script may touch (see tag in ledger.go).
+local function tag_of(k) return string.match(k, '^({[^}]*}:)') end
 -- A transfer's first job is its record's field "job"; any others are in
 -- its set of jobs (KEY:jobs): one set less for each of a million queued
 -- objects that belong to one job. A job is in one place, never both.
 local function xfer_of(xfer_jobs) return string.sub(xfer_jobs, 1, -6) end
-local function each_job(xfer_jobs, fn)
+local function job_ids(xfer_jobs)
+  local ids = {}
   local first = redis.call('HGET', xfer_of(xfer_jobs), 'job')
-  if first and first ~= '' then fn(JOB .. first) end
-  for _, j in ipairs(redis.call('SMEMBERS', xfer_jobs)) do fn(JOB .. j) end
+  if first and first ~= '' then ids[1] = first end
+  for _, j in ipairs(redis.call('SMEMBERS', xfer_jobs)) do ids[#ids + 1] = j end
+  return ids
+end
+-- each_job calls fn with the key of each job's counters in the transfer's
+-- shard.
+local function each_job(xfer_jobs, fn)
+  local JOB = tag_of(xfer_jobs) .. 'job:'
+  for _, j in ipairs(job_ids(xfer_jobs)) do fn(JOB .. j) end
 end
 -- add_job adds a job to a transfer's; 1 if it was not among them.
 local function add_job(xfer_jobs, job)
@@ -105,7 +115,7 @@ local function attach(KEYS, ARGV)
   -- '' with the claim taken.
   local function claim()
     local holder = redis.call('GET', KEYS[7])
-    local hk = '{s3fleet}:xfer:' .. (holder or '')
+    local hk = tag_of(KEYS[1]) .. 'xfer:' .. (holder or '')
     local hs = holder and holder ~= xfer_id and redis.call('HGET', hk, 'state')
     if hs == 'queued' or hs == 'running' then
       local f = redis.call('HMGET', hk, 'remote', 'bucket', 'key', 'source_path', 'dest')
@@ -314,8 +324,13 @@ local function end_xfer(KEYS, ARGV)
 end
 `
 
-// endScript runs end_xfer (see luaEnd).
-var endScript = redis.NewScript(luaCommon + luaEnd + `return end_xfer(KEYS, ARGV)`)
+// endScript runs end_xfer (see luaEnd) and returns the previous state and
+// the IDs of the transfer's jobs (whose home records a sharded ledger then
+// keeps as long as their counters, see touchHomes).
+var endScript = redis.NewScript(luaCommon + luaEnd + `
+local st = end_xfer(KEYS, ARGV)
+return {st, job_ids(KEYS[3])}
+`)
 
 // startBatchScript starts the transfers of a batch task: KEYS one xfer key
 // per object; ARGV now, the batch's task ID, then one gen per object.
@@ -349,10 +364,11 @@ return out
 // succeedBatchScript records the objects of a batch task finalized: KEYS
 // three a object (xfer, xfer chunks, xfer jobs); ARGV now, ttl, then four
 // an object (gen, bytes, computed checksum, check, reason, its algorithm). Each running object of that
-// generation counts its bytes and its success once. Returns 1 or 0 each.
+// generation counts its bytes and its success once. Returns {1 or 0 each,
+// the IDs of the jobs whose counters moved}.
 var succeedBatchScript = redis.NewScript(luaCommon + `
 local now, ttl = ARGV[1], tonumber(ARGV[2])
-local out = {}
+local out, ids = {}, {}
 -- The jobs' counters move once a batch, not once an object: a batch's
 -- objects mostly share one job. delta: job key -> field -> n.
 local delta = {}
@@ -376,6 +392,7 @@ for i = 1, #KEYS / 3 do
     redis.call('DEL', c)
     local jobs = {}
     each_job(js, function(k) jobs[#jobs + 1] = k end)
+    for _, j in ipairs(job_ids(js)) do ids[j] = true end
     add(jobs, 'bytes_done', n)
     add(jobs, 'succeeded', 1)
     add(jobs, check_field(x), 1)
@@ -389,7 +406,9 @@ for k, d in pairs(delta) do
   end
   touch(ttl, k, k .. ':xfers', k .. ':skipped')
 end
-return out
+local jobs = {}
+for j in pairs(ids) do jobs[#jobs + 1] = j end
+return {out, jobs}
 `)
 
 // setListedScript marks a job's enqueueing finished: KEYS job, job xfers,
@@ -526,4 +545,20 @@ for i = 1, (#KEYS - 4) / 4 do
   end
 end
 return 1
+`)
+
+// markIfThereScript: KEYS hash; ARGV field, value. Sets the field of a
+// hash that exists (a job's record in a shard), and makes none.
+var markIfThereScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+`)
+
+// agreeShardsScript: KEYS the shard count's key; ARGV this process's count.
+// Records it unless one is; returns the recorded one.
+var agreeShardsScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return tonumber(v) end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])
 `)

@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -78,14 +81,44 @@ func AssembleQueue(chunkQueue string) string {
 	return QueueAssemble
 }
 
-// Queues are the queues a worker of host serves, with their weights:
-// QueueWeights and its host's own queue, weighted as assembly is.
-func Queues(host string) map[string]int {
-	q := map[string]int{HostQueue(host): QueueWeights[QueueAssemble]}
+// ShardQueue is the queue of a transfer in ledger shard n (see
+// ledger.Shards) whose job's queue is queue: shard 0 keeps the shared
+// chunk queues' names, and shard n ≥ 1 has chunks.n, chunks-high.n and
+// chunks-low.n, each of its own hash slot, so that a Redis Cluster spreads
+// the queues over its nodes too. A host's queue is not sharded.
+func ShardQueue(queue string, shard int) string {
+	if _, ok := HostOf(queue); ok || shard <= 0 {
+		return queue
+	}
+	return queue + "." + strconv.Itoa(shard)
+}
+
+// Queues are the queues a worker of host serves, with their weights, for
+// a fleet of shards ledger shards: the chunk queues of every shard, each
+// weighted as in QueueWeights, and assembly and its host's own queue
+// weighted as assembly is, times the shards (so that assembly is taken
+// first as often as with one).
+func Queues(host string, shards int) map[string]int {
+	shards = max(shards, 1)
+	q := map[string]int{HostQueue(host): QueueWeights[QueueAssemble] * shards}
 	for k, v := range QueueWeights {
-		q[k] = v
+		if k == QueueAssemble {
+			q[k] = v * shards
+			continue
+		}
+		for n := range shards {
+			q[ShardQueue(k, n)] = v
+		}
 	}
 	return q
+}
+
+// SharedQueues are the queues every worker serves (Queues without the
+// hosts' own), sorted.
+func SharedQueues(shards int) []string {
+	q := Queues("", shards)
+	delete(q, HostQueue(""))
+	return slices.Sorted(maps.Keys(q))
 }
 
 // taskEnqueuer is the part of asynq.Client a handler uses to enqueue the

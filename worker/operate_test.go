@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -70,8 +71,9 @@ func TestCancelAndRetry(t *testing.T) {
 		t.Fatalf("job after cancel: %+v", j)
 	}
 	insp := asynq.NewInspectorFromRedisClient(f.Redis.Client(t))
+	queue := c.Objects(t, "to-cancel")["big"].Queue // chunks, or its shard's (chunks.N)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		q, err := insp.GetQueueInfo(tasks.QueueChunks)
+		q, err := insp.GetQueueInfo(queue)
 		entries, _ := os.ReadDir(dir)
 		if err == nil && q.Pending+q.Active+q.Retry+q.Scheduled == 0 && len(entries) == 0 {
 			t.Logf("after cancel: queue %+v", q)
@@ -139,9 +141,17 @@ func TestSelection(t *testing.T) {
 		t.Fatal(err)
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	high, err := insp.ListPendingTasks(tasks.QueueChunksHigh)
-	if err != nil || len(high) != 6 || sum.Objects != 3 {
-		t.Fatalf("%d tasks on %s (%v), summary %+v: want 6 chunks of 3 objects", len(high), tasks.QueueChunksHigh, err, sum)
+	var high []*asynq.TaskInfo
+	for n := range c.Ledger.NumShards() { // chunks-high, and with shards chunks-high.N
+		q := tasks.ShardQueue(tasks.QueueChunksHigh, n)
+		tis, err := insp.ListPendingTasks(q)
+		if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			t.Fatalf("tasks on %s: %v", q, err)
+		}
+		high = append(high, tis...)
+	}
+	if len(high) != 6 || sum.Objects != 3 {
+		t.Fatalf("%d tasks on %s, summary %+v: want 6 chunks of 3 objects", len(high), tasks.QueueChunksHigh, sum)
 	}
 	fleettest.StartWorker(t, cfg)
 	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 3 {

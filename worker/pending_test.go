@@ -50,13 +50,25 @@ func TestPendingBatches(t *testing.T) {
 	if err != nil || j.Objects != n+1 || j.Pending != n || j.Done() {
 		t.Fatalf("job %+v (%v), want %d objects, %d of them pending", j, err, n+1, n)
 	}
-	if keys, _ := rdb.Keys(ctx, "{s3fleet}:xfer:*").Result(); len(keys) != 1 {
+	if keys, _ := rdb.Keys(ctx, "{s3fleet*}:xfer:*").Result(); len(keys) != 1 {
 		t.Fatalf("%d transfer keys, want the big object's only: %v", len(keys), keys)
 	}
 	// 3 batches of at most 100 (the fleet's batch_objects), one pending
-	// entry each.
-	if got, _ := rdb.HLen(ctx, "{s3fleet}:job:pend:pending").Result(); got != 3 {
-		t.Fatalf("%d pending batches, want 3", got)
+	// entry each; in a sharded ledger, batches of one shard each.
+	entries, err := c.Ledger.PendingBatches(ctx, "pend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pended int64
+	for _, e := range entries {
+		pended += e.Objects
+		if e.Objects > 100 {
+			t.Errorf("pending batch %+v: more than 100 objects", e)
+		}
+	}
+	if shards := c.Ledger.NumShards(); pended != n || len(entries) < 3 || len(entries) > 3+shards-1 {
+		t.Fatalf("%d pending batches of %d objects, want %d objects in 3 batches (up to %d in %d shards): %+v",
+			len(entries), pended, n, 3+shards-1, shards, entries)
 	}
 
 	cancelled, err := c.Cancel(ctx, "pend")

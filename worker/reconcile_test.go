@@ -83,7 +83,7 @@ func TestReconcileArchivedPending(t *testing.T) {
 		}
 		p.Objects = append(p.Objects, o)
 	}
-	if err := led.Pend(ctx, "j", tasks.BatchTaskID(p), tasks.QueueChunks, 3, 30); err != nil {
+	if err := led.Pend(ctx, "j", 0, tasks.BatchTaskID(p), tasks.QueueChunks, 3, 30); err != nil {
 		t.Fatal(err)
 	}
 	_ = led.SetListed(ctx, "j", nil)

@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -79,7 +77,7 @@ func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb), log)
+	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb, cfg.RedisShards), log)
 	if err != nil {
 		return err
 	}
@@ -117,12 +115,12 @@ func formatResult(taskType string, result []byte) string {
 // collector, the fleet's backlog (its shared queues: a host queue's tasks
 // run only on that host's workers, so more workers would not take them),
 // and the Go and process collectors.
-func newRegistry(rdb redis.UniversalClient) *prometheus.Registry {
+func newRegistry(rdb redis.UniversalClient, shards int) *prometheus.Registry {
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		asynqmetrics.NewQueueMetricsCollector(insp),
-		metrics.NewBacklog(insp, slices.Sorted(maps.Keys(tasks.QueueWeights))),
+		metrics.NewBacklog(insp, tasks.SharedQueues(shards)),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -68,9 +68,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	led := ledger.New(rdb, cfg.Retention)
+	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
+	if err := led.AgreeShards(ctx); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	client := asynq.NewClientFromRedisClient(rdb)
-	reg := newRegistry(rdb)
+	reg := newRegistry(rdb, cfg.RedisShards)
 	host := cfg.Host
 	if host == "" {
 		host, _ = os.Hostname()
@@ -132,14 +135,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Ledger: led, Log: log, Metrics: met, RetryFor: cfg.RetryFor,
 	})
 
+	queues := tasks.Queues(host, cfg.RedisShards)
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency:     cfg.Concurrency,
-		Queues:          tasks.Queues(host),
+		Queues:          queues,
 		RetryDelayFunc:  RetryDelay(cfg.RetryDelay),
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// An idle worker looks at each of its queues once a poll: one
 		// Redis call a queue. A busy one takes its next task at once.
-		TaskCheckInterval: cfg.PollInterval,
+		TaskCheckInterval: PollInterval(cfg.PollInterval, len(queues)),
 		Logger:            NewAsynqLogger(log),
 		LogLevel:          asynqLevel(cfg.LogLevel),
 		// Only real failures count against a queue's health.
@@ -157,7 +161,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		defer closeUI()
 	}
-	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, tasks.Queues(host), 30*time.Second, log)
+	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, queues, 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
 		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
@@ -211,4 +215,14 @@ func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
 		d = min(d, time.Minute)
 		return d/2 + rand.N(d/2+1)
 	}
+}
+
+// PollInterval is how long an idle worker serving n queues waits between
+// looks at them: poll for the 5 queues of a ledger of one shard, and
+// longer in proportion for more (2 more for each shard's chunk queues),
+// so that an idle worker costs Redis as many calls a second whatever the
+// shard count.
+func PollInterval(poll time.Duration, n int) time.Duration {
+	const unsharded = 5 // assemble, its host's and 3 chunk queues
+	return poll * time.Duration(max(n, unsharded)) / unsharded
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +62,11 @@ func (f *Fleet) Config() config.Config {
 	c.ShutdownTimeout = 5 * time.Second
 	c.LogLevel = "warn"
 	c.AllowDest = []string{os.TempDir()} // every test's DEST is a t.TempDir()
+	// make test runs the ledger's, the enqueuer's and the worker's tests
+	// again with the records in 3 shards.
+	if n, err := strconv.Atoi(os.Getenv("S3FLEET_REDIS_SHARDS")); err == nil {
+		c.RedisShards = n
+	}
 	return c
 }
 
@@ -105,7 +111,7 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	led := ledger.New(rdb, cfg.Retention)
+	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
 	q := asynq.NewClientFromRedisClient(rdb)
 	enq, err := enqueuer.New(cfg, s3c, eps, led, q, asynq.NewInspectorFromRedisClient(rdb), nil)
 	if err != nil {

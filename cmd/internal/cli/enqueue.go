@@ -409,7 +409,11 @@ func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) 
 	if err != nil {
 		return nil, err
 	}
-	led := ledger.New(rdb, cfg.Retention)
+	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
+	if err := led.AgreeShards(ctx); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	e := &env{led: led, insp: asynq.NewInspectorFromRedisClient(rdb), close: func() { rdb.Close() }}
 	if !withS3 {
 		return e, nil
