@@ -93,7 +93,7 @@ func (s *submission) begin(ctx context.Context) error {
 		return err
 	}
 	s.begun = true
-	if j, err := s.e.Ledger.GetJob(ctx, s.sum.Job); err == nil && j.Failed+j.Cancelled > 0 {
+	if j, err := s.e.Ledger.GetJob(ctx, s.sum.Job); err == nil && j.Failed+j.Cancelled > 0 && j.Seq > 0 {
 		s.resumedAt = j.Seqs // enqueued again after failures: see finish
 	}
 	return nil

@@ -189,7 +189,15 @@ var ErrShards = errors.New("redis_shards differs from the fleet's")
 // looked for records in other shards than its enqueuer wrote them to would
 // find none, and its jobs would never end.
 func (l *Ledger) AgreeShards(ctx context.Context) error {
-	got, err := agreeShardsScript.Run(ctx, l.rdb, []string{shardsKey}, l.shards).Int()
+	got, err := l.rdb.Get(ctx, shardsKey).Int()
+	if errors.Is(err, redis.Nil) {
+		// The first process records it. A Redis that refuses the write (a
+		// read-only user or replica, for status) leaves it unrecorded.
+		if set, serr := l.rdb.SetNX(ctx, shardsKey, l.shards, 0).Result(); serr != nil || set {
+			return nil
+		}
+		got, err = l.rdb.Get(ctx, shardsKey).Int() // another process was first
+	}
 	if err != nil {
 		return fmt.Errorf("read the fleet's redis_shards: %w", err)
 	}
@@ -531,7 +539,7 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	}
 	// Sharded, the job's counters are in every shard: whether it is done
 	// is their sum. An object that ends after this read starts the
-	// retention of its job's keys itself (end_xfer, touchHomes).
+	// retention of its job's keys itself (end_xfer, touchJobs).
 	if err := l.rdb.HSet(ctx, l.jobKey(0, id), "listed", 1, "list_error", msg).Err(); err != nil {
 		return fmt.Errorf("mark job %s listed: %w", id, err)
 	}
@@ -553,23 +561,28 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	return nil
 }
 
-// touchHomes starts (again) the retention of the home records of jobs
-// whose counters in a shard other than 0 just moved at an object's end:
-// in shard 0, end_xfer does it in the same step.
-func (l *Ledger) touchHomes(ctx context.Context, shard int, jobs []string) error {
-	if shard == 0 || len(jobs) == 0 {
-		return nil
+// touchJobs starts (again) the retention of jobs' records in every shard
+// other than the one whose script just ended an object of theirs (and
+// touched its own): as in a ledger of one shard, each end of an object
+// keeps the whole job for the retention, and the last one starts it. It
+// is best effort: the end it follows is recorded, and the next end (or
+// SetListed) touches them again.
+func (l *Ledger) touchJobs(ctx context.Context, shard int, jobs []string) {
+	if l.shards <= 1 || len(jobs) == 0 {
+		return
 	}
 	pipe := l.rdb.Pipeline()
 	for _, j := range jobs {
-		for _, k := range []string{l.jobKey(0, j), l.jobXfersKey(0, j), l.jobSkippedKey(0, j)} {
-			pipe.Expire(ctx, k, l.ttl)
+		for n := range l.shards {
+			if n == shard {
+				continue
+			}
+			for _, k := range []string{l.jobKey(n, j), l.jobXfersKey(n, j), l.jobSkippedKey(n, j)} {
+				pipe.Expire(ctx, k, l.ttl)
+			}
 		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("keep the records of jobs %v: %w", jobs, err)
-	}
-	return nil
+	_, _ = pipe.Exec(ctx)
 }
 
 // Supersede takes out of a job its failed and cancelled transfers that
@@ -1261,9 +1274,7 @@ func (l *Ledger) end(ctx context.Context, id string, gen int64, state, cause, ch
 	prev, _ := res[0].(string)
 	changed := prev == Queued || prev == Running
 	if changed {
-		if err := l.touchHomes(ctx, l.ShardOf(id), strs(res[1])); err != nil {
-			return true, fmt.Errorf("mark transfer %s %s: %w", id, state, err)
-		}
+		l.touchJobs(ctx, l.ShardOf(id), strs(res[1]))
 	}
 	return changed, nil
 }
@@ -1356,9 +1367,7 @@ func (l *Ledger) SucceedBatch(ctx context.Context, results []BatchResult, now ti
 				changed[j] = v == 1
 			}
 		}
-		if err := l.touchHomes(ctx, l.ShardOf(results[at[0]].ID), strs(res[1])); err != nil {
-			return changed, err
-		}
+		l.touchJobs(ctx, l.ShardOf(results[at[0]].ID), strs(res[1]))
 	}
 	return changed, nil
 }
@@ -1444,11 +1453,10 @@ func (l *Ledger) Materialize(ctx context.Context, b PendingBatch, now time.Time)
 	if err != nil {
 		return false, fmt.Errorf("create the records of batch %s (job %s): %w", b.ID, b.Job, err)
 	}
-	if ok == 1 {
-		// records cancelled at once end there and then
-		return true, l.touchHomes(ctx, shard, []string{b.Job})
+	if ok == 2 {
+		l.touchJobs(ctx, shard, []string{b.Job}) // records cancelled at once end there and then
 	}
-	return false, nil
+	return ok > 0, nil
 }
 
 // PendingEntry is a batch whose objects have no records yet.
@@ -1489,16 +1497,16 @@ func (l *Ledger) ForgetPending(ctx context.Context, job string, shard int, id st
 		return false, fmt.Errorf("forget pending batch %s of job %s: %w", id, job, err)
 	}
 	if ok == 1 {
-		return true, l.touchHomes(ctx, shard, []string{job})
+		l.touchJobs(ctx, shard, []string{job}) // its objects count as ended
 	}
-	return false, nil
+	return ok == 1, nil
 }
 
 // MarkCancelled notes that a job is being cancelled: the records its
 // pending batches make from now on are cancelled at once. Retry and a new
 // run of the job clear it. In a sharded ledger the mark is in the job's
-// record of each shard that has one (those of the other shards have no
-// pending batch).
+// record of every shard, made if need be (a listing still running may pend
+// batches in a shard it has not reached yet), with the retention.
 func (l *Ledger) MarkCancelled(ctx context.Context, job string, on bool, now time.Time) error {
 	pipe := l.rdb.Pipeline()
 	for shard := range l.shards {
@@ -1508,7 +1516,7 @@ func (l *Ledger) MarkCancelled(ctx context.Context, job string, on bool, now tim
 		case shard == 0:
 			pipe.HSet(ctx, l.jobKey(shard, job), "cancel", now.UnixMilli())
 		default:
-			markIfThereScript.Eval(ctx, pipe, []string{l.jobKey(shard, job)}, "cancel", now.UnixMilli())
+			markScript.Eval(ctx, pipe, []string{l.jobKey(shard, job)}, "cancel", now.UnixMilli(), l.ttlSeconds())
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {

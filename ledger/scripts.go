@@ -326,7 +326,7 @@ end
 
 // endScript runs end_xfer (see luaEnd) and returns the previous state and
 // the IDs of the transfer's jobs (whose home records a sharded ledger then
-// keeps as long as their counters, see touchHomes).
+// keeps as long as their counters, see touchJobs).
 var endScript = redis.NewScript(luaCommon + luaEnd + `
 local st = end_xfer(KEYS, ARGV)
 return {st, job_ids(KEYS[3])}
@@ -510,7 +510,7 @@ return 1
 // cancel, or the job's cancel field) a created record is cancelled at
 // once. A batch forgotten (its task is gone) makes no record: its objects
 // count as cancelled. Returns 0 when the batch was not pending
-// (materialized already, or forgotten), else 1.
+// (materialized already, or forgotten), 2 when it cancelled records, else 1.
 var materializeScript = redis.NewScript(luaCommon + luaAttach + luaEnd + `
 local entry = redis.call('HGET', KEYS[4], ARGV[1])
 if not entry then return 0 end
@@ -526,6 +526,7 @@ end
 sub('objects', n)
 sub('bytes_total', bytes)
 local job, now, ttl = ARGV[2], ARGV[3], ARGV[4]
+local ended = 1
 local cancel = ARGV[5] == '1' or (redis.call('HGET', KEYS[1], 'cancel') or '') ~= ''
 local a = 7
 for i = 1, (#KEYS - 4) / 4 do
@@ -542,23 +543,18 @@ for i = 1, (#KEYS - 4) / 4 do
   local r = attach({x, c, js, KEYS[1], KEYS[2], KEYS[3], claim}, args)
   if cancel and st == '' and r[2] == 'queued' then
     end_xfer({x, c, js}, {r[3], 'cancelled', now, 'cancelled by the user', '1', ttl})
+    ended = 2
   end
 end
+return ended
+`)
+
+// markScript: KEYS hash; ARGV field, value, ttl. Sets the field of a hash
+// (a job's record in a shard); one it makes expires after ttl (a job with
+// nothing in that shard), one that was there keeps its expiry.
+var markScript = redis.NewScript(`
+local made = redis.call('EXISTS', KEYS[1]) == 0
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if made then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1
-`)
-
-// markIfThereScript: KEYS hash; ARGV field, value. Sets the field of a
-// hash that exists (a job's record in a shard), and makes none.
-var markIfThereScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-`)
-
-// agreeShardsScript: KEYS the shard count's key; ARGV this process's count.
-// Records it unless one is; returns the recorded one.
-var agreeShardsScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v then return tonumber(v) end
-redis.call('SET', KEYS[1], ARGV[1])
-return tonumber(ARGV[1])
 `)

@@ -195,3 +195,94 @@ func TestAgreeShards(t *testing.T) {
 		t.Fatalf("after a refusal: %v", err)
 	}
 }
+
+// inShard is a transfer of l in the given shard (the key is tag/i for the
+// first i that puts it there).
+func inShard(l *ledger.Ledger, shard int, tag string) ledger.Transfer {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("%s/%d", tag, i)
+		x := ledger.Transfer{Bucket: "b", Key: k, ETag: `"e"`, Size: 10, ChunkSize: 10, Chunks: 1, Dest: "/d/" + k}
+		x.ID = l.IDFor(x)
+		if l.ShardOf(x.ID) == shard {
+			return x
+		}
+	}
+}
+
+// TestShardedRetention: a job whose last event in a shard was an object
+// found present (no end follows there) and whose last object ends in
+// another shard has every one of its keys expire with the retention, as
+// with one shard (found by a review: the shard's keys stayed forever).
+func TestShardedRetention(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 3} {
+		rdb := testenv.StartRedis(t).Client(t)
+		l := ledger.New(rdb, time.Hour, ledger.Shards(n))
+		ctx := context.Background()
+		now := time.Now()
+		if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", now); err != nil {
+			t.Fatal(err)
+		}
+		run, there := inShard(l, 1%n, "run"), inShard(l, 2%n, "there")
+		if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: run}, now); err != nil {
+			t.Fatal(err)
+		}
+		if st, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModePresent, New: there}, now); err != nil || st != ledger.Success {
+			t.Fatal(st, err)
+		}
+		if err := l.SetListed(ctx, "j", nil); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := l.Fail(ctx, run.ID, 1, "boom", false, now); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if j := job(t, l, "j"); !j.Done() {
+			t.Fatalf("%d shards: job %+v not done", n, j)
+		}
+		for _, tag := range l.HashTags() {
+			for _, k := range []string{tag + ":job:j", tag + ":job:j:xfers", tag + ":job:j:skipped"} {
+				if ttl, err := rdb.TTL(ctx, k).Result(); err != nil || ttl == -1 {
+					t.Errorf("%d shards: %s has no expiry once the job is done (%v)", n, k, err)
+				}
+			}
+		}
+	}
+}
+
+// TestShardedCancelMark: a job cancelled before its listing first pends a
+// batch in some shard still makes that batch's records cancelled (found by
+// a review: the mark was only in shards the job had reached).
+func TestShardedCancelMark(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 3} {
+		rdb := testenv.StartRedis(t).Client(t)
+		l := ledger.New(rdb, time.Hour, ledger.Shards(n))
+		ctx := context.Background()
+		now := time.Now()
+		if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", now); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.MarkCancelled(ctx, "j", true, now); err != nil {
+			t.Fatal(err)
+		}
+		x := inShard(l, 2%n, "late")
+		x.Gen, x.Batch = 1, "batch:late"
+		if err := l.Pend(ctx, "j", l.ShardOf(x.ID), "batch:late", "q", 1, 10); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j", ID: "batch:late", Objects: []ledger.Transfer{x}}, now); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if got, _ := l.GetTransfer(ctx, x.ID); got.State != ledger.Cancelled {
+			t.Errorf("%d shards: a pending batch of a cancelled job made a %s record", n, got.State)
+		}
+		// A shard the job never reached has the mark, expiring with the
+		// retention rather than never.
+		if n > 1 {
+			k := l.HashTags()[1] + ":job:j"
+			if ttl, _ := rdb.TTL(ctx, k).Result(); ttl == -1 {
+				t.Errorf("%s: the cancel mark never expires", k)
+			}
+		}
+	}
+}

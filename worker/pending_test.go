@@ -13,7 +13,6 @@ import (
 
 	"github.com/s3fleet/s3fleet/internal/fleettest"
 	"github.com/s3fleet/s3fleet/ledger"
-	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // TestPendingBatches: the small objects of a first run wait in batch tasks
@@ -83,8 +82,8 @@ func TestPendingBatches(t *testing.T) {
 		t.Fatalf("%d records after cancel, want %d", len(objs), n+1)
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	if q, err := insp.GetQueueInfo(tasks.QueueChunks); err != nil || q.Pending != 0 {
-		t.Fatalf("queue after cancel: %+v %v", q, err)
+	if q := chunkQueues(t, insp, c.Ledger.NumShards()); q.Pending != 0 {
+		t.Fatalf("chunk queues after cancel: %+v", q)
 	}
 
 	fleettest.StartWorker(t, cfg)
