@@ -1542,3 +1542,35 @@ func (l *Ledger) Exist(ctx context.Context, ids []string) ([]bool, error) {
 	}
 	return out, nil
 }
+
+// Leave takes a job out of a transfer that is still queued or running
+// and that other jobs wait for too, uncounting it from the job: the job no
+// longer waits for it, and the others still do. It reports false, and
+// changes nothing, when the transfer is final or the job is its only one
+// (then cancel it).
+func (l *Ledger) Leave(ctx context.Context, job, id string) (bool, error) {
+	shard := l.ShardOf(id)
+	n, err := leaveScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferJobsKey(id), l.jobKey(shard, job), l.jobXfersKey(shard, job)}, job, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("take job %s out of transfer %s: %w", job, id, err)
+	}
+	return n == 1, nil
+}
+
+// States returns the state of each transfer (empty for one with no
+// record) in one round trip.
+func (l *Ledger) States(ctx context.Context, ids []string) ([]string, error) {
+	pipe := l.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGet(ctx, l.xferKey(id), "state")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read the state of %d transfers: %w", len(ids), err)
+	}
+	out := make([]string, len(ids))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}

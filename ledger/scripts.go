@@ -558,3 +558,24 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if made then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1
 `)
+
+// leaveScript takes a job out of a queued or running transfer that other
+// jobs still wait for, undoing what it counted there: KEYS xfer, xfer
+// jobs, job, job xfers; ARGV job id, xfer id. Returns 1 if it did, 0 when
+// the transfer is final or this job is its only one (cancel it instead).
+var leaveScript = redis.NewScript(luaCommon + `
+local function sub(k, f, n) if n ~= 0 then redis.call('HINCRBY', k, f, -n) end end
+local st = redis.call('HGET', KEYS[1], 'state') or ''
+if st ~= 'queued' and st ~= 'running' then return 0 end
+local mine, others = false, 0
+for _, j in ipairs(job_ids(KEYS[2])) do
+  if j == ARGV[1] then mine = true else others = others + 1 end
+end
+if not mine or others == 0 then return 0 end
+remove_job(KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[2])
+sub(KEYS[3], 'objects', 1)
+sub(KEYS[3], 'bytes_total', num(redis.call('HGET', KEYS[1], 'size')))
+sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+return 1
+`)

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -69,7 +68,7 @@ type FaultProxy struct {
 
 // StartFaultProxy starts a fault proxy to target (http://host:port) on a
 // free loopback port, stopped when the test ends.
-func StartFaultProxy(t testing.TB, target string) *FaultProxy {
+func StartFaultProxy(t T, target string) *FaultProxy {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {

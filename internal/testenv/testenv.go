@@ -54,7 +54,7 @@ func RepoRoot() string {
 }
 
 // FreePort returns a loopback port nobody listens on right now.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,7 +81,7 @@ func (p *Process) Stop() {
 
 // start runs name with args until the test ends and waits until addr accepts
 // connections.
-func start(t testing.TB, addr, name string, args ...string) *Process {
+func start(t T, addr, name string, args ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	log := &syncBuffer{}
@@ -114,7 +114,7 @@ type Redis struct {
 // StartRedis starts a redis-server with AOF off and no snapshots, on a free
 // port, with its files in a temporary directory. extra are more
 // redis-server arguments, such as "--appendonly", "yes".
-func StartRedis(t testing.TB, extra ...string) *Redis {
+func StartRedis(t T, extra ...string) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -128,7 +128,7 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 }
 
 // Client returns a go-redis client of the server, closed after the test.
-func (r *Redis) Client(t testing.TB) redis.UniversalClient {
+func (r *Redis) Client(t T) redis.UniversalClient {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -136,7 +136,7 @@ func (r *Redis) Client(t testing.TB) redis.UniversalClient {
 
 // Scripts is how many scripts (EVAL and EVALSHA calls) the server has run
 // so far, from INFO commandstats.
-func (r *Redis) Scripts(t testing.TB) int64 {
+func (r *Redis) Scripts(t T) int64 {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer c.Close()
@@ -182,7 +182,7 @@ func VersitygwBinary() (string, error) {
 
 // StartS3 starts a versitygw gateway with a POSIX backend in a temporary
 // directory.
-func StartS3(t testing.TB) *S3 {
+func StartS3(t T) *S3 {
 	t.Helper()
 	bin, err := VersitygwBinary()
 	if err != nil {
@@ -223,7 +223,7 @@ func (s *S3) Options(endpoint string) s3client.Options {
 func (s *S3) Endpoints() *s3client.Set { return s3client.NewSet(s.Options(""), nil) }
 
 // Client returns an S3 client of the server.
-func (s *S3) Client(t testing.TB) *s3.Client {
+func (s *S3) Client(t T) *s3.Client {
 	t.Helper()
 	c, err := s3client.New(context.Background(), s.Options(""))
 	if err != nil {
@@ -233,7 +233,7 @@ func (s *S3) Client(t testing.TB) *s3.Client {
 }
 
 // CreateBucket makes a bucket.
-func (s *S3) CreateBucket(t testing.TB, name string) {
+func (s *S3) CreateBucket(t T, name string) {
 	t.Helper()
 	if _, err := s.Client(t).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
 		t.Fatalf("create bucket %s: %v", name, err)
@@ -242,7 +242,7 @@ func (s *S3) CreateBucket(t testing.TB, name string) {
 
 // Put uploads body (a seekable reader) under key, with a full-object
 // CRC32C checksum when withCRC is set.
-func (s *S3) Put(t testing.TB, bucket, key string, body io.ReadSeeker, withCRC bool) {
+func (s *S3) Put(t T, bucket, key string, body io.ReadSeeker, withCRC bool) {
 	t.Helper()
 	in := &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: body}
 	if withCRC {
@@ -254,7 +254,7 @@ func (s *S3) Put(t testing.TB, bucket, key string, body io.ReadSeeker, withCRC b
 }
 
 // PutRandom uploads size random bytes under key and returns them.
-func (s *S3) PutRandom(t testing.TB, bucket, key string, size int64, withCRC bool) []byte {
+func (s *S3) PutRandom(t T, bucket, key string, size int64, withCRC bool) []byte {
 	t.Helper()
 	data := make([]byte, size)
 	_, _ = rand.Read(data)

@@ -1,0 +1,290 @@
+package s3fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/s3fleet/s3fleet/enqueuer"
+	"github.com/s3fleet/s3fleet/ledger"
+)
+
+// State is where a transfer stands, as s3transfer's futures report it.
+type State int
+
+// The states of a transfer.
+const (
+	Queued State = iota
+	Running
+	Success
+	Failed
+	Cancelled
+)
+
+// String is the state's name: queued, running, success, failed or
+// cancelled.
+func (s State) String() string {
+	switch s {
+	case Queued:
+		return ledger.Queued
+	case Running:
+		return ledger.Running
+	case Success:
+		return ledger.Success
+	case Failed:
+		return ledger.Failed
+	case Cancelled:
+		return ledger.Cancelled
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Final reports whether the state is an end: success, failed or
+// cancelled.
+func (s State) Final() bool { return s >= Success }
+
+// stateOf is a record's state as a State; ok is false for an unknown one.
+func stateOf(s string) (State, bool) {
+	switch s {
+	case ledger.Queued:
+		return Queued, true
+	case ledger.Running:
+		return Running, true
+	case ledger.Success, ledger.Skipped:
+		return Success, true
+	case ledger.Failed:
+		return Failed, true
+	case ledger.Cancelled:
+		return Cancelled, true
+	}
+	return 0, false
+}
+
+// Errors a Result wraps, with the object and its cause.
+var (
+	// ErrFailed: the object did not land; the error says why.
+	ErrFailed = errors.New("failed")
+	// ErrCancelled: the transfer was cancelled.
+	ErrCancelled = errors.New("cancelled")
+	// ErrGone: the transfer's record is gone (expired, or Redis lost it).
+	ErrGone = errors.New("record gone")
+	// ErrClosed: the Client was closed while Result waited.
+	ErrClosed = errors.New("client closed")
+)
+
+// Meta describes a transfer, as it was when submitted.
+type Meta struct {
+	Source     string // s3://bucket/key (or REMOTE://bucket/key)
+	VersionID  string
+	Dest       string // the file's absolute path, or an object URL
+	Size       int64
+	TransferID string // the fleet's record of the object's transfer
+	JobID      string // the job of this Download
+}
+
+// Record is a transfer's outcome: its Meta, state, and the check its
+// bytes passed.
+type Record struct {
+	Meta
+	State State
+	// Check is what the bytes were checked against (crc64nvme, crc32c,
+	// md5, size, present, …: see the README's "Every byte checked"), and
+	// Checksum the checksum computed over them, in S3's encoding of
+	// ChecksumAlgorithm.
+	Check             string
+	Checksum          string
+	ChecksumAlgorithm string
+	// Cause is why a failed transfer failed.
+	Cause    string
+	Finished time.Time
+}
+
+// Option sets something of a Download.
+type Option func(*enqueuer.Request)
+
+// ExpectedSize is the object's size when the caller knows it: no HEAD is
+// sent, and every chunk's response must agree on the size and the ETag.
+func ExpectedSize(n int64) Option { return func(r *enqueuer.Request) { r.ExpectedSize = &n } }
+
+// VersionID pins a version of the object.
+func VersionID(v string) Option { return func(r *enqueuer.Request) { r.VersionID = v } }
+
+// Overwrite replaces a file that is already at the destination (without
+// it, one there fails the Download).
+func Overwrite() Option { return func(r *enqueuer.Request) { r.Overwrite = true } }
+
+// Verify is what the bytes must pass: "off", "auto" (the default) or
+// "required" (see the README).
+func Verify(mode string) Option { return func(r *enqueuer.Request) { r.Verify = mode } }
+
+// Priority is the job's queue: "high", "default" or "low".
+func Priority(p string) Option { return func(r *enqueuer.Request) { r.Priority = p } }
+
+// Transfer is one Download in flight: a future.
+type Transfer struct {
+	c    *Client
+	meta Meta
+	w    *watched
+
+	mu   sync.Mutex
+	left bool // Cancel took its job out of a transfer others wait for
+}
+
+// Download enqueues the download of one object to dest (a file, or a
+// directory when it ends in "/") as a job of its own, and returns as soon
+// as the fleet has it: the bytes land later (Result). An object in flight
+// to the same destination already is followed, not fetched twice; one
+// there already, with its size, is done at once.
+func (c *Client) Download(ctx context.Context, src, dest string, opts ...Option) (*Transfer, error) {
+	req := enqueuer.Request{Sources: []string{src}, Dest: dest}
+	for _, o := range opts {
+		o(&req)
+	}
+	sum, err := c.enq.Submit(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", src, err)
+	}
+	var rec ledger.Transfer
+	found := false
+	err = c.led.JobObjects(ctx, sum.Job, func(o ledger.JobObject) error {
+		rec, found = o.Transfer, true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", src, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("download %s: job %s has no object (%+v)", src, sum.Job, sum)
+	}
+	t := &Transfer{c: c, meta: Meta{Source: rec.Source(), VersionID: rec.VersionID, Dest: rec.Dest, Size: rec.Size,
+		TransferID: rec.ID, JobID: sum.Job}}
+	t.w = c.watch.add(rec.ID)
+	return t, nil
+}
+
+// Meta describes the transfer.
+func (t *Transfer) Meta() Meta { return t.meta }
+
+// Done reports, without waiting or asking Redis, whether the transfer has
+// ended, as the client last saw it (it looks every fraction of a second).
+func (t *Transfer) Done() bool {
+	if t.hasLeft() {
+		return true
+	}
+	select {
+	case <-t.w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// State reads where the transfer stands now.
+func (t *Transfer) State(ctx context.Context) (State, error) {
+	if t.hasLeft() {
+		return Cancelled, nil
+	}
+	rec, err := t.c.led.GetTransfer(ctx, t.meta.TransferID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return 0, fmt.Errorf("%s → %s: %w", t.meta.Source, t.meta.Dest, ErrGone)
+	}
+	if err != nil {
+		return 0, err
+	}
+	st, ok := stateOf(rec.State)
+	if !ok {
+		return 0, fmt.Errorf("%s → %s: unknown state %q", t.meta.Source, t.meta.Dest, rec.State)
+	}
+	return st, nil
+}
+
+// Result waits until the object has landed, with every byte checked, and
+// returns its record; or until it failed or was cancelled, and returns an
+// error that names the object and the cause (wrapping ErrFailed,
+// ErrCancelled or ErrGone). It returns ctx's error if ctx ends first.
+// However many Result calls wait, the client reads the transfers' states
+// in one pipelined round trip a look.
+func (t *Transfer) Result(ctx context.Context) (Record, error) {
+	if t.hasLeft() {
+		return t.record(ledger.Transfer{State: ledger.Cancelled}), t.failure(Cancelled, "cancelled by the caller")
+	}
+	select {
+	case <-ctx.Done():
+		return Record{}, ctx.Err()
+	case <-t.w.done:
+	}
+	if t.hasLeft() {
+		return t.record(ledger.Transfer{State: ledger.Cancelled}), t.failure(Cancelled, "cancelled by the caller")
+	}
+	if t.w.err != nil {
+		return Record{}, fmt.Errorf("%s → %s: %w", t.meta.Source, t.meta.Dest, t.w.err)
+	}
+	rec, err := t.c.led.GetTransfer(ctx, t.meta.TransferID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return Record{}, fmt.Errorf("%s → %s: %w", t.meta.Source, t.meta.Dest, ErrGone)
+	}
+	if err != nil {
+		return Record{}, err
+	}
+	r := t.record(rec)
+	switch r.State {
+	case Success:
+		return r, nil
+	case Cancelled:
+		return r, t.failure(Cancelled, rec.Error)
+	default:
+		return r, t.failure(Failed, rec.Error)
+	}
+}
+
+func (t *Transfer) failure(st State, cause string) error {
+	sentinel := ErrFailed
+	if st == Cancelled {
+		sentinel = ErrCancelled
+	}
+	if cause == "" {
+		return fmt.Errorf("%s → %s: %w", t.meta.Source, t.meta.Dest, sentinel)
+	}
+	return fmt.Errorf("%s → %s: %w: %s", t.meta.Source, t.meta.Dest, sentinel, cause)
+}
+
+func (t *Transfer) record(rec ledger.Transfer) Record {
+	st, _ := stateOf(rec.State)
+	r := Record{Meta: t.meta, State: st, Check: rec.Check, Checksum: rec.Computed, ChecksumAlgorithm: rec.ComputedAlgorithm,
+		Cause: rec.Error}
+	if rec.Finished > 0 {
+		r.Finished = time.UnixMilli(rec.Finished)
+	}
+	return r
+}
+
+// Cancel stops the transfer: Result then returns ErrCancelled and State
+// Cancelled. When another job waits for the same transfer (an identical
+// object and destination), the transfer goes on for it and this one just
+// stops waiting. Cancelling a transfer that has ended changes nothing.
+func (t *Transfer) Cancel(ctx context.Context) error {
+	left, err := t.c.led.Leave(ctx, t.meta.JobID, t.meta.TransferID)
+	if err != nil {
+		return err
+	}
+	if left {
+		t.mu.Lock()
+		t.left = true
+		t.mu.Unlock()
+		t.c.watch.remove(t.w)
+		return nil
+	}
+	if _, err := t.c.enq.Cancel(ctx, t.meta.JobID); err != nil {
+		return fmt.Errorf("cancel %s → %s: %w", t.meta.Source, t.meta.Dest, err)
+	}
+	t.c.watch.poke()
+	return nil
+}
+
+func (t *Transfer) hasLeft() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.left
+}
