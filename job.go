@@ -30,15 +30,20 @@ type Job struct {
 
 // JobHandle is a submitted job.
 type JobHandle struct {
-	c       *Client
-	id      string
-	summary enqueuer.Summary
+	c        *Client
+	id       string
+	summary  enqueuer.Summary
+	progress func(Progress) // OnProgress, told by Wait
 }
 
 // Submit enqueues a job and returns once every object is enqueued (a
 // listing of a million keys takes tens of seconds); the bytes land later
-// (Wait).
-func (c *Client) Submit(ctx context.Context, j Job) (*JobHandle, error) {
+// (Wait). Of the options, OnProgress counts: Wait tells it.
+func (c *Client) Submit(ctx context.Context, j Job, opts ...Option) (*JobHandle, error) {
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
 	req := enqueuer.Request{Job: j.ID, Sources: j.Sources, Dest: j.Dest, Include: j.Include, Exclude: j.Exclude,
 		Overwrite: j.Overwrite, Sync: j.Sync, Verify: j.Verify, Priority: j.Priority}
 	sum, err := c.enq.Submit(ctx, req)
@@ -48,7 +53,7 @@ func (c *Client) Submit(ctx context.Context, j Job) (*JobHandle, error) {
 		}
 		return nil, err
 	}
-	return &JobHandle{c: c, id: sum.Job, summary: sum}, nil
+	return &JobHandle{c: c, id: sum.Job, summary: sum, progress: set.progress}, nil
 }
 
 // ID is the job's ID (for the enqueue command's status, wait, cancel and
@@ -59,7 +64,7 @@ func (j *JobHandle) ID() string { return j.id }
 // skipped, refused.
 func (j *JobHandle) Summary() enqueuer.Summary { return j.summary }
 
-// Progress is a job's counters.
+// Progress is how a job (or one Download) stands.
 type Progress struct {
 	Objects   int64 // in the job
 	Succeeded int64 // landed, every byte checked
@@ -67,8 +72,10 @@ type Progress struct {
 	Failed    int64
 	Cancelled int64
 	// BytesTotal is the size of all the objects, BytesDone what has landed
-	// (in whole chunks) or was there already.
-	BytesTotal, BytesDone int64
+	// (in whole chunks) or was there already, and BytesInFlight what of the
+	// chunks still streaming has arrived (workers report it every 2 s of a
+	// chunk).
+	BytesTotal, BytesDone, BytesInFlight int64
 	// Done says every object has ended and the listing is complete.
 	Done bool
 }
@@ -80,7 +87,8 @@ func (j *JobHandle) Progress(ctx context.Context) (Progress, error) {
 		return Progress{}, err
 	}
 	return Progress{Objects: rec.Objects, Succeeded: rec.Succeeded, Skipped: rec.Skipped, Failed: rec.Failed,
-		Cancelled: rec.Cancelled, BytesTotal: rec.BytesTotal, BytesDone: rec.BytesDone, Done: rec.Done()}, nil
+		Cancelled: rec.Cancelled, BytesTotal: rec.BytesTotal, BytesDone: rec.BytesDone, BytesInFlight: max(rec.Moving, 0),
+		Done: rec.Done()}, nil
 }
 
 // ErrJobFailed reports a job that ended with objects failed or cancelled.
@@ -92,10 +100,15 @@ var ErrJobFailed = errors.New("objects failed or were cancelled")
 func (j *JobHandle) Wait(ctx context.Context) (Progress, error) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	var last Progress
 	for {
 		p, err := j.Progress(ctx)
 		if err != nil {
 			return p, err
+		}
+		if j.progress != nil && p != last {
+			last = p
+			j.progress(p)
 		}
 		if p.Done {
 			if p.Failed+p.Cancelled > 0 {

@@ -42,6 +42,9 @@ func run(m *testing.M) int {
 		if testenv.IsObjectGET(r) && strings.Contains(r.URL.Path, "/slow/") {
 			return testenv.Fault{Rate: 1 << 20}
 		}
+		if testenv.IsObjectGET(r) && strings.Contains(r.URL.Path, "/crawl/") {
+			return testenv.Fault{Rate: 256 << 10} // 4 s a 1 MiB chunk
+		}
 		return testenv.Fault{}
 	})
 	for _, kv := range fleet.s3.Env() {
@@ -62,6 +65,7 @@ func run(m *testing.M) int {
 	}
 	fleet.s3.PutRandom(st, "bkt", "logs/big.log", 3<<20, false)
 	fleet.s3.PutRandom(st, "bkt", "slow/big.bin", 6<<20, false)
+	fleet.s3.PutRandom(st, "bkt", "crawl/2m.bin", 2<<20, false)
 
 	opts, err := s3fleet.OptionsFromEnv()
 	if err != nil {
@@ -149,6 +153,41 @@ func get(t *testing.T, key string) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestOnProgress: a Download's OnProgress is told the bytes of chunks
+// still streaming (each 1 MiB chunk takes 4 s here, and its worker reports
+// every 2 s), before any chunk has landed, and last the whole object,
+// done, with nothing in flight.
+func TestOnProgress(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var seen []s3fleet.Progress
+	tr, err := c.Download(ctx, "s3://bkt/crawl/2m.bin", filepath.Join(t.TempDir(), "2m.bin"),
+		s3fleet.OnProgress(func(p s3fleet.Progress) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, p)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Result(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	finer := false
+	for _, p := range seen {
+		if p.BytesInFlight > 0 && p.BytesDone < 1<<20 && !p.Done {
+			finer = true
+		}
+	}
+	last := seen[len(seen)-1]
+	if !finer || !last.Done || last.BytesDone != 2<<20 || last.BytesInFlight != 0 || last.Succeeded != 1 {
+		t.Fatalf("progress seen: %+v; want bytes in flight before any chunk landed, then 2 MiB done", seen)
+	}
 }
 
 // TestCancelDownload: a transfer cancelled mid-download ends cancelled:

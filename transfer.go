@@ -101,26 +101,41 @@ type Record struct {
 	Finished time.Time
 }
 
-// Option sets something of a Download.
-type Option func(*enqueuer.Request)
+// Option sets something of a Download (or, where it says so, a Submit).
+type Option func(*settings)
+
+// settings are what the options set.
+type settings struct {
+	req      enqueuer.Request
+	progress func(Progress)
+}
 
 // ExpectedSize is the object's size when the caller knows it: no HEAD is
 // sent, and every chunk's response must agree on the size and the ETag.
-func ExpectedSize(n int64) Option { return func(r *enqueuer.Request) { r.ExpectedSize = &n } }
+func ExpectedSize(n int64) Option { return func(s *settings) { s.req.ExpectedSize = &n } }
 
 // VersionID pins a version of the object.
-func VersionID(v string) Option { return func(r *enqueuer.Request) { r.VersionID = v } }
+func VersionID(v string) Option { return func(s *settings) { s.req.VersionID = v } }
 
 // Overwrite replaces a file that is already at the destination (without
 // it, one there fails the Download).
-func Overwrite() Option { return func(r *enqueuer.Request) { r.Overwrite = true } }
+func Overwrite() Option { return func(s *settings) { s.req.Overwrite = true } }
 
 // Verify is what the bytes must pass: "off", "auto" (the default) or
 // "required" (see the README).
-func Verify(mode string) Option { return func(r *enqueuer.Request) { r.Verify = mode } }
+func Verify(mode string) Option { return func(s *settings) { s.req.Verify = mode } }
 
 // Priority is the job's queue: "high", "default" or "low".
-func Priority(p string) Option { return func(r *enqueuer.Request) { r.Priority = p } }
+func Priority(p string) Option { return func(s *settings) { s.req.Priority = p } }
+
+// OnProgress has fn told how a Download (or a Submit's job, while Wait
+// runs) stands each time its bytes change, as s3transfer's subscribers
+// are: the bytes landed and those still streaming, which workers report
+// every 2 s of a chunk (finer than whole chunks), and once more when it
+// ends. A callback rather than a channel: nothing to size or drain, and a
+// caller who wants a channel sends on one from fn. fn runs on the client's
+// watcher (or Wait's) goroutine and should return quickly.
+func OnProgress(fn func(Progress)) Option { return func(s *settings) { s.progress = fn } }
 
 // Transfer is one Download in flight: a future.
 type Transfer struct {
@@ -138,10 +153,12 @@ type Transfer struct {
 // to the same destination already is followed, not fetched twice; one
 // there already, with its size, is done at once.
 func (c *Client) Download(ctx context.Context, src, dest string, opts ...Option) (*Transfer, error) {
-	req := enqueuer.Request{Sources: []string{src}, Dest: dest}
+	var set settings
 	for _, o := range opts {
-		o(&req)
+		o(&set)
 	}
+	req := set.req
+	req.Sources, req.Dest = []string{src}, dest
 	sum, err := c.enq.Submit(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("download %s: %w", src, err)
@@ -160,8 +177,39 @@ func (c *Client) Download(ctx context.Context, src, dest string, opts ...Option)
 	}
 	t := &Transfer{c: c, meta: Meta{Source: rec.Source(), VersionID: rec.VersionID, Dest: rec.Dest, Size: rec.Size,
 		TransferID: rec.ID, JobID: sum.Job}}
-	t.w = c.watch.add(rec.ID)
+	var progress func(ledger.Standing)
+	if set.progress != nil {
+		progress = func(s ledger.Standing) { set.progress(t.progressOf(s)) }
+	}
+	t.w = c.watch.add(rec.ID, progress)
 	return t, nil
+}
+
+// progressOf is the Progress of the transfer standing as s.
+func (t *Transfer) progressOf(s ledger.Standing) Progress {
+	p := Progress{Objects: 1, BytesTotal: t.meta.Size, BytesDone: s.BytesDone, BytesInFlight: s.Moving}
+	switch st, _ := stateOf(s.State); {
+	case st == Success:
+		p.Succeeded, p.Done = 1, true
+	case st == Failed:
+		p.Failed, p.Done = 1, true
+	case st == Cancelled:
+		p.Cancelled, p.Done = 1, true
+	}
+	return p
+}
+
+// Progress reads how the transfer stands now: its bytes landed and
+// streaming.
+func (t *Transfer) Progress(ctx context.Context) (Progress, error) {
+	s, err := t.c.led.Standings(ctx, []string{t.meta.TransferID})
+	if err != nil {
+		return Progress{}, err
+	}
+	if s[0].State == "" {
+		return Progress{}, fmt.Errorf("%s → %s: %w", t.meta.Source, t.meta.Dest, ErrGone)
+	}
+	return t.progressOf(s[0]), nil
 }
 
 // Meta describes the transfer.

@@ -30,6 +30,10 @@ type watched struct {
 	id   string
 	done chan struct{} // closed when it has ended, or can no longer be followed
 	err  error         // why it can no longer be followed (ErrGone, ErrClosed); nil once ended
+	// progress, when set, is told the transfer's bytes whenever a look
+	// finds them changed (from the watcher's goroutine).
+	progress func(ledger.Standing)
+	last     ledger.Standing
 }
 
 // lookEvery is how long the watcher waits between looks at n transfers.
@@ -38,10 +42,10 @@ func lookEvery(n int) time.Duration {
 	return base * time.Duration(max(1, (n+per-1)/per))
 }
 
-// stateReader reads the states of transfers in one round trip
-// (ledger.Ledger.States).
+// stateReader reads where transfers stand in one round trip
+// (ledger.Ledger.Standings).
 type stateReader interface {
-	States(ctx context.Context, ids []string) ([]string, error)
+	Standings(ctx context.Context, ids []string) ([]ledger.Standing, error)
 }
 
 var _ stateReader = (*ledger.Ledger)(nil)
@@ -53,9 +57,10 @@ func newWatcher(led stateReader) *watcher {
 	return w
 }
 
-// add follows a transfer until it ends.
-func (w *watcher) add(id string) *watched {
-	e := &watched{id: id, done: make(chan struct{})}
+// add follows a transfer until it ends, telling progress (if not nil)
+// how it stands as it changes.
+func (w *watcher) add(id string, progress func(ledger.Standing)) *watched {
+	e := &watched{id: id, done: make(chan struct{}), progress: progress}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -142,26 +147,43 @@ func (w *watcher) look(ctx context.Context) int {
 		for i, e := range page {
 			ids[i] = e.id
 		}
-		states, err := w.led.States(ctx, ids)
+		standings, err := w.led.Standings(ctx, ids)
 		if err != nil {
 			continue // Redis is away: look again later
 		}
+		type call struct {
+			fn func(ledger.Standing)
+			s  ledger.Standing
+		}
+		var calls []call
+		var ended []*watched
 		w.mu.Lock()
 		for i, e := range page {
 			if _, ok := w.watched[e]; !ok {
 				continue
 			}
-			st, known := stateOf(states[i])
+			s := standings[i]
+			if e.progress != nil && s.State != "" && s != e.last {
+				e.last = s
+				calls = append(calls, call{e.progress, s})
+			}
+			st, known := stateOf(s.State)
 			switch {
-			case states[i] == "":
+			case s.State == "":
 				e.err = ErrGone
 			case known && !st.Final():
 				continue
 			}
 			delete(w.watched, e)
-			close(e.done)
+			ended = append(ended, e)
 		}
 		w.mu.Unlock()
+		for _, c := range calls {
+			c.fn(c.s)
+		}
+		for _, e := range ended { // after its last progress: Result returns after it
+			close(e.done)
+		}
 	}
 	return len(es)
 }

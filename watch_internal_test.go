@@ -6,22 +6,24 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/s3fleet/s3fleet/ledger"
 )
 
-// fakeStates answers States from a map and counts the round trips.
+// fakeStates answers Standings from a map and counts the round trips.
 type fakeStates struct {
 	mu    sync.Mutex
 	state map[string]string
 	calls int
 }
 
-func (f *fakeStates) States(_ context.Context, ids []string) ([]string, error) {
+func (f *fakeStates) Standings(_ context.Context, ids []string) ([]ledger.Standing, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	out := make([]string, len(ids))
+	out := make([]ledger.Standing, len(ids))
 	for i, id := range ids {
-		out[i] = f.state[id]
+		out[i].State = f.state[id]
 	}
 	return out, nil
 }
@@ -55,9 +57,9 @@ func TestWatcherOneLookForAll(t *testing.T) {
 	defer w.close()
 	es := make([]*watched, n)
 	for i := range es {
-		es[i] = w.add(fmt.Sprint(i))
+		es[i] = w.add(fmt.Sprint(i), nil)
 	}
-	gone := w.add("no-such-transfer")
+	gone := w.add("no-such-transfer", nil)
 	select {
 	case <-gone.done:
 		if gone.err != ErrGone {

@@ -348,7 +348,10 @@ type Transfer struct {
 	// object was enqueued without one (--expected-size).
 	SourceETag string `redis:"source_etag"`
 	BytesDone  int64  `redis:"bytes_done"`
-	Attempts   int64  `redis:"attempts"`
+	// Moving is the bytes of its chunks streaming now, not yet landed
+	// (ChunkProgress).
+	Moving   int64 `redis:"moving"`
+	Attempts int64 `redis:"attempts"`
 	Created    int64  `redis:"created"`  // Unix milliseconds
 	Started    int64  `redis:"started"`  // first chunk began
 	Finished   int64  `redis:"finished"` // success, failure or cancel
@@ -413,6 +416,8 @@ type Job struct {
 	Pending    int64 `redis:"pending"`
 	BytesTotal int64 `redis:"bytes_total"`
 	BytesDone  int64 `redis:"bytes_done"` // landed, or already there
+	// Moving is the bytes of its chunks streaming now, not yet landed.
+	Moving int64 `redis:"moving"`
 	Skipped    int64 `redis:"skipped"`
 	BytesSkip  int64 `redis:"bytes_skipped"` // of BytesDone, already there
 	Succeeded  int64 `redis:"succeeded"`
@@ -711,6 +716,7 @@ func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
 		j.Pending += p.Pending
 		j.BytesTotal += p.BytesTotal
 		j.BytesDone += p.BytesDone
+		j.Moving += p.Moving
 		j.Skipped += p.Skipped
 		j.BytesSkip += p.BytesSkip
 		j.Succeeded += p.Succeeded
@@ -1184,10 +1190,17 @@ func (l *Ledger) ChunkTimes(ctx context.Context, id string) (median time.Duratio
 	return time.Duration(zs[0].Score) * time.Millisecond, n, nil
 }
 
-// ChunkLanded reports whether chunk index of the transfer has landed (in
-// the generation running).
-func (l *Ledger) ChunkLanded(ctx context.Context, id string, index int64) (bool, error) {
-	return l.rdb.HExists(ctx, l.xferChunksKey(id), strconv.FormatInt(index, 10)).Result()
+// ChunkProgress records that bytes of a running chunk of generation gen
+// have streamed so far, for progress finer than whole chunks: the
+// transfer's Moving and its jobs' count them until the chunk lands (or the
+// transfer ends). It reports, in the same round trip, whether the chunk
+// has landed already (from a copy of it).
+func (l *Ledger) ChunkProgress(ctx context.Context, id string, gen, index, bytes int64) (landed bool, err error) {
+	n, err := chunkProgressScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferChunksKey(id), l.xferJobsKey(id)}, gen, index, bytes).Int()
+	if err != nil {
+		return false, fmt.Errorf("record the progress of chunk %d of transfer %s: %w", index, id, err)
+	}
+	return n == 1, nil
 }
 
 // chunkValue is a chunk's record: its CRC in hex, and ":" and its upload
@@ -1557,20 +1570,31 @@ func (l *Ledger) Leave(ctx context.Context, job, id string) (bool, error) {
 	return n == 1, nil
 }
 
-// States returns the state of each transfer (empty for one with no
-// record) in one round trip.
-func (l *Ledger) States(ctx context.Context, ids []string) ([]string, error) {
+// Standing is where a transfer stands: its state (empty when it has no
+// record) and its bytes landed and streaming.
+type Standing struct {
+	State             string
+	BytesDone, Moving int64
+}
+
+// Standings reads where each transfer stands, in one round trip.
+func (l *Ledger) Standings(ctx context.Context, ids []string) ([]Standing, error) {
 	pipe := l.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(ids))
+	cmds := make([]*redis.SliceCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HGet(ctx, l.xferKey(id), "state")
+		cmds[i] = pipe.HMGet(ctx, l.xferKey(id), "state", "bytes_done", "moving")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read the state of %d transfers: %w", len(ids), err)
 	}
-	out := make([]string, len(ids))
+	out := make([]Standing, len(ids))
 	for i, c := range cmds {
-		out[i] = c.Val()
+		v := c.Val()
+		out[i].State, _ = v[0].(string)
+		done, _ := v[1].(string)
+		moving, _ := v[2].(string)
+		out[i].BytesDone, _ = strconv.ParseInt(done, 10, 64)
+		out[i].Moving, _ = strconv.ParseInt(moving, 10, 64)
 	}
 	return out, nil
 }

@@ -570,11 +570,11 @@ func TestChunkTimes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if landed, _ := l.ChunkLanded(ctx, x.ID, 1); !landed {
-		t.Error("chunk 1 landed, ChunkLanded says no")
+	if landed, _ := l.ChunkProgress(ctx, x.ID, gen, 1, 5); !landed {
+		t.Error("chunk 1 landed, ChunkProgress says no")
 	}
-	if landed, _ := l.ChunkLanded(ctx, x.ID, 3); landed {
-		t.Error("chunk 3 did not land, ChunkLanded says yes")
+	if landed, _ := l.ChunkProgress(ctx, x.ID, gen, 3, 5); landed {
+		t.Error("chunk 3 did not land, ChunkProgress says yes")
 	}
 	if med, n, err := l.ChunkTimes(ctx, x.ID); err != nil || n != 3 || med != 200*time.Millisecond {
 		t.Fatalf("ChunkTimes = %s, %d, %v; want 200ms of 3", med, n, err)
@@ -585,4 +585,60 @@ func TestChunkTimes(t *testing.T) {
 	if _, n, _ := l.ChunkTimes(ctx, x.ID); n != 0 {
 		t.Errorf("%d chunk times kept after the transfer ended", n)
 	}
+}
+
+// TestChunkProgress: the bytes a running chunk reports streaming count in
+// its transfer's and its jobs' Moving, a report replacing the chunk's last
+// one (a run again does not add); they go when the chunk lands (its bytes
+// then count done) and all of them when the transfer ends; a report of
+// another generation, or once ended, changes nothing.
+func TestChunkProgress(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t)
+	ctx := context.Background()
+	x := transfer("k", 40, 4)
+	gen := create(t, l, "j", x)
+	if err := l.CreateJob(ctx, "j2", "s3://b/", "/d/", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j2", Mode: ledger.ModeAttach, New: x, Expect: ledger.Transfer{State: ledger.Queued, Gen: gen}}, time.Now()); err != nil {
+		t.Fatal(err) // a second job follows it
+	}
+	partReady(t, l, x.ID, gen)
+	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
+	report := func(chunk, n int64) {
+		t.Helper()
+		if landed, err := l.ChunkProgress(ctx, x.ID, gen, chunk, n); err != nil || landed {
+			t.Fatalf("progress of chunk %d: %v %v", chunk, landed, err)
+		}
+	}
+	moving := func(want int64) {
+		t.Helper()
+		got, _ := l.GetTransfer(ctx, x.ID)
+		j, j2 := job(t, l, "j"), job(t, l, "j2")
+		if got.Moving != want || j.Moving != want || j2.Moving != want {
+			t.Fatalf("moving: transfer %d, jobs %d and %d; want %d", got.Moving, j.Moving, j2.Moving, want)
+		}
+	}
+	report(0, 4)
+	report(1, 3)
+	report(0, 7) // the same chunk again: replaces 4
+	moving(10)
+	if _, _, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: 0, Part: "p", Length: 10}); err != nil {
+		t.Fatal(err)
+	}
+	moving(3)
+	if j := job(t, l, "j"); j.BytesDone != 10 {
+		t.Fatalf("bytes done %d, want chunk 0's 10", j.BytesDone)
+	}
+	if _, err := l.ChunkProgress(ctx, x.ID, gen+1, 2, 9); err != nil {
+		t.Fatal(err)
+	}
+	moving(3) // another generation's report counts nothing
+	if ok, _ := l.Fail(ctx, x.ID, gen, "boom", false, time.Now()); !ok {
+		t.Fatal("fail")
+	}
+	moving(0)
+	report(1, 5) // a late report of an ended transfer
+	moving(0)
 }

@@ -63,6 +63,24 @@ local function check_field(xfer)
   return 'check_' .. c
 end
 local COUNTER = {success = 'succeeded', failed = 'failed', cancelled = 'cancelled'}
+-- The bytes of a transfer's chunks still streaming (ChunkProgress) are in
+-- its field moving and its jobs' (the sum), each chunk's in KEY:moving.
+local function moving_key(xfer) return xfer .. ':moving' end
+-- unmove takes back what chunk c (nil: every chunk) reported streaming.
+local function unmove(xfer, xfer_jobs, c)
+  local n
+  if c then
+    n = num(redis.call('HGET', moving_key(xfer), c))
+    if n ~= 0 then redis.call('HDEL', moving_key(xfer), c) end
+  else
+    n = num(redis.call('HGET', xfer, 'moving'))
+    redis.call('DEL', moving_key(xfer))
+  end
+  if n ~= 0 then
+    redis.call('HINCRBY', xfer, 'moving', -n)
+    each_job(xfer_jobs, function(k) redis.call('HINCRBY', k, 'moving', -n) end)
+  end
+end
 -- The transfer's landed data is dropped: its part file is no longer the
 -- one to write (its token stays as stale_part, for its maker to remove).
 local function drop_part(xfer)
@@ -277,6 +295,7 @@ if ARGV[6] ~= '' and (redis.call('HGET', KEYS[1], 'etag') or '') == '' then
   end
 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  unmove(KEYS[1], KEYS[3], ARGV[2])
   local n = tonumber(ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'bytes_done', n)
   bump_jobs(KEYS[3], 'bytes_done', n)
@@ -306,6 +325,7 @@ local function end_xfer(KEYS, ARGV)
   for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'error', ARGV[4])
   if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+  unmove(KEYS[1], KEYS[3], nil)
   -- the chunks' times serve only while it runs (stragglers)
   redis.call('DEL', (string.gsub(KEYS[2], ':chunks$', ':times')))
   if ARGV[5] == 'drop' then
@@ -578,4 +598,26 @@ sub(KEYS[3], 'objects', 1)
 sub(KEYS[3], 'bytes_total', num(redis.call('HGET', KEYS[1], 'size')))
 sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
 return 1
+`)
+
+// chunkProgressScript records how many bytes of a running chunk have
+// streamed: KEYS xfer, xfer chunks, xfer jobs; ARGV gen, index, bytes.
+// The chunk's figure replaces its last one (a run again, or a copy,
+// overwrites rather than adds), and the transfer's and its jobs' moving
+// counters follow. Returns 1 when the chunk has landed already (a copy
+// of it won), else 0.
+var chunkProgressScript = redis.NewScript(luaCommon + `
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 1 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' or
+   num(redis.call('HGET', KEYS[1], 'gen')) ~= tonumber(ARGV[1]) then
+  return 0
+end
+local mk = moving_key(KEYS[1])
+local d = tonumber(ARGV[3]) - num(redis.call('HGET', mk, ARGV[2]))
+if d ~= 0 then
+  redis.call('HSET', mk, ARGV[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'moving', d)
+  each_job(KEYS[3], function(k) redis.call('HINCRBY', k, 'moving', d) end)
+end
+return 0
 `)

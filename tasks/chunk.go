@@ -192,7 +192,7 @@ type chunkLedger interface {
 	jobNoter
 	DropPart(ctx context.Context, id string, gen int64, token string) (bool, error)
 	ChunkTimes(ctx context.Context, id string) (median time.Duration, n int64, err error)
-	ChunkLanded(ctx context.Context, id string, index int64) (bool, error)
+	ChunkProgress(ctx context.Context, id string, gen, index, bytes int64) (landed bool, err error)
 	retryLedger
 }
 

@@ -40,35 +40,37 @@ var (
 // before it gives up (the chunk goes on where it runs).
 const maxAvoided = 20
 
-// watchedBody calls check every watchEvery while a chunk's body is read;
-// an error from check ends the read.
+// watchedBody calls check with the bytes read so far every watchEvery
+// while a chunk's body is read; an error from check ends the read.
 type watchedBody struct {
 	r     io.Reader
+	n     int64
 	next  time.Time
-	check func() error
+	check func(read int64) error
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
 	if now := time.Now(); now.After(b.next) {
 		b.next = now.Add(watchEvery)
-		if err := b.check(); err != nil {
+		if err := b.check(b.n); err != nil {
 			return 0, err
 		}
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
 }
 
-// watch wraps a chunk's body: every watchEvery it stops the chunk if a
-// copy of it has landed, and once, if it straggles, enqueues a
-// speculative copy.
+// watch wraps a chunk's body: every watchEvery it records how much has
+// streamed (progress finer than whole chunks: ledger.ChunkProgress), stops
+// the chunk if a copy of it has landed (the same round trip), and once, if
+// it straggles, enqueues a speculative copy. A chunk of a few seconds
+// makes no such call at all.
 func (h *ChunkHandler) watch(ctx context.Context, p ChunkPayload, body io.Reader) io.Reader {
-	if h.StragglerAfter <= 0 {
-		return body
-	}
 	began := time.Now()
-	copied := p.Avoid != "" // a copy is not copied again
-	return &watchedBody{r: body, next: began.Add(watchEvery), check: func() error {
-		if landed, err := h.Ledger.ChunkLanded(ctx, p.Transfer, p.Chunk); err == nil && landed {
+	copied := p.Avoid != "" || h.StragglerAfter <= 0 // a copy is not copied again
+	return &watchedBody{r: body, next: began.Add(watchEvery), check: func(read int64) error {
+		if landed, err := h.Ledger.ChunkProgress(ctx, p.Transfer, p.Gen, p.Chunk, read); err == nil && landed {
 			return errLandedElsewhere
 		}
 		ran := time.Since(began)

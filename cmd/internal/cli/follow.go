@@ -162,7 +162,7 @@ func newProgress(w io.Writer, silent bool) func(ledger.Job, time.Duration) {
 		}
 		bar.ChangeMax64(max(j.BytesTotal, 1))
 		bar.Describe(fmt.Sprintf("%d/%d objects%s", j.Finished(), j.Objects, failedNote(j)))
-		_ = bar.Set64(j.BytesDone)
+		_ = bar.Set64(min(j.BytesDone+max(j.Moving, 0), j.BytesTotal)) // with what is streaming: finer than chunks
 	}
 }
 
