@@ -352,9 +352,9 @@ type Transfer struct {
 	// (ChunkProgress).
 	Moving   int64 `redis:"moving"`
 	Attempts int64 `redis:"attempts"`
-	Created    int64  `redis:"created"`  // Unix milliseconds
-	Started    int64  `redis:"started"`  // first chunk began
-	Finished   int64  `redis:"finished"` // success, failure or cancel
+	Created  int64 `redis:"created"`  // Unix milliseconds
+	Started  int64 `redis:"started"`  // first chunk began
+	Finished int64 `redis:"finished"` // success, failure or cancel
 
 	// The result, once finalized: the checksum the fleet computed over the
 	// bytes (S3's encoding of the algorithm Check names) and the check made.
@@ -417,12 +417,12 @@ type Job struct {
 	BytesTotal int64 `redis:"bytes_total"`
 	BytesDone  int64 `redis:"bytes_done"` // landed, or already there
 	// Moving is the bytes of its chunks streaming now, not yet landed.
-	Moving int64 `redis:"moving"`
-	Skipped    int64 `redis:"skipped"`
-	BytesSkip  int64 `redis:"bytes_skipped"` // of BytesDone, already there
-	Succeeded  int64 `redis:"succeeded"`
-	Failed     int64 `redis:"failed"`
-	Cancelled  int64 `redis:"cancelled"`
+	Moving    int64 `redis:"moving"`
+	Skipped   int64 `redis:"skipped"`
+	BytesSkip int64 `redis:"bytes_skipped"` // of BytesDone, already there
+	Succeeded int64 `redis:"succeeded"`
+	Failed    int64 `redis:"failed"`
+	Cancelled int64 `redis:"cancelled"`
 	// Checks counts the job's succeeded objects by the check their bytes
 	// passed (crc64nvme, md5, none, …).
 	Checks map[string]int64 `redis:"-"`
