@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,7 +101,15 @@ func (l *Ledger) jobKey(shard int, id string) string        { return l.tag(shard
 func (l *Ledger) jobXfersKey(shard int, id string) string   { return l.jobKey(shard, id) + ":xfers" }
 func (l *Ledger) jobSkippedKey(shard int, id string) string { return l.jobKey(shard, id) + ":skipped" }
 func (l *Ledger) jobPendingKey(shard int, id string) string { return l.jobKey(shard, id) + ":pending" }
-func jobsIndexKey() string                                  { return prefix + "jobs" }
+
+// jobTPKey holds a job's throughput (see landed_at in luaCommon).
+func (l *Ledger) jobTPKey(shard int, id string) string { return l.jobKey(shard, id) + ":tp" }
+
+// jobKeys are the keys of a job in a shard that expire with it.
+func (l *Ledger) jobKeys(shard int, id string) []string {
+	return []string{l.jobKey(shard, id), l.jobXfersKey(shard, id), l.jobSkippedKey(shard, id), l.jobTPKey(shard, id)}
+}
+func jobsIndexKey() string { return prefix + "jobs" }
 
 // A transfer's keys are in its shard (ShardOf).
 func (l *Ledger) xferKey(id string) string       { return l.tag(l.ShardOf(id)) + "xfer:" + id }
@@ -536,7 +545,7 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 		msg = listErr.Error()
 	}
 	if l.shards <= 1 {
-		err := setListedScript.Run(ctx, l.rdb, []string{l.jobKey(0, id), l.jobXfersKey(0, id), l.jobSkippedKey(0, id)}, msg, l.ttlSeconds()).Err()
+		err := setListedScript.Run(ctx, l.rdb, l.jobKeys(0, id), msg, l.ttlSeconds()).Err()
 		if err != nil {
 			return fmt.Errorf("mark job %s listed: %w", id, err)
 		}
@@ -555,7 +564,7 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 	if j.Done() {
 		pipe := l.rdb.Pipeline()
 		for n := range l.shards {
-			for _, k := range []string{l.jobKey(n, id), l.jobXfersKey(n, id), l.jobSkippedKey(n, id)} {
+			for _, k := range l.jobKeys(n, id) {
 				pipe.Expire(ctx, k, l.ttl)
 			}
 		}
@@ -582,7 +591,7 @@ func (l *Ledger) touchJobs(ctx context.Context, shard int, jobs []string) {
 			if n == shard {
 				continue
 			}
-			for _, k := range []string{l.jobKey(n, j), l.jobXfersKey(n, j), l.jobSkippedKey(n, j)} {
+			for _, k := range l.jobKeys(n, j) {
 				pipe.Expire(ctx, k, l.ttl)
 			}
 		}
@@ -1162,7 +1171,7 @@ var (
 // object's with ErrSourceChanged.
 func (l *Ledger) ChunkDone(ctx context.Context, id string, gen int64, c Landing) (landed, total int64, err error) {
 	res, err := chunkDoneScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferChunksKey(id), l.xferJobsKey(id), l.xferTimesKey(id)},
-		gen, c.Index, chunkValue(c), c.Length, c.Part, c.ETag, c.Took.Milliseconds()).Int64Slice()
+		gen, c.Index, chunkValue(c), c.Length, c.Part, c.ETag, c.Took.Milliseconds(), time.Now().UnixMilli()).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("record chunk %d of transfer %s: %w", c.Index, id, err)
 	}
@@ -1595,6 +1604,48 @@ func (l *Ledger) Standings(ctx context.Context, ids []string) ([]Standing, error
 		moving, _ := v[2].(string)
 		out[i].BytesDone, _ = strconv.ParseInt(done, 10, 64)
 		out[i].Moving, _ = strconv.ParseInt(moving, 10, 64)
+	}
+	return out, nil
+}
+
+// Bucket is the bytes a job landed in one span of time.
+type Bucket struct {
+	Start time.Time
+	Bytes int64
+}
+
+// BucketWidth is the span of a Bucket; a job keeps the last 360 (an
+// hour).
+const BucketWidth = 10 * time.Second
+
+// Throughput returns the bytes the job landed in each bucket of its last
+// hour that has any, oldest first (added up over the shards).
+func (l *Ledger) Throughput(ctx context.Context, job string) ([]Bucket, error) {
+	pipe := l.rdb.Pipeline()
+	reads := make([]*redis.MapStringStringCmd, l.shards)
+	for n := range l.shards {
+		reads[n] = pipe.HGetAll(ctx, l.jobTPKey(n, job))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read the throughput of job %s: %w", job, err)
+	}
+	by := map[int64]int64{}
+	var newest int64
+	for _, r := range reads {
+		for _, v := range r.Val() {
+			var b, n int64
+			if _, err := fmt.Sscanf(v, "%d %d", &b, &n); err != nil {
+				continue
+			}
+			by[b] += n
+			newest = max(newest, b)
+		}
+	}
+	out := make([]Bucket, 0, len(by))
+	for _, b := range slices.Sorted(maps.Keys(by)) {
+		if b > newest-360 { // older ones a slot still holds are a lap behind
+			out = append(out, Bucket{Start: time.UnixMilli(b * BucketWidth.Milliseconds()), Bytes: by[b]})
+		}
 	}
 	return out, nil
 }

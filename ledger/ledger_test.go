@@ -642,3 +642,66 @@ func TestChunkProgress(t *testing.T) {
 	report(1, 5) // a late report of an ended transfer
 	moving(0)
 }
+
+// TestThroughput: the bytes chunks and batches land count in their jobs'
+// buckets of 10 s, which expire with the job.
+func TestThroughput(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.StartRedis(t).Client(t)
+	l := ledger.New(rdb, time.Hour, ledger.Shards(shards))
+	ctx := context.Background()
+	x, small := transfer("k", 40, 4), transfer("s", 7, 1)
+	gen := create(t, l, "j", x)
+	if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: "j", Mode: ledger.ModeCreate, New: small}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	partReady(t, l, x.ID, gen)
+	for i := range int64(4) {
+		_, _ = l.StartChunk(ctx, x.ID, gen, i, time.Now())
+		if _, _, err := l.ChunkDone(ctx, x.ID, gen, ledger.Landing{Index: i, Part: "p", Length: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.StartBatch(ctx, "", []ledger.BatchItem{{ID: small.ID, Gen: 1}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SucceedBatch(ctx, []ledger.BatchResult{{BatchItem: ledger.BatchItem{ID: small.ID, Gen: 1}, Size: 7}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := l.Throughput(ctx, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, b := range bs {
+		sum += b.Bytes
+		if time.Since(b.Start) > time.Minute || b.Start.After(time.Now()) {
+			t.Errorf("bucket %+v: not of the last minute", b)
+		}
+	}
+	if len(bs) == 0 || len(bs) > 2 || sum != 47 {
+		t.Fatalf("buckets %+v, want 47 bytes in one or two", bs)
+	}
+	if _, err := l.Succeed(ctx, x.ID, gen, ledger.Result{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetListed(ctx, "j", nil); err != nil {
+		t.Fatal(err)
+	}
+	if j := job(t, l, "j"); !j.Done() {
+		t.Fatalf("job %+v", j)
+	}
+	// the job is done: every shard's throughput key it has expires with it
+	n := 0
+	for _, tag := range l.HashTags() {
+		k := tag + ":job:j:tp"
+		if ttl, _ := rdb.TTL(ctx, k).Result(); ttl > 0 {
+			n++
+		} else if ex, _ := rdb.Exists(ctx, k).Result(); ex == 1 {
+			t.Errorf("%s never expires", k)
+		}
+	}
+	if n == 0 {
+		t.Error("no throughput key with an expiry")
+	}
+}

@@ -66,6 +66,23 @@ local COUNTER = {success = 'succeeded', failed = 'failed', cancelled = 'cancelle
 -- The bytes of a transfer's chunks still streaming (ChunkProgress) are in
 -- its field moving and its jobs' (the sum), each chunk's in KEY:moving.
 local function moving_key(xfer) return xfer .. ':moving' end
+-- landed_at counts n bytes landed at now (Unix ms) in each job's
+-- throughput (KEY:tp): a ring of TP_SLOTS buckets of TP_WIDTH ms, each
+-- "bucket bytes", so that a job keeps its last hour and no more.
+local TP_WIDTH, TP_SLOTS = 10000, 360
+local function landed_at(xfer_jobs, now, n)
+  if not now or n == 0 then return end
+  local b = math.floor(tonumber(now) / TP_WIDTH)
+  local f = tostring(b % TP_SLOTS)
+  each_job(xfer_jobs, function(k)
+    local key = k .. ':tp'
+    local v = redis.call('HGET', key, f)
+    local vb, vn = nil, 0
+    if v then vb, vn = string.match(v, '^(%d+) (%d+)$') end
+    if tonumber(vb) == b then vn = tonumber(vn) + n else vn = n end
+    redis.call('HSET', key, f, string.format('%d %d', b, vn))
+  end)
+end
 -- unmove takes back what chunk c (nil: every chunk) reported streaming.
 local function unmove(xfer, xfer_jobs, c)
   local n
@@ -275,7 +292,8 @@ return {st, f[1] or '', f[2] or ''}
 `)
 
 // chunkDoneScript: KEYS xfer, xfer chunks, xfer jobs, xfer chunk times;
-// ARGV gen, index, crc (hex), length, part token, etag, took (ms). Records a landed chunk once.
+// ARGV gen, index, crc (hex), length, part token, etag, took (ms), now
+// (Unix ms). Records a landed chunk once.
 // Returns {landed, total}; landed is -1 when the transfer is no longer
 // running this gen, -2 when the chunk was written to another part file
 // than the recorded one, -3 when its ETag differs from the object's.
@@ -299,6 +317,7 @@ if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   local n = tonumber(ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'bytes_done', n)
   bump_jobs(KEYS[3], 'bytes_done', n)
+  landed_at(KEYS[3], ARGV[8], n)
   redis.call('HDEL', KEYS[1], 'retry_since') -- progress: the retry budget starts afresh
   if KEYS[4] and ARGV[7] then
     redis.call('ZADD', KEYS[4], tonumber(ARGV[7]), ARGV[2])
@@ -339,7 +358,7 @@ local function end_xfer(KEYS, ARGV)
   if ARGV[2] == 'success' then bump_jobs(KEYS[3], check_field(KEYS[1]), 1) end
   local ttl = tonumber(ARGV[6])
   touch(ttl, KEYS[1], KEYS[2], KEYS[3])
-  each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped') end)
+  each_job(KEYS[3], function(k) touch(ttl, k, k .. ':xfers', k .. ':skipped', k .. ':tp') end)
   return st
 end
 `
@@ -415,6 +434,7 @@ for i = 1, #KEYS / 3 do
     for _, j in ipairs(job_ids(js)) do ids[j] = true end
     add(jobs, 'bytes_done', n)
     add(jobs, 'succeeded', 1)
+    landed_at(js, now, tonumber(ARGV[a + 2]))
     add(jobs, check_field(x), 1)
     touch(ttl, x, js)
     out[i] = 1
@@ -424,21 +444,21 @@ for k, d in pairs(delta) do
   for f, n in pairs(d) do
     if n ~= 0 then redis.call('HINCRBY', k, f, n) end
   end
-  touch(ttl, k, k .. ':xfers', k .. ':skipped')
+  touch(ttl, k, k .. ':xfers', k .. ':skipped', k .. ':tp')
 end
 local jobs = {}
 for j in pairs(ids) do jobs[#jobs + 1] = j end
 return {out, jobs}
 `)
 
-// setListedScript marks a job's enqueueing finished: KEYS job, job xfers,
-// job skipped; ARGV list error, ttl. A job with nothing left to do starts
+// setListedScript marks a job's enqueueing finished: KEYS job, then the
+// job's other keys (jobKeys); ARGV list error, ttl. A job with nothing left to do starts
 // its retention now; otherwise the end of its last object will.
 var setListedScript = redis.NewScript(luaCommon + `
 redis.call('HSET', KEYS[1], 'listed', 1, 'list_error', ARGV[1])
 local j = redis.call('HMGET', KEYS[1], 'objects', 'succeeded', 'skipped', 'failed', 'cancelled')
 if num(j[2]) + num(j[3]) + num(j[4]) + num(j[5]) >= num(j[1]) then
-  touch(tonumber(ARGV[2]), KEYS[1], KEYS[2], KEYS[3])
+  touch(tonumber(ARGV[2]), unpack(KEYS))
 end
 return 1
 `)

@@ -28,6 +28,8 @@ func TestHealthHandler(t *testing.T) {
 		{"alive while stopping", "GET", "/healthz", false, nil, 200},
 		{"HEAD for probes", "HEAD", "/readyz", true, nil, 200},
 		{"no UI", "GET", "/ui/", true, nil, 404},
+		{"no jobs view", "GET", "/jobs/", true, nil, 404},
+		{"no job actions", "POST", "/jobs/job/j/cancel", true, nil, 404},
 		{"no metrics", "GET", "/metrics", true, nil, 404},
 		{"no profiles", "GET", "/debug/pprof/", true, nil, 404},
 		{"no task actions", "POST", "/ui/api/queues/chunks:pause", true, nil, 404},

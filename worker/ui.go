@@ -22,17 +22,21 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
+	"github.com/s3fleet/s3fleet/internal/jobsui"
 	"github.com/s3fleet/s3fleet/internal/metrics"
+	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/tasks"
 )
 
 // UIPath is where the asynq web UI is served.
 const UIPath = "/ui"
 
-// uiHandler serves the asynq web UI at /ui/, Prometheus metrics at
-// /metrics, a health check at /healthz and Go's profiles at /debug/pprof/.
-func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, readOnly bool) (http.Handler, func()) {
+// uiHandler serves the jobs view at /jobs/ (and / sends there), the asynq
+// web UI at /ui/, Prometheus metrics at /metrics, a health check at
+// /healthz and Go's profiles at /debug/pprof/.
+func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, readOnly bool, jobs http.Handler) (http.Handler, func()) {
 	mon := asynqmon.New(asynqmon.Options{
 		RootPath:        UIPath,
 		RedisConnOpt:    opt,
@@ -41,6 +45,7 @@ func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheu
 	})
 	mux := http.NewServeMux()
 	mux.Handle(UIPath+"/", mon)
+	mux.Handle(jobsui.Path+"/", jobs)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -59,7 +64,7 @@ func uiHandler(opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheu
 			http.NotFound(w, r)
 			return
 		}
-		http.Redirect(w, r, UIPath+"/", http.StatusFound)
+		http.Redirect(w, r, jobsui.Path+"/", http.StatusFound)
 	})
 	return mux, func() { mon.Close() }
 }
@@ -77,7 +82,20 @@ func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer rdb.Close()
-	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb, cfg.RedisShards), log)
+	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
+	if err := led.AgreeShards(ctx); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	eps := connect.Endpoints(cfg, rdb, log)
+	s3c, err := eps.Client(ctx, "", "")
+	if err != nil {
+		return err
+	}
+	enq, err := enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), log)
+	if err != nil {
+		return err
+	}
+	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb, cfg.RedisShards), led, enq, log)
 	if err != nil {
 		return err
 	}
@@ -88,14 +106,16 @@ func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 // startUI serves uiHandler on addr until ctx ends; the function returned
 // releases the UI's resources.
-func startUI(ctx context.Context, addr string, readOnly bool, opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
-	h, closeUI := uiHandler(opt, rdb, reg, readOnly)
+func startUI(ctx context.Context, addr string, readOnly bool, opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry,
+	led *ledger.Ledger, enq *enqueuer.Enqueuer, log *slog.Logger) (func(), error) {
+	jobs := jobsui.New(led, enq, jobsui.Options{ReadOnly: readOnly, AsynqPath: UIPath, Log: log})
+	h, closeUI := uiHandler(opt, rdb, reg, readOnly, jobs)
 	addr, err := serveHTTP(ctx, "ui", addr, h, log)
 	if err != nil {
 		closeUI()
 		return nil, err
 	}
-	log.Info("web UI", "url", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", readOnly)
+	log.Info("web UI", "url", "http://"+addr+jobsui.Path+"/", "queues", "http://"+addr+UIPath+"/", "metrics", "http://"+addr+"/metrics", "readonly", readOnly)
 	return closeUI, nil
 }
 

@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	running.Store(true)
 	if cfg.UI != "" {
-		closeUI, err := startUI(ctx, cfg.UI, cfg.UIReadOnly, opt, rdb, reg, log)
+		closeUI, err := startUI(ctx, cfg.UI, cfg.UIReadOnly, opt, rdb, reg, led, enq, log)
 		if err != nil {
 			srv.Shutdown()
 			return err

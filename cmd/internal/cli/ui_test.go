@@ -71,6 +71,12 @@ func TestUI(t *testing.T) {
 	if code, body := get("GET", "/ui/"); code != 200 || !strings.Contains(body, "<html") {
 		t.Errorf("/ui/: %d %.200q", code, body)
 	}
+	if code, body := get("GET", "/jobs/"); code != 200 || !strings.Contains(body, "<h1>Jobs</h1>") {
+		t.Errorf("/jobs/: %d %.200q", code, body)
+	}
+	if code, _ := get("POST", "/jobs/job/any/cancel"); code != http.StatusForbidden {
+		t.Errorf("cancelling a job through a read-only UI: %d, want 403", code)
+	}
 	if code, _ := get("GET", "/ui/api/queues"); code != 200 {
 		t.Errorf("GET /ui/api/queues: %d", code)
 	}
