@@ -112,6 +112,7 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 	}
 	opts.Redis = "redis://" + mr.Addr() + "/0"
 	opts.PollInterval = 20 * time.Millisecond // an in-process queue: a look costs nothing
+	opts.UI, opts.HealthAddr = "", ""         // no listener of a worker's: nothing to serve, no port to fail on
 	if len(opts.AllowDest) == 0 {
 		opts.AllowDest = []string{"/"}
 	}
@@ -122,8 +123,14 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
+	failed := make(chan struct{}) // the worker stopped on its own
 	go func() {
 		defer wg.Done()
+		defer func() {
+			if wctx.Err() == nil {
+				close(failed)
+			}
+		}()
 		log := connect.Logger(opts)
 		if opts.LogLevel != "debug" {
 			// Results carry the failures and their causes; the in-process
@@ -141,6 +148,13 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 		return nil, err
 	}
 	c.stop = stop
+	go func() {
+		select {
+		case <-failed: // nothing will run what waits: Result returns ErrClosed
+			c.watch.close()
+		case <-wctx.Done():
+		}
+	}()
 	return c, nil
 }
 

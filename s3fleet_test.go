@@ -287,6 +287,13 @@ func TestMissingKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "s3://bkt/no/such.key") {
 		t.Fatalf("Download of a missing key: %v", err)
 	}
+	// Not one object: refused before anything is enqueued (a review found a
+	// prefix enqueued whole, with a Transfer of one of its objects).
+	for _, src := range []string{"s3://bkt/logs/", "s3://bkt", "/etc/hostname"} {
+		if _, err := c.Download(context.Background(), src, t.TempDir()+"/"); err == nil || !strings.Contains(err.Error(), "not the URL of one object") {
+			t.Errorf("Download(%q): %v", src, err)
+		}
+	}
 }
 
 // TestSubmitJob: a prefix job of 21 objects (20 in batches, one chunked):
@@ -337,6 +344,9 @@ func TestLocalWithoutRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.Redis = "redis://127.0.0.1:1/0" // nothing listens there
+	// A worker's listeners, inherited from the settings, are not started
+	// (a port in use made the embedded worker fail and Result wait forever).
+	opts.HealthAddr = fleet.redis.Addr
 	ctx := context.Background()
 	c, err := s3fleet.Local(ctx, opts)
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // State is where a transfer stands, as s3transfer's futures report it.
@@ -147,12 +149,16 @@ type Transfer struct {
 	left bool // Cancel took its job out of a transfer others wait for
 }
 
-// Download enqueues the download of one object to dest (a file, or a
-// directory when it ends in "/") as a job of its own, and returns as soon
-// as the fleet has it: the bytes land later (Result). An object in flight
-// to the same destination already is followed, not fetched twice; one
-// there already, with its size, is done at once.
+// Download enqueues the download of one object (an s3:// or REMOTE://
+// URL of a key: Submit takes prefixes and local files) to dest (a file, or
+// a directory when it ends in "/") as a job of its own, and returns as
+// soon as the fleet has it: the bytes land later (Result). An object in
+// flight to the same destination already is followed, not fetched twice;
+// a file already there is an error unless Overwrite.
 func (c *Client) Download(ctx context.Context, src, dest string, opts ...Option) (*Transfer, error) {
+	if !location.IsURL(src) || strings.HasSuffix(src, "/") || !strings.Contains(src[strings.Index(src, "://")+3:], "/") {
+		return nil, fmt.Errorf("download %q: not the URL of one object (s3://bucket/key): Submit takes prefixes and local files", src)
+	}
 	var set settings
 	for _, o := range opts {
 		o(&set)

@@ -217,6 +217,22 @@ func (l *Ledger) AgreeShards(ctx context.Context) error {
 	return nil
 }
 
+// CheckShards refuses a shard count other than the one the fleet's Redis
+// recorded (AgreeShards), and records none: for a monitor, which must not
+// set the fleet's count before its workers do.
+func (l *Ledger) CheckShards(ctx context.Context) error {
+	got, err := l.rdb.Get(ctx, shardsKey).Int()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read the fleet's redis_shards: %w", err)
+	case got != l.shards:
+		return fmt.Errorf("%w: this process has %d, the fleet's Redis %d", ErrShards, l.shards, got)
+	}
+	return nil
+}
+
 // shardsKey holds the fleet's shard count (AgreeShards).
 const shardsKey = prefix + "shards"
 
@@ -582,8 +598,8 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 // is best effort: the end it follows is recorded, and the next end (or
 // SetListed) touches them again.
 func (l *Ledger) touchJobs(ctx context.Context, shard int, jobs []string) {
-	if l.shards <= 1 || len(jobs) == 0 {
-		return
+	if (l.shards <= 1 && shard >= 0) || len(jobs) == 0 {
+		return // shard -1: every shard
 	}
 	pipe := l.rdb.Pipeline()
 	for _, j := range jobs {
@@ -778,17 +794,35 @@ type JobObject struct {
 // (attached; shard by shard in a sharded ledger), a page at a time, so a
 // job of a million objects is never held in memory at once.
 func (l *Ledger) JobObjects(ctx context.Context, id string, fn func(JobObject) error) error {
+	return l.JobObjectsFrom(ctx, id, 0, fn)
+}
+
+// JobObjectsFrom walks a job's objects as JobObjects does, from the one
+// at offset skip (0 the first): a page deep in a job of a million objects
+// reads only that page's records.
+func (l *Ledger) JobObjectsFrom(ctx context.Context, id string, skip int64, fn func(JobObject) error) error {
 	for shard := range l.shards {
-		if err := l.jobObjects(ctx, shard, id, fn); err != nil {
+		if skip > 0 {
+			n, err := l.rdb.ZCard(ctx, l.jobXfersKey(shard, id)).Result()
+			if err != nil {
+				return fmt.Errorf("count objects of job %s: %w", id, err)
+			}
+			if skip >= n {
+				skip -= n
+				continue
+			}
+		}
+		if err := l.jobObjects(ctx, shard, id, skip, fn); err != nil {
 			return err
 		}
+		skip = 0
 	}
 	return nil
 }
 
-func (l *Ledger) jobObjects(ctx context.Context, shard int, id string, fn func(JobObject) error) error {
+func (l *Ledger) jobObjects(ctx context.Context, shard int, id string, from int64, fn func(JobObject) error) error {
 	const page = 500
-	for start := int64(0); ; start += page {
+	for start := from; ; start += page {
 		ids, err := l.rdb.ZRange(ctx, l.jobXfersKey(shard, id), start, start+page-1).Result()
 		if err != nil {
 			return fmt.Errorf("list objects of job %s: %w", id, err)
@@ -1575,6 +1609,12 @@ func (l *Ledger) Leave(ctx context.Context, job, id string) (bool, error) {
 	n, err := leaveScript.Run(ctx, l.rdb, []string{l.xferKey(id), l.xferJobsKey(id), l.jobKey(shard, job), l.jobXfersKey(shard, job)}, job, id).Int()
 	if err != nil {
 		return false, fmt.Errorf("take job %s out of transfer %s: %w", job, id, err)
+	}
+	if n == 1 {
+		// A job left with nothing to wait for starts its retention.
+		if j, err := l.GetJob(ctx, job); err == nil && j.Done() {
+			l.touchJobs(ctx, -1, []string{job})
+		}
 	}
 	return n == 1, nil
 }

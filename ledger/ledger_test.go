@@ -705,3 +705,56 @@ func TestThroughput(t *testing.T) {
 		t.Error("no throughput key with an expiry")
 	}
 }
+
+// TestLeave: a job that joins a transfer whose chunks are streaming counts
+// their bytes in flight too, and one that leaves it (Leave, while another
+// job still waits for it) takes them and the object out, and starts its
+// retention; the transfer's only job cannot leave (it cancels instead).
+// Every job's moving count ends at 0 (a review found -7 and 7).
+func TestLeave(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.StartRedis(t).Client(t)
+	l := ledger.New(rdb, time.Hour, ledger.Shards(shards))
+	ctx := context.Background()
+	x := transfer("k", 40, 4)
+	gen := create(t, l, "a", x)
+	partReady(t, l, x.ID, gen)
+	_, _ = l.StartChunk(ctx, x.ID, gen, 0, time.Now())
+	if _, err := l.ChunkProgress(ctx, x.ID, gen, 0, 7); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := l.Leave(ctx, "a", x.ID); err != nil || left {
+		t.Fatalf("the only job left: %v %v", left, err)
+	}
+	for _, j := range []string{"b", "c"} {
+		if err := l.CreateJob(ctx, j, "s3://b/", "/d/", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := l.Attach(ctx, ledger.AttachRequest{Job: j, Mode: ledger.ModeAttach, New: x, Expect: ledger.Transfer{State: ledger.Running, Gen: gen}}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetListed(ctx, j, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := job(t, l, j).Moving; got != 7 {
+			t.Fatalf("job %s joined with moving %d, want the transfer's 7", j, got)
+		}
+	}
+	if left, err := l.Leave(ctx, "b", x.ID); err != nil || !left {
+		t.Fatalf("leave: %v %v", left, err)
+	}
+	if b := job(t, l, "b"); b.Moving != 0 || b.Objects != 0 || b.BytesTotal != 0 || !b.Done() {
+		t.Fatalf("job b after leaving: %+v", b)
+	}
+	if ttl, _ := rdb.TTL(ctx, l.HashTags()[0]+":job:b").Result(); ttl <= 0 {
+		t.Errorf("job b, done after leaving, has TTL %v, want the retention", ttl)
+	}
+	if ok, _ := l.Fail(ctx, x.ID, gen, "boom", false, time.Now()); !ok {
+		t.Fatal("fail")
+	}
+	for _, j := range []string{"a", "c"} {
+		if got := job(t, l, j).Moving; got != 0 {
+			t.Errorf("job %s ends with moving %d, want 0", j, got)
+		}
+	}
+}

@@ -235,6 +235,9 @@ local function attach(KEYS, ARGV)
     end
     if add_job(KEYS[3], job_id) == 1 then
       redis.call('HINCRBY', KEYS[4], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+      -- what its chunks have streamed so far is the joining job's too (unmove takes it back)
+      local moving = num(redis.call('HGET', KEYS[1], 'moving'))
+      if moving ~= 0 then redis.call('HINCRBY', KEYS[4], 'moving', moving) end
       local counter = COUNTER[redis.call('HGET', KEYS[1], 'state')]
       if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
     end
@@ -617,6 +620,7 @@ redis.call('ZREM', KEYS[4], ARGV[2])
 sub(KEYS[3], 'objects', 1)
 sub(KEYS[3], 'bytes_total', num(redis.call('HGET', KEYS[1], 'size')))
 sub(KEYS[3], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+sub(KEYS[3], 'moving', num(redis.call('HGET', KEYS[1], 'moving')))
 return 1
 `)
 

@@ -83,17 +83,14 @@ func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer rdb.Close()
 	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
-	if err := led.AgreeShards(ctx); err != nil {
+	if err := led.CheckShards(ctx); err != nil { // a monitor records nothing
 		return fmt.Errorf("config: %w", err)
 	}
-	eps := connect.Endpoints(cfg, rdb, log)
-	s3c, err := eps.Client(ctx, "", "")
+	enq, err := monitorControl(ctx, cfg, rdb, led)
 	if err != nil {
-		return err
-	}
-	enq, err := enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), log)
-	if err != nil {
-		return err
+		// The jobs view's buttons need the enqueuer's S3 client and task
+		// keys; without them the monitor still shows everything.
+		log.Warn("the jobs view is read-only: cannot cancel or retry", "err", err)
 	}
 	closeUI, err := startUI(ctx, cmp.Or(cfg.UI, DefaultUIAddr), cfg.UIReadOnly, opt, rdb, newRegistry(rdb, cfg.RedisShards), led, enq, log)
 	if err != nil {
@@ -104,11 +101,25 @@ func ServeUI(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
+// monitorControl is the enqueuer a monitor's buttons use.
+func monitorControl(ctx context.Context, cfg config.Config, rdb redis.UniversalClient, led *ledger.Ledger) (*enqueuer.Enqueuer, error) {
+	eps := connect.Endpoints(cfg, rdb, nil)
+	s3c, err := eps.Client(ctx, "", "")
+	if err != nil {
+		return nil, err
+	}
+	return enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), nil)
+}
+
 // startUI serves uiHandler on addr until ctx ends; the function returned
 // releases the UI's resources.
 func startUI(ctx context.Context, addr string, readOnly bool, opt asynq.RedisConnOpt, rdb redis.UniversalClient, reg *prometheus.Registry,
 	led *ledger.Ledger, enq *enqueuer.Enqueuer, log *slog.Logger) (func(), error) {
-	jobs := jobsui.New(led, enq, jobsui.Options{ReadOnly: readOnly, AsynqPath: UIPath, Log: log})
+	opts := jobsui.Options{ReadOnly: readOnly, AsynqPath: UIPath, Log: log}
+	jobs := jobsui.New(led, nil, opts) // without an enqueuer: read-only (not a typed nil)
+	if enq != nil {
+		jobs = jobsui.New(led, enq, opts)
+	}
 	h, closeUI := uiHandler(opt, rdb, reg, readOnly, jobs)
 	addr, err := serveHTTP(ctx, "ui", addr, h, log)
 	if err != nil {

@@ -37,7 +37,7 @@ const Path = "/jobs"
 type store interface {
 	RecentJobs(ctx context.Context, n int64) ([]ledger.Job, error)
 	GetJob(ctx context.Context, id string) (ledger.Job, error)
-	JobObjects(ctx context.Context, id string, fn func(ledger.JobObject) error) error
+	JobObjectsFrom(ctx context.Context, id string, skip int64, fn func(ledger.JobObject) error) error
 	Throughput(ctx context.Context, job string) ([]ledger.Bucket, error)
 }
 
@@ -79,10 +79,14 @@ type handler struct {
 	opts Options
 }
 
-// New returns the jobs view, to be served at Path.
+// New returns the jobs view, to be served at Path. Without a control (nil)
+// it is read-only.
 func New(led store, ctl control, opts Options) http.Handler {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	if ctl == nil {
+		opts.ReadOnly = true
 	}
 	h := &handler{led: led, ctl: ctl, opts: opts}
 	mux := http.NewServeMux()
@@ -223,15 +227,12 @@ func (h *handler) job(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	pages := max(1, int((j.Objects-j.Pending+perPage-1)/perPage))
 	pg, _ := strconv.Atoi(r.URL.Query().Get("page"))
-	pg = max(pg, 1)
+	pg = min(max(pg, 1), pages)
 	var objs []objectView
-	skip := (pg - 1) * perPage
-	err := h.led.JobObjects(ctx, j.ID, func(o ledger.JobObject) error {
-		if skip > 0 {
-			skip--
-			return nil
-		}
+	// From the page's first object on: a deep page reads only its own.
+	err := h.led.JobObjectsFrom(ctx, j.ID, int64(pg-1)*perPage, func(o ledger.JobObject) error {
 		if len(objs) == perPage {
 			return errPageFull
 		}
@@ -243,7 +244,7 @@ func (h *handler) job(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := data{Part: "job", Job: h.view(ctx, j), Objects: objs, Page: pg, Message: r.URL.Query().Get("msg")}
-	d.Pages = max(1, int((j.Objects-j.Pending+perPage-1)/perPage))
+	d.Pages = pages
 	d.Chart = h.chart(ctx, j.ID)
 	h.render(w, d)
 }
