@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -172,6 +173,9 @@ func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log *slog
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", name, err)
 	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		h = loopbackHostOnly(h)
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -185,4 +189,23 @@ func serveHTTP(ctx context.Context, name, addr string, h http.Handler, log *slog
 		}
 	}()
 	return l.Addr().String(), nil
+}
+
+// loopbackHostOnly refuses, on a listener bound to loopback, a request
+// whose Host is not a loopback name: a page of another site whose name
+// was rebound to 127.0.0.1 (DNS rebinding) reaches the port, but names its
+// own host, and would otherwise read the jobs and press their buttons as
+// if it were the UI's own page.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		if ip := net.ParseIP(strings.Trim(host, "[]")); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, fmt.Sprintf("this listener serves loopback only: Host %q is not a loopback name", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
