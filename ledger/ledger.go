@@ -578,13 +578,7 @@ func (l *Ledger) SetListed(ctx context.Context, id string, listErr error) error 
 		return fmt.Errorf("mark job %s listed: %w", id, err)
 	}
 	if j.Done() {
-		pipe := l.rdb.Pipeline()
-		for n := range l.shards {
-			for _, k := range l.jobKeys(n, id) {
-				pipe.Expire(ctx, k, l.ttl)
-			}
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		if err := l.expireJobs(ctx, -1, []string{id}); err != nil {
 			return fmt.Errorf("mark job %s listed: %w", id, err)
 		}
 	}
@@ -601,10 +595,16 @@ func (l *Ledger) touchJobs(ctx context.Context, shard int, jobs []string) {
 	if (l.shards <= 1 && shard >= 0) || len(jobs) == 0 {
 		return // shard -1: every shard
 	}
+	_ = l.expireJobs(ctx, shard, jobs)
+}
+
+// expireJobs starts the retention of jobs' keys in every shard but skip
+// (-1: none), in one round trip.
+func (l *Ledger) expireJobs(ctx context.Context, skip int, jobs []string) error {
 	pipe := l.rdb.Pipeline()
 	for _, j := range jobs {
 		for n := range l.shards {
-			if n == shard {
+			if n == skip {
 				continue
 			}
 			for _, k := range l.jobKeys(n, j) {
@@ -612,7 +612,8 @@ func (l *Ledger) touchJobs(ctx context.Context, shard int, jobs []string) {
 			}
 		}
 	}
-	_, _ = pipe.Exec(ctx)
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // Supersede takes out of a job its failed and cancelled transfers that
@@ -710,16 +711,23 @@ func (l *Ledger) SetListTask(ctx context.Context, id, queue, task string) error 
 	return nil
 }
 
+// readShards reads the hash key names in every shard, in one round trip.
+func (l *Ledger) readShards(ctx context.Context, key func(shard int) string) ([]*redis.MapStringStringCmd, error) {
+	pipe := l.rdb.Pipeline()
+	reads := make([]*redis.MapStringStringCmd, l.shards)
+	for n := range l.shards {
+		reads[n] = pipe.HGetAll(ctx, key(n))
+	}
+	_, err := pipe.Exec(ctx)
+	return reads, err
+}
+
 // GetJob reads a job's record: its home record, and its counters added
 // up over the shards.
 func (l *Ledger) GetJob(ctx context.Context, id string) (Job, error) {
 	var j Job
-	pipe := l.rdb.Pipeline()
-	reads := make([]*redis.MapStringStringCmd, l.shards)
-	for n := range l.shards {
-		reads[n] = pipe.HGetAll(ctx, l.jobKey(n, id))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	reads, err := l.readShards(ctx, func(n int) string { return l.jobKey(n, id) })
+	if err != nil {
 		return j, fmt.Errorf("read job %s: %w", id, err)
 	}
 	if len(reads[0].Val()) == 0 {
@@ -1526,13 +1534,13 @@ type PendingEntry struct {
 
 // PendingBatches lists a job's batches whose objects have no records yet.
 func (l *Ledger) PendingBatches(ctx context.Context, job string) ([]PendingEntry, error) {
+	reads, err := l.readShards(ctx, func(n int) string { return l.jobPendingKey(n, job) })
+	if err != nil {
+		return nil, fmt.Errorf("read pending batches of job %s: %w", job, err)
+	}
 	var out []PendingEntry
-	for shard := range l.shards {
-		m, err := l.rdb.HGetAll(ctx, l.jobPendingKey(shard, job)).Result()
-		if err != nil {
-			return nil, fmt.Errorf("read pending batches of job %s: %w", job, err)
-		}
-		for id, v := range m {
+	for shard, r := range reads {
+		for id, v := range r.Val() {
 			e := PendingEntry{ID: id, Shard: shard}
 			if _, err := fmt.Sscanf(v, "%d %d %s", &e.Objects, &e.Bytes, &e.Queue); err != nil {
 				return nil, fmt.Errorf("pending batch %s of job %s: %q: %w", id, job, v, err)
@@ -1661,12 +1669,8 @@ const BucketWidth = 10 * time.Second
 // Throughput returns the bytes the job landed in each bucket of its last
 // hour that has any, oldest first (added up over the shards).
 func (l *Ledger) Throughput(ctx context.Context, job string) ([]Bucket, error) {
-	pipe := l.rdb.Pipeline()
-	reads := make([]*redis.MapStringStringCmd, l.shards)
-	for n := range l.shards {
-		reads[n] = pipe.HGetAll(ctx, l.jobTPKey(n, job))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	reads, err := l.readShards(ctx, func(n int) string { return l.jobTPKey(n, job) })
+	if err != nil {
 		return nil, fmt.Errorf("read the throughput of job %s: %w", job, err)
 	}
 	by := map[int64]int64{}

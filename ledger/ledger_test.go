@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/s3fleet/s3fleet/internal/testenv"
 	"github.com/s3fleet/s3fleet/ledger"
 )
@@ -27,7 +29,15 @@ var shards = func() int {
 
 func newLedger(t *testing.T) *ledger.Ledger {
 	t.Helper()
-	return ledger.New(testenv.StartRedis(t).Client(t), time.Hour, ledger.Shards(shards))
+	l, _ := ledgerOf(t, shards)
+	return l
+}
+
+// ledgerOf is a ledger of n shards on a Redis of its own, and that Redis.
+func ledgerOf(t *testing.T, n int) (*ledger.Ledger, redis.UniversalClient) {
+	t.Helper()
+	rdb := testenv.StartRedis(t).Client(t)
+	return ledger.New(rdb, time.Hour, ledger.Shards(n)), rdb
 }
 
 // idFor is a transfer's ID in the tests' ledgers.
@@ -647,8 +657,7 @@ func TestChunkProgress(t *testing.T) {
 // buckets of 10 s, which expire with the job.
 func TestThroughput(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.StartRedis(t).Client(t)
-	l := ledger.New(rdb, time.Hour, ledger.Shards(shards))
+	l, rdb := ledgerOf(t, shards)
 	ctx := context.Background()
 	x, small := transfer("k", 40, 4), transfer("s", 7, 1)
 	gen := create(t, l, "j", x)
@@ -713,8 +722,7 @@ func TestThroughput(t *testing.T) {
 // Every job's moving count ends at 0 (a review found -7 and 7).
 func TestLeave(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.StartRedis(t).Client(t)
-	l := ledger.New(rdb, time.Hour, ledger.Shards(shards))
+	l, rdb := ledgerOf(t, shards)
 	ctx := context.Background()
 	x := transfer("k", 40, 4)
 	gen := create(t, l, "a", x)

@@ -70,18 +70,20 @@ local function moving_key(xfer) return xfer .. ':moving' end
 -- throughput (KEY:tp): a ring of TP_SLOTS buckets of TP_WIDTH ms, each
 -- "bucket bytes", so that a job keeps its last hour and no more.
 local TP_WIDTH, TP_SLOTS = 10000, 360
-local function landed_at(xfer_jobs, now, n)
+-- tp_add counts them in one job (its key k).
+local function tp_add(k, now, n)
   if not now or n == 0 then return end
   local b = math.floor(tonumber(now) / TP_WIDTH)
   local f = tostring(b % TP_SLOTS)
-  each_job(xfer_jobs, function(k)
-    local key = k .. ':tp'
-    local v = redis.call('HGET', key, f)
-    local vb, vn = nil, 0
-    if v then vb, vn = string.match(v, '^(%d+) (%d+)$') end
-    if tonumber(vb) == b then vn = tonumber(vn) + n else vn = n end
-    redis.call('HSET', key, f, string.format('%d %d', b, vn))
-  end)
+  local key = k .. ':tp'
+  local v = redis.call('HGET', key, f)
+  local vb, vn = nil, 0
+  if v then vb, vn = string.match(v, '^(%d+) (%d+)$') end
+  if tonumber(vb) == b then vn = tonumber(vn) + n else vn = n end
+  redis.call('HSET', key, f, string.format('%d %d', b, vn))
+end
+local function landed_at(xfer_jobs, now, n)
+  each_job(xfer_jobs, function(k) tp_add(k, now, n) end)
 end
 -- unmove takes back what chunk c (nil: every chunk) reported streaming.
 local function unmove(xfer, xfer_jobs, c)
@@ -437,7 +439,7 @@ for i = 1, #KEYS / 3 do
     for _, j in ipairs(job_ids(js)) do ids[j] = true end
     add(jobs, 'bytes_done', n)
     add(jobs, 'succeeded', 1)
-    landed_at(js, now, tonumber(ARGV[a + 2]))
+    add(jobs, 'tp', tonumber(ARGV[a + 2])) -- the batch's bytes, into each job's throughput once
     add(jobs, check_field(x), 1)
     touch(ttl, x, js)
     out[i] = 1
@@ -445,7 +447,11 @@ for i = 1, #KEYS / 3 do
 end
 for k, d in pairs(delta) do
   for f, n in pairs(d) do
-    if n ~= 0 then redis.call('HINCRBY', k, f, n) end
+    if f == 'tp' then
+      tp_add(k, now, n)
+    elseif n ~= 0 then
+      redis.call('HINCRBY', k, f, n)
+    end
   end
   touch(ttl, k, k .. ':xfers', k .. ':skipped', k .. ':tp')
 end

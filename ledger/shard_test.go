@@ -216,8 +216,7 @@ func inShard(l *ledger.Ledger, shard int, tag string) ledger.Transfer {
 func TestShardedRetention(t *testing.T) {
 	t.Parallel()
 	for _, n := range []int{1, 3} {
-		rdb := testenv.StartRedis(t).Client(t)
-		l := ledger.New(rdb, time.Hour, ledger.Shards(n))
+		l, rdb := ledgerOf(t, n)
 		ctx := context.Background()
 		now := time.Now()
 		if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", now); err != nil {
@@ -255,8 +254,7 @@ func TestShardedRetention(t *testing.T) {
 func TestShardedCancelMark(t *testing.T) {
 	t.Parallel()
 	for _, n := range []int{1, 3} {
-		rdb := testenv.StartRedis(t).Client(t)
-		l := ledger.New(rdb, time.Hour, ledger.Shards(n))
+		l, rdb := ledgerOf(t, n)
 		ctx := context.Background()
 		now := time.Now()
 		if err := l.CreateJob(ctx, "j", "s3://b/", "/d/", now); err != nil {
