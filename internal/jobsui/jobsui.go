@@ -111,7 +111,18 @@ type jobView struct {
 	Finished int64
 }
 
+// view is a job as the list shows it, its rate from its throughput (read
+// only while it runs).
 func (h *handler) view(ctx context.Context, j ledger.Job) jobView {
+	var bs []ledger.Bucket
+	if !j.Done() {
+		bs, _ = h.led.Throughput(ctx, j.ID)
+	}
+	return viewOf(j, bs)
+}
+
+// viewOf is a job as the pages show it, given its throughput.
+func viewOf(j ledger.Job, bs []ledger.Bucket) jobView {
 	v := jobView{Job: j, Finished: j.Finished()}
 	switch {
 	case !j.Listed:
@@ -129,18 +140,16 @@ func (h *handler) view(ctx context.Context, j ledger.Job) jobView {
 		v.Pct = 100 * float64(min(j.BytesDone+max(j.Moving, 0), j.BytesTotal)) / float64(j.BytesTotal)
 	}
 	if v.State == "running" || v.State == "listing" {
-		if bs, err := h.led.Throughput(ctx, j.ID); err == nil {
-			rate := recentRate(bs, time.Now())
-			if since := time.Since(time.UnixMilli(j.Created)); rate == 0 && since > time.Second {
-				// nothing landed lately (chunks still streaming): the
-				// average since the job began, bytes in flight included
-				rate = float64(max(j.BytesDone-j.BytesSkip+j.Moving, 0)) / since.Seconds()
-			}
-			if rate > 0 {
-				v.Rate = humanize.IBytes(uint64(rate)) + "/s"
-				left := max(j.BytesTotal-j.BytesDone-max(j.Moving, 0), 0)
-				v.ETA = (time.Duration(float64(left)/rate) * time.Second).Round(time.Second).String()
-			}
+		rate := recentRate(bs, time.Now())
+		if since := time.Since(time.UnixMilli(j.Created)); rate == 0 && since > time.Second {
+			// nothing landed lately (chunks still streaming): the
+			// average since the job began, bytes in flight included
+			rate = float64(max(j.BytesDone-j.BytesSkip+j.Moving, 0)) / since.Seconds()
+		}
+		if rate > 0 {
+			v.Rate = humanize.IBytes(uint64(rate)) + "/s"
+			left := max(j.BytesTotal-j.BytesDone-max(j.Moving, 0), 0)
+			v.ETA = (time.Duration(float64(left)/rate) * time.Second).Round(time.Second).String()
 		}
 	}
 	return v
@@ -243,9 +252,10 @@ func (h *handler) job(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	d := data{Part: "job", Job: h.view(ctx, j), Objects: objs, Page: pg, Message: r.URL.Query().Get("msg")}
+	bs, _ := h.led.Throughput(ctx, j.ID) // for the rate and the chart: read once
+	d := data{Part: "job", Job: viewOf(j, bs), Objects: objs, Page: pg, Message: r.URL.Query().Get("msg")}
 	d.Pages = pages
-	d.Chart = h.chart(ctx, j.ID)
+	d.Chart = chart(bs)
 	h.render(w, d)
 }
 
@@ -254,7 +264,8 @@ func (h *handler) summary(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h.render(w, data{Part: "summary", Job: h.view(r.Context(), j), Chart: h.chart(r.Context(), j.ID)})
+	bs, _ := h.led.Throughput(r.Context(), j.ID)
+	h.render(w, data{Part: "summary", Job: viewOf(j, bs), Chart: chart(bs)})
 }
 
 func (h *handler) getJob(w http.ResponseWriter, r *http.Request) (ledger.Job, bool) {
@@ -320,9 +331,8 @@ func (h *handler) act(what string) http.HandlerFunc {
 
 // chart draws the job's throughput over its last hour as SVG bars (MiB/s
 // per 10 s), or nothing when no bytes have landed in it.
-func (h *handler) chart(ctx context.Context, job string) template.HTML {
-	bs, err := h.led.Throughput(ctx, job)
-	if err != nil || len(bs) == 0 {
+func chart(bs []ledger.Bucket) template.HTML {
+	if len(bs) == 0 {
 		return ""
 	}
 	const width, height, top = 720.0, 160.0, 20.0
