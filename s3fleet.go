@@ -18,11 +18,13 @@
 package s3fleet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +37,7 @@ import (
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/tasks"
 	"github.com/s3fleet/s3fleet/worker"
 )
 
@@ -54,16 +57,30 @@ func OptionsFromEnv() (Options, error) {
 // Client submits work to the fleet and follows it. It is safe for
 // concurrent use; Close releases it.
 type Client struct {
+	opts  Options
 	rdb   redis.UniversalClient
 	led   *ledger.Ledger
-	enq   *enqueuer.Enqueuer
+	insp  *asynq.Inspector
 	watch *watcher
 	stop  func() // Local: the embedded queue and workers
 	once  sync.Once
+
+	// The S3 side, set up on first use (status and waiting need none, so
+	// they work without S3 credentials).
+	enqOnce sync.Once
+	enq     *enqueuer.Enqueuer
+	enqErr  error
+
+	// dead is closed, with deadErr, when a Local client's workers stopped
+	// on their own: nothing will run what waits.
+	dead    chan struct{}
+	deadErr error
 }
 
-// Connect reaches the fleet's Redis and S3 endpoint as opts describe. It
-// fails within opts.ConnectTimeout when either is unreachable.
+// Connect reaches the fleet's Redis as opts describe, and fails within
+// opts.ConnectTimeout when it does not answer, naming it. The S3
+// endpoints' settings are loaded when a call first needs them (Download,
+// Submit, Cancel…); a status or a Wait needs none.
 func Connect(ctx context.Context, opts Options) (*Client, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -85,18 +102,25 @@ func newClient(ctx context.Context, opts Options, rdb redis.UniversalClient) (*C
 	if err := led.AgreeShards(ctx); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	eps := connect.Endpoints(opts, rdb, connect.Logger(opts))
-	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
-	defer cancel()
-	s3c, err := eps.Client(cctx, "", "")
-	if err != nil {
-		return nil, err
-	}
-	enq, err := enqueuer.New(opts, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), connect.Logger(opts))
-	if err != nil {
-		return nil, err
-	}
-	return &Client{rdb: rdb, led: led, enq: enq, watch: newWatcher(led)}, nil
+	return &Client{opts: opts, rdb: rdb, led: led, insp: asynq.NewInspectorFromRedisClient(rdb), watch: newWatcher(led),
+		dead: make(chan struct{})}, nil
+}
+
+// enqueuer is the client's S3 side, made on first use.
+func (c *Client) enqueuer(ctx context.Context) (*enqueuer.Enqueuer, error) {
+	c.enqOnce.Do(func() {
+		log := connect.Logger(c.opts)
+		eps := connect.Endpoints(c.opts, c.rdb, log)
+		cctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
+		defer cancel()
+		s3c, err := eps.Client(cctx, "", "")
+		if err != nil {
+			c.enqErr = err
+			return
+		}
+		c.enq, c.enqErr = enqueuer.New(c.opts, s3c, eps, c.led, asynq.NewClientFromRedisClient(c.rdb), c.insp, log)
+	})
+	return c.enq, c.enqErr
 }
 
 // Local runs the fleet inside this process: an embedded Redis-compatible
@@ -124,6 +148,7 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	failed := make(chan struct{}) // the worker stopped on its own
+	var failure error
 	go func() {
 		defer wg.Done()
 		defer func() {
@@ -138,6 +163,7 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 		}
 		if err := worker.Run(wctx, opts, log); err != nil && !errors.Is(err, context.Canceled) {
+			failure = err
 			log.Error("local worker stopped", "err", err)
 		}
 	}()
@@ -150,7 +176,9 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 	c.stop = stop
 	go func() {
 		select {
-		case <-failed: // nothing will run what waits: Result returns ErrClosed
+		case <-failed: // nothing will run what waits: Result returns ErrClosed, Wait the cause
+			c.deadErr = fmt.Errorf("the local worker stopped: %w", cmp.Or(failure, errors.New("no cause given")))
+			close(c.dead)
 			c.watch.close()
 		case <-wctx.Done():
 		}
@@ -170,4 +198,51 @@ func (c *Client) Close() error {
 		}
 	})
 	return err
+}
+
+// Host is one live worker process of the fleet, known by its host
+// setting: the name Job.On takes.
+type Host struct {
+	Host        string    `json:"host"`
+	PID         int       `json:"pid"`
+	Machine     string    `json:"machine"` // the machine's own name
+	Concurrency int       `json:"concurrency"`
+	Active      int       `json:"active"` // tasks running now
+	Started     time.Time `json:"started"`
+}
+
+// Hosts lists the live workers, by host name, then process ID.
+func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
+	servers, err := c.insp.Servers()
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	var hosts []Host
+	for _, s := range servers {
+		for q := range s.Queues {
+			if h, ok := tasks.HostOf(q); ok {
+				hosts = append(hosts, Host{Host: h, PID: s.PID, Machine: s.Host, Concurrency: s.Concurrency,
+					Active: len(s.ActiveWorkers), Started: s.Started})
+			}
+		}
+	}
+	slices.SortFunc(hosts, func(a, b Host) int {
+		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.PID, b.PID))
+	})
+	return hosts, nil
+}
+
+// Upload is a multipart upload in progress that the fleet created.
+type Upload = enqueuer.Upload
+
+// Uploads lists the multipart uploads in progress under an object URL's
+// bucket and prefix that the fleet's workers created (never another
+// tool's), with their transfer's state, calling fn with each; with abort
+// it aborts the stray ones (no transfer will complete or abort them).
+func (c *Client) Uploads(ctx context.Context, url string, abort bool, fn func(Upload) error) error {
+	enq, err := c.enqueuer(ctx)
+	if err != nil {
+		return err
+	}
+	return enq.Uploads(ctx, url, abort, fn)
 }

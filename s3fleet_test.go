@@ -3,6 +3,7 @@ package s3fleet_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,10 +56,12 @@ func run(m *testing.M) int {
 		"S3FLEET_REDIS": fleet.redis.URL, "S3FLEET_ENDPOINT": proxy.URL, "S3FLEET_CHUNK_SIZE": "1MiB",
 		"S3FLEET_THRESHOLD": "1MiB", "S3FLEET_POLL_INTERVAL": "50ms", "S3FLEET_ALLOW_DEST": os.TempDir(),
 		"S3FLEET_RETRY_DELAY": "50ms", "S3FLEET_LOG_LEVEL": "warn",
+		"S3FLEET_ALLOW_WRITE": "s3://out/", "S3FLEET_ALLOW_SOURCE": os.TempDir(), "S3FLEET_ALLOW_DELETE": "s3://out/gone/",
 	} {
 		os.Setenv(k, v)
 	}
 	fleet.s3.CreateBucket(st, "bkt")
+	fleet.s3.CreateBucket(st, "out")
 	fleet.s3.Put(st, "bkt", "reports/2026.csv", strings.NewReader(strings.Repeat("day,bytes\n", 100)), false)
 	for i := range 20 {
 		fleet.s3.PutRandom(st, "bkt", fmt.Sprintf("logs/%02d.log", i), int64(100+i), false)
@@ -148,7 +151,13 @@ func TestDownloadFuture(t *testing.T) {
 // get reads an object straight from the S3 server.
 func get(t *testing.T, key string) []byte {
 	t.Helper()
-	out, err := os.ReadFile(filepath.Join(fleet.s3.Root, "bkt", key)) // versitygw's POSIX backend
+	return getFrom(t, "bkt", key)
+}
+
+// getFrom reads an object of any bucket straight from the S3 server.
+func getFrom(t *testing.T, bucket, key string) []byte {
+	t.Helper()
+	out, err := os.ReadFile(filepath.Join(fleet.s3.Root, bucket, key)) // versitygw's POSIX backend
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,5 +389,71 @@ func TestConnectUnreachable(t *testing.T) {
 	_, err = s3fleet.Connect(context.Background(), opts)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || time.Since(start) > 5*time.Second {
 		t.Fatalf("Connect to nothing: %v after %s", err, time.Since(start))
+	}
+}
+
+// TestCopyAndUpload: Copy and Upload return Transfers as Download does:
+// an object copied to another bucket and a local file uploaded land with
+// every byte as the source's, checked; a destination of the wrong kind is
+// refused before anything is enqueued.
+func TestCopyAndUpload(t *testing.T) {
+	c := connect(t)
+	ctx := context.Background()
+	cp, err := c.Copy(ctx, "s3://bkt/logs/big.log", "s3://out/copied/big.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := cp.Result(ctx)
+	if err != nil || rec.State != s3fleet.Success || rec.Dest != "s3://out/copied/big.log" || rec.Size != 3<<20 || rec.Check == "" {
+		t.Fatalf("copy: %+v %v", rec, err)
+	}
+	if !bytes.Equal(getFrom(t, "out", "copied/big.log"), get(t, "logs/big.log")) {
+		t.Fatal("the copy differs from its source")
+	}
+
+	src := filepath.Join(t.TempDir(), "up.bin")
+	body := make([]byte, 5<<19) // 2.5 MiB: three chunks
+	if _, err := rand.Read(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(src, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up, err := c.Upload(ctx, src, "s3://out/up/up.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.Meta().Source != src || up.Meta().Size != int64(len(body)) {
+		t.Fatalf("upload meta %+v", up.Meta())
+	}
+	rec, err = up.Result(ctx)
+	if err != nil || rec.State != s3fleet.Success || rec.Check == "" {
+		t.Fatalf("upload: %+v %v", rec, err)
+	}
+	if !bytes.Equal(getFrom(t, "out", "up/up.bin"), body) {
+		t.Fatal("the uploaded object differs from the file")
+	}
+
+	for name, call := range map[string]func() error{
+		"Copy writes to S3": func() error {
+			_, err := c.Download(ctx, "s3://bkt/logs/big.log", "s3://out/x")
+			return err
+		},
+		"not an object URL": func() error {
+			_, err := c.Copy(ctx, "s3://bkt/logs/big.log", filepath.Join(t.TempDir(), "x"))
+			return err
+		},
+		"not a regular file": func() error {
+			_, err := c.Upload(ctx, t.TempDir(), "s3://out/x")
+			return err
+		},
+		"not a local file": func() error {
+			_, err := c.Upload(ctx, "s3://bkt/logs/big.log", "s3://out/x")
+			return err
+		},
+	} {
+		if err := call(); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("want an error saying %q, got %v", name, err)
+		}
 	}
 }

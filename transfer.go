@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -98,9 +99,17 @@ type Record struct {
 	Check             string
 	Checksum          string
 	ChecksumAlgorithm string
+	// CheckReason says why nothing was compared, when Check is "none".
+	CheckReason string
 	// Cause is why a failed transfer failed.
-	Cause    string
-	Finished time.Time
+	Cause string
+	// Skipped says the object was there already, as this job found it:
+	// nothing moved (State is Success).
+	Skipped bool
+	// BytesDone is what has landed, in whole chunks, of Chunks; Attempts
+	// counts the chunk runs that started (a retried chunk counts again).
+	BytesDone, Chunks, Attempts int64
+	Finished                    time.Time
 }
 
 // Option sets something of a Download (or, where it says so, a Submit).
@@ -110,6 +119,15 @@ type Option func(*settings)
 type settings struct {
 	req      enqueuer.Request
 	progress func(Progress)
+	notice   func(string)
+}
+
+func apply(opts []Option) settings {
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
+	return set
 }
 
 // ExpectedSize is the object's size when the caller knows it: no HEAD is
@@ -139,6 +157,12 @@ func Priority(p string) Option { return func(s *settings) { s.req.Priority = p }
 // watcher (or Wait's) goroutine and should return quickly.
 func OnProgress(fn func(Progress)) Option { return func(s *settings) { s.progress = fn } }
 
+// OnNotice has fn told, while a job's Wait runs, what the job waits for,
+// in a line for a person: a worker's note (space on a full disk), queues
+// with tasks waiting that no live worker serves, Redis unreachable and
+// back. fn runs on Wait's goroutine.
+func OnNotice(fn func(string)) Option { return func(s *settings) { s.notice = fn } }
+
 // Transfer is one Download in flight: a future.
 type Transfer struct {
 	c    *Client
@@ -150,24 +174,75 @@ type Transfer struct {
 }
 
 // Download enqueues the download of one object (an s3:// or REMOTE://
-// URL of a key: Submit takes prefixes and local files) to dest (a file, or
-// a directory when it ends in "/") as a job of its own, and returns as
-// soon as the fleet has it: the bytes land later (Result). An object in
-// flight to the same destination already is followed, not fetched twice;
-// a file already there is an error unless Overwrite.
+// URL of a key: Submit takes prefixes) to dest (a file, or a directory
+// when it ends in "/") as a job of its own, and returns as soon as the
+// fleet has it: the bytes land later (Result). An object in flight to the
+// same destination already is followed, not fetched twice; a file already
+// there is an error unless Overwrite.
 func (c *Client) Download(ctx context.Context, src, dest string, opts ...Option) (*Transfer, error) {
+	if err := oneObject("download", src); err != nil {
+		return nil, err
+	}
+	if location.IsURL(dest) {
+		return nil, fmt.Errorf("download %s to %q: the destination is an object URL: Copy writes to S3", src, dest)
+	}
+	return c.one(ctx, "download", src, dest, opts)
+}
+
+// Copy enqueues the copy of one object (an s3:// or REMOTE:// URL of a
+// key) to dest, an object URL (a key, or a prefix ending in "/" for the
+// source's base name), as Download does: S3 copies it itself when both are
+// on one endpoint, and workers stream it between endpoints otherwise. The
+// workers' allow_write must cover dest.
+func (c *Client) Copy(ctx context.Context, src, dest string, opts ...Option) (*Transfer, error) {
+	if err := oneObject("copy", src); err != nil {
+		return nil, err
+	}
+	if !location.IsURL(dest) {
+		return nil, fmt.Errorf("copy %s to %q: the destination is not an object URL (s3://bucket/key): Download writes files", src, dest)
+	}
+	return c.one(ctx, "copy", src, dest, opts)
+}
+
+// Upload enqueues the upload of one local file (a path the workers see,
+// under their allow_source) to dest, an object URL, as Download does;
+// Submit takes directories. The file is pinned as it was when enqueued:
+// one changed before its bytes are read fails the upload.
+func (c *Client) Upload(ctx context.Context, path, dest string, opts ...Option) (*Transfer, error) {
+	if location.IsURL(path) {
+		return nil, fmt.Errorf("upload %q: not a local file: Copy takes object URLs", path)
+	}
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", path, err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("upload %s: not a regular file (Submit takes directories)", path)
+	}
+	if !location.IsURL(dest) {
+		return nil, fmt.Errorf("upload %s to %q: the destination is not an object URL (s3://bucket/key)", path, dest)
+	}
+	return c.one(ctx, "upload", path, dest, opts)
+}
+
+// oneObject checks that src is the URL of one object, not a prefix.
+func oneObject(op, src string) error {
 	if !location.IsURL(src) || strings.HasSuffix(src, "/") || !strings.Contains(src[strings.Index(src, "://")+3:], "/") {
-		return nil, fmt.Errorf("download %q: not the URL of one object (s3://bucket/key): Submit takes prefixes and local files", src)
+		return fmt.Errorf("%s %q: not the URL of one object (s3://bucket/key): Submit takes prefixes and local files", op, src)
 	}
-	var set settings
-	for _, o := range opts {
-		o(&set)
-	}
+	return nil
+}
+
+// one submits a job of one object and follows its transfer.
+func (c *Client) one(ctx context.Context, op, src, dest string, opts []Option) (*Transfer, error) {
+	set := apply(opts)
 	req := set.req
 	req.Sources, req.Dest = []string{src}, dest
-	sum, err := c.enq.Submit(ctx, req)
+	enq, err := c.enqueuer(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", src, err)
+		return nil, fmt.Errorf("%s %s: %w", op, src, err)
+	}
+	sum, err := enq.Submit(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", op, src, err)
 	}
 	var rec ledger.Transfer
 	found := false
@@ -176,19 +251,23 @@ func (c *Client) Download(ctx context.Context, src, dest string, opts ...Option)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", src, err)
+		return nil, fmt.Errorf("%s %s: %w", op, src, err)
 	}
 	if !found {
-		return nil, fmt.Errorf("download %s: job %s has no object (%+v)", src, sum.Job, sum)
+		return nil, fmt.Errorf("%s %s: job %s has no object (%+v)", op, src, sum.Job, sum)
 	}
-	t := &Transfer{c: c, meta: Meta{Source: rec.Source(), VersionID: rec.VersionID, Dest: rec.Dest, Size: rec.Size,
-		TransferID: rec.ID, JobID: sum.Job}}
+	t := &Transfer{c: c, meta: metaOf(rec, sum.Job)}
 	var progress func(ledger.Standing)
 	if set.progress != nil {
 		progress = func(s ledger.Standing) { set.progress(t.progressOf(s)) }
 	}
 	t.w = c.watch.add(rec.ID, progress)
 	return t, nil
+}
+
+// metaOf is the Meta of a transfer's record, in a job.
+func metaOf(rec ledger.Transfer, job string) Meta {
+	return Meta{Source: rec.Source(), VersionID: rec.VersionID, Dest: rec.Dest, Size: rec.Size, TransferID: rec.ID, JobID: job}
 }
 
 // progressOf is the Progress of the transfer standing as s.
@@ -307,7 +386,8 @@ func (t *Transfer) failure(st State, cause string) error {
 func (t *Transfer) record(rec ledger.Transfer) Record {
 	st, _ := stateOf(rec.State)
 	r := Record{Meta: t.meta, State: st, Check: rec.Check, Checksum: rec.Computed, ChecksumAlgorithm: rec.ComputedAlgorithm,
-		Cause: rec.Error}
+		CheckReason: rec.CheckReason, Cause: rec.Error, Skipped: rec.State == ledger.Skipped, BytesDone: rec.BytesDone,
+		Chunks: rec.Chunks, Attempts: rec.Attempts}
 	if rec.Finished > 0 {
 		r.Finished = time.UnixMilli(rec.Finished)
 	}
@@ -330,7 +410,11 @@ func (t *Transfer) Cancel(ctx context.Context) error {
 		t.c.watch.remove(t.w)
 		return nil
 	}
-	if _, err := t.c.enq.Cancel(ctx, t.meta.JobID); err != nil {
+	enq, err := t.c.enqueuer(ctx)
+	if err == nil {
+		_, err = enq.Cancel(ctx, t.meta.JobID)
+	}
+	if err != nil {
 		return fmt.Errorf("cancel %s → %s: %w", t.meta.Source, t.meta.Dest, err)
 	}
 	t.c.watch.poke()

@@ -85,3 +85,15 @@ func TestWatcherOneLookForAll(t *testing.T) {
 		t.Errorf("%d round trips to release %d transfers, want 10 (1,000 a trip)", calls, n)
 	}
 }
+
+// TestWaitEvery: Wait reads fast at first and slows with the job.
+func TestWaitEvery(t *testing.T) {
+	for _, tc := range []struct{ followed, want time.Duration }{
+		{0, 50 * time.Millisecond}, {time.Second, 50 * time.Millisecond}, {4 * time.Second, 200 * time.Millisecond},
+		{10 * time.Second, 500 * time.Millisecond}, {time.Hour, 500 * time.Millisecond},
+	} {
+		if got := waitEvery(tc.followed); got != tc.want {
+			t.Errorf("waitEvery(%v) = %v, want %v", tc.followed, got, tc.want)
+		}
+	}
+}

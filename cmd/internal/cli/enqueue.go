@@ -10,12 +10,10 @@ import (
 	"sync"
 
 	"github.com/dustin/go-humanize"
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
+	"github.com/s3fleet/s3fleet"
 	"github.com/s3fleet/s3fleet/config"
-	"github.com/s3fleet/s3fleet/enqueuer"
-	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 )
@@ -35,14 +33,13 @@ func (o *outputFlags) add(cmd *cobra.Command) {
 // steer one.
 func NewEnqueueCommand() *cobra.Command {
 	var (
-		req          enqueuer.Request
-		wait         bool
+		job          s3fleet.Job
+		o            submitOptions
 		manifest     string
 		from         string
 		sseKeyFile   string
-		out          outputFlags
 		expectedSize int64
-		local        bool
+		versionID    string
 		metadata     []string
 	)
 	cmd := &cobra.Command{
@@ -81,20 +78,24 @@ errors.`,
 			if err != nil {
 				return err
 			}
-			req.Sources, req.Dest = args[:len(args)-1], args[len(args)-1]
-			req.ExpectedSize = nil
+			job.Sources, job.Dest = args[:len(args)-1], args[len(args)-1]
+			o.opts = nil
 			if cmd.Flags().Changed("expected-size") {
-				req.ExpectedSize = &expectedSize
+				o.opts = append(o.opts, s3fleet.ExpectedSize(expectedSize))
 			}
-			req.Verify = cfg.Verify
-			if manifest != "" && !wait {
+			if versionID != "" {
+				o.opts = append(o.opts, s3fleet.VersionID(versionID))
+			}
+			job.Verify = cfg.Verify
+			if manifest != "" && !o.wait {
 				return UsageError{errors.New("--manifest needs --wait (or use: enqueue wait JOB --manifest FILE)")}
 			}
-			if req.Write.Metadata, err = ledger.ParseMetadata(metadata); err != nil {
+			o.manifest = manifest
+			if job.Write.Metadata, err = ledger.ParseMetadata(metadata); err != nil {
 				return UsageError{err}
 			}
 			if sseKeyFile != "" {
-				if req.SSECKey, req.SSECKeyMD5, err = readSSECKey(sseKeyFile); err != nil {
+				if job.SSECKey, err = readSSECKey(sseKeyFile); err != nil {
 					return UsageError{err}
 				}
 			}
@@ -104,39 +105,39 @@ errors.`,
 					return UsageError{err}
 				}
 				defer f.Close()
-				req.From = f
+				job.From = f
 			}
-			if local && req.On != "" {
+			if o.local && job.On != "" {
 				return UsageError{errors.New("--local runs the job in this process: --on does not apply")}
 			}
-			return submit(cmd, cfg, req, submitOptions{wait: wait, local: local, manifest: manifest, out: out})
+			return submit(cmd, cfg, job, o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Job, "job", "", "name the job; enqueueing again under an existing name resumes it")
-	f.BoolVar(&wait, "wait", false, "follow the job with a progress bar until every object is done")
+	f.StringVar(&job.ID, "job", "", "name the job; enqueueing again under an existing name resumes it")
+	f.BoolVar(&o.wait, "wait", false, "follow the job with a progress bar until every object is done")
 	f.Int64Var(&expectedSize, "expected-size", 0, "the object's size in bytes: no HEAD is sent; every chunk must agree on the size and ETag (single key only)")
-	f.StringVar(&req.VersionID, "version-id", "", "download this version of the object (single key only)")
-	f.BoolVar(&req.Overwrite, "overwrite", false, "replace existing files at the destination")
-	f.BoolVar(&req.Sync, "sync", false, "skip objects whose file exists with the same size and ETag; replace the others")
-	f.BoolVar(&req.Mirror, "delete", false, "with --sync to S3: also delete destination objects absent at the source (after a complete listing; never for an empty source)")
-	f.Int64Var(&req.MaxDelete, "max-delete", 0, "with --delete: delete none if more than this many would go (0: no cap)")
-	f.BoolVar(&req.DryRun, "dry-run", false, "print what would be downloaded (objects, bytes, chunks); enqueue nothing")
-	f.StringArrayVar(&req.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
-	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
-	f.StringVar(&req.Priority, "priority", "default", "queue priority: high, default or low")
-	f.StringVar(&req.On, "on", "", "run the job on the workers of this host only (their host setting; see enqueue hosts); a local source to upload is then listed there")
+	f.StringVar(&versionID, "version-id", "", "download this version of the object (single key only)")
+	f.BoolVar(&job.Overwrite, "overwrite", false, "replace existing files at the destination")
+	f.BoolVar(&job.Sync, "sync", false, "skip objects whose file exists with the same size and ETag; replace the others")
+	f.BoolVar(&job.Mirror, "delete", false, "with --sync to S3: also delete destination objects absent at the source (after a complete listing; never for an empty source)")
+	f.Int64Var(&job.MaxDelete, "max-delete", 0, "with --delete: delete none if more than this many would go (0: no cap)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print what would be downloaded (objects, bytes, chunks); enqueue nothing")
+	f.StringArrayVar(&job.Include, "include", nil, "download only keys matching this glob (** crosses /; repeatable)")
+	f.StringArrayVar(&job.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
+	f.StringVar(&job.Priority, "priority", "default", "queue priority: high, default or low")
+	f.StringVar(&job.On, "on", "", "run the job on the workers of this host only (their host setting; see enqueue hosts); a local source to upload is then listed there")
 	f.StringVar(&from, "from", "", `read sources from FILE ("-": stdin): s3:// URLs or manifest JSON lines`)
 	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per finished object to FILE")
-	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" to download from a requester-pays bucket`)
-	f.StringVar(&req.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
-	f.BoolVar(&local, "local", false, "no Redis, no workers to start: run an in-memory queue and --concurrency workers in this process (implies --wait)")
+	f.StringVar(&job.RequestPayer, "request-payer", "", `"requester" to download from a requester-pays bucket`)
+	f.StringVar(&job.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
+	f.BoolVar(&o.local, "local", false, "no Redis, no workers to start: run an in-memory queue and --concurrency workers in this process (implies --wait)")
 	f.StringVar(&sseKeyFile, "sse-c-key-file", "", "file holding the 32-byte SSE-C key (raw or base64); only its MD5 is enqueued")
-	f.StringVar(&req.Write.StorageClass, "storage-class", "", "copy to S3: the destination objects' storage class (STANDARD_IA, GLACIER_IR, …)")
-	f.StringVar(&req.Write.SSE, "sse", "", "copy to S3: encrypt the destination objects: AES256 or aws:kms (aws:kms:dsse)")
-	f.StringVar(&req.Write.SSEKMSKeyID, "sse-kms-key-id", "", "copy to S3 with --sse aws:kms: the KMS key (default: the bucket's or the account's)")
+	f.StringVar(&job.Write.StorageClass, "storage-class", "", "copy to S3: the destination objects' storage class (STANDARD_IA, GLACIER_IR, …)")
+	f.StringVar(&job.Write.SSE, "sse", "", "copy to S3: encrypt the destination objects: AES256 or aws:kms (aws:kms:dsse)")
+	f.StringVar(&job.Write.SSEKMSKeyID, "sse-kms-key-id", "", "copy to S3 with --sse aws:kms: the KMS key (default: the bucket's or the account's)")
 	f.StringArrayVar(&metadata, "metadata", nil, "copy to S3: user metadata KEY=VALUE added to the source's (repeatable)")
-	out.add(cmd)
+	o.out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
 	f.Lookup("verify").NoOptDefVal = "required" // --verify alone, as it was before it took a value
 	cmd.AddCommand(newStatusCommand(), newWaitCommand(), newCancelCommand(), newRetryCommand(), newListCommand(), newRmCommand(), newHostsCommand(), newUploadsCommand(), newUICommand())
@@ -146,7 +147,7 @@ errors.`,
 // newRmCommand deletes objects through the fleet.
 func newRmCommand() *cobra.Command {
 	var (
-		req      = enqueuer.Request{Delete: true}
+		job      = s3fleet.Job{Remove: true}
 		o        submitOptions
 		manifest string
 	)
@@ -172,91 +173,67 @@ With --dry-run (and --json) it lists what would be deleted; with --wait and
 			if manifest != "" && !o.wait {
 				return UsageError{errors.New("--manifest needs --wait")}
 			}
-			req.Sources, req.Verify, o.manifest = args, cfg.Verify, manifest
-			return submit(cmd, cfg, req, o)
+			job.Sources, job.Verify, o.manifest = args, cfg.Verify, manifest
+			return submit(cmd, cfg, job, o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Job, "job", "", "name the job; running rm again under an existing name resumes it")
+	f.StringVar(&job.ID, "job", "", "name the job; running rm again under an existing name resumes it")
 	f.BoolVar(&o.wait, "wait", false, "follow the job with a progress bar until every object is done")
-	f.BoolVar(&req.DryRun, "dry-run", false, "list what would be deleted; delete nothing")
-	f.StringArrayVar(&req.Include, "include", nil, "delete only keys matching this glob (** crosses /; repeatable)")
-	f.StringArrayVar(&req.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "list what would be deleted; delete nothing")
+	f.StringArrayVar(&job.Include, "include", nil, "delete only keys matching this glob (** crosses /; repeatable)")
+	f.StringArrayVar(&job.Exclude, "exclude", nil, "leave out keys matching this glob (repeatable)")
 	f.StringVar(&manifest, "manifest", "", "with --wait, write one JSON line per deleted object to FILE")
-	f.StringVar(&req.RequestPayer, "request-payer", "", `"requester" for a requester-pays bucket`)
-	f.StringVar(&req.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
+	f.StringVar(&job.RequestPayer, "request-payer", "", `"requester" for a requester-pays bucket`)
+	f.StringVar(&job.ExpectedOwner, "expected-bucket-owner", "", "fail unless the bucket belongs to this account ID")
 	o.out.add(cmd)
 	config.AddFlags(f, config.Enqueuer)
 	return cmd
 }
 
-// submitOptions are the flags of a submission besides its request.
+// submitOptions are the flags of a submission besides its job.
 type submitOptions struct {
-	wait, local bool
-	manifest    string
-	out         outputFlags
+	wait, local, dryRun bool
+	manifest            string
+	out                 outputFlags
+	opts                []s3fleet.Option // ExpectedSize, VersionID
 }
 
-// submit runs one submission (a copy, a download, an upload or an rm),
-// prints what it did, and with wait follows it.
-func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submitOptions) error {
+// submit runs one submission (a copy, a download, an upload or an rm)
+// through the API, prints what it did, and with wait follows it.
+func submit(cmd *cobra.Command, cfg config.Config, job s3fleet.Job, o submitOptions) error {
 	ctx := cmd.Context()
-	wait, manifest, out := o.wait, o.manifest, o.out
+	wait, out := o.wait, o.out
+	var c *s3fleet.Client
+	var err error
 	if o.local {
-		if len(cfg.AllowDest) == 0 && !location.IsURL(req.Dest) && req.Dest != "" {
+		if len(cfg.AllowDest) == 0 && !location.IsURL(job.Dest) && job.Dest != "" {
 			// The in-process worker writes where this command was told to:
 			// under DEST's nearest existing directory.
-			cfg.AllowDest = []string{existingDir(req.Dest)}
+			cfg.AllowDest = []string{existingDir(job.Dest)}
 		}
-		lctx, stop, err := startLocal(ctx, &cfg)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		ctx, wait = lctx, true
+		c, err = s3fleet.Local(ctx, cfg)
+		wait = true
+	} else {
+		c, err = s3fleet.Connect(ctx, cfg)
 	}
-	env, err := openEnv(ctx, cfg, true)
 	if err != nil {
 		return err
 	}
-	defer env.close()
-	if req.DryRun && out.json {
-		// One JSON line per object with its action, then the summary.
-		var mu sync.Mutex
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		req.Planned = func(p enqueuer.PlannedObject) {
-			mu.Lock()
-			defer mu.Unlock()
-			_ = enc.Encode(p)
-		}
+	defer c.Close()
+	w := cmd.OutOrStdout()
+	if o.dryRun {
+		return plan(ctx, c, job, o, w)
 	}
-	sum, err := env.enq.Submit(ctx, req)
-	if errors.Is(err, enqueuer.ErrUsage) {
+	h, err := c.Submit(ctx, job, o.opts...)
+	if errors.Is(err, s3fleet.ErrInvalid) {
 		return UsageError{err}
 	}
 	if err != nil {
-		if sum.Job != "" && !req.DryRun {
-			return fmt.Errorf("job %s: %w", sum.Job, err)
-		}
 		return err
 	}
-	w := cmd.OutOrStdout()
+	sum := h.Summary()
 	switch {
-	case req.DryRun && out.json:
-		return json.NewEncoder(w).Encode(sum)
-	case req.DryRun:
-		if req.Delete {
-			fmt.Fprintf(w, "dry run: %d objects (%s): %d to delete, %d in flight, %d refused, %d filtered out\n",
-				sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New+sum.Resumed, sum.Attached, sum.Refused, sum.Filtered)
-			return nil
-		}
-		fmt.Fprintf(w, "dry run: %d objects (%s): %d to transfer in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out",
-			sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New-sum.Deletes, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
-		if sum.Deletes > 0 {
-			fmt.Fprintf(w, ", %d to delete (--delete)", sum.Deletes)
-		}
-		fmt.Fprintln(w)
-		return nil
 	case !wait && out.json:
 		return json.NewEncoder(w).Encode(sum)
 	case !wait:
@@ -271,7 +248,44 @@ func submit(cmd *cobra.Command, cfg config.Config, req enqueuer.Request, o submi
 		fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects (%s): %d new, %d in flight, %d resumed, %d already done, %d refused\n",
 			sum.Job, sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused)
 	}
-	return follow(ctx, env, sum.Job, cmd, out, manifest, false)
+	return follow(ctx, h, cmd, out, o.manifest, false)
+}
+
+// plan prints a dry run: a line of counts, or with --json one JSON line
+// per object with its action, then the summary.
+func plan(ctx context.Context, c *s3fleet.Client, job s3fleet.Job, o submitOptions, w io.Writer) error {
+	var each func(s3fleet.PlannedObject)
+	if o.out.json {
+		var mu sync.Mutex
+		enc := json.NewEncoder(w)
+		each = func(p s3fleet.PlannedObject) {
+			mu.Lock()
+			defer mu.Unlock()
+			_ = enc.Encode(p)
+		}
+	}
+	sum, err := c.Plan(ctx, job, each, o.opts...)
+	if errors.Is(err, s3fleet.ErrInvalid) {
+		return UsageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.out.json:
+		return json.NewEncoder(w).Encode(sum)
+	case job.Remove:
+		fmt.Fprintf(w, "dry run: %d objects (%s): %d to delete, %d in flight, %d refused, %d filtered out\n",
+			sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New+sum.Resumed, sum.Attached, sum.Refused, sum.Filtered)
+		return nil
+	}
+	fmt.Fprintf(w, "dry run: %d objects (%s): %d to transfer in %d chunks, %d in flight, %d to resume, %d already done, %d refused, %d filtered out",
+		sum.Objects, humanize.IBytes(uint64(sum.Bytes)), sum.New-sum.Deletes, sum.Chunks, sum.Attached, sum.Resumed, sum.Skipped, sum.Refused, sum.Filtered)
+	if sum.Deletes > 0 {
+		fmt.Fprintf(w, ", %d to delete (--delete)", sum.Deletes)
+	}
+	fmt.Fprintln(w)
+	return nil
 }
 
 func openFrom(path string) (io.ReadCloser, error) {
@@ -286,31 +300,35 @@ func openFrom(path string) (io.ReadCloser, error) {
 }
 
 // readSSECKey reads the enqueuer's copy of an SSE-C key, for its HEADs.
-func readSSECKey(path string) ([]byte, string, error) {
+func readSSECKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("--sse-c-key-file: %w", err)
+		return nil, fmt.Errorf("--sse-c-key-file: %w", err)
 	}
-	key, sum, err := config.ParseSSECKey(b)
+	key, _, err := config.ParseSSECKey(b)
 	if err != nil {
-		return nil, "", fmt.Errorf("--sse-c-key-file %s: %w", path, err)
+		return nil, fmt.Errorf("--sse-c-key-file %s: %w", path, err)
 	}
-	return key, sum, nil
+	return key, nil
 }
 
 // jobCommand builds a subcommand that takes one JOB argument.
-func jobCommand(use, short string, withS3 bool, run func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error) (*cobra.Command, *outputFlags) {
+func jobCommand(use, short string, run func(ctx context.Context, h *s3fleet.JobHandle, cmd *cobra.Command, out outputFlags) error) (*cobra.Command, *outputFlags) {
 	var out outputFlags
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withEnv(cmd, withS3, func(env *env) error {
-				if _, err := env.led.GetJob(cmd.Context(), args[0]); errors.Is(err, ledger.ErrNotFound) {
-					return UsageError{fmt.Errorf("unknown job %q", args[0])}
+			return withClient(cmd, func(c *s3fleet.Client) error {
+				h, err := c.Job(cmd.Context(), args[0])
+				if errors.Is(err, s3fleet.ErrUnknownJob) {
+					return UsageError{err}
 				}
-				return run(cmd.Context(), env, cmd, args[0], out)
+				if err != nil {
+					return err
+				}
+				return run(cmd.Context(), h, cmd, out)
 			})
 		},
 	}
@@ -321,9 +339,9 @@ func jobCommand(use, short string, withS3 bool, run func(ctx context.Context, en
 
 func newStatusCommand() *cobra.Command {
 	var all bool
-	cmd, _ := jobCommand("status JOB", "Show a job's objects, states and bytes (exit 2 for an unknown job)", false,
-		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
-			return printStatus(ctx, env.led, job, cmd.OutOrStdout(), out.json, all)
+	cmd, _ := jobCommand("status JOB", "Show a job's objects, states and bytes (exit 2 for an unknown job)",
+		func(ctx context.Context, h *s3fleet.JobHandle, cmd *cobra.Command, out outputFlags) error {
+			return printStatus(ctx, h, cmd.OutOrStdout(), out.json, all)
 		})
 	cmd.Flags().BoolVar(&all, "all", false, "list every object (default: at most 50)")
 	return cmd
@@ -331,26 +349,26 @@ func newStatusCommand() *cobra.Command {
 
 func newWaitCommand() *cobra.Command {
 	var manifest string
-	cmd, _ := jobCommand("wait JOB", "Follow a job with a progress bar until every object is done", false,
-		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
-			return follow(ctx, env, job, cmd, out, manifest, false)
+	cmd, _ := jobCommand("wait JOB", "Follow a job with a progress bar until every object is done",
+		func(ctx context.Context, h *s3fleet.JobHandle, cmd *cobra.Command, out outputFlags) error {
+			return follow(ctx, h, cmd, out, manifest, false)
 		})
 	cmd.Flags().StringVar(&manifest, "manifest", "", "write one JSON line per finished object to FILE")
 	return cmd
 }
 
 func newCancelCommand() *cobra.Command {
-	cmd, _ := jobCommand("cancel JOB", "Cancel a job: pending chunks are removed, running ones stop, part files go", true,
-		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
-			n, err := env.enq.Cancel(ctx, job)
+	cmd, _ := jobCommand("cancel JOB", "Cancel a job: pending chunks are removed, running ones stop, part files go",
+		func(ctx context.Context, h *s3fleet.JobHandle, cmd *cobra.Command, out outputFlags) error {
+			n, err := h.Cancel(ctx)
 			if err != nil {
 				return err
 			}
 			switch {
 			case out.json:
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"job": job, "cancelled": n})
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"job": h.ID(), "cancelled": n})
 			case !out.quiet:
-				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d objects cancelled\n", job, n)
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d objects cancelled\n", h.ID(), n)
 			}
 			return nil
 		})
@@ -360,9 +378,9 @@ func newCancelCommand() *cobra.Command {
 func newRetryCommand() *cobra.Command {
 	var wait bool
 	var manifest string
-	cmd, _ := jobCommand("retry JOB", "Run a job's failed and cancelled objects again (only their missing chunks)", true,
-		func(ctx context.Context, env *env, cmd *cobra.Command, job string, out outputFlags) error {
-			sum, err := env.enq.Retry(ctx, job)
+	cmd, _ := jobCommand("retry JOB", "Run a job's failed and cancelled objects again (only their missing chunks)",
+		func(ctx context.Context, h *s3fleet.JobHandle, cmd *cobra.Command, out outputFlags) error {
+			sum, err := h.Retry(ctx)
 			if err != nil {
 				return err
 			}
@@ -370,10 +388,10 @@ func newRetryCommand() *cobra.Command {
 			case out.json && !wait:
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(sum)
 			case !out.quiet && !out.json:
-				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects enqueued again (%d chunks)\n", job, sum.Resumed, sum.Chunks)
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %s: %d objects enqueued again (%d chunks)\n", h.ID(), sum.Resumed, sum.Chunks)
 			}
 			if wait {
-				return follow(ctx, env, job, cmd, out, manifest, true)
+				return follow(ctx, h, cmd, out, manifest, true)
 			}
 			return nil
 		})
@@ -382,51 +400,17 @@ func newRetryCommand() *cobra.Command {
 	return cmd
 }
 
-// withEnv loads a subcommand's configuration, connects, runs fn and closes.
-func withEnv(cmd *cobra.Command, withS3 bool, fn func(*env) error) error {
+// withClient loads a subcommand's configuration, connects, runs fn and
+// closes.
+func withClient(cmd *cobra.Command, fn func(*s3fleet.Client) error) error {
 	cfg, err := loadConfig(cmd.Flags())
 	if err != nil {
 		return err
 	}
-	env, err := openEnv(cmd.Context(), cfg, withS3)
+	c, err := s3fleet.Connect(cmd.Context(), cfg)
 	if err != nil {
 		return err
 	}
-	defer env.close()
-	return fn(env)
-}
-
-// env is what the enqueue commands connect to.
-type env struct {
-	led   *ledger.Ledger
-	insp  *asynq.Inspector
-	enq   *enqueuer.Enqueuer
-	close func()
-}
-
-func openEnv(ctx context.Context, cfg config.Config, withS3 bool) (*env, error) {
-	_, rdb, err := connect.Redis(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
-	if err := led.AgreeShards(ctx); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	e := &env{led: led, insp: asynq.NewInspectorFromRedisClient(rdb), close: func() { rdb.Close() }}
-	if !withS3 {
-		return e, nil
-	}
-	eps := connect.Endpoints(cfg, rdb, connect.Logger(cfg))
-	s3c, err := eps.Client(ctx, "", "")
-	if err != nil {
-		rdb.Close()
-		return nil, err
-	}
-	if e.enq, err = enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), connect.Logger(cfg)); err != nil {
-		rdb.Close()
-		return nil, err
-	}
-	return e, nil
+	defer c.Close()
+	return fn(c)
 }

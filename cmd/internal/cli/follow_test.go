@@ -1,9 +1,6 @@
 package cli
 
-import (
-	"testing"
-	"time"
-)
+import "testing"
 
 // TestEscaped: a key that would forge a line of human output (a newline,
 // a tab between columns, a terminal escape) or is not UTF-8 is shown
@@ -19,18 +16,6 @@ func TestEscaped(t *testing.T) {
 	} {
 		if got := escaped(in); got != want {
 			t.Errorf("escaped(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
-// TestPollEvery: a follower reads fast at first and slows with the job.
-func TestPollEvery(t *testing.T) {
-	for _, tc := range []struct{ followed, want time.Duration }{
-		{0, 50 * time.Millisecond}, {time.Second, 50 * time.Millisecond}, {4 * time.Second, 200 * time.Millisecond},
-		{10 * time.Second, 500 * time.Millisecond}, {time.Hour, 500 * time.Millisecond},
-	} {
-		if got := pollEvery(tc.followed); got != tc.want {
-			t.Errorf("pollEvery(%v) = %v, want %v", tc.followed, got, tc.want)
 		}
 	}
 }

@@ -1,30 +1,17 @@
 package cli
 
 import (
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/s3fleet/s3fleet"
 	"github.com/s3fleet/s3fleet/config"
-	"github.com/s3fleet/s3fleet/enqueuer"
-	"github.com/s3fleet/s3fleet/tasks"
 )
-
-// hostView is one live worker as enqueue hosts shows it.
-type hostView struct {
-	Host        string    `json:"host"`
-	PID         int       `json:"pid"`
-	Machine     string    `json:"machine"`
-	Concurrency int       `json:"concurrency"`
-	Active      int       `json:"active"`
-	Started     time.Time `json:"started"`
-}
 
 func newHostsCommand() *cobra.Command {
 	var out outputFlags
@@ -33,23 +20,11 @@ func newHostsCommand() *cobra.Command {
 		Short: "List the live workers by host name, the names --on takes",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withEnv(cmd, false, func(env *env) error {
-				servers, err := env.insp.Servers()
+			return withClient(cmd, func(c *s3fleet.Client) error {
+				views, err := c.Hosts(cmd.Context())
 				if err != nil {
-					return fmt.Errorf("list workers: %w", err)
+					return err
 				}
-				var views []hostView
-				for _, s := range servers {
-					for q := range s.Queues {
-						if h, ok := tasks.HostOf(q); ok {
-							views = append(views, hostView{Host: h, PID: s.PID, Machine: s.Host, Concurrency: s.Concurrency,
-								Active: len(s.ActiveWorkers), Started: s.Started})
-						}
-					}
-				}
-				slices.SortFunc(views, func(a, b hostView) int {
-					return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.PID, b.PID))
-				})
 				w := cmd.OutOrStdout()
 				if out.json {
 					return json.NewEncoder(w).Encode(views)
@@ -84,7 +59,7 @@ success or cancel. --abort aborts the stray ones; it never touches an upload
 of another tool, nor one a queued, running or failed (retryable) object owns.`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withEnv(cmd, true, func(env *env) error {
+			return withClient(cmd, func(c *s3fleet.Client) error {
 				w := cmd.OutOrStdout()
 				enc := json.NewEncoder(w)
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -92,7 +67,7 @@ of another tool, nor one a queued, running or failed (retryable) object owns.`,
 					fmt.Fprintln(tw, "URL\tSTATE\tSTRAY\tINITIATED\tUPLOAD")
 				}
 				n, stray := 0, 0
-				err := env.enq.Uploads(cmd.Context(), args[0], abort, func(u enqueuer.Upload) error {
+				err := c.Uploads(cmd.Context(), args[0], abort, func(u s3fleet.Upload) error {
 					n++
 					if u.Stray {
 						stray++
@@ -109,7 +84,7 @@ of another tool, nor one a queued, running or failed (retryable) object owns.`,
 					_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.URL, u.State, mark, u.Initiated.Format(time.RFC3339), u.UploadID)
 					return err
 				})
-				if errors.Is(err, enqueuer.ErrUsage) {
+				if errors.Is(err, s3fleet.ErrInvalid) {
 					return UsageError{err}
 				}
 				if err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/s3fleet/s3fleet"
 	"github.com/s3fleet/s3fleet/internal/fleettest"
 )
 
@@ -26,7 +27,7 @@ func TestHosts(t *testing.T) {
 		if err := cmd.Execute(); err != nil {
 			t.Fatal(err)
 		}
-		var views []hostView
+		var views []s3fleet.Host
 		if err := json.Unmarshal(out.Bytes(), &views); err != nil {
 			t.Fatalf("%q: %v", out.String(), err)
 		}

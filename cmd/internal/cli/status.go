@@ -11,8 +11,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/s3fleet/s3fleet"
 	"github.com/s3fleet/s3fleet/assembler"
-	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // jobView is a job as status --json prints it.
@@ -60,58 +60,53 @@ type objectView struct {
 	Transfer          string `json:"transfer"`
 }
 
-// JobState sums a job up in one word.
-func JobState(j ledger.Job) string {
-	switch {
-	case !j.Done():
-		return "running"
-	case j.Failed > 0 || j.ListError != "":
-		return "failed"
-	case j.Cancelled > 0:
-		return "cancelled"
-	}
-	return "success"
-}
-
-func jobJSON(j ledger.Job) jobView {
+func jobJSON(j s3fleet.JobStatus) jobView {
 	return jobView{
-		ID: j.ID, Source: j.Source, Dest: j.Dest, Created: time.UnixMilli(j.Created).UTC(), State: JobState(j),
+		ID: j.ID, Source: j.Source, Dest: j.Dest, Created: j.Created.UTC(), State: j.State(),
 		Listed: j.Listed, ListError: j.ListError, Objects: j.Objects, BytesTotal: j.BytesTotal, BytesDone: j.BytesDone,
 		Counts: jobCounts{Succeeded: j.Succeeded, Skipped: j.Skipped, Failed: j.Failed, Cancelled: j.Cancelled},
 		Checks: j.Checks,
 	}
 }
 
-func printStatus(ctx context.Context, led *ledger.Ledger, id string, out io.Writer, asJSON, all bool) error {
-	j, err := led.GetJob(ctx, id)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return UsageError{fmt.Errorf("unknown job %q", id)}
+// stateName is an object's state in its job, as status prints it.
+func stateName(r s3fleet.Record) string {
+	if r.Skipped {
+		return "skipped"
+	}
+	return r.State.String()
+}
+
+func printStatus(ctx context.Context, h *s3fleet.JobHandle, out io.Writer, asJSON, all bool) error {
+	j, err := h.Status(ctx)
+	if errors.Is(err, s3fleet.ErrUnknownJob) {
+		return UsageError{err}
 	}
 	if err != nil {
 		return err
 	}
 	v := jobJSON(j)
 	var shown, hidden int
-	err = led.JobObjects(ctx, id, func(o ledger.JobObject) error {
-		switch o.JobState {
-		case ledger.Queued:
+	for o, err := range h.Objects(ctx) {
+		if err != nil {
+			return err
+		}
+		switch o.State {
+		case s3fleet.Queued:
 			v.Counts.Queued++
-		case ledger.Running:
+		case s3fleet.Running:
 			v.Counts.Running++
 		}
 		if asJSON || all || shown < 50 {
 			v.Items = append(v.Items, objectView{
-				Source: o.Source(), Path: o.Dest, State: o.JobState, Size: o.Size, BytesDone: o.BytesDone,
-				Chunks: o.Chunks, Attempts: o.Attempts, Checksum: o.Computed, ChecksumAlgorithm: o.ComputedAlgorithm, Check: o.Check, CheckReason: o.CheckReason, Error: o.Error, Transfer: o.ID,
+				Source: o.Source, Path: o.Dest, State: stateName(o), Size: o.Size, BytesDone: o.BytesDone,
+				Chunks: o.Chunks, Attempts: o.Attempts, Checksum: o.Checksum, ChecksumAlgorithm: o.ChecksumAlgorithm,
+				Check: o.Check, CheckReason: o.CheckReason, Error: o.Cause, Transfer: o.TransferID,
 			})
 			shown++
 		} else {
 			hidden++
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	// Objects waiting in batches not yet started have no record to list.
 	v.Counts.Queued += j.Pending
