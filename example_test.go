@@ -60,11 +60,15 @@ func ExampleClient_Submit() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	p, err := j.Wait(ctx) // or poll j.Progress(ctx) for a progress bar
+	var last s3fleet.Progress
+	p, err := j.Wait(ctx, s3fleet.OnProgress(func(p s3fleet.Progress) {
+		last = p // a progress bar would draw p.BytesDone+p.BytesInFlight of p.BytesTotal
+	}))
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%d of %d objects landed, %d bytes\n", p.Succeeded, p.Objects, p.BytesDone)
+	fmt.Printf("%d of %d objects landed, %d bytes (progress told: %d bytes, done %v)\n",
+		p.Succeeded, p.Objects, p.BytesDone, last.BytesDone, last.Done)
 	n := 0
 	for rec, err := range j.Objects(ctx) {
 		if err != nil {
@@ -76,7 +80,7 @@ func ExampleClient_Submit() {
 	}
 	fmt.Println(n, "records")
 	// Output:
-	// 10 of 10 objects landed, 1045 bytes
+	// 10 of 10 objects landed, 1045 bytes (progress told: 1045 bytes, done true)
 	// 10 records
 }
 
