@@ -70,8 +70,10 @@ func copyOptionsOf(o Object, keys map[string][]byte) (copyOptions, error) {
 // copyPart has S3 copy the chunk's range of the source into part Chunk+1
 // of the upload (UploadPartCopy, pinned with x-amz-copy-source-if-match):
 // no byte passes through the worker, so the worker's bandwidth cap does
-// not apply, and there is no CRC of the bytes to record (the assembler
-// compares the copy's checksum with the source's instead).
+// not apply, there is no CRC of the bytes to record (the assembler
+// compares the copy's checksum with the source's instead), and no
+// progress to report while S3 copies: nothing watches the call (see
+// stragglers.go), and the part's bytes count once it lands.
 func (h *ChunkHandler) copyPart(ctx context.Context, api *s3.Client, p ChunkPayload, dst location.Source, id string) (int64, string, error) {
 	r := p.Range()
 	o, err := h.copyOptions(p.Object)

@@ -75,7 +75,7 @@ func (h *ChunkHandler) upload(ctx context.Context, p ChunkPayload, dst location.
 		return undo, 0, 0, err
 	}
 	defer out.Body.Close()
-	n, crc, partETag, err := h.putPart(ctx, api, p, dst, id, out.Body, g.what())
+	n, crc, partETag, err := h.putPart(ctx, api, p, dst, id, out.Body, h.watcher(ctx, p, false), g.what())
 	if err != nil {
 		return undo, 0, 0, err
 	}
@@ -94,7 +94,7 @@ func (h *ChunkHandler) uploadLocal(ctx context.Context, api partWriter, p ChunkP
 	}
 	defer f.Close()
 	r := p.Range()
-	n, crc, partETag, err := h.putPart(ctx, api, p, dst, id, io.NewSectionReader(f, r.First, r.Len()), p.what())
+	n, crc, partETag, err := h.putPart(ctx, api, p, dst, id, io.NewSectionReader(f, r.First, r.Len()), h.watcher(ctx, p, false), p.what())
 	if perr := checkPin(f, p.Object); perr != nil {
 		return 0, 0, perr // the cause of whatever else went wrong
 	}
@@ -291,7 +291,21 @@ func (h *ChunkHandler) sourceMeta(ctx context.Context, p ChunkPayload, etag stri
 // cache; memory stays one copy buffer), then sent with its CRC as the
 // checksum header. Either way S3 checks the part's bytes against a
 // checksum, and the payload is not hashed a second time for signing.
-func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, id string, body io.Reader, what string) (int64, uint64, string, error) {
+//
+// w watches the send as watch does a download's body (progress, and a
+// stop when a copy of the chunk landed, but no speculative copy). It sits
+// on in.Body, what the SDK reads as it sends, and on nothing below it:
+// only there are the bytes read the bytes sent. Below, over plain HTTP,
+// the same range is read once before for its CRC (a local file) or
+// fetched into the spool, and a figure counted there would run ahead of
+// the send, or count the bytes twice. Wrapping body before the call would
+// also hide the *io.SectionReader a local file is recognised by. Over
+// plain HTTP in.Body must stay seekable, so it is a watchedSection, whose
+// figure is its position (an SDK retry rewinds it); the first pass only
+// looks, with nothing sent (unsentPass). Over TLS the body is read once,
+// as it is sent: a watchedBody over the crcReader (whose LimitReader
+// keeps the figure within the range).
+func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPayload, dst location.Source, id string, body io.Reader, w *watcher, what string) (int64, uint64, string, error) {
 	r, alg := p.Range(), p.crc()
 	in := &s3.UploadPartInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), UploadId: aws.String(id),
 		PartNumber: aws.Int32(int32(p.Chunk + 1)), ContentLength: aws.Int64(r.Len())}
@@ -304,7 +318,7 @@ func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPaylo
 			body = &limitedReader{ctx: ctx, r: body, lim: h.Limit}
 		}
 		cr := &crcReader{r: io.LimitReader(body, r.Len()), alg: alg}
-		in.Body, in.ChecksumAlgorithm = cr, types.ChecksumAlgorithm(alg)
+		in.Body, in.ChecksumAlgorithm = &watchedBody{r: cr, w: w}, types.ChecksumAlgorithm(alg)
 		out, err = api.UploadPart(ctx, in, func(o *s3.Options) { o.RetryMaxAttempts = 1 }) // the body cannot rewind: asynq retries
 		n, crc = cr.n, cr.crc
 		if err == nil && n != r.Len() {
@@ -320,12 +334,12 @@ func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPaylo
 				return 0, 0, "", wrapLocal("spool a chunk for "+dst.String(), serr)
 			}
 			defer f.Close()
-			if n, crc, err = copyBody(ctx, f, body, 0, r.Len(), alg, h.Limit, what); err != nil {
+			if n, crc, err = copyBody(ctx, f, unsentPass{r: body, w: w}, 0, r.Len(), alg, h.Limit, what); err != nil {
 				return n, crc, "", err
 			}
 			sec = io.NewSectionReader(f, 0, n)
 		} else {
-			var src io.Reader = sec
+			var src io.Reader = unsentPass{r: sec, w: w}
 			if h.Limit != nil {
 				src = &limitedReader{ctx: ctx, r: src, lim: h.Limit}
 			}
@@ -340,7 +354,7 @@ func (h *ChunkHandler) putPart(ctx context.Context, api partWriter, p ChunkPaylo
 				return n, crc, "", err
 			}
 		}
-		in.Body = sec
+		in.Body = &watchedSection{s: sec, w: w}
 		assembler.SetSum(alg, checksum.Encode(alg, crc), &in.ChecksumCRC32, &in.ChecksumCRC32C, &in.ChecksumCRC64NVME)
 		out, err = api.UploadPart(ctx, in, unsignedPayload)
 	}
