@@ -82,6 +82,34 @@ type runEnv struct {
 	// out: a download's empty directory; else the destination's key
 	// prefix in dstBucket, fresh for the run (ends with /).
 	out string
+	// caFile: over HTTPS, the suite's certificate, which every process of
+	// the run also finds in SSL_CERT_FILE and AWS_CA_BUNDLE (cellEnv);
+	// "" over plain HTTP.
+	caFile string
+}
+
+// caCert is rclone's --ca-cert over HTTPS: it trusts the suite's
+// certificate alone, whatever the system's CAs; nothing over plain HTTP.
+func (e runEnv) caCert() []string {
+	if e.caFile == "" {
+		return nil
+	}
+	return []string{"--ca-cert", e.caFile}
+}
+
+// rcloneEnv is rclone's environment besides its remotes: no config file,
+// and over HTTPS an empty AWS_CA_BUNDLE (the last value of a key is the
+// one a process gets). Its S3 backend's aws-sdk-go v1 would load the
+// bundle into rclone's own HTTP transport, which it cannot ("LoadCustomCABundleError:
+// unable to load custom CA bundle, HTTPClient's transport unsupported
+// type ... *fshttp.Transport"), and reads no empty setting; --ca-cert
+// gives rclone the certificate instead.
+func (e runEnv) rcloneEnv() []string {
+	env := []string{"RCLONE_CONFIG=" + os.DevNull}
+	if e.caFile != "" {
+		env = append(env, "AWS_CA_BUNDLE=")
+	}
+	return env
 }
 
 // single reports whether the run moves one key rather than a prefix.
@@ -202,23 +230,23 @@ func contenders(o options) []*contender {
 	rcloneCopy := func(flags ...string) func(e runEnv) (string, []string, []string) {
 		return func(e runEnv) (string, []string, []string) {
 			// Two remotes, each with its own endpoint and credentials.
-			env := append([]string{"RCLONE_CONFIG=" + os.DevNull}, rcloneRemote("SRC", e.endpoint, accessKey, secretKey)...)
+			env := append(e.rcloneEnv(), rcloneRemote("SRC", e.endpoint, accessKey, secretKey)...)
 			env = append(env, rcloneRemote("DST", e.dstEndpoint, e.dstAccess, e.dstSecret)...)
 			args := []string{"copyto", "src:" + bucket + "/" + e.w.key, "dst:" + dstBucket + "/" + e.dstKey()}
 			if !e.single() {
 				args = []string{"copy", "src:" + bucket + "/" + strings.TrimSuffix(e.w.prefix, "/"), "dst:" + dstBucket + "/" + strings.TrimSuffix(e.dstKey(), "/")}
 			}
-			return o.rclone, append(append(args, streams...), flags...), env
+			return o.rclone, slices.Concat(args, streams, e.caCert(), flags), env
 		}
 	}
 	cs = append(cs, &contender{name: "rclone", group: groupPeer, ways: map[string]way{
 		dirDownload: {cmd: func(e runEnv) (string, []string, []string) {
 			// A remote from the environment alone, no config file.
-			env := append([]string{"RCLONE_CONFIG=" + os.DevNull}, rcloneRemote("S3BENCH", e.endpoint, accessKey, secretKey)...)
+			env := append(e.rcloneEnv(), rcloneRemote("S3BENCH", e.endpoint, accessKey, secretKey)...)
 			if e.single() {
-				return o.rclone, append([]string{"copyto", "s3bench:" + bucket + "/" + e.w.key, filepath.Join(e.out, e.w.rel(e.w.key))}, streams...), env
+				return o.rclone, slices.Concat([]string{"copyto", "s3bench:" + bucket + "/" + e.w.key, filepath.Join(e.out, e.w.rel(e.w.key))}, streams, e.caCert()), env
 			}
-			return o.rclone, append([]string{"copy", "s3bench:" + bucket + "/" + strings.TrimSuffix(e.w.prefix, "/"), e.out}, streams...), env
+			return o.rclone, slices.Concat([]string{"copy", "s3bench:" + bucket + "/" + strings.TrimSuffix(e.w.prefix, "/"), e.out}, streams, e.caCert()), env
 		}},
 		dirCopy: {cmd: rcloneCopy()},
 	}})
@@ -610,16 +638,26 @@ func (s *suite) runCommand(ctx context.Context, c *contender, cl cell, out, logP
 // runEnv is the run environment of a cell, its output (a directory, or a
 // destination prefix) out.
 func (s *suite) runEnv(cl cell, out string) runEnv {
-	return runEnv{dir: cl.dir, endpoint: s.srv.endpointFor(cl.net), dstEndpoint: s.srv.secondFor(cl.net),
+	e := runEnv{dir: cl.dir, endpoint: s.srv.endpointFor(cl.net), dstEndpoint: s.srv.secondFor(cl.net),
 		dstAccess: accessKeyB, dstSecret: secretKeyB, w: cl.w, out: out}
+	if isTLS(cl.net) {
+		e.caFile = s.srv.caFile
+	}
+	return e
 }
 
 // cellEnv is the environment of every process of a run in the cell: the
-// first server's credentials, and over HTTPS the suite's CA.
+// first server's credentials, and over HTTPS the suite's certificate as
+// the one CA to trust: SSL_CERT_FILE for Go's crypto/x509 (s5cmd, rclone,
+// the suite's Go tools, s3fleet), with SSL_CERT_DIR its own directory
+// (which holds no other certificate), or Go would add the system's
+// directories; AWS_CA_BUNDLE for the AWS SDKs, whose pool then holds it
+// alone (aws-sdk-go v1 in s5cmd, v2 in s3fleet and the suite's tools,
+// botocore in boto3 and s3transfer, which reads no SSL_CERT_FILE).
 func (s *suite) cellEnv(cl cell) []string {
 	env := cleanEnv()
-	if cl.net == netTLS {
-		env = append(env, "SSL_CERT_FILE="+s.srv.caFile)
+	if isTLS(cl.net) {
+		env = append(env, "SSL_CERT_FILE="+s.srv.caFile, "SSL_CERT_DIR="+filepath.Dir(s.srv.caFile), "AWS_CA_BUNDLE="+s.srv.caFile)
 	}
 	return env
 }

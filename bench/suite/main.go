@@ -7,7 +7,10 @@
 // loopback ports, and, for the emulated WAN, wanproxy (wanproxy/, the
 // suite's own TCP proxy) in front of versitygw: every response delayed
 // (-wan-latency, 20 ms) and each connection capped (-wan-rate, 90 MB/s), as
-// S3 behaves from a cloud host.
+// S3 behaves from a cloud host. Over HTTPS (networks tls and wan-tls) a
+// second versitygw serves the same directory with a self-signed
+// certificate every contender trusts (servers.go, tlscert.go), and another
+// wanproxy sits in front of it for wan-tls.
 // It uploads the workloads' random bytes once, each object with a CRC32C:
 //
 //   - big:   one 1 GiB object;

@@ -22,7 +22,8 @@ const (
 
 	netLoopback = "loopback"
 	netWAN      = "wan"
-	netTLS      = "tls" // loopback over HTTPS
+	netTLS      = "tls"     // loopback over HTTPS
+	netWANTLS   = "wan-tls" // the emulated WAN in front of the HTTPS server
 
 	modeDurable = "durable"
 	modeScratch = "scratch"
@@ -38,7 +39,7 @@ type directionSpec struct {
 var directionOrder = []string{dirDownload, dirUpload, dirCopy, dirServerCopy}
 
 var directions = map[string]directionSpec{
-	dirDownload:   {[]string{"big", "small", "mixed"}, []string{netLoopback, netWAN}, []string{modeDurable, modeScratch}},
+	dirDownload:   {[]string{"big", "small", "mixed"}, []string{netLoopback, netWAN, netTLS, netWANTLS}, []string{modeDurable, modeScratch}},
 	dirUpload:     {[]string{"big"}, []string{netLoopback, netTLS}, nil},
 	dirCopy:       {[]string{"big"}, []string{netLoopback, netTLS}, nil},
 	dirServerCopy: {[]string{"big", "small"}, []string{netLoopback}, nil},
@@ -84,13 +85,27 @@ type options struct {
 
 func (o options) bin(name string) string { return filepath.Join(o.binDir, name) }
 
+// isTLS reports whether a network is HTTPS: the client reaches the HTTPS
+// versitygw, directly or through wanproxy.
+func isTLS(net string) bool { return net == netTLS || net == netWANTLS }
+
+// isWAN reports whether a network goes through wanproxy.
+func isWAN(net string) bool { return net == netWAN || net == netWANTLS }
+
+// needsNet reports whether a cell runs on the network.
+func (o options) needsNet(net string) bool {
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.net == net })
+}
+
+// needsWAN reports whether a cell runs on the emulated WAN, over HTTP or
+// HTTPS.
 func (o options) needsWAN() bool {
-	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.net == netWAN })
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return isWAN(c.net) })
 }
 
 // needsTLS reports whether a cell runs over HTTPS.
 func (o options) needsTLS() bool {
-	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return c.net == netTLS })
+	return slices.ContainsFunc(o.cells, func(c cellSpec) bool { return isTLS(c.net) })
 }
 
 // needsSecond reports whether a cell copies to the second S3 server.
@@ -245,30 +260,44 @@ var presets = map[string]struct {
 	options
 	cells string
 }{
-	"quick": {options{runs: 3, warmup: 1, contenders: "^(s3fleet 2w|s5cmd)$", slow: time.Minute, budget: 150 * time.Second, listing: 0,
+	"quick": {options{runs: 3, warmup: 1, contenders: "^(s3fleet 2w|s5cmd)$", slow: time.Minute, budget: quickBudget, listing: 0,
 		out: "bench/out/results-quick.md", chart: "bench/out/results-quick.png"},
-		"big/loopback/*"},
-	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: 42 * time.Minute, listing: 1_000_000, failover: 10,
+		quickCells},
+	"full": {options{runs: 3, warmup: 1, contenders: ".", slow: 20 * time.Second, budget: fullBudget, listing: 1_000_000, failover: 10,
 		out: "bench/results.md", chart: "bench/results.png"},
 		fullCells},
 }
 
-// fullCells are the full mode's tables: every direction.
-const fullCells = "big/loopback/*:5,big/wan/*,small/loopback/durable,mixed/loopback/durable," +
+// quickCells are the quick mode's tables: the big object on loopback,
+// durable and scratch, and durable over HTTPS.
+const quickCells = "big/loopback/*,big/tls/durable"
+
+// fullCells are the full mode's tables: every direction; the downloads
+// over plain HTTP and HTTPS, each on loopback and the emulated WAN.
+const fullCells = "big/loopback/*:5,big/wan/*,big/tls/*,big/wan-tls/durable," +
+	"small/loopback/durable,small/tls/durable,mixed/loopback/durable,mixed/tls/durable," +
 	"upload/big/*,copy/big/*,server-copy/*/loopback"
+
+// The presets' time budgets: past them, runs after each table's first are
+// skipped.
+const (
+	quickBudget = 210 * time.Second
+	fullBudget  = 60 * time.Minute
+)
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("suite", flag.ContinueOnError)
-	mode := fs.String("mode", "full", "quick (1 GiB, s3fleet 2 workers vs s5cmd, loopback) or full (everything); the flags below override its presets")
+	mode := fs.String("mode", "full", "quick (1 GiB, s3fleet 2 workers vs s5cmd, loopback and HTTPS) or full (everything); the flags below override its presets")
 	runs := fs.Int("runs", 0, "runs of each contender in each cell (default: quick 3; full 5 for big/loopback, 3 elsewhere)")
 	warmup := fs.Int("warmup", -1, "unmeasured downloads (the plain loop) before each workload's first cell (default 1)")
 	cells := fs.String("cells", "", "the tables: comma-separated items, downloads workload/net/mode[:runs] "+
-		"(workloads big, small, mixed; nets loopback, wan; modes durable, scratch), the other directions direction/workload/net[:runs] "+
+		"(workloads big, small, mixed; nets loopback, wan, tls (HTTPS), wan-tls (HTTPS through the emulated WAN); modes durable, scratch), "+
+		"the other directions direction/workload/net[:runs] "+
 		"(upload/big/{loopback,tls}, copy/big/{loopback,tls}, server-copy/{big,small}/loopback), each part after the direction a name or * "+
-		"(default: quick 'big/loopback/*', full '"+fullCells+"')")
+		"(default: quick '"+quickCells+"', full '"+fullCells+"')")
 	dirs := fs.String("directions", "", "keep only the cells of these directions, comma-separated: download, upload, copy (across endpoints), server-copy (default: all)")
 	slow := fs.Duration("slow", 0, "a contender whose run takes longer runs only once in that cell (default: quick 1m, full 20s)")
-	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 2m30s, full 42m)")
+	budget := fs.Duration("budget", 0, "past this time, runs after each cell's first are skipped (default: quick 3m30s, full 1h)")
 	contenders := fs.String("contenders", "", "regular expression choosing contenders by name (default: quick '^(s3fleet 2w|s5cmd)$', full all)")
 	ref := fs.String("ref", "s3fleet 2w", "the s3fleet contender the ratios and targets use, or best: the fastest s3fleet row of each table")
 	fleetWorkers := fs.String("fleet-workers", "1,2,4", "s3fleet contenders: numbers of worker processes")

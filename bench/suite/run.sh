@@ -3,8 +3,8 @@
 # aws-sdk-go-v2 manager, s3transfer, boto3, rclone and a plain loop, in
 # every direction: downloads, uploads, copies across endpoints, server-side.
 #
-#   bench/suite/run.sh            # full: every direction, contender, workload and network (about 35–40 min on 2 cores)
-#   bench/suite/run.sh quick      # 1 GiB download, s3fleet 2 workers vs s5cmd, loopback (under 3 min)
+#   bench/suite/run.sh            # full: every direction, contender, workload and network, HTTP and HTTPS (about 55 min on 2 cores)
+#   bench/suite/run.sh quick      # 1 GiB download, s3fleet 2 workers vs s5cmd, loopback and HTTPS (under 3 min)
 #   bench/suite/run.sh full -directions upload,copy,server-copy   # the uploads and copies alone
 #   bench/suite/run.sh full -runs 3 -cells 'big/*/scratch'        # flags after the mode go to the suite (see main.go)
 #   bench/suite/run.sh scale      # scale-out: 1, 2, 4, 8 worker hosts (network namespaces, root), bench/results-scale.md (about 9 min)

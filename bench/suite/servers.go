@@ -33,7 +33,8 @@ const (
 
 // servers are the redis-server, the S3 server, and when the cells need
 // them wanproxy in front of it (the emulated WAN), a second S3 server
-// (copies across endpoints) and both served over HTTPS too, with clients.
+// (copies across endpoints) and both served over HTTPS too, with
+// another wanproxy in front of the first's HTTPS instance, with clients.
 type servers struct {
 	redis, s3, proxy *process
 	redisAddr        string
@@ -41,6 +42,12 @@ type servers struct {
 	wanEndpoint      string // through wanproxy; empty without it
 	rdb              *redis.Client
 	s3c              *s3.Client
+
+	// proxyTLS is a wanproxy in front of s3TLS (the emulated WAN over
+	// HTTPS): it passes the TLS records as it passes any bytes, and the
+	// clients' TLS sessions end at versitygw.
+	proxyTLS       *process
+	wanTLSEndpoint string
 
 	// s3B is the second versitygw (its own directory, port and
 	// credentials); s3TLS and s3BTLS serve the same directories over
@@ -93,8 +100,8 @@ func startServers(ctx context.Context, o options, dir string, log *slog.Logger) 
 	}
 	s.endpoint = "http://" + s3Addr
 
-	if o.needsWAN() {
-		if err := s.startProxy(ctx, o, dir, s3Addr, log); err != nil {
+	if o.needsNet(netWAN) {
+		if s.proxy, s.wanEndpoint, err = startProxy(ctx, o, "wanproxy", dir, s3Addr, "http", log); err != nil {
 			return nil, err
 		}
 	}
@@ -121,6 +128,11 @@ func startServers(ctx context.Context, o options, dir string, log *slog.Logger) 
 			return nil, err
 		}
 		s.tlsEndpoint = "https://" + addr
+		if o.needsNet(netWANTLS) {
+			if s.proxyTLS, s.wanTLSEndpoint, err = startProxy(ctx, o, "wanproxy tls", dir, addr, "https", log); err != nil {
+				return nil, err
+			}
+		}
 		if s.s3B != nil {
 			if s.s3BTLS, addr, err = startGateway(ctx, o, "versitygw 2 tls", filepath.Join(dir, "logs"), s3BDir, accessKeyB, secretKeyB, &cert, log); err != nil {
 				return nil, err
@@ -240,30 +252,32 @@ func (s *servers) fleetEnv(net string) []string {
 	}
 }
 
-// startProxy starts the suite's wanproxy in front of versitygw: every
-// response byte delayed by the latency, each connection capped at the
-// rate on its own, the requests passed as they are.
-func (s *servers) startProxy(ctx context.Context, o options, dir, upstream string, log *slog.Logger) error {
+// startProxy starts the suite's wanproxy in front of a versitygw (at
+// upstream): every response byte delayed by the latency, each connection
+// capped at the rate on its own, the requests passed as they are. It is a
+// TCP proxy: in front of the HTTPS versitygw it passes the TLS records, and
+// its endpoint is https://, with the same certificate (issued for
+// 127.0.0.1). It returns the process and its endpoint.
+func startProxy(ctx context.Context, o options, name, dir, upstream, scheme string, log *slog.Logger) (*process, string, error) {
 	listenPort, err := freePort()
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", listenPort)
-	log.Info("starting wanproxy", "listen", listen, "upstream", upstream,
+	log.Info("starting "+name, "listen", listen, "upstream", upstream,
 		"latency", o.wanLatency, "rate_MB_per_s_per_conn", o.wanRateKBps/1000)
-	s.proxy, err = startProcess(spec{
-		name: "wanproxy", bin: o.bin("wanproxy"), log: filepath.Join(dir, "logs", "wanproxy.log"),
+	p, err := startProcess(spec{
+		name: name, bin: o.bin("wanproxy"), log: filepath.Join(dir, "logs", strings.ReplaceAll(name, " ", "-")+".log"),
 		args: []string{"-listen", listen, "-upstream", upstream,
 			"-latency", o.wanLatency.String(), "-rate", strconv.FormatInt(o.wanRateKBps*1000, 10)},
 	})
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if err := waitListen(ctx, s.proxy, listen); err != nil {
-		return err
+	if err := waitListen(ctx, p, listen); err != nil {
+		return nil, "", err
 	}
-	s.wanEndpoint = "http://" + listen
-	return nil
+	return p, scheme + "://" + listen, nil
 }
 
 // stop stops whatever was started.
@@ -271,7 +285,7 @@ func (s *servers) stop() {
 	if s.rdb != nil {
 		s.rdb.Close()
 	}
-	for _, p := range []*process{s.proxy, s.s3BTLS, s.s3TLS, s.s3B, s.s3, s.redis} {
+	for _, p := range []*process{s.proxyTLS, s.proxy, s.s3BTLS, s.s3TLS, s.s3B, s.s3, s.redis} {
 		if p != nil {
 			_ = p.stop(5 * time.Second)
 		}
@@ -285,6 +299,8 @@ func (s *servers) endpointFor(net string) string {
 		return s.wanEndpoint
 	case netTLS:
 		return s.tlsEndpoint
+	case netWANTLS:
+		return s.wanTLSEndpoint
 	}
 	return s.endpoint
 }
@@ -305,6 +321,8 @@ func (s *servers) serverProcs(cl cell) []*process {
 	switch {
 	case cl.net == netWAN:
 		return []*process{s.s3, s.proxy}
+	case cl.net == netWANTLS:
+		return []*process{s.s3TLS, s.proxyTLS}
 	case cl.net == netTLS && cl.dir == dirCopy:
 		return []*process{s.s3TLS, s.s3BTLS}
 	case cl.net == netTLS:
@@ -324,11 +342,13 @@ func (s *servers) client(dir string) *s3.Client {
 }
 
 // cleanEnv is the suite's environment without any AWS_, S3FLEET_ or
-// RCLONE_ setting of the caller's, plus the credentials of the S3 server.
+// RCLONE_ setting of the caller's, nor its SSL_CERT_FILE or SSL_CERT_DIR
+// (the HTTPS cells set their own), plus the credentials of the S3 server.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "S3FLEET_") && !strings.HasPrefix(kv, "RCLONE_") {
+		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "S3FLEET_") && !strings.HasPrefix(kv, "RCLONE_") &&
+			!strings.HasPrefix(kv, "SSL_CERT_FILE=") && !strings.HasPrefix(kv, "SSL_CERT_DIR=") {
 			env = append(env, kv)
 		}
 	}

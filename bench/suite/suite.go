@@ -39,6 +39,8 @@ func (c cell) title() string {
 		net = "emulated WAN"
 	case netTLS:
 		net = "loopback, HTTPS"
+	case netWANTLS:
+		net = "emulated WAN, HTTPS"
 	}
 	switch c.dir {
 	case dirUpload:
@@ -253,7 +255,7 @@ func (s *suite) runAll(ctx context.Context) error {
 					"obj/s", fmt.Sprintf("%.0f", float64(len(cl.w.objects))/res.elapsed.Seconds()),
 					"cpu_user_s", fmt.Sprintf("%.2f", res.cpu.user.Seconds()), "cpu_sys_s", fmt.Sprintf("%.2f", res.cpu.sys.Seconds()),
 					"server_cpu_s", fmt.Sprintf("%.2f", res.serverCPU.Seconds()), "kthread_cpu_s", fmt.Sprintf("%.2f", res.kthreadCPU.Seconds()), "other_cpu_s", fmt.Sprintf("%.2f", res.otherCPU.Seconds()),
-					"warnings", res.warnings, "elapsed", time.Since(s.started).Round(time.Second))
+					"warnings", res.warnings, "endpoint", s.srv.endpointFor(cl.net), "elapsed", time.Since(s.started).Round(time.Second))
 			}
 		}
 	}

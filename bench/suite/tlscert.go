@@ -19,9 +19,11 @@ import (
 type certFiles struct{ cert, key string }
 
 // writeCert writes a self-signed certificate for 127.0.0.1 and localhost,
-// valid for a day, into dir. The TLS cells' processes trust it through
-// SSL_CERT_FILE, which Go programs (s3fleet, s5cmd, rclone, the SDK's)
-// read instead of the system's CAs.
+// valid for a day, into dir, which holds no other certificate. The TLS
+// cells' processes trust it through SSL_CERT_FILE and SSL_CERT_DIR, which
+// Go programs (s3fleet, s5cmd, rclone, the SDK's) read instead of the
+// system's CAs, and AWS_CA_BUNDLE, which the AWS SDKs read (botocore's
+// alone: boto3, s3transfer); rclone through --ca-cert (cellEnv).
 func writeCert(dir string) (certFiles, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return certFiles{}, err
