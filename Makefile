@@ -68,11 +68,11 @@ test-short: tools ## the fast tiers only (no end-to-end runs of the binaries)
 	$(GO) test -race -short -count=1 ./...
 
 .PHONY: bench
-bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop, every direction: bench/results.md and .png (~35–40 min)
+bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop, every direction, plain HTTP and HTTPS: bench/results.md and .png (~55 min)
 	bench/suite/run.sh full
 
 .PHONY: bench-quick
-bench-quick: tools ## the 1 GiB comparison with s5cmd alone (~2 min)
+bench-quick: tools ## the 1 GiB comparison with s5cmd alone, plain HTTP and HTTPS (~3 min)
 	bench/suite/run.sh quick
 
 .PHONY: bench-copy
