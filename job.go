@@ -2,12 +2,14 @@ package s3fleet
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"iter"
+	"log/slog"
 	"time"
 
 	"github.com/s3fleet/s3fleet/assembler"
@@ -57,9 +59,10 @@ type Job struct {
 	// RequestPayer ("requester") pays for a requester-pays bucket;
 	// ExpectedOwner is the account that must own the buckets.
 	RequestPayer, ExpectedOwner string
-	// SSECKey is the objects' SSE-C key (32 bytes): the client uses it for
-	// its HEADs, and only its MD5 is enqueued (workers hold the key).
-	SSECKey []byte
+	// SSECKey is the objects' SSE-C key (32 bytes, or their base64): the
+	// client uses it for its HEADs, and only its MD5 is enqueued (workers
+	// hold the key). It prints as "[redacted]".
+	SSECKey SecretKey
 	// Write is what a copy or an upload sets on each destination object:
 	// storage class, encryption, metadata added to the source's.
 	Write Write
@@ -68,16 +71,37 @@ type Job struct {
 // Write is what a copy or an upload sets on the objects it writes.
 type Write = ledger.Write
 
+// SecretKey is key material that never prints: fmt's verbs, slog and JSON
+// all show "[redacted]" (a Job logged with %+v must not leak its key).
+type SecretKey []byte
+
+const redacted = "[redacted]"
+
+// String is "[redacted]".
+func (SecretKey) String() string { return redacted }
+
+// GoString is "[redacted]".
+func (SecretKey) GoString() string { return redacted }
+
+// Format writes "[redacted]" for every verb.
+func (SecretKey) Format(f fmt.State, _ rune) { io.WriteString(f, redacted) }
+
+// LogValue is "[redacted]".
+func (SecretKey) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalJSON is "[redacted]", as a JSON string.
+func (SecretKey) MarshalJSON() ([]byte, error) { return json.Marshal(redacted) }
+
 // request is the job as the enqueuer takes it, with the options set.
 func (j Job) request(set settings) (enqueuer.Request, error) {
-	req := set.req
+	req := set.req // ExpectedSize, VersionID, and the options a Job field may also set
 	req.Job, req.Sources, req.From, req.Dest = j.ID, j.Sources, j.From, j.Dest
-	req.Include, req.Exclude, req.Overwrite, req.Sync, req.Verify = j.Include, j.Exclude, j.Overwrite, j.Sync, j.Verify
-	req.Priority, req.Mirror, req.MaxDelete, req.Delete, req.On = j.Priority, j.Mirror, j.MaxDelete, j.Remove, j.On
+	req.Include, req.Exclude, req.Sync = j.Include, j.Exclude, j.Sync
+	req.Overwrite = req.Overwrite || j.Overwrite
+	req.Verify = cmp.Or(j.Verify, req.Verify)
+	req.Priority = cmp.Or(j.Priority, req.Priority, "default")
+	req.Mirror, req.MaxDelete, req.Delete, req.On = j.Mirror, j.MaxDelete, j.Remove, j.On
 	req.RequestPayer, req.ExpectedOwner, req.Write = j.RequestPayer, j.ExpectedOwner, j.Write
-	if req.Priority == "" {
-		req.Priority = "default"
-	}
 	if j.SSECKey != nil {
 		key, sum, err := config.ParseSSECKey(j.SSECKey)
 		if err != nil {
@@ -166,8 +190,11 @@ func (c *Client) Job(ctx context.Context, id string, opts ...Option) (*JobHandle
 	return &JobHandle{c: c, id: id, progress: set.progress, notice: set.notice}, nil
 }
 
-// Jobs are the newest jobs, at most limit, newest first.
+// Jobs are the newest jobs, at most limit (at least 1), newest first.
 func (c *Client) Jobs(ctx context.Context, limit int64) ([]JobStatus, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("%w: jobs: a limit of %d (at least 1)", ErrInvalid, limit)
+	}
 	jobs, err := c.led.RecentJobs(ctx, limit)
 	if err != nil {
 		return nil, err
@@ -345,7 +372,11 @@ func (j *JobHandle) Wait(ctx context.Context, opts ...Option) (Progress, error) 
 		}
 		last = p
 		if p.Done {
-			if p.Failed+p.Cancelled > 0 || s.ListError != "" {
+			if s.ListError != "" {
+				return p, fmt.Errorf("job %s: its listing stopped early (%s); %d of %d enqueued %w", j.id, s.ListError,
+					p.Failed+p.Cancelled, p.Objects, ErrJobFailed)
+			}
+			if p.Failed+p.Cancelled > 0 {
 				return p, fmt.Errorf("job %s: %d of %d %w", j.id, p.Failed+p.Cancelled, p.Objects, ErrJobFailed)
 			}
 			return p, nil

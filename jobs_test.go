@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -132,6 +133,61 @@ func TestSubmitInvalid(t *testing.T) {
 		if _, err := c.Submit(context.Background(), j); !errors.Is(err, s3fleet.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
+	}
+	// An option of Submit counts as the Job's field would (a review found
+	// them dropped: a Priority("high") job ran on the default queue).
+	j := s3fleet.Job{Sources: []string{"s3://bkt/logs/"}, Dest: t.TempDir() + "/"}
+	for name, opt := range map[string]s3fleet.Option{"priority": s3fleet.Priority("bogus"), "verify": s3fleet.Verify("bogus")} {
+		if _, err := c.Plan(context.Background(), j, nil, opt); err == nil || !strings.Contains(err.Error(), "bogus") {
+			t.Errorf("Plan with a bad %s option: %v", name, err)
+		}
+	}
+	if _, err := c.Jobs(context.Background(), 0); !errors.Is(err, s3fleet.ErrInvalid) {
+		t.Errorf("Jobs(0): %v, want ErrInvalid", err)
+	}
+}
+
+// TestSecretKeyRedacted: a Job's SSE-C key never prints, whichever way the
+// Job is printed or logged.
+func TestSecretKeyRedacted(t *testing.T) {
+	const key = "0123456789abcdef0123456789abcdef"
+	j := s3fleet.Job{Sources: []string{"s3://bkt/x"}, SSECKey: s3fleet.SecretKey(key)}
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("job", "job", j, "key", j.SSECKey)
+	js, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{fmt.Sprintf("%v %+v %#v %s %x %q", j, j, j, j.SSECKey, j.SSECKey, j.SSECKey), logged.String(), string(js)} {
+		if strings.Contains(out, key) || strings.Contains(out, fmt.Sprintf("%x", key)) || !strings.Contains(out, "[redacted]") {
+			t.Errorf("printed: %s", out)
+		}
+	}
+}
+
+// TestSetupRetried: a failure to set up the client's S3 side (here, a task
+// key file not there yet) is not kept: once the file is there, the next
+// call works.
+func TestSetupRetried(t *testing.T) {
+	opts, err := s3fleet.OptionsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.TaskKeyFile = filepath.Join(t.TempDir(), "keys")
+	c, err := s3fleet.Connect(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	j := s3fleet.Job{Sources: []string{"s3://bkt/logs/"}, Dest: t.TempDir() + "/"}
+	if _, err := c.Plan(context.Background(), j, nil); err == nil {
+		t.Fatal("Plan with no task key file worked")
+	}
+	if err := os.WriteFile(opts.TaskKeyFile, []byte("a-task-key-of-at-least-32-bytes-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Plan(context.Background(), j, nil); err != nil {
+		t.Fatalf("Plan once the key file is there: %v", err)
 	}
 }
 

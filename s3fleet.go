@@ -66,10 +66,9 @@ type Client struct {
 	once  sync.Once
 
 	// The S3 side, set up on first use (status and waiting need none, so
-	// they work without S3 credentials).
-	enqOnce sync.Once
-	enq     *enqueuer.Enqueuer
-	enqErr  error
+	// they work without S3 credentials); a failure is tried again.
+	enqMu sync.Mutex
+	enq   *enqueuer.Enqueuer
 
 	// dead is closed, with deadErr, when a Local client's workers stopped
 	// on their own: nothing will run what waits.
@@ -106,21 +105,43 @@ func newClient(ctx context.Context, opts Options, rdb redis.UniversalClient) (*C
 		dead: make(chan struct{})}, nil
 }
 
-// enqueuer is the client's S3 side, made on first use.
+// enqueuer is the client's S3 side, made on first use. A failure is not
+// kept: the next call tries again (a key file not mounted yet, a profile
+// written since).
 func (c *Client) enqueuer(ctx context.Context) (*enqueuer.Enqueuer, error) {
-	c.enqOnce.Do(func() {
-		log := connect.Logger(c.opts)
-		eps := connect.Endpoints(c.opts, c.rdb, log)
-		cctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
-		defer cancel()
-		s3c, err := eps.Client(cctx, "", "")
-		if err != nil {
-			c.enqErr = err
-			return
-		}
-		c.enq, c.enqErr = enqueuer.New(c.opts, s3c, eps, c.led, asynq.NewClientFromRedisClient(c.rdb), c.insp, log)
-	})
-	return c.enq, c.enqErr
+	if err := c.alive(); err != nil {
+		return nil, err
+	}
+	c.enqMu.Lock()
+	defer c.enqMu.Unlock()
+	if c.enq != nil {
+		return c.enq, nil
+	}
+	log := connect.Logger(c.opts)
+	eps := connect.Endpoints(c.opts, c.rdb, log)
+	cctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
+	defer cancel()
+	s3c, err := eps.Client(cctx, "", "")
+	if err != nil {
+		return nil, err
+	}
+	enq, err := enqueuer.New(c.opts, s3c, eps, c.led, asynq.NewClientFromRedisClient(c.rdb), c.insp, log)
+	if err != nil {
+		return nil, err
+	}
+	c.enq = enq
+	return enq, nil
+}
+
+// alive is nil, or, once a Local client's workers stopped on their own,
+// why: nothing would run new work.
+func (c *Client) alive() error {
+	select {
+	case <-c.dead:
+		return c.deadErr
+	default:
+		return nil
+	}
 }
 
 // Local runs the fleet inside this process: an embedded Redis-compatible
@@ -157,9 +178,10 @@ func Local(ctx context.Context, opts Options) (*Client, error) {
 			}
 		}()
 		log := connect.Logger(opts)
-		if opts.LogLevel != "debug" {
-			// Results carry the failures and their causes; the in-process
-			// workers speak up only for errors.
+		if opts.LogLevel == "info" {
+			// At the default level, Results carry the failures and their
+			// causes, and the in-process workers speak up only for errors;
+			// a level asked for otherwise is kept.
 			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 		}
 		if err := worker.Run(wctx, opts, log); err != nil && !errors.Is(err, context.Canceled) {

@@ -434,7 +434,35 @@ func TestCopyAndUpload(t *testing.T) {
 		t.Fatal("the uploaded object differs from the file")
 	}
 
+	// Small files too (a review found them waiting in a batch with no
+	// record to follow: Upload failed, and the object landed anyway).
+	for _, size := range []int{100 << 10, 0} {
+		small := filepath.Join(t.TempDir(), fmt.Sprintf("small-%d.bin", size))
+		if err := os.WriteFile(small, body[:size], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("up/small-%d.bin", size)
+		up, err := c.Upload(ctx, small, "s3://out/"+key)
+		if err != nil {
+			t.Fatalf("upload of %d bytes: %v", size, err)
+		}
+		if rec, err := up.Result(ctx); err != nil || rec.State != s3fleet.Success {
+			t.Fatalf("upload of %d bytes: %+v %v", size, rec, err)
+		}
+		if !bytes.Equal(getFrom(t, "out", key), body[:size]) {
+			t.Fatalf("the uploaded %d bytes differ from the file", size)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "link.bin")
+	if err := os.Symlink(src, link); err != nil {
+		t.Fatal(err)
+	}
+
 	for name, call := range map[string]func() error{
+		"a symbolic link is not followed": func() error {
+			_, err := c.Upload(ctx, link, "s3://out/x")
+			return err
+		},
 		"Copy writes to S3": func() error {
 			_, err := c.Download(ctx, "s3://bkt/logs/big.log", "s3://out/x")
 			return err
@@ -455,5 +483,38 @@ func TestCopyAndUpload(t *testing.T) {
 		if err := call(); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("want an error saying %q, got %v", name, err)
 		}
+	}
+}
+
+// TestLocalWorkerStopped: when a Local client's workers stop on their own
+// (here, an SSE-C key file that is not there), Result and Wait name the
+// cause, and a later Download is refused with it rather than left to wait
+// for ever.
+func TestLocalWorkerStopped(t *testing.T) {
+	opts, err := s3fleet.OptionsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.SSECKeyFile = filepath.Join(t.TempDir(), "missing.key")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := s3fleet.Local(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const cause = "the local worker stopped"
+	tr, err := c.Download(ctx, "s3://bkt/logs/00.log", filepath.Join(t.TempDir(), "x"))
+	if err != nil {
+		if !strings.Contains(err.Error(), cause) {
+			t.Fatalf("Download: %v", err)
+		}
+		return // the worker had stopped already: refused with the cause
+	}
+	if _, err := tr.Result(ctx); err == nil || !strings.Contains(err.Error(), cause) || !strings.Contains(err.Error(), "missing.key") {
+		t.Fatalf("Result: %v; want the worker's cause", err)
+	}
+	if _, err := c.Download(ctx, "s3://bkt/logs/01.log", filepath.Join(t.TempDir(), "y")); err == nil || !strings.Contains(err.Error(), cause) {
+		t.Fatalf("Download after the workers stopped: %v", err)
 	}
 }

@@ -152,9 +152,13 @@ func Priority(p string) Option { return func(s *settings) { s.req.Priority = p }
 // runs) stands each time its bytes change, as s3transfer's subscribers
 // are: the bytes landed and those still streaming, which workers report
 // every 2 s of a chunk (finer than whole chunks), and once more when it
-// ends. A callback rather than a channel: nothing to size or drain, and a
-// caller who wants a channel sends on one from fn. fn runs on the client's
-// watcher (or Wait's) goroutine and should return quickly.
+// ends. A callback rather than a channel: nothing to size or drain. fn runs
+// on the client's one watcher goroutine (or Wait's), and a transfer's
+// Result returns only after its last call: fn must return quickly and
+// must not wait for a Result, a Wait or an unbuffered channel that is read
+// only after one (the watcher, and every Result, would wait with it). A
+// caller who wants a channel sends on a buffered one without blocking
+// (select with default), keeping the latest.
 func OnProgress(fn func(Progress)) Option { return func(s *settings) { s.progress = fn } }
 
 // OnNotice has fn told, while a job's Wait runs, what the job waits for,
@@ -204,18 +208,21 @@ func (c *Client) Copy(ctx context.Context, src, dest string, opts ...Option) (*T
 	return c.one(ctx, "copy", src, dest, opts)
 }
 
-// Upload enqueues the upload of one local file (a path the workers see,
-// under their allow_source) to dest, an object URL, as Download does;
-// Submit takes directories. The file is pinned as it was when enqueued:
-// one changed before its bytes are read fails the upload.
+// Upload enqueues the upload of one local file to dest, an object URL, as
+// Download does; Submit takes directories. The file must be on this host
+// and at the same path on the workers' (a shared disk, under their
+// allow_source): a file on one worker host's own disk is uploaded by a
+// Submit with Job.On. The file is pinned as it was when enqueued: one
+// changed before its bytes are read fails the upload.
 func (c *Client) Upload(ctx context.Context, path, dest string, opts ...Option) (*Transfer, error) {
 	if location.IsURL(path) {
 		return nil, fmt.Errorf("upload %q: not a local file: Copy takes object URLs", path)
 	}
-	if st, err := os.Stat(path); err != nil {
+	// As the enqueuer records it: a symbolic link is not followed.
+	if st, err := os.Lstat(path); err != nil {
 		return nil, fmt.Errorf("upload %s: %w", path, err)
 	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("upload %s: not a regular file (Submit takes directories)", path)
+		return nil, fmt.Errorf("upload %s: not a regular file (a symbolic link is not followed; Submit takes directories)", path)
 	}
 	if !location.IsURL(dest) {
 		return nil, fmt.Errorf("upload %s to %q: the destination is not an object URL (s3://bucket/key)", path, dest)
@@ -233,9 +240,13 @@ func oneObject(op, src string) error {
 
 // one submits a job of one object and follows its transfer.
 func (c *Client) one(ctx context.Context, op, src, dest string, opts []Option) (*Transfer, error) {
+	if err := c.alive(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", op, src, err)
+	}
 	set := apply(opts)
 	req := set.req
 	req.Sources, req.Dest = []string{src}, dest
+	req.Recorded = true // a small file would otherwise wait in a batch with no record to follow
 	enq, err := c.enqueuer(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", op, src, err)
@@ -352,6 +363,9 @@ func (t *Transfer) Result(ctx context.Context) (Record, error) {
 		return t.record(ledger.Transfer{State: ledger.Cancelled}), t.failure(Cancelled, "cancelled by the caller")
 	}
 	if t.w.err != nil {
+		if dead := t.c.alive(); errors.Is(t.w.err, ErrClosed) && dead != nil {
+			return Record{}, fmt.Errorf("%s → %s: %w: %w", t.meta.Source, t.meta.Dest, t.w.err, dead)
+		}
 		return Record{}, fmt.Errorf("%s → %s: %w", t.meta.Source, t.meta.Dest, t.w.err)
 	}
 	rec, err := t.c.led.GetTransfer(ctx, t.meta.TransferID)

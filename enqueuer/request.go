@@ -59,6 +59,11 @@ type Request struct {
 	// SSECKey is the enqueuer's own copy of that key, for its HEADs only;
 	// it never leaves this process.
 	SSECKey []byte
+	// Recorded gives every object its transfer record when it is enqueued,
+	// never a pending batch's place without one (see pendable): for a
+	// caller that follows the transfer at once (the API's Upload of a small
+	// file).
+	Recorded bool
 }
 
 // setOptions applies the request's S3 options to a HEAD of a source: the

@@ -389,9 +389,9 @@ func (s *submission) batchWaiting(t ledger.Transfer) bool {
 // in a first run of its job (a job run again after failures needs every
 // transfer recorded for Supersede), not bound to a host (another job of the
 // same object finds an --on job's record, and follows it to its host's
-// queue).
+// queue), unless the request wants every record made at once (Recorded).
 func (s *submission) pendable(t ledger.Transfer) bool {
-	return s.batchable(t) && s.resumedAt == nil && !s.req.DryRun && s.req.On == ""
+	return s.batchable(t) && s.resumedAt == nil && !s.req.DryRun && s.req.On == "" && !s.req.Recorded
 }
 
 // addToBatch adds an object with a record to the batch being filled, and

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -39,18 +40,49 @@ func follow(ctx context.Context, h *s3fleet.JobHandle, cmd *cobra.Command, out o
 	if !sinceNow {
 		base = 0
 	}
+	// Wait tells a change; the display also moves on while nothing changes
+	// (a job behind a backlog still prints a line every 5 s, and its bar's
+	// time runs), so a log watcher does not take it for hung.
+	var mu sync.Mutex
+	var last *s3fleet.Progress
+	draw := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if last != nil {
+			show(*last, time.Since(start))
+		}
+	}
+	stop, ticking := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ticking)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				draw()
+			}
+		}
+	}()
 	_, err := h.Wait(ctx,
 		s3fleet.OnProgress(func(p s3fleet.Progress) {
+			mu.Lock()
 			if base < 0 {
 				base = p.BytesDone - p.BytesSkipped
 			}
-			show(p, time.Since(start))
+			last = &p
+			mu.Unlock()
+			draw()
 		}),
 		s3fleet.OnNotice(func(note string) {
 			if !out.quiet {
 				fmt.Fprintf(stderr, "\n%s\n", escaped(note))
 			}
 		}))
+	close(stop)
+	<-ticking
 	show(s3fleet.Progress{}, -1)
 	switch {
 	case errors.Is(err, s3fleet.ErrJobLost):
@@ -193,10 +225,13 @@ func writeManifest(ctx context.Context, h *s3fleet.JobHandle, path string) error
 		return fmt.Errorf("manifest: %w", err)
 	}
 	err = h.WriteManifest(ctx, f)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("write manifest %s: %w", path, cerr)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("write manifest %s: %w", path, err)
+	}
+	return nil
 }
 
 func isTerminal(w io.Writer) bool {
