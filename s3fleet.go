@@ -1,9 +1,11 @@
 // Package s3fleet is the fleet's Go API, as s3transfer's
 // ProcessPoolDownloader has it: Download returns a Transfer at once, whose
 // Result blocks until the object has landed (every byte checked) or
-// failed, and which can be cancelled, asked its State and its Meta; Submit
-// enqueues a job of many objects (a prefix, several sources), which can be
-// waited for, followed and cancelled.
+// failed, and which can be cancelled, asked its State and its Meta; Copy
+// and Upload return the same Transfer. Submit enqueues a job of many
+// objects (a prefix, several sources, a manifest), which can be waited
+// for, followed, retried and cancelled; Client.Job finds one by its ID.
+// The enqueue command is built on this package.
 //
 // Connect talks to the fleet's Redis and S3, as the enqueue command does:
 // the work is done by the fleet's workers, on any number of hosts. Local
