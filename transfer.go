@@ -240,9 +240,6 @@ func oneObject(op, src string) error {
 
 // one submits a job of one object and follows its transfer.
 func (c *Client) one(ctx context.Context, op, src, dest string, opts []Option) (*Transfer, error) {
-	if err := c.alive(); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", op, src, err)
-	}
 	set := apply(opts)
 	req := set.req
 	req.Sources, req.Dest = []string{src}, dest

@@ -168,15 +168,7 @@ func TestTargetsDirections(t *testing.T) {
 	add(upTLS, "s3fleet 2w", 1, 30<<20, nil)
 	add(upTLS, "s5cmd", 3, 0, nil) // no target over HTTPS
 
-	var rows [][]string
-	for line := range strings.Lines(s.targets()) {
-		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
-		rows = append(rows, cells)
-	}
-	rows = rows[2:] // the header and its rule
+	rows := tableRows(s.targets())
 	want := [][]string{
 		{"upload/big/loopback", "s3fleet 2w 1074 MB/s", "s5cmd 767", "1.40×", "≥ 1.5×", "no"},
 		{"upload/big/loopback", "s3fleet 2w 1074 MB/s", "sdk manager 358", "3.00×", "≥ 2.0×", "yes"},
@@ -417,15 +409,7 @@ func TestTargetsTLS(t *testing.T) {
 	add(plain, "s3fleet 2w", 1, 1)
 	add(plain, "s5cmd", 1.6, 1)
 
-	var rows [][]string
-	for line := range strings.Lines(s.targets()) {
-		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
-		rows = append(rows, cells)
-	}
-	rows = rows[2:]
+	rows := tableRows(s.targets())
 	want := [][]string{
 		{"big/tls/durable", "s3fleet 2w 1074 MB/s", "s5cmd 537", "2.00×", "≥ 1.5×", "yes"},
 		{"big/tls/durable", "s3fleet 2w own 1.00 CPU-s/GiB", "s5cmd 1.80", "0.56×", "≤ 0.67×", "yes"},
@@ -457,4 +441,18 @@ func TestTargetsTLS(t *testing.T) {
 			t.Errorf("title %q, want %q", got, tc.want)
 		}
 	}
+}
+
+// tableRows is a Markdown table's rows below its header and rule, each
+// row's cells trimmed.
+func tableRows(md string) [][]string {
+	var rows [][]string
+	for line := range strings.Lines(md) {
+		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		rows = append(rows, cells)
+	}
+	return rows[2:] // the header and its rule
 }
