@@ -33,14 +33,16 @@ wait "$suitepid" || { tail -20 "$tmp/suite.log" >&2; exit 1; }
 wait "$perfpid" || true
 [ -f "$tmp/worker" ] || { echo "profile.sh: never saw the suite's worker binary" >&2; exit 1; }
 grep -E "^\| big|^\| small|^\| mixed" "$root/bench/out/profile.md" | head -4 || true
-perf report -i "$tmp/perf.data" --no-children --comm worker --sort sym -g none -q 2>/dev/null >"$tmp/syms.txt"
+# -n: sample counts (the percentages are rounded to 0.01 %, and a Go
+# binary's unresolved addresses spread its samples over many rows)
+perf report -i "$tmp/perf.data" --no-children --comm worker --sort sym -g none -q -n 2>/dev/null >"$tmp/syms.txt"
 python3 - "$tmp/syms.txt" "$tmp/worker" <<'PY'
 import collections, re, subprocess, sys
 rows = []
 for line in open(sys.argv[1]):
-    m = re.match(r'\s*([\d.]+)%\s+\[(.)\]\s+(\S+)', line)
+    m = re.match(r'\s*[\d.]+%\s+(\d+)\s+\[(.)\]\s+(\S+)', line)
     if m:
-        rows.append((float(m.group(1)), m.group(2), m.group(3)))
+        rows.append((int(m.group(1)), m.group(2), m.group(3)))
 total = sum(r[0] for r in rows) or 1
 user = [r for r in rows if r[1] == '.' and r[2].startswith('0x')]
 kern = [r for r in rows if r[1] == 'k']
@@ -60,6 +62,7 @@ by = collections.Counter()
 for f, p in funcs.items():
     by[next((g for k, g in groups if k in f.lower()), f.rsplit('/', 1)[-1].split('.')[0])] += p
 ksum = sum(r[0] for r in kern)
+print(f"workers' samples: {total}")
 print(f"workers' samples: user {100 * (total - ksum) / total:.1f} %, kernel {100 * ksum / total:.1f} %")
 print("user, by group:")
 for g, p in by.most_common(10):

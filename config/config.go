@@ -97,6 +97,9 @@ type Config struct {
 	// Flush makes each chunk durable before it is recorded ("sync"), or
 	// leaves that to the final fsync ("none", for scratch data).
 	Flush string `mapstructure:"flush"`
+	// KeepCache keeps downloaded chunks in the page cache; by default each
+	// is written out when it ends and its pages dropped (tasks.ChunkHandler).
+	KeepCache bool `mapstructure:"keep_cache"`
 	// Bandwidth caps a worker's download rate in bytes/s; 0: no cap.
 	Bandwidth Size `mapstructure:"bandwidth"`
 	// SSECKey is the SSE-C key (base64 of 32 bytes) a worker decrypts
@@ -214,6 +217,7 @@ var settings = []setting{
 	{"shutdown_timeout", "30s", "time a stopping worker lets running chunks finish", Worker},
 	{"retention", "168h", "how long results and records are kept", Both},
 	{"flush", "sync", "make each chunk durable before recording it: sync or none", Worker},
+	{"keep_cache", false, "keep downloaded chunks in the page cache (default: write each chunk out when it ends and drop its pages)", Worker},
 	{"bandwidth", "0", "cap on a worker's download rate, bytes/s (e.g. 200MiB; 0: none)", Worker},
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},

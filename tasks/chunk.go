@@ -207,6 +207,15 @@ type ChunkHandler struct {
 	// NoFlush skips making each chunk durable before it is recorded (for
 	// scratch data; the assembler then skips its fsync too).
 	NoFlush bool
+	// KeepCache keeps each chunk's pages in the page cache. By default
+	// they are written to disk when the chunk ends (flushRange; with
+	// NoFlush writeOut, which waits for the write but commits no
+	// metadata) and dropped (dropCache): on disk they are of no further
+	// use to the fleet, a download of many GiB would otherwise fill the
+	// cache and evict what the host's other programs use, and the pages
+	// freed are the next chunks' (bench/README.md: on the benchmarks' VM
+	// fresh pages cost the workers 1 to 3 CPU-s a GiB instead of 0.6).
+	KeepCache bool
 	// AssembleOptions are passed to NewAssembleTask (retention, retries).
 	AssembleOptions []asynq.Option
 	// SSECKeys are the worker's SSE-C keys by their base64 MD5.
@@ -646,7 +655,8 @@ func wrapLocal(op string, err error) error {
 // fetch GETs the range pinned to the enqueued object (to etag, when known)
 // and streams it to its offset in f through a pooled buffer, computing its
 // CRC on the way. It returns only when exactly the range's bytes are
-// written (and flushed, unless NoFlush), with the response's ETag. A
+// written (and flushed, unless NoFlush; and out of the page cache, unless
+// KeepCache), with the response's ETag. A
 // response whose Content-Range says the object has another size than the
 // one enqueued fails the object at once, with both sizes.
 func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w *fence.Writer) (int64, uint64, string, error) {
@@ -660,10 +670,17 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w
 	if err != nil {
 		return n, crc, "", noSpace(filepath.Dir(w.File().Name()), p.Size, err)
 	}
-	if !h.NoFlush {
-		if err := flushRange(w.File(), r.First, n); err != nil {
-			return n, crc, "", wrapLocal("flush "+w.File().Name(), err)
-		}
+	switch {
+	case !h.NoFlush:
+		err = flushRange(w.File(), r.First, n)
+	case !h.KeepCache:
+		err = writeOut(w.File(), r.First, n)
+	}
+	if err != nil {
+		return n, crc, "", wrapLocal("flush "+w.File().Name(), err)
+	}
+	if !h.KeepCache {
+		dropCache(w.File(), r.First, n)
 	}
 	return n, crc, aws.ToString(out.ETag), nil
 }
@@ -813,14 +830,34 @@ const maxEmptyReads = 100
 // Where sync_file_range is unsupported (NFS), fdatasync does it all. The
 // fdatasync is shared: see groupSync.
 func flushRange(f *os.File, off, n int64) error {
-	fd := int(f.Fd())
-	err := unix.SyncFileRange(fd, off, n,
-		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-	if err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) {
-		return fmt.Errorf("sync_file_range: %w", err)
+	if err := writeOut(f, off, n); err != nil {
+		return err
 	}
 	if err := partSyncs.sync(f); err != nil {
 		return fmt.Errorf("fdatasync: %w", err)
 	}
 	return nil
+}
+
+// writeOut writes the dirty pages of [off, off+n) of f to disk and waits
+// for them (sync_file_range), without the fdatasync that would make them
+// durable: with flush=none, so that dropCache can drop them. Where
+// sync_file_range is unsupported (NFS) it does nothing, and the pages
+// stay cached.
+func writeOut(f *os.File, off, n int64) error {
+	err := unix.SyncFileRange(int(f.Fd()), off, n,
+		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	if err != nil && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("sync_file_range: %w", err)
+	}
+	return nil
+}
+
+// dropCache drops the pages of [off, off+n) of f from the page cache
+// (posix_fadvise DONTNEED), once flushRange has put them on disk: the
+// kernel drops clean pages only, so no byte is lost, and a failure leaves
+// them cached, which is harmless (where the filesystem cannot drop them,
+// as tmpfs, nothing changes).
+func dropCache(f *os.File, off, n int64) {
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
 }

@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	mux := asynq.NewServeMux()
 	mux.Use(taskKeys.Middleware, member.Middleware)
 	chunks := &tasks.ChunkHandler{
-		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none",
+		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none", KeepCache: cfg.KeepCache,
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
 		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(), Keys: taskKeys, RetryFor: cfg.RetryFor,
