@@ -6,6 +6,8 @@ import (
 	"hash"
 	"hash/crc64"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -60,6 +62,43 @@ func BenchmarkUpdate(b *testing.B) {
 			n := int64(0)
 			for b.Loop() {
 				h.Write(buf)
+				n += benchBuf
+			}
+			reportCPU(b, n)
+		})
+	}
+}
+
+// BenchmarkUpdateAfterRead hashes each 256 KiB just read from a file in
+// the page cache, as a chunk hashes what it has just read from its
+// socket: the bytes the kernel copied in are in the cache, so the CRC
+// costs what it does in BenchmarkUpdate (bench/README.md compares it with
+// the CRC's share of a worker's profile). Only the hashing is timed.
+func BenchmarkUpdateAfterRead(b *testing.B) {
+	const size = 64 << 20
+	path := filepath.Join(b.TempDir(), "data")
+	if err := os.WriteFile(path, randBytes(rand.New(rand.NewPCG(2, 2)), size), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, benchBuf)
+	for _, a := range crcs {
+		b.Run(string(a), func(b *testing.B) {
+			b.SetBytes(benchBuf)
+			var crc uint64
+			n, off := int64(0), int64(0)
+			for b.Loop() {
+				b.StopTimer()
+				if _, err := f.ReadAt(buf, off); err != nil {
+					b.Fatal(err)
+				}
+				off = (off + benchBuf) % size
+				b.StartTimer()
+				crc = checksum.Update(a, crc, buf)
 				n += benchBuf
 			}
 			reportCPU(b, n)
