@@ -62,8 +62,7 @@ by = collections.Counter()
 for f, p in funcs.items():
     by[next((g for k, g in groups if k in f.lower()), f.rsplit('/', 1)[-1].split('.')[0])] += p
 ksum = sum(r[0] for r in kern)
-print(f"workers' samples: {total}")
-print(f"workers' samples: user {100 * (total - ksum) / total:.1f} %, kernel {100 * ksum / total:.1f} %")
+print(f"workers' samples: {total}: user {100 * (total - ksum) / total:.1f} %, kernel {100 * ksum / total:.1f} %")
 print("user, by group:")
 for g, p in by.most_common(10):
     print(f"  {100 * p / total:5.1f} %  {g}")

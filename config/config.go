@@ -217,7 +217,7 @@ var settings = []setting{
 	{"shutdown_timeout", "30s", "time a stopping worker lets running chunks finish", Worker},
 	{"retention", "168h", "how long results and records are kept", Both},
 	{"flush", "sync", "make each chunk durable before recording it: sync or none", Worker},
-	{"keep_cache", false, "keep downloaded chunks in the page cache (default: write each chunk out when it ends and drop its pages)", Worker},
+	{"keep_cache", false, "keep downloaded chunks in the page cache (default: drop each chunk's pages when it ends; with flush=none it first waits for them to reach the device)", Worker},
 	{"bandwidth", "0", "cap on a worker's download rate, bytes/s (e.g. 200MiB; 0: none)", Worker},
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
 	{"sse_c_key_file", "", "file holding the SSE-C key (32 bytes, raw or base64)", Worker},

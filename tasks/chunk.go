@@ -670,14 +670,16 @@ func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w
 	if err != nil {
 		return n, crc, "", noSpace(filepath.Dir(w.File().Name()), p.Size, err)
 	}
+	op := ""
 	switch {
 	case !h.NoFlush:
-		err = flushRange(w.File(), r.First, n)
+		op, err = "flush", flushRange(w.File(), r.First, n)
 	case !h.KeepCache:
-		err = writeOut(w.File(), r.First, n)
+		op, err = "write out", writeOut(w.File(), r.First, n)
 	}
 	if err != nil {
-		return n, crc, "", wrapLocal("flush "+w.File().Name(), err)
+		err = wrapLocal(fmt.Sprintf("%s %s (%s)", op, w.File().Name(), p.what()), err)
+		return n, crc, "", noSpace(filepath.Dir(w.File().Name()), p.Size, err)
 	}
 	if !h.KeepCache {
 		dropCache(w.File(), r.First, n)
@@ -827,8 +829,9 @@ const maxEmptyReads = 100
 // recorded: sync_file_range pushes just this range to disk (overlapping the
 // disk with other chunks' downloads), then fdatasync commits the metadata
 // that makes those blocks readable after a crash (extent conversion).
-// Where sync_file_range is unsupported (NFS), fdatasync does it all. The
-// fdatasync is shared: see groupSync.
+// Where the filesystem refuses sync_file_range (ENOSYS, EINVAL,
+// EOPNOTSUPP), fdatasync does it all. The fdatasync is shared: see
+// groupSync.
 func flushRange(f *os.File, off, n int64) error {
 	if err := writeOut(f, off, n); err != nil {
 		return err
@@ -839,11 +842,12 @@ func flushRange(f *os.File, off, n int64) error {
 	return nil
 }
 
-// writeOut writes the dirty pages of [off, off+n) of f to disk and waits
-// for them (sync_file_range), without the fdatasync that would make them
-// durable: with flush=none, so that dropCache can drop them. Where
-// sync_file_range is unsupported (NFS) it does nothing, and the pages
-// stay cached.
+// writeOut hands the dirty pages of [off, off+n) of f to the device and
+// waits for them (sync_file_range), without the fdatasync that would make
+// them durable: with flush=none, so that dropCache can drop them, and so
+// that a write error fails the chunk rather than go unseen. Where the
+// filesystem refuses sync_file_range (ENOSYS, EINVAL, EOPNOTSUPP) it does
+// nothing, and the pages stay cached.
 func writeOut(f *os.File, off, n int64) error {
 	err := unix.SyncFileRange(int(f.Fd()), off, n,
 		unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
@@ -854,10 +858,11 @@ func writeOut(f *os.File, off, n int64) error {
 }
 
 // dropCache drops the pages of [off, off+n) of f from the page cache
-// (posix_fadvise DONTNEED), once flushRange has put them on disk: the
-// kernel drops clean pages only, so no byte is lost, and a failure leaves
-// them cached, which is harmless (where the filesystem cannot drop them,
-// as tmpfs, nothing changes).
+// (posix_fadvise DONTNEED), once flushRange or writeOut has written them:
+// the kernel drops only clean pages that no one maps or writes, so no
+// byte is lost (a duplicate of the chunk writing the same range keeps its
+// dirty pages), and a failure leaves them cached, which is harmless
+// (where the filesystem cannot drop them, as tmpfs, nothing changes).
 func dropCache(f *os.File, off, n int64) {
 	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
 }

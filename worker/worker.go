@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, queues, 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
-		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
+		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "keep_cache", cfg.KeepCache, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
 		"remotes", eps.Names(), "task_keys", taskKeys.IDs(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite, "allow_source", cfg.AllowSource)
 	<-ctx.Done()
 	running.Store(false)
