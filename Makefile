@@ -68,7 +68,7 @@ test-short: tools ## the fast tiers only (no end-to-end runs of the binaries)
 	$(GO) test -race -short -count=1 ./...
 
 .PHONY: bench
-bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop, every direction, plain HTTP and HTTPS: bench/results.md and .png (~40 min)
+bench: tools ## s3fleet (1, 2, 4 workers) against s5cmd, the SDK, s3transfer, boto3, rclone and a plain loop, every direction, plain HTTP and HTTPS: bench/results.md and .png (40–50 min)
 	bench/suite/run.sh full
 
 .PHONY: bench-quick
