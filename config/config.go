@@ -95,7 +95,8 @@ type Config struct {
 	// Retention keeps results and records this long.
 	Retention time.Duration `mapstructure:"retention"`
 	// Flush makes each chunk durable before it is recorded ("sync"), or
-	// leaves that to the final fsync ("none", for scratch data).
+	// not at all ("none", for scratch data: the assembler skips its fsync
+	// too).
 	Flush string `mapstructure:"flush"`
 	// KeepCache keeps downloaded chunks in the page cache; by default each
 	// is written out when it ends and its pages dropped (tasks.ChunkHandler).

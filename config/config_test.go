@@ -161,6 +161,7 @@ func TestLoadEnv(t *testing.T) {
 			"S3FLEET_FLUSH": "none", "S3FLEET_LOG_LEVEL": "debug", "S3FLEET_LOG_FORMAT": "json",
 		}, func(c *Config) { c.Flush, c.LogLevel, c.LogFormat = "none", "debug", "json" }},
 		{"max retries zero", Both, map[string]string{"S3FLEET_MAX_RETRIES": "0"}, func(c *Config) { c.MaxRetries = 0 }},
+		{"keep cache", Worker, map[string]string{"S3FLEET_KEEP_CACHE": "true"}, func(c *Config) { c.KeepCache = true }},
 		// The worker has no --chunk-size or --threshold; the environment
 		// still reaches those keys.
 		{"worker without size flags", Worker, map[string]string{
@@ -243,9 +244,9 @@ func TestLoadFile(t *testing.T) {
 			}},
 		{"sizes as YAML numbers", "chunk_size: 1048576\nthreshold: 0\n", func(c *Config) { c.ChunkSize, c.Threshold = mib, 0 }},
 		{"SI size", "threshold: 8M\n", func(c *Config) { c.Threshold = 8_000_000 }},
-		{"worker settings", "concurrency: 3\nmax_retries: 0\nretry_delay: 100ms\nflush: none\nlog_format: json\n",
+		{"worker settings", "concurrency: 3\nmax_retries: 0\nretry_delay: 100ms\nflush: none\nkeep_cache: true\nlog_format: json\n",
 			func(c *Config) {
-				c.Concurrency, c.MaxRetries, c.RetryDelay, c.Flush, c.LogFormat = 3, 0, 100*time.Millisecond, "none", "json"
+				c.Concurrency, c.MaxRetries, c.RetryDelay, c.Flush, c.KeepCache, c.LogFormat = 3, 0, 100*time.Millisecond, "none", true, "json"
 			}},
 		{"redis", "redis: redis-sentinel://sentinel:26379/0\n", func(c *Config) { c.Redis = "redis-sentinel://sentinel:26379/0" }},
 		{"empty file", "", func(*Config) {}},
