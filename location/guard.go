@@ -51,14 +51,28 @@ func (g Guard) Open() bool { return len(g.roots) == 0 }
 // Check returns nil when path, with the symlinks of its existing ancestors
 // resolved, lies under one of the roots; a guard without roots allows no
 // path (deny by default).
-func (g Guard) Check(path string) error {
+func (g Guard) Check(path string) error { return g.CheckIn(path, nil) }
+
+// CheckIn is Check that keeps in resolved (when not nil) what the symlinks
+// of each directory resolved to, for the next path in the same directory:
+// a batch of files in one directory resolves it once, not once a file. The
+// caller keeps the map for one batch only, so a directory swapped for a
+// symlink afterwards is seen by the next batch.
+func (g Guard) CheckIn(path string, resolved map[string]string) error {
 	if g.Open() {
 		setting := cmp.Or(g.setting, "allow_dest")
 		return fmt.Errorf("%w: %s is not set, so this worker touches no local file (%s); set %s to the directories it may use", ErrOutsideRoots, setting, path, setting)
 	}
-	real, err := resolve(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("resolve %s: %w", path, err)
+	dir := filepath.Dir(path)
+	real, ok := resolved[dir]
+	if !ok {
+		var err error
+		if real, err = resolve(dir); err != nil {
+			return fmt.Errorf("resolve %s: %w", path, err)
+		}
+		if resolved != nil {
+			resolved[dir] = real
+		}
 	}
 	real = filepath.Join(real, filepath.Base(path))
 	for _, r := range g.roots {

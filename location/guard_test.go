@@ -50,6 +50,37 @@ func TestGuard(t *testing.T) {
 			t.Errorf("Check(%s) = %v, want allowed=%v", tc.path, err, tc.ok)
 		}
 	}
+	// CheckIn judges a batch's paths as Check does, each directory resolved
+	// once: twice over the same map, the second round reads the map.
+	resolved := map[string]string{}
+	for round := range 2 {
+		for _, tc := range []struct {
+			path string
+			ok   bool
+		}{
+			{filepath.Join(allowed, "a"), true},
+			{filepath.Join(allowed, "b"), true},
+			{filepath.Join(allowed, "new", "deeper", "file"), true},
+			{filepath.Join(allowed, "escape", "a"), false},
+			{filepath.Join(allowed, "escape", "b"), false},
+		} {
+			err := g.CheckIn(tc.path, resolved)
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrOutsideRoots)) {
+				t.Errorf("round %d: CheckIn(%s) = %v, want allowed=%v", round, tc.path, err, tc.ok)
+			}
+		}
+	}
+	if got, want := resolved[filepath.Join(allowed, "escape")], outside; got != want {
+		t.Errorf("CheckIn kept %q for the escaping directory, want %q", got, want)
+	}
+	if len(resolved) != 3 {
+		t.Errorf("CheckIn kept %d directories, want 3: %v", len(resolved), resolved)
+	}
+	// What the map says is what counts: a directory it resolves outside the
+	// roots is refused without a look at the filesystem.
+	if err := g.CheckIn(filepath.Join(allowed, "a"), map[string]string{allowed: outside}); !errors.Is(err, ErrOutsideRoots) {
+		t.Errorf("CheckIn with a directory resolved outside: %v, want a refusal", err)
+	}
 	if _, err := NewGuard([]string{"relative"}); err == nil {
 		t.Error("a relative root was accepted")
 	}
