@@ -101,6 +101,9 @@ type Config struct {
 	// KeepCache keeps downloaded chunks in the page cache; by default each
 	// is written out when it ends and its pages dropped (tasks.ChunkHandler).
 	KeepCache bool `mapstructure:"keep_cache"`
+	// DirectIO says when a worker writes chunks with O_DIRECT: auto (on
+	// ext4 and XFS), on or off (tasks.ChunkHandler).
+	DirectIO string `mapstructure:"direct_io"`
 	// Bandwidth caps a worker's download rate in bytes/s; 0: no cap.
 	Bandwidth Size `mapstructure:"bandwidth"`
 	// SSECKey is the SSE-C key (base64 of 32 bytes) a worker decrypts
@@ -218,6 +221,7 @@ var settings = []setting{
 	{"shutdown_timeout", "30s", "time a stopping worker lets running chunks finish", Worker},
 	{"retention", "168h", "how long results and records are kept", Both},
 	{"flush", "sync", "make each chunk durable before recording it: sync or none", Worker},
+	{"direct_io", "auto", "write chunks with O_DIRECT, past the page cache: auto (on ext4 and XFS), on (wherever the filesystem takes it) or off; never with keep_cache", Worker},
 	{"keep_cache", false, "keep downloaded chunks in the page cache (default: drop each chunk's pages when it ends; with flush=none it first waits for them to reach the device)", Worker},
 	{"bandwidth", "0", "cap on a worker's download rate, bytes/s (e.g. 200MiB; 0: none)", Worker},
 	{"sse_c_key", "", "SSE-C key, base64 (prefer sse_c_key_file or the env)", Worker},
@@ -482,6 +486,9 @@ func (c Config) Validate() error {
 				bad(l.name, "%v", err)
 			}
 		}
+	}
+	if c.DirectIO != "auto" && c.DirectIO != "on" && c.DirectIO != "off" {
+		bad("direct_io", "want auto, on or off, got %q", c.DirectIO)
 	}
 	if c.Flush != "sync" && c.Flush != "none" {
 		bad("flush", "want sync or none, got %q", c.Flush)

@@ -86,6 +86,7 @@ func defaults() Config {
 		ShutdownTimeout: 30 * time.Second,
 		Retention:       168 * time.Hour,
 		Flush:           "sync",
+		DirectIO:        "auto",
 		LogLevel:        "info",
 		LogFormat:       "text",
 	}
@@ -162,6 +163,7 @@ func TestLoadEnv(t *testing.T) {
 		}, func(c *Config) { c.Flush, c.LogLevel, c.LogFormat = "none", "debug", "json" }},
 		{"max retries zero", Both, map[string]string{"S3FLEET_MAX_RETRIES": "0"}, func(c *Config) { c.MaxRetries = 0 }},
 		{"keep cache", Worker, map[string]string{"S3FLEET_KEEP_CACHE": "true"}, func(c *Config) { c.KeepCache = true }},
+		{"direct io", Worker, map[string]string{"S3FLEET_DIRECT_IO": "off"}, func(c *Config) { c.DirectIO = "off" }},
 		// The worker has no --chunk-size or --threshold; the environment
 		// still reaches those keys.
 		{"worker without size flags", Worker, map[string]string{
@@ -215,6 +217,7 @@ func TestLoadEnvInvalid(t *testing.T) {
 		{"path style not a bool", "S3FLEET_PATH_STYLE", "perhaps", "path_style"},
 		{"duration without unit", "S3FLEET_RETRY_DELAY", "5", "retry_delay"},
 		{"flush", "S3FLEET_FLUSH", "maybe", "flush"},
+		{"direct io", "S3FLEET_DIRECT_IO", "yes", "direct_io"},
 		{"redis scheme", "S3FLEET_REDIS", "http://x", "redis"},
 	}
 	for _, tc := range tests {
@@ -667,6 +670,7 @@ func TestValidate(t *testing.T) {
 		{"flush maybe", func(c *Config) { c.Flush = "maybe" }, "flush"},
 		{"flush upper case", func(c *Config) { c.Flush = "SYNC" }, "flush"},
 		{"empty flush", func(c *Config) { c.Flush = "" }, "flush"},
+		{"direct io upper case", func(c *Config) { c.DirectIO = "AUTO" }, "direct_io"},
 		{"log level trace", func(c *Config) { c.LogLevel = "trace" }, "log_level"},
 		{"log format xml", func(c *Config) { c.LogFormat = "xml" }, "log_format"},
 	}
@@ -715,7 +719,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	fields := []string{
 		"redis", "endpoint", "chunk_size", "threshold", "batch_objects", "batch_bytes", "concurrency", "max_retries",
 		"retry_delay", "chunk_timeout", "connect_timeout", "read_timeout", "shutdown_timeout", "retention",
-		"flush", "log_level", "log_format", "poll_interval",
+		"flush", "direct_io", "log_level", "log_format", "poll_interval",
 	}
 	for _, f := range fields {
 		if !strings.Contains(err.Error(), "config: "+f+": ") {

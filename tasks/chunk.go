@@ -216,6 +216,10 @@ type ChunkHandler struct {
 	// freed are the next chunks' (bench/README.md: on the benchmarks' VM
 	// fresh pages cost the workers 1 to 3 CPU-s a GiB instead of 0.6).
 	KeepCache bool
+	// DirectIO says when chunks are written with O_DIRECT, past the page
+	// cache: DirectAuto (also when empty), DirectOn or DirectOff (see
+	// direct.go). Never with KeepCache.
+	DirectIO string
 	// AssembleOptions are passed to NewAssembleTask (retention, retries).
 	AssembleOptions []asynq.Option
 	// SSECKeys are the worker's SSE-C keys by their base64 MD5.
@@ -399,7 +403,7 @@ func (h *ChunkHandler) download(ctx context.Context, p ChunkPayload, start ledge
 	if etag == "" {
 		etag = start.SourceETag // enqueued without a HEAD: pin what earlier chunks saw
 	}
-	n, crc, seen, err := h.fetch(ctx, p, etag, w)
+	n, crc, seen, err := h.fetch(ctx, p, etag, w, log)
 	if errors.Is(err, fence.ErrMoved) {
 		if w.Is(p.Dest) {
 			return part, 0, 0, errNothingToDo // the assembler placed it: this run is a late duplicate
@@ -656,17 +660,25 @@ func wrapLocal(op string, err error) error {
 // and streams it to its offset in f through a pooled buffer, computing its
 // CRC on the way. It returns only when exactly the range's bytes are
 // written (and flushed, unless NoFlush; and out of the page cache, unless
-// KeepCache), with the response's ETag. A
+// KeepCache; with O_DIRECT where DirectIO allows, see direct.go), with the
+// response's ETag. A
 // response whose Content-Range says the object has another size than the
 // one enqueued fails the object at once, with both sizes.
-func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w *fence.Writer) (int64, uint64, string, error) {
+func (h *ChunkHandler) fetch(ctx context.Context, p ChunkPayload, etag string, w *fence.Writer, log *slog.Logger) (int64, uint64, string, error) {
 	r := p.Range()
 	out, g, err := h.getRange(ctx, p, etag)
 	if err != nil {
 		return 0, 0, "", err
 	}
 	defer out.Body.Close()
-	n, crc, err := copyBody(ctx, w, h.watch(ctx, p, out.Body), r.First, r.Len(), p.crc(), h.Limit, g.what())
+	var dst io.WriterAt = w
+	d := &directWriter{w: w, dio: openDirect(h.DirectIO, h.KeepCache, w.File(), r.First)}
+	if d.dio != nil {
+		defer d.close()
+		dst = d
+	}
+	n, crc, err := copyBody(ctx, dst, h.watch(ctx, p, out.Body), r.First, r.Len(), p.crc(), h.Limit, g.what())
+	log.Debug("chunk written", "bytes", n, "direct_bytes", d.direct, "err", err)
 	if err != nil {
 		return n, crc, "", noSpace(filepath.Dir(w.File().Name()), p.Size, err)
 	}
@@ -768,10 +780,20 @@ var ErrShortBody = errors.New("body shorter than the range")
 // on, perf showed the kernel copying into the page cache and spinning on
 // the inode's lock, and 1 GiB took 3 s instead of 1.3.
 func CopyAt(dst io.WriterAt, src io.Reader, off, want int64, buf []byte, alg checksum.Algorithm) (int64, uint64, error) {
+	return copyAt(dst, src, off, want, buf, alg, false)
+}
+
+// copyAt is CopyAt; whole makes it write only whole buffers, and at the
+// end the rest, so that every write but the last is as long as buf and, if
+// off and len(buf) are aligned, aligned (a directWriter's).
+func copyAt(dst io.WriterAt, src io.Reader, off, want int64, buf []byte, alg checksum.Algorithm, whole bool) (int64, uint64, error) {
 	if len(buf) == 0 {
 		return 0, 0, errors.New("copy body: empty buffer")
 	}
 	gather := min(minWrite, len(buf))
+	if whole {
+		gather = len(buf)
+	}
 	var n, read int64 // written, and read (n plus what buf holds)
 	var crc uint64
 	flush := func() error {
@@ -792,14 +814,14 @@ func CopyAt(dst io.WriterAt, src io.Reader, off, want int64, buf []byte, alg che
 			crc = checksum.Update(alg, crc, buf[held:held+m])
 			read += int64(m)
 		}
-		if read-n >= int64(gather) || read == want || rerr != nil || m == 0 {
+		if read-n >= int64(gather) || read == want || (!whole && (rerr != nil || m == 0)) {
 			if err := flush(); err != nil {
 				return n, crc, err
 			}
 		}
 		switch {
 		case rerr == io.EOF && n < want:
-			return n, crc, fmt.Errorf("%w: got %d of %d bytes", ErrShortBody, n, want)
+			return n, crc, fmt.Errorf("%w: got %d of %d bytes", ErrShortBody, read, want)
 		case rerr == io.EOF:
 		case rerr != nil:
 			return n, crc, fmt.Errorf("read body after %d of %d bytes: %w", n, want, rerr)

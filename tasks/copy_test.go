@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -80,43 +81,56 @@ func TestCopyAt(t *testing.T) {
 	_, _ = rand.Read(data)
 	for _, tc := range []struct {
 		name    string
-		src     io.Reader
+		src     func() io.Reader
 		off     int64
 		want    int64
 		wantErr string
 	}{
-		{"exact", bytes.NewReader(data), 0, int64(len(data)), ""},
-		{"at an offset", bytes.NewReader(data[:1000]), 5000, 1000, ""},
-		{"one byte at a time", iotest.OneByteReader(bytes.NewReader(data[:3000])), 0, 3000, ""},
-		{"half reads", iotest.HalfReader(bytes.NewReader(data[:200000])), 7, 200000, ""},
-		{"short body", bytes.NewReader(data[:999]), 0, 1000, "body shorter than the range"},
-		{"long body", bytes.NewReader(data[:1001]), 0, 1000, "body longer than the range"},
-		{"reset mid-body", io.MultiReader(bytes.NewReader(data[:500]), iotest.ErrReader(errors.New("connection reset"))), 0, 1000, "connection reset"},
-		{"data with EOF", iotest.DataErrReader(bytes.NewReader(data[:70000])), 3, 70000, ""},
-		{"short body with EOF", iotest.DataErrReader(bytes.NewReader(data[:999])), 0, 1000, "body shorter than the range"},
-		{"no progress", stuckReader{}, 0, 1000, io.ErrNoProgress.Error()},
-		{"empty", bytes.NewReader(nil), 0, 0, ""},
+		{"exact", func() io.Reader { return bytes.NewReader(data) }, 0, int64(len(data)), ""},
+		{"at an offset", func() io.Reader { return bytes.NewReader(data[:1000]) }, 5000, 1000, ""},
+		{"one byte at a time", func() io.Reader { return iotest.OneByteReader(bytes.NewReader(data[:3000])) }, 0, 3000, ""},
+		{"pieces of 100 KiB", func() io.Reader { return sizedReader{bytes.NewReader(data), 100 << 10} }, 4096, int64(len(data)), ""},
+		{"half reads", func() io.Reader { return iotest.HalfReader(bytes.NewReader(data[:200000])) }, 7, 200000, ""},
+		{"short body", func() io.Reader { return bytes.NewReader(data[:999]) }, 0, 1000, "body shorter than the range"},
+		{"long body", func() io.Reader { return bytes.NewReader(data[:1001]) }, 0, 1000, "body longer than the range"},
+		{"reset mid-body", func() io.Reader {
+			return io.MultiReader(bytes.NewReader(data[:500]), iotest.ErrReader(errors.New("connection reset")))
+		}, 0, 1000, "connection reset"},
+		{"data with EOF", func() io.Reader { return iotest.DataErrReader(bytes.NewReader(data[:70000])) }, 3, 70000, ""},
+		{"short body with EOF", func() io.Reader { return iotest.DataErrReader(bytes.NewReader(data[:999])) }, 0, 1000, "body shorter than the range"},
+		{"no progress", func() io.Reader { return stuckReader{} }, 0, 1000, io.ErrNoProgress.Error()},
+		{"empty", func() io.Reader { return bytes.NewReader(nil) }, 0, 0, ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			dst := &memFile{b: make([]byte, tc.off+tc.want+10)}
-			n, crc, err := CopyAt(dst, tc.src, tc.off, tc.want, make([]byte, 64<<10), checksum.CRC32C)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want %q", err, tc.wantErr)
+		// whole (a direct chunk's copy): every write but the last fills
+		// the buffer, so that it stays aligned.
+		for _, whole := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s whole=%v", tc.name, whole), func(t *testing.T) {
+				src := tc.src()
+				const bufLen = 2 * minWrite // more than CopyAt gathers, so whole shows
+				dst := &writeSizes{memFile: memFile{b: make([]byte, tc.off+tc.want+10)}}
+				n, crc, err := copyAt(dst, src, tc.off, tc.want, make([]byte, bufLen), checksum.CRC32C, whole)
+				if tc.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+						t.Fatalf("error %v, want %q", err, tc.wantErr)
+					}
+					return
 				}
-				return
-			}
-			if err != nil || n != tc.want {
-				t.Fatalf("n=%d err=%v", n, err)
-			}
-			if !bytes.Equal(dst.b[tc.off:tc.off+n], data[:n]) {
-				t.Fatal("bytes differ")
-			}
-			if want := uint64(crc32.Checksum(data[:n], crc32.MakeTable(crc32.Castagnoli))); crc != want {
-				t.Fatalf("crc %08x, want %08x", crc, want)
-			}
-		})
+				if err != nil || n != tc.want {
+					t.Fatalf("n=%d err=%v", n, err)
+				}
+				if !bytes.Equal(dst.b[tc.off:tc.off+n], data[:n]) {
+					t.Fatal("bytes differ")
+				}
+				if want := uint64(crc32.Checksum(data[:n], crc32.MakeTable(crc32.Castagnoli))); crc != want {
+					t.Fatalf("crc %08x, want %08x", crc, want)
+				}
+				for i, w := range dst.sizes {
+					if whole && i < len(dst.sizes)-1 && w != bufLen {
+						t.Fatalf("write %d of %d is %d bytes, want the whole buffer (%d): %v", i+1, len(dst.sizes), w, bufLen, dst.sizes)
+					}
+				}
+			})
+		}
 	}
 	t.Run("write error", func(t *testing.T) {
 		t.Parallel()

@@ -104,14 +104,20 @@ func askChecksum(o *s3.Options) {
 
 // copyBody streams want bytes of body to offset off of f through a pooled
 // buffer (and the worker's rate limiter, if any), and returns them with
-// their CRC of algorithm alg.
+// their CRC of algorithm alg. A directWriter gets an aligned buffer of
+// directBufSize, written whole.
 func copyBody(ctx context.Context, f io.WriterAt, body io.Reader, off, want int64, alg checksum.Algorithm, lim *rate.Limiter, what string) (int64, uint64, error) {
 	if lim != nil {
 		body = &limitedReader{ctx: ctx, r: body, lim: lim}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	n, crc, err := CopyAt(f, body, off, want, *bp, alg)
+	pool := &bufPool
+	_, direct := f.(*directWriter)
+	if direct {
+		pool = &directPool
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
+	n, crc, err := copyAt(f, body, off, want, *bp, alg, direct)
 	switch {
 	case err == nil:
 		return n, crc, nil

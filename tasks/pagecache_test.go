@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -19,9 +21,11 @@ import (
 
 // TestChunkPagesLeaveTheCache: when a chunk ends, its pages are written
 // to disk and dropped from the page cache, durable (flush=sync) or not
-// (flush=none), unless KeepCache; and the file assembled from such chunks
-// holds the object's bytes. On a filesystem that keeps every page (tmpfs)
-// the cache checks cannot tell, and the test says it skipped them.
+// (flush=none), unless KeepCache; on ext4 and XFS (direct_io=auto) they
+// never enter it, the chunk written with O_DIRECT, which its debug log
+// says; and the file assembled from such chunks holds the object's bytes.
+// On a filesystem that keeps every page (tmpfs) the cache checks cannot
+// tell, and the test says it skipped them.
 func TestChunkPagesLeaveTheCache(t *testing.T) {
 	t.Parallel()
 	dir, why := dropDir(t)
@@ -29,21 +33,28 @@ func TestChunkPagesLeaveTheCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var st unix.Statfs_t
+	direct := unix.Statfs(dir, &st) == nil && (st.Type == unix.EXT4_SUPER_MAGIC || st.Type == unix.XFS_SUPER_MAGIC)
 	for _, c := range []struct {
 		name             string
 		noFlush, keep    bool
+		directIO         string
 		wantCachedChunk0 bool
 	}{
-		{"durable", false, false, false},
-		{"scratch", true, false, false},
-		{"durable keep_cache", false, true, true},
-		{"scratch keep_cache", true, true, true},
+		{"durable", false, false, tasks.DirectAuto, false},
+		{"scratch", true, false, tasks.DirectAuto, false},
+		{"durable direct_io=off", false, false, tasks.DirectOff, false},
+		{"scratch direct_io=off", true, false, tasks.DirectOff, false},
+		{"durable keep_cache", false, true, tasks.DirectAuto, true},
+		{"scratch keep_cache", true, true, tasks.DirectAuto, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t)
 			r.chunk.Guard = guard
-			r.chunk.NoFlush, r.chunk.KeepCache = c.noFlush, c.keep
+			r.chunk.NoFlush, r.chunk.KeepCache, r.chunk.DirectIO = c.noFlush, c.keep, c.directIO
+			var logs bytes.Buffer
+			r.chunk.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			r.asm.Assembler = &assembler.Assembler{S3: r.s3.Endpoints(), Ledger: r.led, Guard: guard, NoFlush: c.noFlush}
 			r.s3.CreateBucket(t, "bkt")
 			data := r.s3.PutRandom(t, "bkt", "obj", 3<<20+5, false)
@@ -55,6 +66,10 @@ func TestChunkPagesLeaveTheCache(t *testing.T) {
 			rec, err := r.led.GetTransfer(context.Background(), x.ID)
 			if err != nil {
 				t.Fatal(err)
+			}
+			wantDirect := direct && !c.keep && c.directIO == tasks.DirectAuto
+			if got := strings.Contains(logs.String(), fmt.Sprintf("direct_bytes=%d ", rec.ChunkSize)); got != wantDirect {
+				t.Errorf("the first chunk written with O_DIRECT: %v, want %v (on ext4 or XFS: %v); its log:\n%s", got, wantDirect, direct, logs.String())
 			}
 			cached := residentPages(t, location.PartPath(dest, x.ID, rec.PartToken), 0, int(rec.ChunkSize))
 			pages := int(rec.ChunkSize) / os.Getpagesize()

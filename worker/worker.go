@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	mux := asynq.NewServeMux()
 	mux.Use(taskKeys.Middleware, member.Middleware)
 	chunks := &tasks.ChunkHandler{
-		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none", KeepCache: cfg.KeepCache,
+		S3: eps, Ledger: led, Queue: client, Log: log, NoFlush: cfg.Flush == "none", KeepCache: cfg.KeepCache, DirectIO: cfg.DirectIO,
 		AssembleOptions: []asynq.Option{asynq.Retention(cfg.Retention), asynq.MaxRetry(cfg.MaxRetries)},
 		SSECKeys:        keys, Limit: chunkLimit, Metrics: met,
 		Guard: guard, Access: access, Worker: name, Parts: tasks.NewPartFiles(), Keys: taskKeys, RetryFor: cfg.RetryFor,
@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go reconcile(ctx, asynq.NewInspectorFromRedisClient(rdb), led, queues, 30*time.Second, log)
 	go chunks.SweepParts(ctx, 5*time.Second)
 	log.Info("worker started", "worker", name, "redis", config.RedactURL(cfg.Redis), "endpoint", cfg.Endpoint,
-		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "keep_cache", cfg.KeepCache, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
+		"concurrency", cfg.Concurrency, "flush", cfg.Flush, "keep_cache", cfg.KeepCache, "direct_io", cfg.DirectIO, "bandwidth", cfg.Bandwidth, "sse_c_keys", len(keys), "allow_dest", cfg.AllowDest,
 		"remotes", eps.Names(), "task_keys", taskKeys.IDs(), "allow_read", cfg.AllowRead, "allow_write", cfg.AllowWrite, "allow_source", cfg.AllowSource)
 	<-ctx.Done()
 	running.Store(false)
