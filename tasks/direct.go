@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"unsafe"
 
@@ -30,9 +31,11 @@ const (
 )
 
 // directAlign is the alignment of a direct write's offset, length and
-// buffer: a page, a multiple of the logical block size of the devices
-// ext4 and XFS sit on (512 or 4096 bytes).
-const directAlign = 4096
+// buffer: a page (at least 4 KiB), a multiple of the logical block size of
+// the devices ext4 and XFS sit on (512 or 4096 bytes). A page, so that no
+// page holds both bytes written direct and bytes written through the
+// cache by another chunk.
+var directAlign = max(4096, os.Getpagesize())
 
 // directBufSize is the copy buffer of a direct chunk, one per running
 // chunk, and so the size of its writes. Each direct write is an I/O the
@@ -43,8 +46,8 @@ const directBufSize = 1 << 20
 
 var directPool = sync.Pool{New: func() any {
 	b := make([]byte, directBufSize+directAlign)
-	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
-	b = b[skip : skip+directBufSize]
+	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%uintptr(directAlign))) % directAlign
+	b = b[skip : skip+directBufSize : skip+directBufSize]
 	return &b
 }}
 
@@ -55,13 +58,16 @@ func directFS(fsType int64) bool {
 	return fsType == unix.EXT4_SUPER_MAGIC || fsType == unix.XFS_SUPER_MAGIC
 }
 
-// openDirect opens the part file a second time with O_DIRECT when a chunk
-// at offset off may be written past the page cache: mode allows it (on;
-// auto, and the file is on ext4 or XFS), keepCache does not forbid it, and
-// off is aligned. It returns nil otherwise, or when the filesystem refuses
-// O_DIRECT: the chunk is then written through the page cache.
+// openDirect opens the part file f a second time with O_DIRECT when a
+// chunk at offset off may be written past the page cache: mode allows it
+// (on; auto, and the file is on ext4 or XFS), keepCache does not forbid it,
+// and off is aligned. It reopens f itself (/proc/self/fd), not its name,
+// which someone may have replaced meanwhile (with a FIFO, whose open would
+// block). It returns nil otherwise, or when the filesystem refuses
+// O_DIRECT (or /proc is not there): the chunk is then written through the
+// page cache.
 func openDirect(mode string, keepCache bool, f *os.File, off int64) *os.File {
-	if keepCache || mode == DirectOff || off%directAlign != 0 {
+	if keepCache || mode == DirectOff || off%int64(directAlign) != 0 {
 		return nil
 	}
 	if mode != DirectOn {
@@ -70,12 +76,12 @@ func openDirect(mode string, keepCache bool, f *os.File, off int64) *os.File {
 			return nil
 		}
 	}
-	fd, err := unix.Open(f.Name(), unix.O_WRONLY|unix.O_DIRECT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
 	d := os.NewFile(uintptr(fd), f.Name())
-	if !sameFile(d, f) { // the name was taken over since f was opened
+	if !sameFile(d, f) {
 		d.Close()
 		return nil
 	}
@@ -91,8 +97,9 @@ func sameFile(a, b *os.File) bool {
 // directWriter writes a chunk through its part file's fence: the whole
 // blocks of a write at an aligned offset with O_DIRECT, the rest (an
 // object's last, partial block) through the page cache. A filesystem that
-// refuses a direct write (EINVAL: an alignment it does not take) gets the
-// rest of the chunk through the page cache.
+// refuses a direct write with EINVAL (an alignment it does not take) gets
+// the rest of the chunk through the page cache (in writes of a MiB, slower
+// than CopyAt's); any other error fails the write.
 type directWriter struct {
 	w      *fence.Writer
 	dio    *os.File
@@ -102,7 +109,7 @@ type directWriter struct {
 // WriteAt writes b at off.
 func (d *directWriter) WriteAt(b []byte, off int64) (int, error) {
 	k := 0
-	if d.dio != nil && off%directAlign == 0 {
+	if d.dio != nil && off%int64(directAlign) == 0 {
 		k = len(b) / directAlign * directAlign
 	}
 	if k > 0 {
