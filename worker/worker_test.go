@@ -29,15 +29,28 @@ func TestMain(m *testing.M) {
 
 const mib = 1 << 20
 
-// noPartFiles fails if any part file is left under dir.
+// noPartFiles fails if any part file is left under dir. A failed object's
+// part file goes just after its failure is recorded (tasks.ChunkHandler:
+// the cause first), so a test that saw the failure gives it a moment.
 func noPartFiles(t *testing.T, dir string) {
 	t.Helper()
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.Contains(d.Name(), ".s3fleet-") {
-			t.Errorf("part file left behind: %s", p)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left []string
+		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && strings.Contains(d.Name(), ".s3fleet-") {
+				left = append(left, p)
+			}
+			return nil
+		})
+		if len(left) == 0 || time.Now().After(deadline) {
+			for _, p := range left {
+				t.Errorf("part file left behind: %s", p)
+			}
+			return
 		}
-		return nil
-	})
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestPrefixDownload downloads a prefix of objects of awkward sizes and
