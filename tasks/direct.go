@@ -16,7 +16,7 @@ import (
 // Direct I/O (direct_io): a chunk written with O_DIRECT goes from the copy
 // buffer to the device, past the page cache. Measured on the benchmarks'
 // VM (bench/README.md), it cut the workers' CPU for a 1 GiB download by a
-// fifth to a quarter: no copy into the page cache, no pages to allocate,
+// tenth (durable) to a quarter (scratch): no copy into the page cache, no pages to allocate,
 // write back and drop. A part file is preallocated (unwritten extents), so
 // ext4 and XFS take concurrent aligned direct writes under a shared lock.
 const (
