@@ -636,7 +636,7 @@ func (h *BatchHandler) create(o BatchObject, dirs *batchDirs) (*os.File, error) 
 	// unix.Open and os.NewFile rather than os.OpenFile, which offers every
 	// file to the network poller: for a regular file that is four fcntl and
 	// an epoll_ctl that fails, a third of a small object's system calls.
-	fd, err := unix.Open(part, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	fd, err := openFile(part, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return nil, wrapLocal("create part file", &os.PathError{Op: "open", Path: part, Err: err})
 	}

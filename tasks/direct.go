@@ -76,7 +76,7 @@ func openDirect(mode string, keepCache bool, f *os.File, off int64) *os.File {
 			return nil
 		}
 	}
-	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	fd, err := openFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
@@ -140,5 +140,16 @@ func (d *directWriter) close() {
 	if d.dio != nil {
 		d.dio.Close()
 		d.dio = nil
+	}
+}
+
+// openFile is unix.Open retried on EINTR, as os.OpenFile does (a FUSE or
+// NFS open the runtime's signals interrupt).
+func openFile(path string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, mode)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
 	}
 }
