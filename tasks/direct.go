@@ -16,8 +16,8 @@ import (
 // Direct I/O (direct_io): a chunk written with O_DIRECT goes from the copy
 // buffer to the device, past the page cache. Measured on the benchmarks'
 // VM (bench/README.md), it cut the workers' CPU for a 1 GiB download by a
-// tenth (durable) to a quarter (scratch): no copy into the page cache, no pages to allocate,
-// write back and drop. A part file is preallocated (unwritten extents), so
+// tenth (durable) to a quarter (scratch): no copy into the page cache, no
+// pages to allocate, write back and drop. A part file is preallocated (unwritten extents), so
 // ext4 and XFS take concurrent aligned direct writes under a shared lock.
 const (
 	// DirectAuto writes with O_DIRECT on ext4 and XFS, unless KeepCache;
@@ -45,11 +45,17 @@ var directAlign = max(4096, os.Getpagesize())
 const directBufSize = 1 << 20
 
 var directPool = sync.Pool{New: func() any {
-	b := make([]byte, directBufSize+directAlign)
-	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%uintptr(directAlign))) % directAlign
-	b = b[skip : skip+directBufSize : skip+directBufSize]
+	b := alignedBuf(directBufSize)
 	return &b
 }}
+
+// alignedBuf is a buffer of n bytes that starts on a directAlign boundary,
+// as O_DIRECT wants.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+directAlign)
+	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%uintptr(directAlign))) % directAlign
+	return b[skip : skip+n : skip+n]
+}
 
 // directFS reports whether a filesystem is one DirectAuto writes to with
 // O_DIRECT: ext4 or XFS, local block filesystems whose direct writes are
@@ -90,8 +96,9 @@ func openDirect(mode string, keepCache bool, f *os.File, off int64) *os.File {
 
 // sameFile reports whether two open files are one file.
 func sameFile(a, b *os.File) bool {
-	var sa, sb unix.Stat_t
-	return unix.Fstat(int(a.Fd()), &sa) == nil && unix.Fstat(int(b.Fd()), &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
+	sa, erra := a.Stat()
+	sb, errb := b.Stat()
+	return erra == nil && errb == nil && os.SameFile(sa, sb)
 }
 
 // directWriter writes a chunk through its part file's fence: the whole

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -230,9 +229,7 @@ func writePart(path string, off, n int64, w int, direct bool) error {
 		return err
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, w+directAlign)
-	skip := (directAlign - int(uintptr(unsafe.Pointer(&buf[0]))%uintptr(directAlign))) % directAlign
-	buf = buf[skip : skip+w]
+	buf := alignedBuf(w)
 	for o := off; o < off+n; o += int64(w) {
 		if _, err := unix.Pwrite(fd, buf, o); err != nil {
 			return err
