@@ -208,7 +208,9 @@ func TestGrafanaMetricsExported(t *testing.T) {
 		c.LogObjects(t, sum.Job)
 		t.Fatalf("job %s: %d objects failed", sum.Job, j.Failed)
 	}
-	workerMetrics := scrapeMetrics(t, "worker --ui", "http://"+cfg.UI)
+	// The ledger records the object before its assembler counts it, so the
+	// job can be done a moment before the counters are.
+	workerMetrics := scrapeMetrics(t, "worker --ui", "http://"+cfg.UI, "s3fleet_objects_verified_total")
 
 	mon := cfg
 	mon.UI = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -857,8 +859,9 @@ func (e exposition) family(name string) string {
 }
 
 // scrapeMetrics reads base's /metrics in Prometheus' text format once the
-// listener answers.
-func scrapeMetrics(t *testing.T, source, base string) exposition {
+// listener answers and exports every sample name in need (for up to 20 s;
+// then it returns what it has, for the caller to report).
+func scrapeMetrics(t *testing.T, source, base string, need ...string) exposition {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -876,11 +879,14 @@ func scrapeMetrics(t *testing.T, source, base string) exposition {
 			case !strings.HasPrefix(ct, "text/plain"):
 				t.Fatalf("%s /metrics: Content-Type %q, want Prometheus' text format", source, ct)
 			default:
-				e, err := parseExposition(string(body))
-				if err != nil {
-					t.Fatalf("%s /metrics: %v", source, err)
+				e, perr := parseExposition(string(body))
+				if perr != nil {
+					t.Fatalf("%s /metrics: %v", source, perr)
 				}
-				return e
+				if time.Now().After(deadline) || !slices.ContainsFunc(need, func(m string) bool { return e.series[m] == nil }) {
+					return e
+				}
+				err = fmt.Errorf("no %s yet", strings.Join(need, ", "))
 			}
 		}
 		if time.Now().After(deadline) {

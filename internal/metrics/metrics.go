@@ -45,8 +45,13 @@ func NewWorker(reg prometheus.Registerer, worker string) *Worker {
 		Help: "Objects this worker finalized as a success, by the check their bytes passed (crc64nvme, crc32, crc32c, sha256, md5, none, ...).",
 	}, []string{"check"})
 	reg.MustRegister(w.bytes, w.chunks, w.latency, w.finalized, w.verified)
+	// Every result and state exists from the start, at 0, so that a
+	// dashboard's rate or increase of one reads 0, not "no data".
 	for _, r := range []string{"done", "retried", "failed", "revoked"} {
 		w.chunks.WithLabelValues(r)
+	}
+	for _, s := range []string{"success", "failed"} {
+		w.finalized.WithLabelValues(s)
 	}
 	return w
 }
