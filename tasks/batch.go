@@ -336,6 +336,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}()
 	dirs := newBatchDirs()
+	absent := h.listAbsent(ctx, p.Objects, states, log)
 	var deletes []BatchObject
 	for i, o := range p.Objects {
 		if states[i] != ledger.Running {
@@ -347,11 +348,13 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		began := time.Now()
 		if location.IsURL(o.Dest) {
-			put := h.put
+			var res ledger.BatchResult
+			var rec assembler.Record
 			if o.ServerSide {
-				put = h.copyWhole
+				res, rec, err = h.copyWhole(ctx, o, absent[o.Transfer])
+			} else {
+				res, rec, err = h.put(ctx, o)
 			}
-			res, rec, err := put(ctx, o)
 			if err != nil {
 				if !h.failNow(ctx, o, err, log) {
 					retry, retryObjs = append(retry, err), append(retryObjs, o)

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -101,8 +105,12 @@ func (h *ChunkHandler) copyPart(ctx context.Context, api *s3.Client, p ChunkPayl
 
 // copyWhole has S3 copy a small object whole (CopyObject, pinned to the
 // source's ETag, its headers and metadata copied, If-None-Match unless
-// Overwrite), then compares the copy's checksum with the source's.
-func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.BatchResult, assembler.Record, error) {
+// Overwrite), then compares the copy's single-part ETag, or its checksum,
+// with the source's.
+//
+// absent says the batch's listing of the destination (listAbsent) showed
+// the key free: no HEAD is needed to know it.
+func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool) (ledger.BatchResult, assembler.Record, error) {
 	dst, api, err := h.destOf(ctx, o)
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, err
@@ -117,10 +125,13 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 		CopySourceSSECustomerKeyMD5: opts.keyMD5}
 	if !o.Overwrite {
 		// versitygw and MinIO ignore If-None-Match on CopyObject (they keep
-		// it on PutObject and CompleteMultipartUpload): look first too.
+		// it on PutObject and CompleteMultipartUpload): look first too,
+		// unless the batch's listing showed the key free.
 		in.IfNoneMatch = aws.String("*")
-		if err := noObject(ctx, api, dst); err != nil {
-			return ledger.BatchResult{}, assembler.Record{}, err
+		if !absent {
+			if err := noObject(ctx, api, dst); err != nil {
+				return ledger.BatchResult{}, assembler.Record{}, err
+			}
 		}
 	}
 	var head *s3.HeadObjectOutput
@@ -137,9 +148,15 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 		meta = metaOfHead(head)
 	}
 	setWrite(in, meta, o.Write)
-	src, err := h.sourceSum(ctx, api, o, head)
-	if err != nil {
-		return ledger.BatchResult{}, assembler.Record{}, err
+	// The source's checksum costs a HEAD: when only it is missing, the
+	// copy's ETag is tried first (see sameMD5ETag), and the HEAD comes
+	// after the copy only if that cannot tell.
+	var src assembler.Sum
+	later := o.Checksum == "" && o.Verify != assembler.VerifyOff && head == nil
+	if !later {
+		if src, err = h.sourceSum(ctx, api, o, head); err != nil {
+			return ledger.BatchResult{}, assembler.Record{}, err
+		}
 	}
 	began := time.Now()
 	out, err := api.CopyObject(ctx, in)
@@ -158,7 +175,19 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject) (ledger.Bat
 		}
 		return ledger.BatchResult{}, assembler.Record{}, s3Failure("copy "+o.URL()+" to "+dst.String(), err)
 	}
-	v, err := assembler.CheckCopied(ctx, api, dst, o.Size, src, o.Verify, out.CopyObjectResult)
+	var v assembler.CopyCheck
+	switch {
+	case later && out.CopyObjectResult != nil && sameMD5ETag(o.ETag, aws.ToString(out.CopyObjectResult.ETag)):
+		d := assembler.SumOf(out.CopyObjectResult)
+		v = assembler.CopyCheck{Algorithm: d.Algorithm, Value: d.Value, Check: assembler.CheckMD5}
+	case later:
+		if src, err = h.sourceSum(ctx, api, o, nil); err != nil {
+			return ledger.BatchResult{}, assembler.Record{}, assembler.RemoveCopy(ctx, api, dst, err)
+		}
+		fallthrough
+	default:
+		v, err = assembler.CheckCopied(ctx, api, dst, o.Size, src, o.Verify, out.CopyObjectResult)
+	}
 	if err != nil {
 		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w", asynq.SkipRetry, assembler.RemoveCopy(ctx, api, dst, err))
 	}
@@ -209,4 +238,150 @@ func (h *BatchHandler) headSource(ctx context.Context, api headObjectAPI, o Batc
 // headObjectAPI reads an object's headers.
 type headObjectAPI interface {
 	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
+
+// sameMD5ETag reports whether a copy's ETag is its source's and a
+// single-part one: the MD5 of the bytes (32 hex digits), which S3 and its
+// kin compute as a single-part copy is written. Equal, they say the copy
+// has the source's bytes as surely as equal CRCs would, without a HEAD of
+// the source for its checksum. A multipart source's ETag ("…-N") or one
+// that is not an MD5 (SSE-KMS, SSE-C) cannot say: the caller reads the
+// source's checksum instead.
+func sameMD5ETag(src, cp string) bool {
+	src, cp = strings.Trim(src, `"`), strings.Trim(cp, `"`)
+	if len(src) != 32 || !strings.EqualFold(src, cp) {
+		return false
+	}
+	for _, c := range src {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// listAbsent lists the destination of the batch's server-side copies
+// that must not overwrite, and returns those whose key the listing shows
+// free (by transfer), so that their copies need no HEAD each: one
+// ListObjectsV2 of the range of keys the batch writes, per bucket, rather
+// than a HEAD per object. A key it cannot vouch for is left out and its
+// HEAD decides, as before: when the listing is refused or fails, is not
+// in order, or runs past maxListPages before the batch's last key. A key
+// the listing shows is left out too: its HEAD then says what is there.
+func (h *BatchHandler) listAbsent(ctx context.Context, objs []BatchObject, states []string, log *slog.Logger) map[string]bool {
+	type group struct {
+		api    *s3.Client
+		bucket string
+	}
+	keys := map[group]map[string][]string{} // key -> its transfers
+	for i, o := range objs {
+		if states[i] != ledger.Running || !o.ServerSide || o.Overwrite || o.Delete || !location.IsURL(o.Dest) {
+			continue
+		}
+		dst, api, err := h.destOf(ctx, o)
+		if err != nil || expressBucket(dst.Bucket) {
+			continue // its copy reports the error; a directory bucket lists out of order
+		}
+		g := group{api, dst.Bucket}
+		if keys[g] == nil {
+			keys[g] = map[string][]string{}
+		}
+		keys[g][dst.Key] = append(keys[g][dst.Key], o.Transfer)
+	}
+	absent := map[string]bool{}
+	for g, byKey := range keys {
+		free, err := freeKeys(ctx, g.api, g.bucket, slices.Sorted(maps.Keys(byKey)))
+		if err != nil {
+			log.Debug("destination listing: each copy HEADs its key", "bucket", g.bucket, "err", err)
+		}
+		for _, k := range free {
+			for _, id := range byKey[k] {
+				absent[id] = true
+			}
+		}
+	}
+	return absent
+}
+
+// maxListPages is how many pages listAbsent reads per bucket and batch
+// before it leaves the keys past them to a HEAD each.
+const maxListPages = 4
+
+// expressBucket reports an S3 Express directory bucket's name, whose
+// listings are not in key order.
+func expressBucket(b string) bool { return strings.HasSuffix(b, "--x-s3") }
+
+// objectLister lists a bucket.
+type objectLister interface {
+	ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, optFns ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
+// freeKeys returns the keys of sorted (ascending, distinct) that a
+// listing of bucket shows absent. It lists from just before the first
+// key, under the keys' common prefix, in pages of about twice as many
+// keys as it asks about, and stops at the first key past the last one:
+// a key between the first and the last key listed that the listing does
+// not show is absent, as S3 lists in UTF-8 binary order. A listing out of
+// that order vouches for nothing.
+func freeKeys(ctx context.Context, api objectLister, bucket string, sorted []string) ([]string, error) {
+	if len(sorted) == 0 {
+		return nil, nil
+	}
+	lo, hi := sorted[0], sorted[len(sorted)-1]
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(commonPrefix(lo, hi)),
+		EncodingType: types.EncodingTypeUrl, MaxKeys: aws.Int32(int32(min(1000, 2*len(sorted)+1)))}
+	if _, n := utf8.DecodeLastRuneInString(lo); n < len(lo) {
+		in.StartAfter = aws.String(lo[:len(lo)-n]) // sorts before lo, as any proper prefix of it
+	}
+	seen := map[string]bool{}
+	last, done := "", false
+	for page := 0; page < maxListPages && !done; page++ {
+		out, err := api.ListObjectsV2(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("list %s/%s: %s", bucket, aws.ToString(in.Prefix), s3client.Describe(err))
+		}
+		for _, c := range out.Contents {
+			k, err := s3client.ListedKey(out, c.Key)
+			if err != nil {
+				return nil, err
+			}
+			if k < last {
+				return nil, fmt.Errorf("list %s/%s: %q came after %q: not in key order", bucket, aws.ToString(in.Prefix), k, last)
+			}
+			seen[k], last = true, k
+		}
+		switch {
+		case !aws.ToBool(out.IsTruncated):
+			last, done = hi, true // the rest of the listing is empty
+		case last >= hi:
+			done = true
+		case aws.ToString(out.NextContinuationToken) == "":
+			return nil, fmt.Errorf("list %s/%s: a truncated page without a continuation token", bucket, aws.ToString(in.Prefix))
+		default:
+			in.ContinuationToken, in.StartAfter = out.NextContinuationToken, nil
+		}
+	}
+	var free []string
+	for _, k := range sorted {
+		if k > last {
+			break
+		}
+		if !seen[k] {
+			free = append(free, k)
+		}
+	}
+	return free, nil
+}
+
+// commonPrefix is the longest prefix a and b share, cut back to a whole
+// UTF-8 character.
+func commonPrefix(a, b string) string {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	for n > 0 && n < len(a) && !utf8.RuneStart(a[n]) {
+		n--
+	}
+	return a[:n]
 }

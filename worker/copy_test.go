@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -479,6 +480,93 @@ func TestServerSideCopy(t *testing.T) {
 	r.c.Wait(t, sum.Job, time.Minute)
 	if o := r.c.Objects(t, sum.Job)["ss/crc32-big"]; o.State != ledger.Success || o.Check != "crc32" {
 		t.Errorf("required: %s check %q (%s %s), want success crc32", o.State, o.Check, o.CheckReason, o.Error)
+	}
+}
+
+// TestServerSideCopyRequests counts what a server-side copy of small
+// objects asks of S3: a CopyObject an object and a listing a batch, with
+// no HEAD of a destination (the batch's listing shows its keys free) nor
+// of a source (the copy's ETag is the source's MD5: check md5). An
+// object already at its destination is still refused, after a HEAD, and
+// one whose ETag is no MD5 (a multipart upload's) is checked by its
+// checksum, after a HEAD of its source.
+func TestServerSideCopyRequests(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	vc := f.S3.Client(t)
+	proxy := testenv.StartProxy(t, f.S3.Endpoint)
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	cfg.AllowWrite = []string{"s3://bkt/to/"}
+	fleettest.StartWorker(t, cfg)
+	ctx := context.Background()
+	const n = 40
+	data := map[string][]byte{}
+	for i := range n {
+		k := fmt.Sprintf("k%02d", i)
+		data[k] = randomBytes(t, 100*i+1)
+		put(t, vc, "bkt", "from/"+k, data[k])
+	}
+	put(t, vc, "bkt", "to/k07", []byte("precious"))
+	data["mp"] = randomBytes(t, 1000)
+	up, err := vc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := vc.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(data["mp"])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	c := fleettest.NewClient(t, f.Config()) // enqueues past the proxy: it counts the workers
+	sum, err := c.Submit(ctx, fleettest.Request("s3://bkt/from/", "s3://bkt/to/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, sum.Job, time.Minute)
+	for k, o := range c.Objects(t, sum.Job) {
+		k = strings.TrimPrefix(k, "from/")
+		switch {
+		case k == "k07":
+			if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+				t.Errorf("%s over an existing object: %s %q, want refused", k, o.State, o.Error)
+			}
+			sameBytes(t, vc, "bkt", "to/k07", []byte("precious"))
+		case o.State != ledger.Success:
+			t.Errorf("%s: %s %q", k, o.State, o.Error)
+		case k == "mp" && o.Check == "md5":
+			t.Errorf("%s: check md5, but its ETag %q is a multipart upload's", k, o.ETag)
+		case k != "mp" && o.Check != "md5":
+			t.Errorf("%s: check %q (%s), want md5", k, o.Check, o.CheckReason)
+		default:
+			sameBytes(t, vc, "bkt", "to/"+k, data[k])
+		}
+	}
+
+	heads, copies, lists := map[string]int{}, 0, 0
+	for _, r := range proxy.Requests() {
+		switch {
+		case r.Method == http.MethodHead:
+			heads[r.Path]++
+		case r.Method == http.MethodPut && strings.HasPrefix(r.Path, "/bkt/to/"):
+			copies++
+		case r.Method == http.MethodGet && strings.Contains(r.Query, "list-type=2"):
+			lists++
+		default:
+			t.Errorf("a worker asked %s %s?%s", r.Method, r.Path, r.Query)
+		}
+	}
+	if want := map[string]int{"/bkt/to/k07": 1, "/bkt/from/mp": 1}; !maps.Equal(heads, want) {
+		t.Errorf("HEADs %v, want only %v", heads, want)
+	}
+	if copies != n || lists < 1 || lists > 2 {
+		t.Errorf("%d copies and %d listings, want %d copies (one an object, k07 refused) and a listing a batch", copies, lists, n)
 	}
 }
 

@@ -1,0 +1,158 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// pagedBucket answers ListObjectsV2 from a set of keys as S3 does (UTF-8
+// binary order, Prefix, StartAfter, MaxKeys, a continuation token), or as
+// a server that breaks the rules would: unsorted, or failing. The real
+// servers' side is in worker's TestServerSideCopyRequests.
+type pagedBucket struct {
+	keys     []string
+	unsorted bool // pages in reverse order
+	encode   bool // EncodingType=url honoured
+	err      error
+	calls    []s3.ListObjectsV2Input
+}
+
+func (b *pagedBucket) ListObjectsV2(_ context.Context, in *s3.ListObjectsV2Input, _ ...func(*s3.Options)) (*s3.ListObjectsV2Output, error) {
+	b.calls = append(b.calls, *in)
+	if b.err != nil {
+		return nil, b.err
+	}
+	keys := slices.Clone(b.keys)
+	sort.Strings(keys)
+	after := aws.ToString(in.StartAfter)
+	if in.ContinuationToken != nil {
+		after = *in.ContinuationToken
+	}
+	var page []string
+	for _, k := range keys {
+		if strings.HasPrefix(k, aws.ToString(in.Prefix)) && k > after {
+			page = append(page, k)
+		}
+	}
+	out := &s3.ListObjectsV2Output{}
+	if n := int(aws.ToInt32(in.MaxKeys)); len(page) > n {
+		page = page[:n]
+		out.IsTruncated, out.NextContinuationToken = aws.Bool(true), aws.String(page[n-1])
+	}
+	if b.unsorted {
+		slices.Reverse(page)
+	}
+	if b.encode {
+		out.EncodingType = types.EncodingTypeUrl
+	}
+	for _, k := range page {
+		if b.encode {
+			k = url.QueryEscape(k)
+		}
+		out.Contents = append(out.Contents, types.Object{Key: aws.String(k)})
+	}
+	return out, nil
+}
+
+func TestFreeKeys(t *testing.T) {
+	batch := func(lo, n int) []string {
+		var ks []string
+		for i := lo; i < lo+n; i++ {
+			ks = append(ks, "dst/o"+string(rune('0'+i/100))+string(rune('0'+i/10%10))+string(rune('0'+i%10)))
+		}
+		return ks
+	}
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		bucket    pagedBucket
+		ask       []string
+		want      []string
+		wantErr   string
+		wantCalls int
+	}{
+		{name: "an empty destination: every key is free, in one call",
+			ask: batch(10, 5), want: batch(10, 5), wantCalls: 1},
+		{name: "keys copied already (by other batches, before and after) and one of the batch's",
+			bucket: pagedBucket{keys: append(append(batch(0, 10), "dst/o012"), batch(15, 900)...)},
+			ask:    batch(10, 5), want: []string{"dst/o010", "dst/o011", "dst/o013", "dst/o014"}, wantCalls: 1},
+		{name: "others between the batch's keys: more pages, until past the last",
+			bucket: pagedBucket{keys: []string{"dst/o010a", "dst/o010b", "dst/o010c", "dst/o010d", "dst/o010e", "dst/o010f", "dst/o010g", "dst/o011a", "dst/o011b", "dst/o011c", "dst/o011d", "dst/o011e", "dst/o012a"}},
+			ask:    batch(10, 3), want: batch(10, 3), wantCalls: 2},
+		{name: "more pages than maxListPages: the keys past the last listed are left to a HEAD",
+			bucket: pagedBucket{keys: batch(100, 100)},
+			ask:    []string{"dst/o000", "dst/o001", "dst/o150", "dst/o250"}, want: []string{"dst/o000", "dst/o001"}, wantCalls: maxListPages},
+		{name: "URL-encoded keys, decoded",
+			bucket: pagedBucket{keys: []string{"dst/a b+c", "dst/new\nline"}, encode: true},
+			ask:    []string{"dst/a b+c", "dst/a%41", "dst/new\nline"}, want: []string{"dst/a%41"}, wantCalls: 1},
+		{name: "a listing out of order vouches for nothing",
+			bucket: pagedBucket{keys: []string{"dst/o011", "dst/o013"}, unsorted: true},
+			ask:    batch(10, 5), wantErr: "not in key order", wantCalls: 1},
+		{name: "a refused listing vouches for nothing",
+			bucket: pagedBucket{err: errors.New("AccessDenied")},
+			ask:    batch(10, 5), wantErr: "AccessDenied", wantCalls: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := freeKeys(ctx, &c.bucket, "bkt", c.ask)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) || got != nil {
+					t.Fatalf("free %q, err %v; want none and an error with %q", got, err, c.wantErr)
+				}
+			} else if err != nil || !slices.Equal(got, c.want) {
+				t.Fatalf("free %q, err %v; want %q", got, err, c.want)
+			}
+			if len(c.bucket.calls) != c.wantCalls {
+				t.Errorf("%d ListObjectsV2 calls, want %d", len(c.bucket.calls), c.wantCalls)
+			}
+			first := c.bucket.calls[0]
+			if !strings.HasPrefix(c.ask[0], aws.ToString(first.Prefix)) || !strings.HasPrefix(c.ask[len(c.ask)-1], aws.ToString(first.Prefix)) ||
+				aws.ToString(first.StartAfter) >= c.ask[0] || first.EncodingType != types.EncodingTypeUrl {
+				t.Errorf("first call: prefix %q, start after %q, encoding %q; asked for %q", aws.ToString(first.Prefix), aws.ToString(first.StartAfter), first.EncodingType, c.ask)
+			}
+		})
+	}
+}
+
+func TestCommonPrefix(t *testing.T) {
+	for _, c := range []struct{ a, b, want string }{
+		{"dst/o010", "dst/o014", "dst/o01"},
+		{"a", "a", "a"},
+		{"", "x", ""},
+		{"p/日本", "p/日曜", "p/日"},
+		{"p/é", "p/è", "p/"}, // é and è share their first byte
+	} {
+		if got := commonPrefix(c.a, c.b); got != c.want {
+			t.Errorf("commonPrefix(%q, %q) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestSameMD5ETag(t *testing.T) {
+	const md5 = "713433d697c65e24f8bfaa92eed65943"
+	for _, c := range []struct {
+		src, cp string
+		want    bool
+	}{
+		{`"` + md5 + `"`, `"` + md5 + `"`, true},
+		{md5, `"` + strings.ToUpper(md5) + `"`, true},
+		{md5, "b9878e4dd0fb13aff347d74a039d3d0c", false},
+		{`"` + md5 + `-2"`, `"` + md5 + `-2"`, false}, // multipart: not an MD5 of the bytes
+		{"", "", false},
+		{"zz3433d697c65e24f8bfaa92eed65943", "zz3433d697c65e24f8bfaa92eed65943", false},
+		{md5[:31], md5[:31], false},
+	} {
+		if got := sameMD5ETag(c.src, c.cp); got != c.want {
+			t.Errorf("sameMD5ETag(%s, %s) = %v, want %v", c.src, c.cp, got, c.want)
+		}
+	}
+}
