@@ -336,7 +336,7 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}()
 	dirs := newBatchDirs()
-	absent := h.listAbsent(ctx, p.Objects, states, log)
+	absent, listed := h.listAbsent(ctx, p.Objects, states, log), time.Now()
 	var deletes []BatchObject
 	for i, o := range p.Objects {
 		if states[i] != ledger.Running {
@@ -351,6 +351,9 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			var res ledger.BatchResult
 			var rec assembler.Record
 			if o.ServerSide {
+				if !o.Overwrite && time.Since(listed) > listTrust {
+					absent, listed = h.listAbsent(ctx, p.Objects[i:], states[i:], log), time.Now()
+				}
 				res, rec, err = h.copyWhole(ctx, o, absent[o.Transfer])
 			} else {
 				res, rec, err = h.put(ctx, o)

@@ -148,11 +148,14 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool
 		meta = metaOfHead(head)
 	}
 	setWrite(in, meta, o.Write)
-	// The source's checksum costs a HEAD: when only it is missing, the
-	// copy's ETag is tried first (see sameMD5ETag), and the HEAD comes
-	// after the copy only if that cannot tell.
+	// The source's checksum costs a HEAD: when only it is missing and the
+	// source's ETag is an MD5, the copy's ETag is tried first (see
+	// sameMD5ETag), and the HEAD comes after the copy only if that cannot
+	// tell (the copy encrypted otherwise, say). A source whose ETag cannot
+	// tell (multipart, SSE-C) is HEADed first, as the copy would be removed
+	// if that HEAD failed after it.
 	var src assembler.Sum
-	later := o.Checksum == "" && o.Verify != assembler.VerifyOff && head == nil
+	later := o.Checksum == "" && o.Verify != assembler.VerifyOff && head == nil && md5ETag(o.ETag) && o.SSECKeyMD5 == ""
 	if !later {
 		if src, err = h.sourceSum(ctx, api, o, head); err != nil {
 			return ledger.BatchResult{}, assembler.Record{}, err
@@ -248,16 +251,7 @@ type headObjectAPI interface {
 // that is not an MD5 (SSE-KMS, SSE-C) cannot say: the caller reads the
 // source's checksum instead.
 func sameMD5ETag(src, cp string) bool {
-	src, cp = strings.Trim(src, `"`), strings.Trim(cp, `"`)
-	if len(src) != 32 || !strings.EqualFold(src, cp) {
-		return false
-	}
-	for _, c := range src {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	return md5ETag(src) && strings.EqualFold(strings.Trim(src, `"`), strings.Trim(cp, `"`))
 }
 
 // listAbsent lists the destination of the batch's server-side copies
@@ -279,8 +273,8 @@ func (h *BatchHandler) listAbsent(ctx context.Context, objs []BatchObject, state
 			continue
 		}
 		dst, api, err := h.destOf(ctx, o)
-		if err != nil || expressBucket(dst.Bucket) {
-			continue // its copy reports the error; a directory bucket lists out of order
+		if err != nil || expressBucket(dst.Bucket) || !exactKey(dst.Key) {
+			continue // its copy reports the error; see expressBucket and exactKey
 		}
 		g := group{api, dst.Bucket}
 		if keys[g] == nil {
@@ -306,6 +300,41 @@ func (h *BatchHandler) listAbsent(ctx context.Context, objs []BatchObject, state
 // maxListPages is how many pages listAbsent reads per bucket and batch
 // before it leaves the keys past them to a HEAD each.
 const maxListPages = 4
+
+// listTrust is how long a batch trusts its listing of the destination:
+// the copies after that list the rest again. Between a look and its copy,
+// an object another writer puts at the key is replaced (on servers that
+// ignore If-None-Match on CopyObject, as versitygw and MinIO do); a HEAD
+// just before each copy made that window one round trip.
+const listTrust = 2 * time.Second
+
+// exactKey reports a key that a server on a filesystem stores under
+// itself: no empty, "." or ".." segment. versitygw maps "a//b" and
+// "a/./b" to the file of "a/b", which a listing shows as "a/b" but a HEAD
+// of "a//b" finds: such a key gets its HEAD.
+func exactKey(k string) bool {
+	for seg := range strings.SplitSeq(k, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// md5ETag reports an ETag of 32 hex digits (quoted or not): a
+// single-part upload's, the MD5 of its bytes unless it is encrypted.
+func md5ETag(e string) bool {
+	e = strings.Trim(e, `"`)
+	if len(e) != 32 {
+		return false
+	}
+	for _, c := range e {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
 
 // expressBucket reports an S3 Express directory bucket's name, whose
 // listings are not in key order.
@@ -351,7 +380,9 @@ func freeKeys(ctx context.Context, api objectLister, bucket string, sorted []str
 			seen[k], last = true, k
 		}
 		switch {
-		case !aws.ToBool(out.IsTruncated):
+		case out.IsTruncated == nil:
+			return nil, fmt.Errorf("list %s/%s: a page that does not say whether it is the last", bucket, aws.ToString(in.Prefix))
+		case !*out.IsTruncated:
 			last, done = hi, true // the rest of the listing is empty
 		case last >= hi:
 			done = true

@@ -22,6 +22,8 @@ type pagedBucket struct {
 	keys     []string
 	unsorted bool // pages in reverse order
 	encode   bool // EncodingType=url honoured
+	noFlag   bool // pages without IsTruncated
+	noToken  bool // truncated pages without a continuation token
 	err      error
 	calls    []s3.ListObjectsV2Input
 }
@@ -47,6 +49,14 @@ func (b *pagedBucket) ListObjectsV2(_ context.Context, in *s3.ListObjectsV2Input
 	if n := int(aws.ToInt32(in.MaxKeys)); len(page) > n {
 		page = page[:n]
 		out.IsTruncated, out.NextContinuationToken = aws.Bool(true), aws.String(page[n-1])
+	} else {
+		out.IsTruncated = aws.Bool(false)
+	}
+	if b.noFlag {
+		out.IsTruncated = nil
+	}
+	if b.noToken {
+		out.NextContinuationToken = nil
 	}
 	if b.unsorted {
 		slices.Reverse(page)
@@ -91,6 +101,21 @@ func TestFreeKeys(t *testing.T) {
 		{name: "more pages than maxListPages: the keys past the last listed are left to a HEAD",
 			bucket: pagedBucket{keys: batch(100, 100)},
 			ask:    []string{"dst/o000", "dst/o001", "dst/o150", "dst/o250"}, want: []string{"dst/o000", "dst/o001"}, wantCalls: maxListPages},
+		{name: "every key there: the first page reaches past the last key, and the listing stops",
+			bucket: pagedBucket{keys: batch(0, 100)},
+			ask:    batch(10, 3), wantCalls: 1},
+		{name: "a range with keys all through it: pages until past the last key",
+			bucket: pagedBucket{keys: slices.DeleteFunc(batch(0, 1000), func(k string) bool { return k == "dst/o020" })},
+			ask:    []string{"dst/o010", "dst/o020"}, want: []string{"dst/o020"}, wantCalls: 3},
+		{name: "keys of one character: no StartAfter",
+			bucket: pagedBucket{keys: []string{"b"}},
+			ask:    []string{"a", "b", "c"}, want: []string{"a", "c"}, wantCalls: 1},
+		{name: "a page that does not say whether it is the last vouches for nothing",
+			bucket: pagedBucket{keys: []string{"dst/o011"}, noFlag: true},
+			ask:    batch(10, 5), wantErr: "does not say", wantCalls: 1},
+		{name: "a truncated page without a token vouches for nothing",
+			bucket: pagedBucket{keys: batch(10, 100), noToken: true},
+			ask:    []string{"dst/o000", "dst/o500"}, wantErr: "without a continuation token", wantCalls: 1},
 		{name: "URL-encoded keys, decoded",
 			bucket: pagedBucket{keys: []string{"dst/a b+c", "dst/new\nline"}, encode: true},
 			ask:    []string{"dst/a b+c", "dst/a%41", "dst/new\nline"}, want: []string{"dst/a%41"}, wantCalls: 1},
@@ -133,6 +158,17 @@ func TestCommonPrefix(t *testing.T) {
 	} {
 		if got := commonPrefix(c.a, c.b); got != c.want {
 			t.Errorf("commonPrefix(%q, %q) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestExactKey(t *testing.T) {
+	for k, want := range map[string]bool{
+		"to/k07": true, "a b/日本/q?x=1": true, "new\nline": true, "dots.in.name/..x": true,
+		"to//k07": false, "/k": false, "to/": false, "to/./k": false, "to/../k": false, "..": false, "": false,
+	} {
+		if got := exactKey(k); got != want {
+			t.Errorf("exactKey(%q) = %v, want %v", k, got, want)
 		}
 	}
 }
