@@ -24,6 +24,7 @@ import (
 
 	"github.com/s3fleet/s3fleet"
 	"github.com/s3fleet/s3fleet/config"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // follow waits for a job (JobHandle.Wait), drawing a progress bar (bytes,
@@ -194,8 +195,8 @@ func report(ctx context.Context, h *s3fleet.JobHandle, j s3fleet.JobStatus, base
 	if out.quiet {
 		return nil
 	}
-	fmt.Fprintf(w, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s downloaded in %s (%.1f MB/s)\n",
-		j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(got)),
+	fmt.Fprintf(w, "job %s: %d objects, %d succeeded, %d skipped, %d failed, %d cancelled; %s %s in %s (%.1f MB/s)\n",
+		j.ID, j.Objects, j.Succeeded, j.Skipped, j.Failed, j.Cancelled, humanize.IBytes(uint64(got)), moved(j),
 		wall.Round(time.Millisecond), mbps)
 	if len(j.Checks) > 0 {
 		fmt.Fprintf(w, "  checked: %s\n", checksLine(j.Checks))
@@ -293,4 +294,18 @@ func escaped(s string) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// moved is what the job did with its bytes: downloaded to files, or, to
+// S3, copied from S3 or uploaded from files; an rm job has no destination.
+func moved(j s3fleet.JobStatus) string {
+	switch {
+	case j.Dest == "":
+		return "deleted"
+	case !location.IsURL(j.Dest):
+		return "downloaded"
+	case location.IsURL(j.Source):
+		return "copied"
+	}
+	return "uploaded"
 }

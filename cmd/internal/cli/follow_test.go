@@ -1,6 +1,10 @@
 package cli
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/s3fleet/s3fleet"
+)
 
 // TestEscaped: a key that would forge a line of human output (a newline,
 // a tab between columns, a terminal escape) or is not UTF-8 is shown
@@ -16,6 +20,21 @@ func TestEscaped(t *testing.T) {
 	} {
 		if got := escaped(in); got != want {
 			t.Errorf("escaped(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestMoved: the summary line says what a job did with its bytes.
+func TestMoved(t *testing.T) {
+	for _, c := range []struct{ src, dst, want string }{
+		{"s3://b/p/", "/data/out/", "downloaded"},
+		{"s3://b/p/ (and 2 more)", "/data/out/", "downloaded"},
+		{"s3://b/p/", "r2://archive/p/", "copied"},
+		{"/data/out/", "s3://b/up/", "uploaded"},
+		{"s3://b/tmp/", "", "deleted"},
+	} {
+		if got := moved(s3fleet.JobStatus{Source: c.src, Dest: c.dst}); got != c.want {
+			t.Errorf("%s to %q: %q, want %q", c.src, c.dst, got, c.want)
 		}
 	}
 }
