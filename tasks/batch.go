@@ -336,7 +336,8 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}()
 	dirs := newBatchDirs()
-	absent, listed := h.listAbsent(ctx, p.Objects, states, log), time.Now()
+	listed := time.Now() // the listing's trust runs from before it, when it looks
+	absent := h.listAbsent(ctx, p.Objects, states, log)
 	var deletes []BatchObject
 	for i, o := range p.Objects {
 		if states[i] != ledger.Running {
@@ -352,7 +353,8 @@ func (h *BatchHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			var rec assembler.Record
 			if o.ServerSide {
 				if !o.Overwrite && time.Since(listed) > listTrust {
-					absent, listed = h.listAbsent(ctx, p.Objects[i:], states[i:], log), time.Now()
+					listed = time.Now()
+					absent = h.listAbsent(ctx, p.Objects[i:], states[i:], log)
 				}
 				res, rec, err = h.copyWhole(ctx, o, absent[o.Transfer])
 			} else {
