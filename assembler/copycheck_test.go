@@ -3,6 +3,7 @@ package assembler
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -51,5 +52,35 @@ func TestCheckCopied(t *testing.T) {
 	h.out.ContentLength = aws.Int64(9)
 	if _, err := CheckCopied(ctx, h, dst, 10, src, VerifyAuto, nil); !errors.Is(err, ErrChecksum) {
 		t.Errorf("a copy of another size: %v, want ErrChecksum", err)
+	}
+}
+
+// TestCopiedByETag: a copy is judged by its ETag only when both ETags are
+// one single-part MD5; it records the copy's own checksum with check md5.
+func TestCopiedByETag(t *testing.T) {
+	const md5 = "713433d697c65e24f8bfaa92eed65943"
+	for _, c := range []struct {
+		src, cp string
+		want    bool
+	}{
+		{`"` + md5 + `"`, `"` + md5 + `"`, true},
+		{md5, `"` + strings.ToUpper(md5) + `"`, true},
+		{md5, "b9878e4dd0fb13aff347d74a039d3d0c", false},
+		{`"` + md5 + `-2"`, `"` + md5 + `-2"`, false}, // multipart: not an MD5 of the bytes
+		{"", "", false},
+		{"zz3433d697c65e24f8bfaa92eed65943", "zz3433d697c65e24f8bfaa92eed65943", false},
+		{md5[:31], md5[:31], false},
+	} {
+		res := &types.CopyObjectResult{ETag: aws.String(c.cp), ChecksumCRC64NVME: aws.String("AAAAAAAAAAA=")}
+		v, ok := CopiedByETag(c.src, res)
+		if ok != c.want {
+			t.Errorf("CopiedByETag(%s, %s) = %v, want %v", c.src, c.cp, ok, c.want)
+		}
+		if ok && (v.Check != CheckMD5 || v.Algorithm != checksum.CRC64NVME || v.Value != "AAAAAAAAAAA=") {
+			t.Errorf("CopiedByETag(%s, %s): %+v, want check md5 with the copy's CRC64NVME", c.src, c.cp, v)
+		}
+	}
+	if _, ok := CopiedByETag(md5, nil); ok {
+		t.Error("CopiedByETag without a result: true")
 	}
 }

@@ -203,6 +203,27 @@ func CheckCopied(ctx context.Context, api headAPI, dst location.Source, size int
 	return CheckCopy(ctx, api, dst, size, src, mode)
 }
 
+// CopiedByETag judges a single-part server-side copy by its ETag: when
+// the copy's (from CopyObject's result) is its source's single-part ETag
+// (MD5ETag), the MD5 of the bytes that S3 computes as it writes the copy,
+// the copy has the source's bytes as surely as equal CRCs would say, with
+// no HEAD of the source for its checksum (check md5; the copy's checksum
+// from the result is what it records). A multipart source's ETag, or a
+// copy's that differs (encrypted otherwise), cannot say: false. Like the
+// checksum a copy's result reports, this takes the server's word: one that
+// copied the ETag without the bytes would pass it.
+func CopiedByETag(srcETag string, res *types.CopyObjectResult) (CopyCheck, bool) {
+	src, ok := MD5ETag(srcETag)
+	if !ok || res == nil {
+		return CopyCheck{}, false
+	}
+	if cp, ok := MD5ETag(aws.ToString(res.ETag)); !ok || cp != src {
+		return CopyCheck{}, false
+	}
+	d := SumOf(res)
+	return CopyCheck{Algorithm: d.Algorithm, Value: d.Value, Check: CheckMD5}, true
+}
+
 // comparable reports whether two full-object checksums can be compared.
 func comparable(a, b Sum) bool {
 	return a.Value != "" && b.Value != "" && a.Algorithm == b.Algorithm && !a.Composite() && !b.Composite()

@@ -143,8 +143,18 @@ type Subject struct {
 // md5ETag returns the ETag as an MD5 in hex, when it is one: a single-part
 // upload's, not encrypted with a customer or KMS key.
 func (s Subject) md5ETag() (string, bool) {
-	etag := strings.Trim(s.ETag, `"`)
-	if s.Encrypted || len(etag) != 32 || strings.Contains(etag, "-") {
+	if s.Encrypted {
+		return "", false
+	}
+	return MD5ETag(s.ETag)
+}
+
+// MD5ETag returns an ETag of 32 hex digits (quoted or not), a single-part
+// upload's, as lower-case hex: the MD5 of the bytes unless the object is
+// encrypted with a customer or KMS key, which the ETag alone cannot say.
+func MD5ETag(etag string) (string, bool) {
+	etag = strings.Trim(etag, `"`)
+	if len(etag) != 32 || strings.Contains(etag, "-") {
 		return "", false
 	}
 	if _, err := hex.DecodeString(etag); err != nil {

@@ -150,12 +150,13 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool
 	setWrite(in, meta, o.Write)
 	// The source's checksum costs a HEAD: when only it is missing and the
 	// source's ETag is an MD5, the copy's ETag is tried first (see
-	// sameMD5ETag), and the HEAD comes after the copy only if that cannot
+	// assembler.CopiedByETag), and the HEAD comes after the copy only if that cannot
 	// tell (the copy encrypted otherwise, say). A source whose ETag cannot
 	// tell (multipart, SSE-C) is HEADed first, as the copy would be removed
 	// if that HEAD failed after it.
 	var src assembler.Sum
-	later := o.Checksum == "" && o.Verify != assembler.VerifyOff && head == nil && md5ETag(o.ETag) && o.SSECKeyMD5 == ""
+	_, md5 := assembler.MD5ETag(o.ETag)
+	later := o.Checksum == "" && o.Verify != assembler.VerifyOff && head == nil && md5 && o.SSECKeyMD5 == ""
 	if !later {
 		if src, err = h.sourceSum(ctx, api, o, head); err != nil {
 			return ledger.BatchResult{}, assembler.Record{}, err
@@ -178,11 +179,12 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool
 		}
 		return ledger.BatchResult{}, assembler.Record{}, s3Failure("copy "+o.URL()+" to "+dst.String(), err)
 	}
-	var v assembler.CopyCheck
+	v, byETag := assembler.CopyCheck{}, false
+	if later {
+		v, byETag = assembler.CopiedByETag(o.ETag, out.CopyObjectResult)
+	}
 	switch {
-	case later && out.CopyObjectResult != nil && sameMD5ETag(o.ETag, aws.ToString(out.CopyObjectResult.ETag)):
-		d := assembler.SumOf(out.CopyObjectResult)
-		v = assembler.CopyCheck{Algorithm: d.Algorithm, Value: d.Value, Check: assembler.CheckMD5}
+	case byETag:
 	case later:
 		if src, err = h.sourceSum(ctx, api, o, nil); err != nil {
 			return ledger.BatchResult{}, assembler.Record{}, assembler.RemoveCopy(ctx, api, dst, err)
@@ -241,17 +243,6 @@ func (h *BatchHandler) headSource(ctx context.Context, api headObjectAPI, o Batc
 // headObjectAPI reads an object's headers.
 type headObjectAPI interface {
 	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
-}
-
-// sameMD5ETag reports whether a copy's ETag is its source's and a
-// single-part one: the MD5 of the bytes (32 hex digits), which S3 and its
-// kin compute as a single-part copy is written. Equal, they say the copy
-// has the source's bytes as surely as equal CRCs would, without a HEAD of
-// the source for its checksum. A multipart source's ETag ("…-N") or one
-// that is not an MD5 (SSE-KMS, SSE-C) cannot say: the caller reads the
-// source's checksum instead.
-func sameMD5ETag(src, cp string) bool {
-	return md5ETag(src) && strings.EqualFold(strings.Trim(src, `"`), strings.Trim(cp, `"`))
 }
 
 // listAbsent lists the destination of the batch's server-side copies
@@ -315,21 +306,6 @@ const listTrust = 2 * time.Second
 func exactKey(k string) bool {
 	for seg := range strings.SplitSeq(k, "/") {
 		if seg == "" || seg == "." || seg == ".." {
-			return false
-		}
-	}
-	return true
-}
-
-// md5ETag reports an ETag of 32 hex digits (quoted or not): a
-// single-part upload's, the MD5 of its bytes unless it is encrypted.
-func md5ETag(e string) bool {
-	e = strings.Trim(e, `"`)
-	if len(e) != 32 {
-		return false
-	}
-	for _, c := range e {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
 			return false
 		}
 	}

@@ -172,23 +172,3 @@ func TestExactKey(t *testing.T) {
 		}
 	}
 }
-
-func TestSameMD5ETag(t *testing.T) {
-	const md5 = "713433d697c65e24f8bfaa92eed65943"
-	for _, c := range []struct {
-		src, cp string
-		want    bool
-	}{
-		{`"` + md5 + `"`, `"` + md5 + `"`, true},
-		{md5, `"` + strings.ToUpper(md5) + `"`, true},
-		{md5, "b9878e4dd0fb13aff347d74a039d3d0c", false},
-		{`"` + md5 + `-2"`, `"` + md5 + `-2"`, false}, // multipart: not an MD5 of the bytes
-		{"", "", false},
-		{"zz3433d697c65e24f8bfaa92eed65943", "zz3433d697c65e24f8bfaa92eed65943", false},
-		{md5[:31], md5[:31], false},
-	} {
-		if got := sameMD5ETag(c.src, c.cp); got != c.want {
-			t.Errorf("sameMD5ETag(%s, %s) = %v, want %v", c.src, c.cp, got, c.want)
-		}
-	}
-}
