@@ -42,7 +42,9 @@ func TestJobsPage(t *testing.T) {
 	for i := range 5 {
 		f.S3.PutRandom(t, "bkt", fmt.Sprintf("done/%d.bin", i), int64(2*mib+i), true)
 	}
-	f.S3.PutRandom(t, "bkt", "slow/big.bin", 8*mib, true)
+	// 64 chunks, 4 at a time, 4 s each: the job runs about a minute,
+	// longer than the browser takes to reach Cancel on a loaded machine.
+	f.S3.PutRandom(t, "bkt", "slow/big.bin", 64*mib, true)
 	cfg := f.Config()
 	cfg.Endpoint = proxy.URL
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -126,7 +128,12 @@ func TestJobsPage(t *testing.T) {
 	}
 
 	// Cancel from the running job's page.
-	must("cancel from the page", chromedp.Do(bctx,
+	if j, err := c.Ledger.GetJob(ctx, "running"); err != nil || j.Done() {
+		t.Fatalf("the slow job ended before the test reached its Cancel button: %+v (%v)", j, err)
+	}
+	cctx, cancelStep := context.WithTimeout(bctx, time.Minute) // the page is printed if it hangs
+	defer cancelStep()
+	must("cancel from the page", chromedp.Do(cctx,
 		chromedp.Navigate(base+"/jobs/job/running"),
 		chromedp.WaitVisible(chromedp.CSS(`#cancel`)),
 		chromedp.Click(chromedp.CSS(`#cancel`)),

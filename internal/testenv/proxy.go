@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Proxy is an HTTP reverse proxy in front of the S3 server that records
@@ -33,6 +34,7 @@ type Seen struct {
 	Method, Path, Query, Range, IfMatch string
 	Status                              int
 	ETag, ContentRange                  string
+	At                                  time.Time // when the request arrived
 }
 
 type seenKey struct{}
@@ -68,7 +70,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		p.Hits.Add(1)
 		p.mu.Lock()
 		i := len(p.seen)
-		p.seen = append(p.seen, Seen{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Range: r.Header.Get("Range"), IfMatch: r.Header.Get("If-Match")})
+		p.seen = append(p.seen, Seen{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Range: r.Header.Get("Range"), IfMatch: r.Header.Get("If-Match"), At: time.Now()})
 		p.mu.Unlock()
 		if g := p.gate.Load(); g != nil {
 			if (*g)(r); r.Context().Err() != nil {
