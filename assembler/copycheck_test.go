@@ -84,3 +84,33 @@ func TestCopiedByETag(t *testing.T) {
 		t.Error("CopiedByETag without a result: true")
 	}
 }
+
+// TestAlreadyCopied: an object found at a copy's destination is the copy
+// when its size is the source's and its single-part ETag or its
+// full-object checksum is the source's; a composite checksum, another
+// size or other bytes are another object.
+func TestAlreadyCopied(t *testing.T) {
+	const md5 = `"713433d697c65e24f8bfaa92eed65943"`
+	src := Sum{Algorithm: checksum.CRC64NVME, Type: "FULL_OBJECT", Value: "AAAAAAAAAAE="}
+	head := func(etag, crc string, typ types.ChecksumType, n int64) *s3.HeadObjectOutput {
+		return &s3.HeadObjectOutput{ETag: aws.String(etag), ChecksumCRC64NVME: aws.String(crc), ChecksumType: typ, ContentLength: aws.Int64(n)}
+	}
+	for _, c := range []struct {
+		what    string
+		srcETag string
+		out     *s3.HeadObjectOutput
+		check   string // "" for another object
+	}{
+		{"its ETag", md5, head(md5, "AAAAAAAAAAk=", types.ChecksumTypeFullObject, 10), CheckMD5},
+		{"its checksum", `"713433d697c65e24f8bfaa92eed65943-2"`, head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, src.Value, types.ChecksumTypeFullObject, 10), "crc64nvme"},
+		{"another size", md5, head(md5, src.Value, types.ChecksumTypeFullObject, 11), ""},
+		{"other bytes", md5, head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, "AAAAAAAAAAk=", types.ChecksumTypeFullObject, 10), ""},
+		{"a composite checksum", "", head(`"b9878e4dd0fb13aff347d74a039d3d0c-2"`, src.Value, types.ChecksumTypeComposite, 10), ""},
+		{"no HEAD", md5, nil, ""},
+	} {
+		v, ok := AlreadyCopied(c.srcETag, src, 10, c.out)
+		if ok != (c.check != "") || v.Check != c.check {
+			t.Errorf("%s: %+v, %v; want check %q", c.what, v, ok, c.check)
+		}
+	}
+}

@@ -213,15 +213,44 @@ func CheckCopied(ctx context.Context, api headAPI, dst location.Source, size int
 // checksum a copy's result reports, this takes the server's word: one that
 // copied the ETag without the bytes would pass it.
 func CopiedByETag(srcETag string, res *types.CopyObjectResult) (CopyCheck, bool) {
+	if res == nil {
+		return CopyCheck{}, false
+	}
+	return sameETag(srcETag, aws.ToString(res.ETag), SumOf(res))
+}
+
+// sameETag is CopiedByETag for a copy whose ETag is cp and checksum d.
+func sameETag(srcETag, cp string, d Sum) (CopyCheck, bool) {
 	src, ok := MD5ETag(srcETag)
-	if !ok || res == nil {
+	if !ok {
 		return CopyCheck{}, false
 	}
-	if cp, ok := MD5ETag(aws.ToString(res.ETag)); !ok || cp != src {
+	if cp, ok := MD5ETag(cp); !ok || cp != src {
 		return CopyCheck{}, false
 	}
-	d := SumOf(res)
 	return CopyCheck{Algorithm: d.Algorithm, Value: d.Value, Check: CheckMD5}, true
+}
+
+// AlreadyCopied judges an object found at a copy's destination before
+// the copy (out, its HEAD made with its checksum): it is the copy already,
+// made by an earlier run of the task whose record was lost, or by a
+// CopyObject whose answer was lost and whose retry met If-None-Match, when
+// it has the source's size and either its single-part ETag is the
+// source's (as CopiedByETag) or its full-object checksum is the source's,
+// src. Its check is then what that comparison says. Anything else is
+// another object. Like CopiedByETag, this takes the server's word.
+func AlreadyCopied(srcETag string, src Sum, size int64, out *s3.HeadObjectOutput) (CopyCheck, bool) {
+	if out == nil || aws.ToInt64(out.ContentLength) != size {
+		return CopyCheck{}, false
+	}
+	d := SumOf(out)
+	if c, ok := sameETag(srcETag, aws.ToString(out.ETag), d); ok {
+		return c, true
+	}
+	if comparable(src, d) && d.Value == src.Value {
+		return CopyCheck{Algorithm: d.Algorithm, Value: d.Value, Check: d.Algorithm.Check()}, true
+	}
+	return CopyCheck{}, false
 }
 
 // comparable reports whether two full-object checksums can be compared.

@@ -129,8 +129,8 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool
 		// unless the batch's listing showed the key free.
 		in.IfNoneMatch = aws.String("*")
 		if !absent {
-			if err := noObject(ctx, api, dst); err != nil {
-				return ledger.BatchResult{}, assembler.Record{}, err
+			if v, err := h.copiedBefore(ctx, api, dst, o); err != nil || v != nil {
+				return copyResult(o, v, err)
 			}
 		}
 	}
@@ -169,9 +169,11 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool
 		case status == http.StatusPreconditionFailed && o.Overwrite:
 			return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
 		case status == http.StatusPreconditionFailed:
-			// The source changed, or the destination exists: which?
-			if herr := noObject(ctx, api, dst); herr != nil {
-				return ledger.BatchResult{}, assembler.Record{}, herr
+			// The source changed, or the destination exists (this copy,
+			// its answer lost and the SDK's retry refused, or another):
+			// which?
+			if v, herr := h.copiedBefore(ctx, api, dst, o); herr != nil || v != nil {
+				return copyResult(o, v, herr)
 			}
 			return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w: copy %s: %s", asynq.SkipRetry, errSourceGone, o.URL(), s3client.Describe(err))
 		case status == http.StatusNotFound:
@@ -197,10 +199,55 @@ func (h *BatchHandler) copyWhole(ctx context.Context, o BatchObject, absent bool
 		return ledger.BatchResult{}, assembler.Record{}, fmt.Errorf("%w: %w", asynq.SkipRetry, assembler.RemoveCopy(ctx, api, dst, err))
 	}
 	h.Metrics.ChunkDone(0, time.Since(began))
+	return copyResult(o, &v, nil)
+}
+
+// copyResult is a small copy's result and record once v judged it, or
+// err.
+func copyResult(o BatchObject, v *assembler.CopyCheck, err error) (ledger.BatchResult, assembler.Record, error) {
+	if err != nil {
+		return ledger.BatchResult{}, assembler.Record{}, err
+	}
 	res := ledger.Result{Computed: v.Value, Algorithm: string(v.Algorithm), Check: v.Check, Reason: v.Reason}
 	rec := assembler.Record{Transfer: o.Transfer, Source: o.URL(), VersionID: o.VersionID, ETag: o.ETag, Size: o.Size,
 		Checksum: v.Value, ChecksumAlgorithm: string(v.Algorithm), Check: v.Check, CheckReason: v.Reason, Chunks: 1, Attempts: 1, Path: o.Dest, State: ledger.Success}
 	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
+}
+
+// copiedBefore is noObject for a small copy: an object at the destination
+// that is this copy already (assembler.AlreadyCopied: a run of the batch
+// copied it and was lost before recording it, or the copy's answer was
+// lost) is the copy's result, not "already exists", as a PUT's own object
+// is (see put). nil, nil: no object there.
+func (h *BatchHandler) copiedBefore(ctx context.Context, api headObjectAPI, dst location.Source, o BatchObject) (*assembler.CopyCheck, error) {
+	out, err := headDest(ctx, api, dst)
+	if err != nil || out == nil {
+		return nil, err
+	}
+	exists := permanent("destination %s already exists (use --overwrite to replace it)", dst)
+	// Metadata set by the job replaces the source's: not compared, so such
+	// a copy found there is refused as before.
+	if !writtenAs(out, o.Write) || o.Write != nil && len(o.Write.Metadata) > 0 {
+		return nil, exists
+	}
+	etag := o.ETag
+	if o.SSECKeyMD5 != "" {
+		etag = "" // an SSE-C source's ETag is no MD5 of its bytes
+	}
+	src := assembler.Sum{Algorithm: checksum.Algorithm(o.ChecksumAlgorithm), Type: o.ChecksumType, Value: o.Checksum}
+	v, ok := assembler.AlreadyCopied(etag, src, o.Size, out)
+	if !ok && src.Value == "" && aws.ToInt64(out.ContentLength) == o.Size && assembler.SumOf(out).Value != "" {
+		// A listed source has no checksum enqueued, and its ETag could not
+		// tell (multipart): its HEAD may.
+		if src, err = h.sourceSum(ctx, api, o, nil); err != nil {
+			return nil, err
+		}
+		v, ok = assembler.AlreadyCopied("", src, o.Size, out)
+	}
+	if !ok {
+		return nil, exists
+	}
+	return &v, nil
 }
 
 // sourceSum is the checksum S3 keeps for a batch object's source: as

@@ -410,23 +410,33 @@ func (c *crcReader) Read(p []byte) (int, error) {
 }
 
 // noObject fails for good when the destination object exists.
-func noObject(ctx context.Context, api partWriter, dst location.Source) error {
+func noObject(ctx context.Context, api headObjectAPI, dst location.Source) error {
+	if out, err := headDest(ctx, api, dst); err != nil || out == nil {
+		return err
+	}
+	return permanent("destination %s already exists (use --overwrite to replace it)", dst)
+}
+
+// headDest HEADs a destination, with its checksum, to learn what is
+// there: the object's headers, nil when there is none, or a permanent
+// "already exists" for one encrypted with a customer key.
+func headDest(ctx context.Context, api headObjectAPI, dst location.Source) (*s3.HeadObjectOutput, error) {
 	// Asked without an SSE-C key: any object there answers, one encrypted
 	// with a customer key (ours or another) with 400.
-	_, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)}, s3client.WithoutSSEC)
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), ChecksumMode: types.ChecksumModeEnabled}, s3client.WithoutSSEC)
 	switch {
 	case err == nil:
-		return permanent("destination %s already exists (use --overwrite to replace it)", dst)
+		return out, nil
 	case s3client.HTTPStatus(err) == http.StatusBadRequest:
-		return permanent("destination %s already exists, encrypted with a customer key (use --overwrite to replace it)", dst)
+		return nil, permanent("destination %s already exists, encrypted with a customer key (use --overwrite to replace it)", dst)
 	case s3client.HTTPStatus(err) == http.StatusNotFound:
-		return nil
+		return nil, nil
 	case s3client.HTTPStatus(err) == http.StatusForbidden:
 		// Without s3:ListBucket S3 answers 403 for a missing key: unknown,
 		// and If-None-Match decides when the upload completes.
-		return nil
+		return nil, nil
 	}
-	return s3Failure("head "+dst.String(), err)
+	return nil, s3Failure("head "+dst.String(), err)
 }
 
 // abortUpload is the drop of a multipart upload: one gone already (aborted

@@ -616,6 +616,78 @@ func TestServerSideCopyRequests(t *testing.T) {
 	sameBytes(t, vc, "bkt", "to/dd/k00", []byte("precious"))
 }
 
+// TestCopyFoundDone: a small copy whose destination already holds it (a
+// run of its batch copied it and was lost before recording it, made here
+// by hand) succeeds without copying again, judged by the copy's ETag, or,
+// for a multipart source, by its checksum read with a HEAD; an object of
+// the same size with other bytes is still refused and left alone.
+func TestCopyFoundDone(t *testing.T) {
+	t.Parallel()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	vc := f.S3.Client(t)
+	proxy := testenv.StartProxy(t, f.S3.Endpoint)
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	cfg.AllowWrite = []string{"s3://bkt/to/"}
+	fleettest.StartWorker(t, cfg)
+	ctx := context.Background()
+	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "c": randomBytes(t, 10), "mp": randomBytes(t, 2000)}
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, vc, "bkt", "from/"+k, data[k])
+	}
+	up, err := vc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := vc.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(data["mp"])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vc.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The lost run's copies of a and mp; b's key holds other bytes.
+	for _, k := range []string{"a", "mp"} {
+		if _, err := vc.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("bkt"), Key: aws.String("to/" + k), CopySource: aws.String("bkt/from/" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := randomBytes(t, 3000)
+	put(t, vc, "bkt", "to/b", other)
+
+	c := fleettest.NewClient(t, f.Config())
+	sum, err := c.Submit(ctx, fleettest.Request("s3://bkt/from/", "s3://bkt/to/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, sum.Job, time.Minute)
+	want := map[string]string{"a": "md5", "mp": "crc64nvme", "c": "md5"}
+	for k, o := range c.Objects(t, sum.Job) {
+		k = strings.TrimPrefix(k, "from/")
+		if k == "b" {
+			if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+				t.Errorf("b over another object: %s %q, want refused", o.State, o.Error)
+			}
+			continue
+		}
+		if o.State != ledger.Success || o.Check != want[k] {
+			t.Errorf("%s: %s check %q (%s %s), want success %s", k, o.State, o.Check, o.CheckReason, o.Error, want[k])
+		}
+	}
+	sameBytes(t, vc, "bkt", "to/b", other)
+	for _, k := range []string{"a", "c", "mp"} {
+		sameBytes(t, vc, "bkt", "to/"+k, data[k])
+	}
+	for _, r := range proxy.Requests() {
+		if r.Method == http.MethodPut && (r.Path == "/bkt/to/a" || r.Path == "/bkt/to/mp" || r.Path == "/bkt/to/b") {
+			t.Errorf("a copy to %s, which held the object already", r.Path)
+		}
+	}
+}
+
 // TestUpload uploads a local tree through the fleet: a large file in
 // parts read with pread, small files whole in batches, to MinIO and to
 // versitygw; each object has the file's bytes under a CRC64NVME S3
