@@ -3,6 +3,7 @@ package location
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -40,7 +41,7 @@ func (p Prefixes) Empty() bool { return len(p.list) == 0 }
 // Check returns nil when an entry covers obj, else an error wrapping
 // ErrNotAllowed that names the setting.
 func (p Prefixes) Check(obj Source) error {
-	if dotSegment(obj.Key) {
+	if HasSegment(obj.Key, ".", "..") {
 		// Stores on a filesystem (versitygw, POSIX gateways) resolve them:
 		// ok/../x is x there, outside ok/.
 		return fmt.Errorf("%w: %s has a . or .. segment, which some stores resolve out of any prefix", ErrNotAllowed, obj)
@@ -61,10 +62,12 @@ func (p Prefixes) Check(obj Source) error {
 	return fmt.Errorf("%w: %s is not under an entry of this worker's %s (%s)", ErrNotAllowed, obj, p.setting, listed)
 }
 
-// dotSegment reports whether a key has a "." or ".." segment.
-func dotSegment(key string) bool {
+// HasSegment reports whether a key has one of segs as a segment (a part
+// between slashes): "." and ".." climb on a server that keeps objects as
+// files, and "" (a "//") is dropped by one (versitygw).
+func HasSegment(key string, segs ...string) bool {
 	for seg := range strings.SplitSeq(key, "/") {
-		if seg == "." || seg == ".." {
+		if slices.Contains(segs, seg) {
 			return true
 		}
 	}

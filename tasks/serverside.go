@@ -350,14 +350,7 @@ const listTrust = 2 * time.Second
 // itself: no empty, "." or ".." segment. versitygw maps "a//b" and
 // "a/./b" to the file of "a/b", which a listing shows as "a/b" but a HEAD
 // of "a//b" finds: such a key gets its HEAD.
-func exactKey(k string) bool {
-	for seg := range strings.SplitSeq(k, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return false
-		}
-	}
-	return true
-}
+func exactKey(k string) bool { return !location.HasSegment(k, "", ".", "..") }
 
 // expressBucket reports an S3 Express directory bucket's name, whose
 // listings are not in key order.
