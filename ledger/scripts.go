@@ -137,8 +137,8 @@ return 1
 const luaAttach = `
 local function attach(KEYS, ARGV)
   local mode, job_id, xfer_id, now, ttl = ARGV[1], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-  local st = redis.call('HGET', KEYS[1], 'state') or ''
-  local gen = num(redis.call('HGET', KEYS[1], 'gen'))
+  local f = redis.call('HMGET', KEYS[1], 'state', 'gen')
+  local st, gen = f[1] or '', num(f[2])
   if st ~= ARGV[2] or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= gen) then
     return {'conflict', st, gen}
   end
@@ -385,11 +385,11 @@ return {st, job_ids(KEYS[3])}
 var startBatchScript = redis.NewScript(luaCommon + `
 local out = {}
 for i, k in ipairs(KEYS) do
-  local st = redis.call('HGET', k, 'state')
-  local batch = redis.call('HGET', k, 'batch') or ''
+  local f = redis.call('HMGET', k, 'state', 'batch', 'gen')
+  local st, batch = f[1], f[2] or ''
   if not st then
     out[i] = 'gone'
-  elseif num(redis.call('HGET', k, 'gen')) ~= tonumber(ARGV[i + 2]) then
+  elseif num(f[3]) ~= tonumber(ARGV[i + 2]) then
     out[i] = 'stale'
   elseif batch ~= '' and batch ~= ARGV[2] then
     out[i] = 'elsewhere'
@@ -426,21 +426,25 @@ end
 for i = 1, #KEYS / 3 do
   local x, c, js = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local a = 2 + 6 * (i - 1)
-  local st = redis.call('HGET', x, 'state')
+  local f = redis.call('HMGET', x, 'state', 'gen', 'bytes_done')
+  local st = f[1]
   out[i] = 0
-  if (st == 'running' or st == 'queued') and num(redis.call('HGET', x, 'gen')) == tonumber(ARGV[a + 1]) then
-    local n = tonumber(ARGV[a + 2]) - num(redis.call('HGET', x, 'bytes_done'))
-    redis.call('HINCRBY', x, 'bytes_done', n)
+  if (st == 'running' or st == 'queued') and num(f[2]) == tonumber(ARGV[a + 1]) then
+    local n = tonumber(ARGV[a + 2]) - num(f[3])
     redis.call('HSET', x, 'state', 'success', 'finished', now, 'error', '', 'computed', ARGV[a + 3], 'check', ARGV[a + 4],
-      'check_reason', ARGV[a + 5], 'computed_algorithm', ARGV[a + 6])
+      'check_reason', ARGV[a + 5], 'computed_algorithm', ARGV[a + 6], 'bytes_done', ARGV[a + 2])
     redis.call('DEL', c)
-    local jobs = {}
-    each_job(js, function(k) jobs[#jobs + 1] = k end)
-    for _, j in ipairs(job_ids(js)) do ids[j] = true end
+    local jobs, JOB = {}, tag_of(js) .. 'job:'
+    for _, j in ipairs(job_ids(js)) do
+      ids[j] = true
+      jobs[#jobs + 1] = JOB .. j
+    end
     add(jobs, 'bytes_done', n)
     add(jobs, 'succeeded', 1)
     add(jobs, 'tp', tonumber(ARGV[a + 2])) -- the batch's bytes, into each job's throughput once
-    add(jobs, check_field(x), 1)
+    local check = ARGV[a + 4] -- as check_field(x) reads it back
+    if check == '' then check = 'none' end
+    add(jobs, 'check_' .. check, 1)
     touch(ttl, x, js)
     out[i] = 1
   end
