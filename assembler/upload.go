@@ -232,25 +232,16 @@ func sameETag(srcETag, cp string, d Sum) (CopyCheck, bool) {
 }
 
 // AlreadyCopied judges an object found at a copy's destination before
-// the copy (out, its HEAD made with its checksum): it is the copy already,
-// made by an earlier run of the task whose record was lost, or by a
-// CopyObject whose answer was lost and whose retry met If-None-Match, when
-// it has the source's size and either its single-part ETag is the
-// source's (as CopiedByETag) or its full-object checksum is the source's,
-// src. Its check is then what that comparison says. Anything else is
-// another object. Like CopiedByETag, this takes the server's word.
-func AlreadyCopied(srcETag string, src Sum, size int64, out *s3.HeadObjectOutput) (CopyCheck, bool) {
+// the copy (out, its HEAD): it has the copy's bytes when its size is the
+// source's and its single-part ETag is the source's (as CopiedByETag: the
+// MD5 of the bytes; a CRC, which anyone can forge to match, is not
+// enough). Its check is then md5. The caller compares what else the copy
+// would carry (headers, storage class, encryption).
+func AlreadyCopied(srcETag string, size int64, out *s3.HeadObjectOutput) (CopyCheck, bool) {
 	if out == nil || aws.ToInt64(out.ContentLength) != size {
 		return CopyCheck{}, false
 	}
-	d := SumOf(out)
-	if c, ok := sameETag(srcETag, aws.ToString(out.ETag), d); ok {
-		return c, true
-	}
-	if comparable(src, d) && d.Value == src.Value {
-		return CopyCheck{Algorithm: d.Algorithm, Value: d.Value, Check: d.Algorithm.Check()}, true
-	}
-	return CopyCheck{}, false
+	return sameETag(srcETag, aws.ToString(out.ETag), SumOf(out))
 }
 
 // comparable reports whether two full-object checksums can be compared.

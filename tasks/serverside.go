@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -215,38 +216,38 @@ func copyResult(o BatchObject, v *assembler.CopyCheck, err error) (ledger.BatchR
 }
 
 // copiedBefore is noObject for a small copy: an object at the destination
-// that is this copy already (assembler.AlreadyCopied: a run of the batch
-// copied it and was lost before recording it, or the copy's answer was
-// lost) is the copy's result, not "already exists", as a PUT's own object
-// is (see put). nil, nil: no object there.
+// that is this copy already (a run of the batch copied it and was lost
+// before recording it, or the copy's answer was lost) is the copy's
+// result, not "already exists", as a PUT's own object is (see put). It
+// must have the source's size and MD5 ETag (assembler.AlreadyCopied), the
+// source's content headers, user metadata and tag count (one more HEAD,
+// of the source), and the storage class and encryption the copy would
+// get; a copy under a customer key (SSE-C) or with metadata of the job's
+// is not compared. nil, nil: no object there.
 func (h *BatchHandler) copiedBefore(ctx context.Context, api headObjectAPI, dst location.Source, o BatchObject) (*assembler.CopyCheck, error) {
 	out, err := headDest(ctx, api, dst)
 	if err != nil || out == nil {
 		return nil, err
 	}
 	exists := permanent("destination %s already exists (use --overwrite to replace it)", dst)
-	// Metadata set by the job replaces the source's: not compared, so such
-	// a copy found there is refused as before.
-	if !writtenAs(out, o.Write) || o.Write != nil && len(o.Write.Metadata) > 0 {
+	if o.SSECKeyMD5 != "" || o.Write != nil && len(o.Write.Metadata) > 0 || !writtenAs(out, o.Write) ||
+		(o.Write == nil || o.Write.StorageClass == "") && out.StorageClass != "" && out.StorageClass != types.StorageClassStandard {
 		return nil, exists
 	}
-	etag := o.ETag
-	if o.SSECKeyMD5 != "" {
-		etag = "" // an SSE-C source's ETag is no MD5 of its bytes
-	}
-	src := assembler.Sum{Algorithm: checksum.Algorithm(o.ChecksumAlgorithm), Type: o.ChecksumType, Value: o.Checksum}
-	v, ok := assembler.AlreadyCopied(etag, src, o.Size, out)
-	if !ok && src.Value == "" && aws.ToInt64(out.ContentLength) == o.Size && assembler.SumOf(out).Value != "" {
-		// A listed source has no checksum enqueued, and its ETag could not
-		// tell (multipart): its HEAD may.
-		if src, err = h.sourceSum(ctx, api, o, nil); err != nil {
-			return nil, err
-		}
-		v, ok = assembler.AlreadyCopied("", src, o.Size, out)
-	}
+	v, ok := assembler.AlreadyCopied(o.ETag, o.Size, out)
 	if !ok {
 		return nil, exists
 	}
+	src, err := h.headSource(ctx, api, o)
+	switch {
+	case errors.Is(err, errSourceGone):
+		return nil, exists // no longer the source enqueued: nothing to compare with
+	case err != nil:
+		return nil, err
+	case !metaOfHead(src).equal(metaOfHead(out)) || aws.ToInt32(src.TagCount) != aws.ToInt32(out.TagCount):
+		return nil, exists
+	}
+	v.Reason = "found at the destination with the source's size, MD5 ETag and headers: not copied again"
 	return &v, nil
 }
 

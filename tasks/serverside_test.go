@@ -8,10 +8,13 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/s3fleet/s3fleet/ledger"
 )
 
 // pagedBucket answers ListObjectsV2 from a set of keys as S3 does (UTF-8
@@ -169,6 +172,42 @@ func TestExactKey(t *testing.T) {
 	} {
 		if got := exactKey(k); got != want {
 			t.Errorf("exactKey(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
+
+// TestWrittenAsKMSKey: an object is under the KMS key the job named when
+// its key ARN is that name or ends in "/" and it, not merely in its
+// characters.
+func TestWrittenAsKMSKey(t *testing.T) {
+	const arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-0000-0000-0000-000000000001"
+	out := &s3.HeadObjectOutput{ServerSideEncryption: types.ServerSideEncryptionAwsKms, SSEKMSKeyId: aws.String(arn)}
+	for id, want := range map[string]bool{
+		arn: true, "1234abcd-0000-0000-0000-000000000001": true, "1": false, "000000000001": false, "other": false,
+	} {
+		if got := writtenAs(out, &ledger.Write{SSE: "aws:kms", SSEKMSKeyID: id}); got != want {
+			t.Errorf("writtenAs(key %s, asked %q) = %v, want %v", arn, id, got, want)
+		}
+	}
+}
+
+// TestObjectMetaEqual: headers compare by value, a missing one as empty.
+func TestObjectMetaEqual(t *testing.T) {
+	when := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	a := metaOfHead(&s3.HeadObjectOutput{ContentType: aws.String("text/plain"), Expires: &when, Metadata: map[string]string{"k": "v"}})
+	b := metaOfHead(&s3.HeadObjectOutput{ContentType: aws.String("text/plain"), Expires: aws.Time(when.Local()), Metadata: map[string]string{"k": "v"},
+		CacheControl: aws.String("")})
+	if !a.equal(b) {
+		t.Errorf("%+v and %+v: not equal", a, b)
+	}
+	for what, c := range map[string]*s3.HeadObjectOutput{
+		"type":     {ContentType: aws.String("text/html"), Expires: &when, Metadata: map[string]string{"k": "v"}},
+		"metadata": {ContentType: aws.String("text/plain"), Expires: &when, Metadata: map[string]string{"k": "w"}},
+		"expires":  {ContentType: aws.String("text/plain"), Metadata: map[string]string{"k": "v"}},
+		"encoding": {ContentType: aws.String("text/plain"), Expires: &when, Metadata: map[string]string{"k": "v"}, ContentEncoding: aws.String("gzip")},
+	} {
+		if a.equal(metaOfHead(c)) {
+			t.Errorf("another %s: equal", what)
 		}
 	}
 }

@@ -28,6 +28,15 @@ type objectMeta struct {
 	tags, redirect                                                                  *string
 }
 
+// equal reports whether two objects' headers (not tags) are the same.
+func (m objectMeta) equal(n objectMeta) bool {
+	same := func(a, b *string) bool { return aws.ToString(a) == aws.ToString(b) }
+	return same(m.contentType, n.contentType) && same(m.contentEncoding, n.contentEncoding) &&
+		same(m.contentDisposition, n.contentDisposition) && same(m.cacheControl, n.cacheControl) &&
+		same(m.contentLanguage, n.contentLanguage) && same(m.redirect, n.redirect) &&
+		aws.ToTime(m.expires).Equal(aws.ToTime(n.expires)) && maps.Equal(m.metadata, n.metadata)
+}
+
 func metaOfHead(o *s3.HeadObjectOutput) objectMeta {
 	return objectMeta{o.ContentType, o.ContentEncoding, o.ContentDisposition, o.CacheControl, o.ContentLanguage, o.Expires, o.Metadata, nil, o.WebsiteRedirectLocation}
 }
@@ -154,5 +163,5 @@ func writtenAs(out *s3.HeadObjectOutput, w *ledger.Write) bool {
 	}
 	return (w.StorageClass == "" || class == w.StorageClass) &&
 		(w.SSE == "" || string(out.ServerSideEncryption) == w.SSE) &&
-		(w.SSEKMSKeyID == "" || strings.HasSuffix(aws.ToString(out.SSEKMSKeyId), w.SSEKMSKeyID))
+		(w.SSEKMSKeyID == "" || aws.ToString(out.SSEKMSKeyId) == w.SSEKMSKeyID || strings.HasSuffix(aws.ToString(out.SSEKMSKeyId), "/"+w.SSEKMSKeyID))
 }

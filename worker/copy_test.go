@@ -618,9 +618,10 @@ func TestServerSideCopyRequests(t *testing.T) {
 
 // TestCopyFoundDone: a small copy whose destination already holds it (a
 // run of its batch copied it and was lost before recording it, made here
-// by hand) succeeds without copying again, judged by the copy's ETag, or,
-// for a multipart source, by its checksum read with a HEAD; an object of
-// the same size with other bytes is still refused and left alone.
+// by hand) succeeds without copying again, judged by its size, MD5 ETag
+// and headers against the source's. An object there with other bytes,
+// with the same bytes but another Content-Type, or copied from a
+// multipart source (whose ETag cannot say) is refused and left alone.
 func TestCopyFoundDone(t *testing.T) {
 	t.Parallel()
 	f := fleettest.New(t)
@@ -632,8 +633,8 @@ func TestCopyFoundDone(t *testing.T) {
 	cfg.AllowWrite = []string{"s3://bkt/to/"}
 	fleettest.StartWorker(t, cfg)
 	ctx := context.Background()
-	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "c": randomBytes(t, 10), "mp": randomBytes(t, 2000)}
-	for _, k := range []string{"a", "b", "c"} {
+	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "c": randomBytes(t, 10), "d": randomBytes(t, 20), "mp": randomBytes(t, 2000)}
+	for _, k := range []string{"a", "b", "c", "d"} {
 		put(t, vc, "bkt", "from/"+k, data[k])
 	}
 	up, err := vc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp")})
@@ -649,7 +650,8 @@ func TestCopyFoundDone(t *testing.T) {
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
 		t.Fatal(err)
 	}
-	// The lost run's copies of a and mp; b's key holds other bytes.
+	// The lost run's copies of a and mp; b's key holds other bytes, c's
+	// the same bytes as another type.
 	for _, k := range []string{"a", "mp"} {
 		if _, err := vc.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("bkt"), Key: aws.String("to/" + k), CopySource: aws.String("bkt/from/" + k)}); err != nil {
 			t.Fatal(err)
@@ -657,6 +659,9 @@ func TestCopyFoundDone(t *testing.T) {
 	}
 	other := randomBytes(t, 3000)
 	put(t, vc, "bkt", "to/b", other)
+	if _, err := vc.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("to/c"), Body: bytes.NewReader(data["c"]), ContentType: aws.String("text/x-other")}); err != nil {
+		t.Fatal(err)
+	}
 
 	c := fleettest.NewClient(t, f.Config())
 	sum, err := c.Submit(ctx, fleettest.Request("s3://bkt/from/", "s3://bkt/to/"))
@@ -664,26 +669,32 @@ func TestCopyFoundDone(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Wait(t, sum.Job, time.Minute)
-	want := map[string]string{"a": "md5", "mp": "crc64nvme", "c": "md5"}
 	for k, o := range c.Objects(t, sum.Job) {
-		k = strings.TrimPrefix(k, "from/")
-		if k == "b" {
+		switch k = strings.TrimPrefix(k, "from/"); k {
+		case "b", "c", "mp":
 			if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
-				t.Errorf("b over another object: %s %q, want refused", o.State, o.Error)
+				t.Errorf("%s over another object: %s %q, want refused", k, o.State, o.Error)
 			}
-			continue
-		}
-		if o.State != ledger.Success || o.Check != want[k] {
-			t.Errorf("%s: %s check %q (%s %s), want success %s", k, o.State, o.Check, o.CheckReason, o.Error, want[k])
+		case "a":
+			if o.State != ledger.Success || o.Check != "md5" || !strings.Contains(o.CheckReason, "not copied again") {
+				t.Errorf("a, found copied: %s check %q (%s %s), want success md5, not copied again", o.State, o.Check, o.CheckReason, o.Error)
+			}
+		default:
+			if o.State != ledger.Success || o.Check != "md5" || o.CheckReason != "" {
+				t.Errorf("%s: %s check %q (%s %s), want success md5", k, o.State, o.Check, o.CheckReason, o.Error)
+			}
 		}
 	}
 	sameBytes(t, vc, "bkt", "to/b", other)
-	for _, k := range []string{"a", "c", "mp"} {
+	for _, k := range []string{"a", "c", "d", "mp"} {
 		sameBytes(t, vc, "bkt", "to/"+k, data[k])
 	}
+	if h, err := vc.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String("to/c")}); err != nil || aws.ToString(h.ContentType) != "text/x-other" {
+		t.Errorf("to/c: %v, %v; want left as it was", h, err)
+	}
 	for _, r := range proxy.Requests() {
-		if r.Method == http.MethodPut && (r.Path == "/bkt/to/a" || r.Path == "/bkt/to/mp" || r.Path == "/bkt/to/b") {
-			t.Errorf("a copy to %s, which held the object already", r.Path)
+		if r.Method == http.MethodPut && r.Path != "/bkt/to/d" {
+			t.Errorf("a copy to %s, which held an object already", r.Path)
 		}
 	}
 }
