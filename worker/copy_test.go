@@ -587,15 +587,25 @@ func TestServerSideCopyRequests(t *testing.T) {
 	if want := map[string]int{"/bkt/to/k07": 1, "/bkt/from/mp": 1, "/bkt/from/k05": 1}; !maps.Equal(heads, want) {
 		t.Errorf("HEADs %v, want only %v", heads, want)
 	}
-	// 40 copies of 60 ms, one batch: the listing is made again once it
-	// is 2 s old (listTrust), never sooner, however slow the machine. The
-	// slack is the time from the batch's clock to the proxy's.
+	// 40 copies of 60 ms in one batch a Redis shard (a sharded ledger
+	// splits them): each batch lists once, and again once its listing is
+	// 2 s old (listTrust), never sooner, however slow the machine. So no
+	// more listings than batches fall within 1.5 s (the slack is the time
+	// from a batch's clock to the proxy's).
+	batches := max(cfg.RedisShards, 1)
 	if copies != n || lists < 2 {
-		t.Errorf("%d copies and %d listings, want %d copies (one an object, k07 refused) and 2 or more listings (one, and one more each listTrust)", copies, lists, n)
+		t.Errorf("%d copies and %d listings, want %d copies (one an object, k07 refused) and 2 or more listings (one a batch, and one more each listTrust)", copies, lists, n)
 	}
-	for i := 1; i < len(listedAt); i++ {
-		if gap := listedAt[i].Sub(listedAt[i-1]); gap < 1500*time.Millisecond {
-			t.Errorf("listing %d came %v after the one before, want about 2 s (listTrust): a listing an object?", i+1, gap)
+	for i, at := range listedAt {
+		within := 0
+		for _, b := range listedAt[i:] {
+			if b.Sub(at) < 1500*time.Millisecond {
+				within++
+			}
+		}
+		if within > batches {
+			t.Errorf("listings %d and on: %d within 1.5 s, want at most %d (one a batch each listTrust): a listing an object?", i+1, within, batches)
+			break
 		}
 	}
 
