@@ -3,10 +3,13 @@ package tasks
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -59,7 +62,7 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 		}
 		// Another object is there, or this one is, its response lost (the
 		// SDK retried) or its batch run again: its checksum tells.
-		if out, herr := assembler.HeadDest(ctx, api, dst); herr != nil || assembler.FullObjectSum(out, ev.CRCAlgorithm) != sum || !writtenAs(out, o.Write) {
+		if out, herr := assembler.HeadDest(ctx, api, dst); herr != nil || !putBy(out, ev.CRCAlgorithm, sum, buf) || !writtenAs(out, o.Write) {
 			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
 		}
 	}
@@ -67,6 +70,22 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 	rec := assembler.Record{Transfer: o.Transfer, Source: o.URL(), VersionID: o.VersionID, ETag: o.ETag, Size: o.Size,
 		Checksum: sum, ChecksumAlgorithm: res.Algorithm, Check: check, CheckReason: reason, Chunks: 1, Attempts: 1, Path: o.Dest, State: ledger.Success}
 	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
+}
+
+// putBy reports whether out, the HEAD of the object a PUT's If-None-Match
+// found at its key, holds buf, the PUT's bytes: its full-object CRC (of
+// algorithm alg) is theirs, sum, and, unless a KMS key encrypts it, its
+// ETag is their MD5. A CRC alone anyone can forge to match.
+func putBy(out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []byte) bool {
+	if assembler.FullObjectSum(out, alg) != sum {
+		return false
+	}
+	if strings.HasPrefix(string(out.ServerSideEncryption), "aws:kms") {
+		return true // its ETag is no MD5 of the bytes
+	}
+	etag, ok := assembler.MD5ETag(aws.ToString(out.ETag))
+	m := md5.Sum(buf)
+	return ok && etag == hex.EncodeToString(m[:])
 }
 
 // destOf checks a batch object's source and S3 destination against the

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
@@ -208,6 +209,32 @@ func TestObjectMetaEqual(t *testing.T) {
 	} {
 		if a.equal(metaOfHead(c)) {
 			t.Errorf("another %s: equal", what)
+		}
+	}
+}
+
+// TestPutBy: the object a PUT's If-None-Match found is the PUT's own when
+// its CRC and its MD5 ETag are the bytes'; a CRC alone, forged, is not
+// enough, except under a KMS key, whose ETag is no MD5.
+func TestPutBy(t *testing.T) {
+	buf := []byte("hello")
+	const md5Hello, crc = `"5d41402abc4b2a76b9719d911017c592"`, "AAAAAAAAAAE="
+	head := func(etag string, sse types.ServerSideEncryption) *s3.HeadObjectOutput {
+		return &s3.HeadObjectOutput{ETag: aws.String(etag), ChecksumCRC64NVME: aws.String(crc), ChecksumType: types.ChecksumTypeFullObject, ServerSideEncryption: sse}
+	}
+	for _, c := range []struct {
+		what string
+		out  *s3.HeadObjectOutput
+		want bool
+	}{
+		{"its CRC and MD5", head(md5Hello, ""), true},
+		{"its CRC, another MD5", head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, ""), false},
+		{"its CRC, a multipart ETag", head(`"b9878e4dd0fb13aff347d74a039d3d0c-2"`, ""), false},
+		{"its CRC under a KMS key", head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, types.ServerSideEncryptionAwsKms), true},
+		{"another CRC", &s3.HeadObjectOutput{ETag: aws.String(md5Hello), ChecksumCRC64NVME: aws.String("AAAAAAAAAAI=")}, false},
+	} {
+		if got := putBy(c.out, checksum.CRC64NVME, crc, buf); got != c.want {
+			t.Errorf("%s: %v, want %v", c.what, got, c.want)
 		}
 	}
 }

@@ -2,17 +2,20 @@ package worker_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -320,6 +323,80 @@ func TestCopyRefusals(t *testing.T) {
 	if !errors.Is(err, enqueuer.ErrUsage) || !strings.Contains(err.Error(), "the configured remotes are minio") {
 		t.Errorf("an unknown remote: %v, want a usage error listing minio", err)
 	}
+}
+
+// TestPutFoundDone: a small copy across endpoints (a PUT with
+// If-None-Match) that finds at its key an object with its bytes, as when
+// its answer was lost or its batch ran again, counts it done: its CRC and
+// MD5 ETag are the bytes'. An object of other bytes forged to the same
+// size and CRC32 (the source's algorithm) is refused and left alone.
+func TestPutFoundDone(t *testing.T) {
+	r := newCopyRig(t, false)
+	fleettest.StartWorker(t, r.cfg)
+	ctx := context.Background()
+	same := randomBytes(t, 300)
+	forged := forgeCRC32(t, same)
+	put(t, r.vc, "src", "in/same", same)
+	put(t, r.vc, "src", "in/forged", same)
+	for k, b := range map[string][]byte{"out/same": same, "out/forged": forged} {
+		if _, err := r.mc.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("dst"), Key: aws.String(k), Body: bytes.NewReader(b),
+			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := r.c.Submit(ctx, fleettest.Request("s3://src/in/", "minio://dst/out/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	objs := r.c.Objects(t, sum.Job)
+	if o := objs["in/same"]; o.State != ledger.Success {
+		t.Errorf("in/same over its own bytes: %s %q, want success", o.State, o.Error)
+	}
+	if o := objs["in/forged"]; o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+		t.Errorf("in/forged over other bytes of its CRC32: %s %q, want refused", o.State, o.Error)
+	}
+	sameBytes(t, r.mc, "dst", "out/forged", forged)
+}
+
+// forgeCRC32 returns other bytes of b's length and CRC32: CRC32 is affine
+// over GF(2), so among the changes of one bit in b's first 5 bytes (40,
+// each moving the CRC by a 32-bit vector) some set moves it by nothing;
+// Gaussian elimination finds one.
+func forgeCRC32(t *testing.T, b []byte) []byte {
+	t.Helper()
+	zero := crc32.ChecksumIEEE(make([]byte, len(b)))
+	type row struct {
+		v   uint32 // the CRC's move
+		set uint64 // the bits flipped to make it
+	}
+	var basis []row
+	for i := range 40 {
+		e := make([]byte, len(b))
+		e[i/8] = 1 << (i % 8)
+		r := row{crc32.ChecksumIEEE(e) ^ zero, 1 << i}
+		for _, p := range basis {
+			if r.v^p.v < r.v {
+				r.v, r.set = r.v^p.v, r.set^p.set
+			}
+		}
+		if r.v == 0 {
+			out := slices.Clone(b)
+			for j := range 40 {
+				if r.set&(1<<j) != 0 {
+					out[j/8] ^= 1 << (j % 8)
+				}
+			}
+			if crc32.ChecksumIEEE(out) != crc32.ChecksumIEEE(b) || bytes.Equal(out, b) {
+				t.Fatal("forgeCRC32: no forgery")
+			}
+			return out
+		}
+		basis = append(basis, r)
+		slices.SortFunc(basis, func(a, b row) int { return cmp.Compare(b.v, a.v) })
+	}
+	t.Fatal("forgeCRC32: 40 bits and no dependency")
+	return nil
 }
 
 // TestCopySourceChanged: a source overwritten while its chunks are being
