@@ -111,3 +111,18 @@ func TestAlreadyCopied(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadETag: the ETag of an object completed from parts is the MD5
+// of their MD5s and their count; a part whose ETag is no MD5 leaves it
+// unknown.
+func TestUploadETag(t *testing.T) {
+	// Two parts whose MD5s are those of "a" and "b": md5(md5("a") || md5("b")).
+	parts := []types.CompletedPart{{ETag: aws.String(`"0cc175b9c0f1b6a831c399e269772661"`)}, {ETag: aws.String("92EB5FFEE6AE2FEC3AD71C777531578F")}}
+	if got, ok := UploadETag(parts); !ok || got != "96e024ba2074fe77e8e965ba43a704be-2" {
+		t.Errorf("UploadETag = %q, %v; want 96e024ba2074fe77e8e965ba43a704be-2", got, ok)
+	}
+	parts[1].ETag = aws.String(`"92eb5ffee6ae2fec3ad71c777531578f-3"`)
+	if _, ok := UploadETag(parts); ok {
+		t.Error("a part's ETag that is no MD5: known")
+	}
+}

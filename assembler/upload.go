@@ -2,9 +2,13 @@ package assembler
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -101,6 +105,11 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 	switch status := s3client.HTTPStatus(err); {
 	case err == nil:
 		got = sumField(ev.CRCAlgorithm, out.ChecksumCRC32, out.ChecksumCRC32C, out.ChecksumCRC64NVME)
+	case (s3client.ErrorCode(err) == "NoSuchUpload" || status == http.StatusPreconditionFailed) && !madeBy(ctx, api, dst, parts):
+		// Another object is there: its ETag is not the one these parts
+		// make (below, a CRC alone would be compared, which anyone can
+		// forge to match).
+		return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
 	case s3client.ErrorCode(err) == "NoSuchUpload" && t.ServerSide:
 		// Completed by an earlier run that could not record it, or aborted:
 		// the object under the key tells, if it can be compared at all (an
@@ -148,6 +157,41 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 			ErrChecksum, dst, ev.CRCAlgorithm, got, want)), true)
 	}
 	return a.succeed(ctx, t, v)
+}
+
+// UploadETag is the ETag S3 gives an object completed from parts: the MD5
+// of their MD5s, then "-" and how many, as lower-case hex. False when a
+// part's ETag is no MD5 (under a KMS or customer key it need not be).
+func UploadETag(parts []types.CompletedPart) (string, bool) {
+	h := md5.New()
+	for _, p := range parts {
+		m, ok := MD5ETag(aws.ToString(p.ETag))
+		if !ok {
+			return "", false
+		}
+		b, _ := hex.DecodeString(m)
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)) + "-" + strconv.Itoa(len(parts)), true
+}
+
+// madeBy reports whether the object at dst, found where an upload's
+// completion was refused (If-None-Match) or its upload was gone, can be
+// the one its parts made (its answer lost, or an earlier run completed
+// it): its ETag is theirs (UploadETag). When that cannot be known (a
+// part's ETag is no MD5, the object is under a KMS or customer key, whose
+// ETags servers make otherwise) it may be: the checksum checks after this
+// one decide alone.
+func madeBy(ctx context.Context, api headAPI, dst location.Source, parts []types.CompletedPart) bool {
+	want, ok := UploadETag(parts)
+	if !ok {
+		return true
+	}
+	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	if err != nil || out.SSECustomerAlgorithm != nil || strings.HasPrefix(string(out.ServerSideEncryption), "aws:kms") {
+		return true // the checks after this one refuse it, or decide alone
+	}
+	return strings.ToLower(strings.Trim(aws.ToString(out.ETag), `"`)) == want
 }
 
 // deleter removes an object.

@@ -359,6 +359,83 @@ func TestPutFoundDone(t *testing.T) {
 	sameBytes(t, r.mc, "dst", "out/forged", forged)
 }
 
+// TestUploadFoundDone: a large copy across endpoints whose completion's
+// answer is lost (the proxy turns it into a 500; the SDK retries and is
+// refused) finds its own object and succeeds; one whose key gets, just
+// before its completion, an object of other bytes forged to the same size
+// and CRC32 is refused, as the found object's ETag is not the one its
+// parts make, and that object stays.
+func TestUploadFoundDone(t *testing.T) {
+	r := newCopyRig(t, false)
+	proxy := testenv.StartProxy(t, r.m.Endpoint)
+	cfg := r.cfg
+	cfg.Remotes = maps.Clone(r.cfg.Remotes)
+	remote := cfg.Remotes["minio"]
+	remote.Endpoint = proxy.URL
+	cfg.Remotes["minio"] = remote
+	vproxy := testenv.StartProxy(t, r.f.S3.Endpoint) // versitygw, a destination too (s3://back/)
+	cfg.Endpoint = vproxy.URL
+	fleettest.StartWorker(t, cfg)
+	ctx := context.Background()
+	big := randomBytes(t, 12*mib)
+	forged := forgeCRC32(t, big)
+	put(t, r.vc, "src", "in/lost", big)
+	put(t, r.vc, "src", "in/forged", big)
+	completion := func(q *http.Request, path string) bool {
+		return q.Method == http.MethodPost && q.URL.Path == path && q.URL.Query().Has("uploadId")
+	}
+	var planted, lost atomic.Bool
+	proxy.SetGate(func(q *http.Request) {
+		if completion(q, "/dst/out/forged") && !planted.Swap(true) {
+			if _, err := r.mc.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String("dst"), Key: aws.String("out/forged"),
+				Body: bytes.NewReader(forged), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32}); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	// loseAnswer turns the first answer to a completion at path into a 500.
+	loseAnswer := func(path string, lost *atomic.Bool) func(*http.Request, *http.Response) {
+		return func(q *http.Request, resp *http.Response) {
+			if completion(q, path) && resp.StatusCode == http.StatusOK && !lost.Swap(true) {
+				body := []byte("<Error><Code>InternalError</Code><Message>lost</Message></Error>")
+				resp.StatusCode, resp.Status = http.StatusInternalServerError, "500 Internal Server Error"
+				resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+				resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+			}
+		}
+	}
+	var lostBack atomic.Bool
+	proxy.SetTamper(loseAnswer("/dst/out/lost", &lost))
+	vproxy.SetTamper(loseAnswer("/back/lost", &lostBack))
+	c := fleettest.NewClient(t, cfg) // the remote's fingerprint is the proxy's
+	sum, err := c.Submit(ctx, fleettest.Request("s3://src/in/", "minio://dst/out/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Wait(t, sum.Job, time.Minute)
+	objs := c.Objects(t, sum.Job)
+	if o := objs["in/lost"]; o.State != ledger.Success || !lost.Load() {
+		t.Errorf("in/lost, its completion's answer lost (%v): %s %q, want success", lost.Load(), o.State, o.Error)
+	}
+	if o := objs["in/forged"]; o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") || !planted.Load() {
+		t.Errorf("in/forged, other bytes of its CRC32 put at its key (%v): %s %q, want refused", planted.Load(), o.State, o.Error)
+	}
+	sameBytes(t, r.mc, "dst", "out/lost", big)
+	sameBytes(t, r.mc, "dst", "out/forged", forged)
+
+	// The same lost answer from versitygw, whose multipart ETags are made
+	// the same way.
+	sum, err = c.Submit(ctx, fleettest.Request("s3://src/in/lost", "s3://back/lost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := c.Wait(t, sum.Job, time.Minute); j.Succeeded != 1 || !lostBack.Load() {
+		c.LogObjects(t, sum.Job)
+		t.Errorf("to versitygw, its completion's answer lost (%v): %+v, want success", lostBack.Load(), j)
+	}
+	sameBytes(t, r.vc, "back", "lost", big)
+}
+
 // forgeCRC32 returns other bytes of b's length and CRC32: CRC32 is affine
 // over GF(2), so among the changes of one bit in b's first 5 bytes (40,
 // each moving the CRC by a 32-bit vector) some set moves it by nothing;
@@ -371,10 +448,11 @@ func forgeCRC32(t *testing.T, b []byte) []byte {
 		set uint64 // the bits flipped to make it
 	}
 	var basis []row
+	e := make([]byte, len(b))
 	for i := range 40 {
-		e := make([]byte, len(b))
 		e[i/8] = 1 << (i % 8)
 		r := row{crc32.ChecksumIEEE(e) ^ zero, 1 << i}
+		e[i/8] = 0
 		for _, p := range basis {
 			if r.v^p.v < r.v {
 				r.v, r.set = r.v^p.v, r.set^p.set
