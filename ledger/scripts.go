@@ -135,6 +135,7 @@ return 1
 // (1/0), then field/value pairs written on create and restart.
 // Returns {status, state, gen}: status is ok or conflict.
 const luaAttach = `
+local kept_job = {} -- the jobs whose keys this call of the script persisted
 local function attach(KEYS, ARGV)
   local mode, job_id, xfer_id, now, ttl = ARGV[1], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
   local f = redis.call('HMGET', KEYS[1], 'state', 'gen')
@@ -207,7 +208,10 @@ local function attach(KEYS, ARGV)
     end
   end
 
-  local size = num(redis.call('HGET', KEYS[1], 'size'))
+  -- The record's fields below are not written again in this call (add_job
+  -- writes only its job): read once.
+  local cur = redis.call('HMGET', KEYS[1], 'size', 'bytes_done', 'moving', 'state')
+  local size = num(cur[1])
   local seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
   -- A member's score is the seq of its last attach, so a run tells the
   -- transfers it attached from those of earlier runs (see Supersede).
@@ -236,15 +240,16 @@ local function attach(KEYS, ARGV)
       added = 1
     end
     if add_job(KEYS[3], job_id) == 1 then
-      redis.call('HINCRBY', KEYS[4], 'bytes_done', num(redis.call('HGET', KEYS[1], 'bytes_done')))
+      local done = num(cur[2])
+      if done ~= 0 then redis.call('HINCRBY', KEYS[4], 'bytes_done', done) end
       -- what its chunks have streamed so far is the joining job's too (unmove takes it back)
-      local moving = num(redis.call('HGET', KEYS[1], 'moving'))
+      local moving = num(cur[3])
       if moving ~= 0 then redis.call('HINCRBY', KEYS[4], 'moving', moving) end
-      local counter = COUNTER[redis.call('HGET', KEYS[1], 'state')]
+      local counter = COUNTER[cur[4]]
       if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
     end
   end
-  local final = redis.call('HGET', KEYS[1], 'state')
+  local final = cur[4]
   if final == 'queued' or final == 'running' then
     -- a record just created has no expiry (nor its chunks and jobs keys,
     -- which expire with an earlier record)
@@ -252,7 +257,12 @@ local function attach(KEYS, ARGV)
   else
     touch(ttl, KEYS[1], KEYS[2], KEYS[3])
   end
-  keep(KEYS[4], KEYS[5], KEYS[6]) -- the job is being enqueued: SetListed decides its expiry
+  -- the job is being enqueued: SetListed decides its expiry (once a call
+  -- of the script: materialize attaches many objects to one job)
+  if not kept_job[KEYS[4]] then
+    keep(KEYS[4], KEYS[5], KEYS[6])
+    kept_job[KEYS[4]] = true
+  end
   return {'ok', final, gen}
 end
 `
