@@ -109,7 +109,10 @@ func (a *Assembler) completeUpload(ctx context.Context, t ledger.Transfer, ev Ev
 		// Another object is there: its ETag is not the one these parts
 		// make (below, a CRC alone would be compared, which anyone can
 		// forge to match).
-		return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
+		if status == http.StatusPreconditionFailed {
+			return Record{}, a.fail(ctx, t, fmt.Errorf("destination %s already exists (use --overwrite to replace it)", dst), true)
+		}
+		return Record{}, a.fail(ctx, t, fmt.Errorf("complete the upload to %s: the multipart upload is gone, and the object there is not this one (its ETag is not the one its parts make)", dst), true)
 	case s3client.ErrorCode(err) == "NoSuchUpload" && t.ServerSide:
 		// Completed by an earlier run that could not record it, or aborted:
 		// the object under the key tells, if it can be compared at all (an

@@ -606,6 +606,7 @@ for i = 1, (#KEYS - 4) / 4 do
   local r = attach({x, c, js, KEYS[1], KEYS[2], KEYS[3], claim}, args)
   if cancel and st == '' and r[2] == 'queued' then
     end_xfer({x, c, js}, {r[3], 'cancelled', now, 'cancelled by the user', '1', ttl})
+    kept_job[KEYS[1]] = nil -- end_xfer may have set its keys' expiry: the next attach keeps them again
     ended = 2
   end
 end

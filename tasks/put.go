@@ -62,7 +62,7 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 		}
 		// Another object is there, or this one is, its response lost (the
 		// SDK retried) or its batch run again: its checksum tells.
-		if out, herr := assembler.HeadDest(ctx, api, dst); herr != nil || !putBy(out, ev.CRCAlgorithm, sum, buf) || !writtenAs(out, o.Write) {
+		if out, herr := assembler.HeadDest(ctx, api, dst); herr != nil || !writtenAs(out, o.Write) || !holds(ctx, api, dst, out, ev.CRCAlgorithm, sum, buf) {
 			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
 		}
 	}
@@ -72,20 +72,38 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 	return ledger.BatchResult{BatchItem: ledger.BatchItem{ID: o.Transfer, Gen: o.Gen}, Size: o.Size, Result: res}, rec, nil
 }
 
-// putBy reports whether out, the HEAD of the object a PUT's If-None-Match
-// found at its key, holds buf, the PUT's bytes: its full-object CRC (of
-// algorithm alg) is theirs, sum, and, unless a KMS key encrypts it, its
-// ETag is their MD5. A CRC alone anyone can forge to match.
-func putBy(out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []byte) bool {
-	if assembler.FullObjectSum(out, alg) != sum {
+// holds reports whether the object a PUT's If-None-Match found at dst
+// (out, its HEAD) holds buf, the PUT's bytes (sum their CRC of algorithm
+// alg): putBy, or, when its ETag cannot tell, the object read back.
+func holds(ctx context.Context, api rangeGetter, dst location.Source, out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []byte) bool {
+	ours, sure := putBy(out, alg, sum, buf)
+	if !ours || sure {
+		return ours
+	}
+	got, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	if err != nil {
 		return false
 	}
-	if strings.HasPrefix(string(out.ServerSideEncryption), "aws:kms") {
-		return true // its ETag is no MD5 of the bytes
+	defer got.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(got.Body, int64(len(buf))+1))
+	return err == nil && bytes.Equal(b, buf)
+}
+
+// putBy judges the object a PUT's If-None-Match found at its key (out,
+// its HEAD) by its headers: its full-object CRC (of algorithm alg) must be
+// the PUT's bytes', sum, and its ETag their MD5, as a CRC alone anyone can
+// forge to match. Under a KMS or customer key the ETag is no MD5 of the
+// bytes: not sure, they must be read to tell.
+func putBy(out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []byte) (ours, sure bool) {
+	if assembler.FullObjectSum(out, alg) != sum {
+		return false, true
+	}
+	if out.SSECustomerAlgorithm != nil || strings.HasPrefix(string(out.ServerSideEncryption), "aws:kms") {
+		return true, false
 	}
 	etag, ok := assembler.MD5ETag(aws.ToString(out.ETag))
 	m := md5.Sum(buf)
-	return ok && etag == hex.EncodeToString(m[:])
+	return ok && etag == hex.EncodeToString(m[:]), true
 }
 
 // destOf checks a batch object's source and S3 destination against the

@@ -1,8 +1,10 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"slices"
 	"sort"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/ledger"
+	"github.com/s3fleet/s3fleet/location"
 )
 
 // pagedBucket answers ListObjectsV2 from a set of keys as S3 does (UTF-8
@@ -215,7 +218,8 @@ func TestObjectMetaEqual(t *testing.T) {
 
 // TestPutBy: the object a PUT's If-None-Match found is the PUT's own when
 // its CRC and its MD5 ETag are the bytes'; a CRC alone, forged, is not
-// enough, except under a KMS key, whose ETag is no MD5.
+// enough. Under a KMS key, whose ETag is no MD5, the headers cannot be
+// sure (holds then reads the object back).
 func TestPutBy(t *testing.T) {
 	buf := []byte("hello")
 	const md5Hello, crc = `"5d41402abc4b2a76b9719d911017c592"`, "AAAAAAAAAAE="
@@ -230,11 +234,51 @@ func TestPutBy(t *testing.T) {
 		{"its CRC and MD5", head(md5Hello, ""), true},
 		{"its CRC, another MD5", head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, ""), false},
 		{"its CRC, a multipart ETag", head(`"b9878e4dd0fb13aff347d74a039d3d0c-2"`, ""), false},
-		{"its CRC under a KMS key", head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, types.ServerSideEncryptionAwsKms), true},
+		{"its CRC under a KMS key (not sure)", head(`"b9878e4dd0fb13aff347d74a039d3d0c"`, types.ServerSideEncryptionAwsKms), true},
 		{"another CRC", &s3.HeadObjectOutput{ETag: aws.String(md5Hello), ChecksumCRC64NVME: aws.String("AAAAAAAAAAI=")}, false},
 	} {
-		if got := putBy(c.out, checksum.CRC64NVME, crc, buf); got != c.want {
-			t.Errorf("%s: %v, want %v", c.what, got, c.want)
+		if got, sure := putBy(c.out, checksum.CRC64NVME, crc, buf); got != c.want || sure != (c.out.ServerSideEncryption == "") {
+			t.Errorf("%s: %v (sure %v), want %v", c.what, got, sure, c.want)
+		}
+	}
+}
+
+// bodyGetter answers GetObject with body and counts the calls.
+type bodyGetter struct {
+	body []byte
+	gets int
+}
+
+func (g *bodyGetter) GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	g.gets++
+	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(g.body))}, nil
+}
+
+// TestHolds: an object under a KMS or customer key whose CRC matches is
+// read back and compared byte for byte; one whose ETag tells is not read.
+func TestHolds(t *testing.T) {
+	buf := []byte("hello")
+	const crc = "AAAAAAAAAAE="
+	ctx := context.Background()
+	dst := location.Source{Bucket: "b", Key: "k"}
+	kms := &s3.HeadObjectOutput{ETag: aws.String(`"b9878e4dd0fb13aff347d74a039d3d0c"`), ChecksumCRC64NVME: aws.String(crc), ServerSideEncryption: types.ServerSideEncryptionAwsKms}
+	ssec := &s3.HeadObjectOutput{ETag: aws.String(`"b9878e4dd0fb13aff347d74a039d3d0c"`), ChecksumCRC64NVME: aws.String(crc), SSECustomerAlgorithm: aws.String("AES256")}
+	for what, c := range map[string]struct {
+		out  *s3.HeadObjectOutput
+		body []byte
+		want bool
+		gets int
+	}{
+		"KMS, its bytes":   {kms, buf, true, 1},
+		"KMS, other bytes": {kms, []byte("hellp"), false, 1},
+		"KMS, longer":      {kms, []byte("hello!"), false, 1},
+		"SSE-C, its bytes": {ssec, buf, true, 1},
+		"plain, its MD5":   {&s3.HeadObjectOutput{ETag: aws.String(`"5d41402abc4b2a76b9719d911017c592"`), ChecksumCRC64NVME: aws.String(crc)}, nil, true, 0},
+		"KMS, another CRC": {&s3.HeadObjectOutput{ChecksumCRC64NVME: aws.String("AAAAAAAAAAI="), ServerSideEncryption: types.ServerSideEncryptionAwsKms}, buf, false, 0},
+	} {
+		g := &bodyGetter{body: c.body}
+		if got := holds(ctx, g, dst, c.out, checksum.CRC64NVME, crc, buf); got != c.want || g.gets != c.gets {
+			t.Errorf("%s: %v after %d GETs, want %v after %d", what, got, g.gets, c.want, c.gets)
 		}
 	}
 }
