@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -362,4 +363,70 @@ func uploadsLeft(ctx context.Context, c *s3.Client, bucket string, limit time.Du
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestServerSideCopyKill copies 2,000 small objects within versitygw
+// (server-side: batches of CopyObject) with two worker processes, each
+// copy held 20 ms at the proxy so that a batch of 100 lasts about 2 s.
+// Once some 400 copies have been made, and none recorded, one worker is
+// killed with SIGKILL: its batches had copied some of their objects. They
+// run again on the other worker and a replacement, find those objects
+// already at their keys, and record them done ("not copied again"): the
+// job ends with every object succeeded and none failed "already exists",
+// each copy with its source's bytes.
+func TestServerSideCopyKill(t *testing.T) {
+	tier(t)
+	ctx := context.Background()
+	f := newFleet(t, withEnv("S3FLEET_ALLOW_WRITE=s3://src/to/"))
+	f.createBucket(t, "src")
+	const n = 2000
+	want := putMany(t, f.s3c, "src", n, func(i int) string { return fmt.Sprintf("from/%04d", i) }, func(int) int64 { return 2 * kib })
+	var copies atomic.Int64
+	f.proxy.SetRule(func(r *http.Request) testenv.Fault {
+		if r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "" {
+			copies.Add(1)
+			return testenv.Fault{Delay: 20 * time.Millisecond}
+		}
+		return testenv.Fault{}
+	})
+	victim := f.startWorker(t, "worker-1")
+	f.startWorker(t, "worker-2")
+	const job = "copykill-small"
+	enq := f.startEnqueue(t, "enqueue", nil, "s3://src/from/", "s3://src/to/", "--wait", "--job", job)
+	for deadline := time.Now().Add(time.Minute); copies.Load() < 400; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) || !enq.alive() {
+			t.Fatalf("%d copies within a minute:\n%s", copies.Load(), tail(enq.log(), 3000))
+		}
+	}
+	if j := f.job(t, job); j.Succeeded+j.Failed != 0 {
+		t.Fatalf("objects recorded before the kill (%+v): no batch is left half done", j)
+	}
+	victim.signal(t, syscall.SIGKILL)
+	if _, ok := victim.wait(10 * time.Second); !ok {
+		t.Fatal("worker-1 still runs 10 s after SIGKILL")
+	}
+	t.Logf("SIGKILL worker-1 after %d copies", copies.Load())
+	f.startWorker(t, "worker-3")
+	if code, ok := enq.wait(2 * time.Minute); !ok || code != 0 {
+		t.Fatalf("enqueue --wait: exit %d (ended %v):\n%s", code, ok, tail(enq.log(), 3000))
+	}
+	found := 0
+	for k, o := range f.objects(t, job) {
+		if o.State != ledger.Success {
+			t.Errorf("%s: %s %q", k, o.State, o.Error)
+		}
+		if strings.Contains(o.CheckReason, "not copied again") {
+			found++
+		}
+	}
+	if found == 0 {
+		t.Error("no object found copied by the killed worker's batches: the kill came before or after them")
+	}
+	for key, sum := range want {
+		got, err := objectSHA(ctx, f.s3c, "src", "to/"+strings.TrimPrefix(key, "from/"))
+		if err != nil || got != sum {
+			t.Errorf("to/%s: %v, or other bytes than its source's", strings.TrimPrefix(key, "from/"), err)
+		}
+	}
+	t.Logf("%d objects, all succeeded; %d found copied by the killed worker, not copied again; %d CopyObjects", n, found, copies.Load())
 }
