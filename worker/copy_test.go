@@ -640,6 +640,21 @@ func TestServerSideCopy(t *testing.T) {
 	}
 }
 
+// newCountedRig starts versitygw with bucket bkt (vc: a client straight
+// to it), and a worker that may write under s3://bkt/to/ and reaches it
+// through proxy, which notes its every request.
+func newCountedRig(t *testing.T) (*fleettest.Fleet, *s3.Client, *testenv.Proxy) {
+	t.Helper()
+	f := fleettest.New(t)
+	f.S3.CreateBucket(t, "bkt")
+	proxy := testenv.StartProxy(t, f.S3.Endpoint)
+	cfg := f.Config()
+	cfg.Endpoint = proxy.URL
+	cfg.AllowWrite = []string{"s3://bkt/to/"}
+	fleettest.StartWorker(t, cfg)
+	return f, f.S3.Client(t), proxy
+}
+
 // TestServerSideCopyRequests counts what a server-side copy of small
 // objects asks of S3: a CopyObject an object and a listing a batch, with
 // no HEAD of a destination (the batch's listing shows its keys free) nor
@@ -649,14 +664,7 @@ func TestServerSideCopy(t *testing.T) {
 // checksum, after a HEAD of its source.
 func TestServerSideCopyRequests(t *testing.T) {
 	t.Parallel()
-	f := fleettest.New(t)
-	f.S3.CreateBucket(t, "bkt")
-	vc := f.S3.Client(t)
-	proxy := testenv.StartProxy(t, f.S3.Endpoint)
-	cfg := f.Config()
-	cfg.Endpoint = proxy.URL
-	cfg.AllowWrite = []string{"s3://bkt/to/"}
-	fleettest.StartWorker(t, cfg)
+	f, vc, proxy := newCountedRig(t)
 	ctx := context.Background()
 	const n = 40
 	data := map[string][]byte{}
@@ -667,19 +675,7 @@ func TestServerSideCopyRequests(t *testing.T) {
 	}
 	put(t, vc, "bkt", "to/k07", []byte("precious"))
 	data["mp"] = randomBytes(t, 1000)
-	up, err := vc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, err := vc.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
-		PartNumber: aws.Int32(1), Body: bytes.NewReader(data["mp"])})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vc.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
-		t.Fatal(err)
-	}
+	putOnePart(t, vc, "bkt", "from/mp", data["mp"])
 
 	// k05's copy result names another MD5: its ETag cannot vouch for it,
 	// and its source's checksum is read instead. Each copy takes 60 ms, so
@@ -747,7 +743,7 @@ func TestServerSideCopyRequests(t *testing.T) {
 	// 2 s old (listTrust), never sooner, however slow the machine. So no
 	// more listings than batches fall within 1.5 s (the slack is the time
 	// from a batch's clock to the proxy's).
-	batches := max(cfg.RedisShards, 1)
+	batches := max(f.Config().RedisShards, 1)
 	if copies != n || lists < 2 {
 		t.Errorf("%d copies and %d listings, want %d copies (one an object, k07 refused) and 2 or more listings (one a batch, and one more each listTrust)", copies, lists, n)
 	}
@@ -789,32 +785,13 @@ func TestServerSideCopyRequests(t *testing.T) {
 // multipart source (whose ETag cannot say) is refused and left alone.
 func TestCopyFoundDone(t *testing.T) {
 	t.Parallel()
-	f := fleettest.New(t)
-	f.S3.CreateBucket(t, "bkt")
-	vc := f.S3.Client(t)
-	proxy := testenv.StartProxy(t, f.S3.Endpoint)
-	cfg := f.Config()
-	cfg.Endpoint = proxy.URL
-	cfg.AllowWrite = []string{"s3://bkt/to/"}
-	fleettest.StartWorker(t, cfg)
+	f, vc, proxy := newCountedRig(t)
 	ctx := context.Background()
 	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "c": randomBytes(t, 10), "d": randomBytes(t, 20), "mp": randomBytes(t, 2000)}
 	for _, k := range []string{"a", "b", "c", "d"} {
 		put(t, vc, "bkt", "from/"+k, data[k])
 	}
-	up, err := vc.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, err := vc.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
-		PartNumber: aws.Int32(1), Body: bytes.NewReader(data["mp"])})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vc.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String("bkt"), Key: aws.String("from/mp"), UploadId: up.UploadId,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
-		t.Fatal(err)
-	}
+	putOnePart(t, vc, "bkt", "from/mp", data["mp"])
 	// The lost run's copies of a and mp; b's key holds other bytes, c's
 	// the same bytes as another type.
 	for _, k := range []string{"a", "mp"} {
@@ -861,6 +838,26 @@ func TestCopyFoundDone(t *testing.T) {
 		if r.Method == http.MethodPut && r.Path != "/bkt/to/d" {
 			t.Errorf("a copy to %s, which held an object already", r.Path)
 		}
+	}
+}
+
+// putOnePart stores data as a multipart upload of one part: an object
+// whose ETag ("…-1") is no MD5 of its bytes.
+func putOnePart(t *testing.T, c *s3.Client, bucket, key string, data []byte) {
+	t.Helper()
+	ctx := context.Background()
+	up, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: up.UploadId,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
+		t.Fatal(err)
 	}
 }
 
