@@ -417,8 +417,9 @@ func noObject(ctx context.Context, api headObjectAPI, dst location.Source) error
 	return permanent("destination %s already exists (use --overwrite to replace it)", dst)
 }
 
-// headDest HEADs a destination to learn what is there: the object's headers, nil when there is none, or a permanent
-// "already exists" for one encrypted with a customer key.
+// headDest HEADs a destination to learn what is there: the object's
+// headers, nil when there is none, or a permanent "already exists" for one
+// encrypted with a customer key.
 func headDest(ctx context.Context, api headObjectAPI, dst location.Source) (*s3.HeadObjectOutput, error) {
 	// Asked without an SSE-C key: any object there answers, one encrypted
 	// with a customer key (ours or another) with 400.
