@@ -841,6 +841,49 @@ func TestCopyFoundDone(t *testing.T) {
 	}
 }
 
+// TestCopyFoundDoneMinIO is TestCopyFoundDone's core on MinIO, the
+// second implementation: a copy found made (by MinIO's own CopyObject)
+// is done, not copied again; other bytes are refused; a free key is
+// copied.
+func TestCopyFoundDoneMinIO(t *testing.T) {
+	r := newCopyRig(t, false)
+	fleettest.StartWorker(t, r.cfg)
+	ctx := context.Background()
+	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "d": randomBytes(t, 20)}
+	for k, b := range data {
+		put(t, r.mc, "dst", "from/"+k, b)
+	}
+	if _, err := r.mc.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("dst"), Key: aws.String("to/a"), CopySource: aws.String("dst/from/a")}); err != nil {
+		t.Fatal(err)
+	}
+	other := randomBytes(t, 3000)
+	put(t, r.mc, "dst", "to/b", other)
+	sum, err := r.c.Submit(ctx, fleettest.Request("minio://dst/from/", "minio://dst/to/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c.Wait(t, sum.Job, time.Minute)
+	for k, o := range r.c.Objects(t, sum.Job) {
+		switch k = strings.TrimPrefix(k, "from/"); k {
+		case "a":
+			if o.State != ledger.Success || o.Check != "md5" || !strings.Contains(o.CheckReason, "not copied again") {
+				t.Errorf("a, found copied: %s check %q (%s %s), want success md5, not copied again", o.State, o.Check, o.CheckReason, o.Error)
+			}
+		case "b":
+			if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
+				t.Errorf("b over another object: %s %q, want refused", o.State, o.Error)
+			}
+		default:
+			if o.State != ledger.Success || o.CheckReason != "" {
+				t.Errorf("%s: %s check %q (%s %s), want success, copied", k, o.State, o.Check, o.CheckReason, o.Error)
+			}
+		}
+	}
+	sameBytes(t, r.mc, "dst", "to/a", data["a"])
+	sameBytes(t, r.mc, "dst", "to/b", other)
+	sameBytes(t, r.mc, "dst", "to/d", data["d"])
+}
+
 // putOnePart stores data as a multipart upload of one part: an object
 // whose ETag ("…-1") is no MD5 of its bytes.
 func putOnePart(t *testing.T, c *s3.Client, bucket, key string, data []byte) {
