@@ -191,7 +191,7 @@ func madeBy(ctx context.Context, api headAPI, dst location.Source, parts []types
 		return true
 	}
 	out, err := api.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
-	if err != nil || out.SSECustomerAlgorithm != nil || strings.HasPrefix(string(out.ServerSideEncryption), "aws:kms") {
+	if err != nil || KeyEncrypted(out.ServerSideEncryption, out.SSECustomerAlgorithm) {
 		return true // the checks after this one refuse it, or decide alone
 	}
 	return strings.ToLower(strings.Trim(aws.ToString(out.ETag), `"`)) == want

@@ -149,6 +149,13 @@ func (s Subject) md5ETag() (string, bool) {
 	return MD5ETag(s.ETag)
 }
 
+// KeyEncrypted reports, from a response's encryption headers, an object
+// under a KMS key (SSE-KMS, DSSE-KMS) or a customer key (SSE-C): its ETag
+// is no MD5 of its bytes (Subject.Encrypted).
+func KeyEncrypted(sse types.ServerSideEncryption, customerAlgorithm *string) bool {
+	return customerAlgorithm != nil || sse == types.ServerSideEncryptionAwsKms || sse == types.ServerSideEncryptionAwsKmsDsse
+}
+
 // MD5ETag returns an ETag of 32 hex digits (quoted or not), a single-part
 // upload's, as lower-case hex: the MD5 of the bytes unless the object is
 // encrypted with a customer or KMS key, which the ETag alone cannot say.

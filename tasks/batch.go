@@ -17,7 +17,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -584,8 +583,7 @@ func (h *BatchHandler) getWhole(ctx context.Context, o BatchObject) (*s3.GetObje
 		return fail(err)
 	}
 	subject = assembler.Subject{Source: o.URL(), Mode: o.Verify, Sum: sum,
-		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || out.ServerSideEncryption == types.ServerSideEncryptionAwsKms ||
-			out.ServerSideEncryption == types.ServerSideEncryptionAwsKmsDsse}
+		ETag: firstNonEmpty(o.ETag, aws.ToString(out.ETag)), Encrypted: o.SSECKeyMD5 != "" || assembler.KeyEncrypted(out.ServerSideEncryption, out.SSECustomerAlgorithm)}
 	ev = assembler.Evidence{CRCAlgorithm: assembler.CRCFor(subject.Sum.Algorithm), Size: o.Size}
 	body := io.Reader(out.Body)
 	if ev.HashAlgorithm = assembler.WantHash(subject); ev.HashAlgorithm != "" {

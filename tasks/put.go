@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -98,7 +97,7 @@ func putBy(out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []b
 	if assembler.FullObjectSum(out, alg) != sum {
 		return false, true
 	}
-	if out.SSECustomerAlgorithm != nil || strings.HasPrefix(string(out.ServerSideEncryption), "aws:kms") {
+	if assembler.KeyEncrypted(out.ServerSideEncryption, out.SSECustomerAlgorithm) {
 		return true, false
 	}
 	etag, ok := assembler.MD5ETag(aws.ToString(out.ETag))
