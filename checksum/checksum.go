@@ -4,10 +4,11 @@
 // (x-amz-checksum-algorithm, ChecksumAlgorithm).
 //
 // It streams them: [Update] continues one of the three CRCs over more
-// bytes with the fastest maintained implementation (hash/crc32, which uses
-// SSE4.2 and PCLMULQDQ on amd64, for CRC32 and CRC32C; minio/crc64nvme,
-// which uses AVX-512 and VPCLMULQDQ, for CRC64NVME), and [New] returns a
-// [hash.Hash] for every algorithm it can compute.
+// bytes with the fastest implementation at hand (hash/crc32, which uses
+// AVX-512 and VPCLMULQDQ on amd64, for CRC32; this package's own AVX-512
+// code for CRC32C, where hash/crc32 has only SSE4.2; minio/crc64nvme for
+// CRC64NVME), and [New] returns a [hash.Hash] for every algorithm it can
+// compute.
 //
 // It combines CRCs: [Combine] turns the CRCs of two consecutive ranges and
 // the length of the second into the CRC of both, in O(log length) and
@@ -118,21 +119,26 @@ func (a Algorithm) Size() int {
 // SSE4.2 path.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// crc32Update is hash/crc32's CRC-32C, for what updateCastagnoli does not
+// take to its vector code.
+func crc32Update(crc uint32, p []byte) uint32 { return crc32.Update(crc, castagnoli, p) }
+
 // Update returns the CRC of the bytes that crc covers followed by p, as
 // crc32.Update does: crc 0 is the CRC of no bytes. a must be one of the
 // CRCs (a.Combinable()), or Update panics. A 32-bit CRC is held in the low
 // 32 bits of the uint64; its high bits are ignored on the way in and zero
 // on the way out.
 //
-// CRC32 and CRC32C use hash/crc32, CRC64NVME github.com/minio/crc64nvme
-// (hash/crc64 with the NVME table computes the same value about 20 times
-// slower).
+// CRC32 uses hash/crc32, CRC64NVME github.com/minio/crc64nvme (hash/crc64
+// with the NVME table computes the same value about 20 times slower), and
+// CRC32C this package's AVX-512 code where the CPU has it (about twice
+// hash/crc32's speed, which is the rest of the time).
 func Update(a Algorithm, crc uint64, p []byte) uint64 {
 	switch a {
 	case CRC32:
 		return uint64(crc32.Update(uint32(crc), crc32.IEEETable, p))
 	case CRC32C:
-		return uint64(crc32.Update(uint32(crc), castagnoli, p))
+		return uint64(updateCastagnoli(uint32(crc), p))
 	case CRC64NVME:
 		return crc64nvme.Update(crc, p)
 	}
@@ -246,7 +252,7 @@ func New(a Algorithm) (hash.Hash, error) {
 	case CRC32:
 		return crc32.NewIEEE(), nil
 	case CRC32C:
-		return crc32.New(castagnoli), nil
+		return new(crc32c), nil
 	case CRC64NVME:
 		return crc64nvme.New(), nil
 	case SHA1:
