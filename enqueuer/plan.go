@@ -201,7 +201,7 @@ func (s *submission) sameObject(ctx context.Context, t ledger.Transfer) bool {
 	}
 	etag := aws.ToString(out.ETag)
 	_, multipart := assembler.MultipartETag(etag)
-	return t.ETag != "" && etag == t.ETag && !multipart && t.SSECKeyMD5 == "" && out.ServerSideEncryption != types.ServerSideEncryptionAwsKms
+	return t.ETag != "" && etag == t.ETag && !multipart && t.SSECKeyMD5 == "" && !assembler.KeyEncrypted(out.ServerSideEncryption, out.SSECustomerAlgorithm)
 }
 
 // objectThere reports whether a copied object is still at its

@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sys/unix"
 
 	"github.com/s3fleet/s3fleet/assembler"
@@ -158,5 +159,56 @@ func TestListPayloadCarriesRequest(t *testing.T) {
 	}
 	if got := requestOf(back); !reflect.DeepEqual(got, req) {
 		t.Errorf("the request on its host:\n%+v\nwant\n%+v", got, req)
+	}
+}
+
+// headFixed is a fake S3 whose every HEAD answers out.
+type headFixed struct {
+	headOnly
+	out s3.HeadObjectOutput
+}
+
+func (h headFixed) HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	out := h.out
+	return &out, nil
+}
+
+// TestSameObject is --sync's judgement of an S3 destination: the same
+// size and full-object checksum, or the same single-part ETag when that
+// is an MD5 on both ends, and nothing else.
+func TestSameObject(t *testing.T) {
+	t.Parallel()
+	const etag = `"0123456789abcdef0123456789abcdef"`
+	src := ledger.Transfer{Bucket: "b", Key: "k", ETag: etag, Size: 10, Dest: "s3://bb2/k"}
+	withSum := src
+	withSum.ChecksumAlgorithm, withSum.Checksum = "CRC32C", "AAAAAA=="
+	plain := s3.HeadObjectOutput{ContentLength: aws.Int64(10), ETag: aws.String(etag)}
+	with := func(f func(*s3.HeadObjectOutput)) s3.HeadObjectOutput { o := plain; f(&o); return o }
+	for _, c := range []struct {
+		name string
+		t    ledger.Transfer
+		out  s3.HeadObjectOutput
+		want bool
+	}{
+		{"the same MD5 ETag", src, plain, true},
+		{"another size", src, with(func(o *s3.HeadObjectOutput) { o.ContentLength = aws.Int64(11) }), false},
+		{"another ETag", src, with(func(o *s3.HeadObjectOutput) { o.ETag = aws.String(`"ffffffffffffffffffffffffffffffff"`) }), false},
+		{"a multipart ETag", ledger.Transfer{Bucket: "b", Key: "k", ETag: `"0123456789abcdef0123456789abcdef-2"`, Size: 10, Dest: "s3://bb2/k"},
+			with(func(o *s3.HeadObjectOutput) { o.ETag = aws.String(`"0123456789abcdef0123456789abcdef-2"`) }), false},
+		{"under SSE-S3", src, with(func(o *s3.HeadObjectOutput) { o.ServerSideEncryption = types.ServerSideEncryptionAes256 }), true},
+		{"under SSE-KMS", src, with(func(o *s3.HeadObjectOutput) { o.ServerSideEncryption = types.ServerSideEncryptionAwsKms }), false},
+		{"under DSSE-KMS", src, with(func(o *s3.HeadObjectOutput) { o.ServerSideEncryption = types.ServerSideEncryptionAwsKmsDsse }), false},
+		{"under a customer key", src, with(func(o *s3.HeadObjectOutput) { o.SSECustomerAlgorithm = aws.String("AES256") }), false},
+		{"the same CRC32C", withSum, with(func(o *s3.HeadObjectOutput) {
+			o.ETag, o.ChecksumCRC32C, o.ChecksumType = aws.String(`"other"`), aws.String("AAAAAA=="), types.ChecksumTypeFullObject
+		}), true},
+		{"another CRC32C, the same ETag", withSum, with(func(o *s3.HeadObjectOutput) {
+			o.ChecksumCRC32C, o.ChecksumType = aws.String("AAAAAQ=="), types.ChecksumTypeFullObject
+		}), false},
+	} {
+		s := &submission{e: &Enqueuer{S3: headFixed{out: c.out}}, req: Request{Sync: true}, toS3: true}
+		if got := s.sameObject(context.Background(), c.t); got != c.want {
+			t.Errorf("%s: sameObject = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
