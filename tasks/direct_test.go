@@ -3,10 +3,14 @@ package tasks
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -251,4 +255,61 @@ func sysTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Stime.Nano())
+}
+
+// TestHugeBufs: the direct chunks' buffers are directBufSize, aligned for
+// O_DIRECT, apart from each other, given again once put back, and (where
+// the kernel has transparent huge pages) in a mapping advised
+// MADV_HUGEPAGE, the "hg" of its VmFlags.
+func TestHugeBufs(t *testing.T) {
+	var h hugeBufs
+	var got []*[]byte
+	for range 5 {
+		bp := h.Get().(*[]byte)
+		b := *bp
+		if len(b) != directBufSize || cap(b) != directBufSize {
+			t.Fatalf("buffer of len %d cap %d, want %d", len(b), cap(b), directBufSize)
+		}
+		if p := uintptr(unsafe.Pointer(&b[0])); p%uintptr(directAlign) != 0 {
+			t.Fatalf("buffer at %#x, not on a %d boundary", p, directAlign)
+		}
+		for i := range b {
+			b[i] = byte(len(got))
+		}
+		got = append(got, bp)
+	}
+	for i, bp := range got {
+		if b := *bp; b[0] != byte(i) || b[len(b)-1] != byte(i) {
+			t.Fatalf("buffer %d overwritten by another: %d %d", i, b[0], b[len(b)-1])
+		}
+	}
+	h.Put(got[3])
+	if again := h.Get().(*[]byte); again != got[3] {
+		t.Error("a buffer put back was not given again")
+	}
+
+	if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage"); err != nil {
+		t.Logf("no transparent huge pages in this kernel (%v): the buffers are plain pages", err)
+		return
+	}
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := uint64(uintptr(unsafe.Pointer(&(*got[0])[0])))
+	var in bool
+	for _, line := range strings.Split(string(smaps), "\n") {
+		var lo, hi uint64
+		if n, _ := fmt.Sscanf(line, "%x-%x ", &lo, &hi); n == 2 {
+			in = lo <= addr && addr < hi
+			continue
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			if !slices.Contains(strings.Fields(line), "hg") {
+				t.Errorf("the buffers' mapping is not advised MADV_HUGEPAGE: %s", line)
+			}
+			return
+		}
+	}
+	t.Errorf("no mapping in /proc/self/smaps holds the buffer at %#x", addr)
 }

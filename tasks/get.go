@@ -110,7 +110,10 @@ func copyBody(ctx context.Context, f io.WriterAt, body io.Reader, off, want int6
 	if lim != nil {
 		body = &limitedReader{ctx: ctx, r: body, lim: lim}
 	}
-	pool := &bufPool
+	var pool interface {
+		Get() any
+		Put(any)
+	} = &bufPool
 	_, direct := f.(*directWriter)
 	if direct {
 		pool = &directPool
