@@ -55,8 +55,8 @@ var directPool hugeBufs
 // pinning and unpinning (gup_fast_fallback, __bio_release_pages) at 9 % of
 // the workers' samples for a 1 GiB download (bench/README.md). The
 // buffers are kept for the worker's life (as many as ran at once: 16 MiB
-// at the default concurrency); where the mapping fails they are
-// alignedBuf's.
+// at the default concurrency); where the mapping fails, and under the race
+// detector (which sees only Go's heap), they are alignedBuf's.
 type hugeBufs struct {
 	mu   sync.Mutex
 	free []*[]byte
@@ -65,6 +65,9 @@ type hugeBufs struct {
 // hugePage is the size of an x86-64 transparent huge page, the size and
 // alignment of the regions hugeBufs cuts its buffers from.
 const hugePage = 2 << 20
+
+// A region holds at least one buffer: this does not compile otherwise.
+const _ uint = hugePage/directBufSize - 1
 
 // Get returns a *[]byte of directBufSize bytes, aligned for O_DIRECT.
 func (h *hugeBufs) Get() any {
@@ -76,7 +79,11 @@ func (h *hugeBufs) Get() any {
 		return b
 	}
 	h.mu.Unlock()
-	region, err := hugeRegion()
+	var region []byte
+	err := errors.New("the race detector watches Go's heap only")
+	if !raceEnabled {
+		region, err = hugeRegion()
+	}
 	if err != nil {
 		b := alignedBuf(directBufSize)
 		return &b

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/hibiken/asynq"
+	"golang.org/x/time/rate"
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/checksum"
@@ -61,8 +64,16 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 		}
 		// Another object is there, or this one is, its response lost (the
 		// SDK retried) or its batch run again: its checksum tells.
-		if out, herr := assembler.HeadDest(ctx, api, dst); herr != nil || !writtenAs(out, o.Write) || !holds(ctx, api, dst, out, ev.CRCAlgorithm, sum, buf) {
-			return ledger.BatchResult{}, assembler.Record{}, permanent("destination %s already exists (use --overwrite to replace it)", dst)
+		exists := permanent("destination %s already exists (use --overwrite to replace it)", dst)
+		out, herr := assembler.HeadDest(ctx, api, dst)
+		if herr != nil || !writtenAs(out, o.Write) {
+			return ledger.BatchResult{}, assembler.Record{}, exists
+		}
+		switch ours, err := holds(ctx, api, dst, out, ev.CRCAlgorithm, sum, buf, h.Limit); {
+		case err != nil:
+			return ledger.BatchResult{}, assembler.Record{}, err
+		case !ours:
+			return ledger.BatchResult{}, assembler.Record{}, exists
 		}
 	}
 	res := ledger.Result{Computed: sum, Algorithm: string(ev.CRCAlgorithm), Check: check, Reason: reason}
@@ -73,19 +84,62 @@ func (h *BatchHandler) put(ctx context.Context, o BatchObject) (ledger.BatchResu
 
 // holds reports whether the object a PUT's If-None-Match found at dst
 // (out, its HEAD) holds buf, the PUT's bytes (sum their CRC of algorithm
-// alg): putBy, or, when its ETag cannot tell, the object read back.
-func holds(ctx context.Context, api rangeGetter, dst location.Source, out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []byte) bool {
+// alg): putBy, or, when its ETag cannot tell, the object read back
+// (sameBytes, through lim). An error is a read that failed: it says
+// neither.
+func holds(ctx context.Context, api rangeGetter, dst location.Source, out *s3.HeadObjectOutput, alg checksum.Algorithm, sum string, buf []byte, lim *rate.Limiter) (bool, error) {
 	ours, sure := putBy(out, alg, sum, buf)
 	if !ours || sure {
-		return ours
+		return ours, nil
 	}
-	got, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key)})
+	return sameBytes(ctx, api, dst, out, buf, lim)
+}
+
+// sameBytes reports whether the object that out, a HEAD of dst, found
+// holds exactly buf with out's headers. Its GET is pinned to out's ETag
+// (and version) and its headers are compared with out's, so that the
+// bytes read are those of the object whose headers were judged; the bytes
+// are compared as they come (through lim), and the first that differs
+// ends the read. An error is a read that failed or an object that changed
+// meanwhile: it says neither, and is worth a retry unless S3 said
+// otherwise.
+func sameBytes(ctx context.Context, api rangeGetter, dst location.Source, out *s3.HeadObjectOutput, buf []byte, lim *rate.Limiter) (bool, error) {
+	in := &s3.GetObjectInput{Bucket: aws.String(dst.Bucket), Key: aws.String(dst.Key), IfMatch: out.ETag}
+	if v := aws.ToString(out.VersionId); v != "" {
+		in.VersionId = aws.String(v)
+	}
+	got, err := api.GetObject(ctx, in)
 	if err != nil {
-		return false
+		if st := s3client.HTTPStatus(err); st == http.StatusNotFound || st == http.StatusPreconditionFailed {
+			return false, fmt.Errorf("%s changed while it was compared with what it should hold: %s", dst, s3client.Describe(err))
+		}
+		return false, s3Failure("read back "+dst.String(), err)
 	}
 	defer got.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(got.Body, int64(len(buf))+1))
-	return err == nil && bytes.Equal(b, buf)
+	class := func(c types.StorageClass) types.StorageClass { return cmp.Or(c, types.StorageClassStandard) }
+	if aws.ToInt64(got.ContentLength) != int64(len(buf)) || !metaOfGet(got).equal(metaOfHead(out)) ||
+		aws.ToInt32(got.TagCount) != aws.ToInt32(out.TagCount) || class(got.StorageClass) != class(out.StorageClass) ||
+		got.ServerSideEncryption != out.ServerSideEncryption || aws.ToString(got.SSEKMSKeyId) != aws.ToString(out.SSEKMSKeyId) {
+		return false, nil
+	}
+	var body io.Reader = got.Body
+	if lim != nil {
+		body = &limitedReader{ctx: ctx, r: body, lim: lim}
+	}
+	chunk, rest := make([]byte, 64<<10), buf
+	for {
+		n, err := body.Read(chunk)
+		if n > len(rest) || !bytes.Equal(chunk[:n], rest[:n]) {
+			return false, nil
+		}
+		rest = rest[n:]
+		switch {
+		case errors.Is(err, io.EOF):
+			return len(rest) == 0, nil
+		case err != nil:
+			return false, fmt.Errorf("read back %s: %w", dst, err)
+		}
+	}
 }
 
 // putBy judges the object a PUT's If-None-Match found at its key (out,
@@ -128,12 +182,13 @@ type whole struct {
 	meta          objectMeta
 }
 
-// readWhole GETs a small object into memory and judges its bytes as a
-// download's are.
-func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, error) {
+// readBytes GETs a small object into memory and judges its bytes as a
+// download's are; it returns them with the version the GET read and its
+// tag count (its tags are not read).
+func (h *BatchHandler) readBytes(ctx context.Context, o BatchObject) (whole, string, int32, error) {
 	out, body, subject, ev, err := h.getWhole(ctx, o)
 	if err != nil {
-		return whole{}, err
+		return whole{}, "", 0, err
 	}
 	defer out.Body.Close()
 	what := o.get("", "").what()
@@ -142,24 +197,32 @@ func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, err
 	}
 	buf, err := readExactly(body, o.Size, what)
 	if err != nil {
-		return whole{}, err
+		return whole{}, "", 0, err
 	}
 	ev.CRC = checksum.Update(ev.CRCAlgorithm, 0, buf)
 	check, reason, err := assembler.Decide(subject, ev, nil)
 	if err != nil {
-		return whole{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+		return whole{}, "", 0, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	meta := metaOfGet(out)
-	if aws.ToInt32(out.TagCount) > 0 {
+	return whole{buf: buf, ev: ev, check: check, reason: reason, meta: metaOfGet(out)}, aws.ToString(out.VersionId), aws.ToInt32(out.TagCount), nil
+}
+
+// readWhole is readBytes, and the source's tags, which its copy gets.
+func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, error) {
+	w, version, tags, err := h.readBytes(ctx, o)
+	if err != nil || tags == 0 {
+		return w, err
+	}
+	{
 		api, err := client(ctx, h.S3, o.Remote, o.RemoteFP)
 		if err != nil {
 			return whole{}, err
 		}
-		if meta.tags, err = sourceTags(ctx, api, o.Object, aws.ToString(out.VersionId), h.Log); err != nil {
+		if w.meta.tags, err = sourceTags(ctx, api, o.Object, version, h.Log); err != nil {
 			return whole{}, err
 		}
 	}
-	return whole{buf: buf, ev: ev, check: check, reason: reason, meta: meta}, nil
+	return w, nil
 }
 
 // readLocal reads a small local file into memory, checked against its pin

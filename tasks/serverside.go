@@ -219,23 +219,24 @@ func copyResult(o BatchObject, v *assembler.CopyCheck, err error) (ledger.BatchR
 // that is this copy already (a run of the batch copied it and was lost
 // before recording it, or the copy's answer was lost) is the copy's
 // result, not "already exists", as a PUT's own object is (see put). It
-// must have the source's size and MD5 ETag (assembler.AlreadyCopied), the
-// source's content headers, user metadata and tag count (one more HEAD,
-// of the source), and the storage class and encryption the copy would
-// get; a copy under a customer key (SSE-C) or with metadata of the job's
-// is not compared. nil, nil: no object there.
-func (h *BatchHandler) copiedBefore(ctx context.Context, api headObjectAPI, dst location.Source, o BatchObject) (*assembler.CopyCheck, error) {
+// must have the source's size and bytes, the source's content headers,
+// user metadata and tag count (one more HEAD, of the source), and the
+// storage class and encryption the copy would get; a copy under a
+// customer key (SSE-C) or with metadata of the job's is not compared. The
+// bytes are the source's when its MD5 ETag is (assembler.AlreadyCopied);
+// when the ETags cannot tell (a multipart source's is no MD5, nor is one
+// under a KMS key) and nothing says they differ (bytesDiffer), both
+// objects are read and compared (readBytes, sameBytes). nil, nil: no
+// object there.
+func (h *BatchHandler) copiedBefore(ctx context.Context, api copiedAPI, dst location.Source, o BatchObject) (*assembler.CopyCheck, error) {
 	out, err := headDest(ctx, api, dst)
 	if err != nil || out == nil {
 		return nil, err
 	}
 	exists := permanent("destination %s already exists (use --overwrite to replace it)", dst)
 	if o.SSECKeyMD5 != "" || o.Write != nil && len(o.Write.Metadata) > 0 || !writtenAs(out, o.Write) ||
-		(o.Write == nil || o.Write.StorageClass == "") && out.StorageClass != "" && out.StorageClass != types.StorageClassStandard {
-		return nil, exists
-	}
-	v, ok := assembler.AlreadyCopied(o.ETag, o.Size, out)
-	if !ok {
+		(o.Write == nil || o.Write.StorageClass == "") && out.StorageClass != "" && out.StorageClass != types.StorageClassStandard ||
+		aws.ToInt64(out.ContentLength) != o.Size {
 		return nil, exists
 	}
 	src, err := h.headSource(ctx, api, o)
@@ -247,8 +248,60 @@ func (h *BatchHandler) copiedBefore(ctx context.Context, api headObjectAPI, dst 
 	case !metaOfHead(src).equal(metaOfHead(out)) || aws.ToInt32(src.TagCount) != aws.ToInt32(out.TagCount):
 		return nil, exists
 	}
-	v.Reason = "found at the destination with the source's size, MD5 ETag and headers: not copied again"
+	if v, ok := assembler.AlreadyCopied(o.ETag, o.Size, out); ok {
+		v.Reason = "found at the destination with the source's size, MD5 ETag and headers: not copied again"
+		return &v, nil
+	}
+	// The ETags do not say the bytes are the source's. Read both, unless
+	// something already says they differ, or the object is under a KMS
+	// key the copy was not asked for (a bucket's default key, or another
+	// writer's: not told apart here), or too large to hold.
+	if bytesDiffer(src, out) || o.Size > MaxPutObject ||
+		(o.Write == nil || o.Write.SSE == "") && assembler.KeyEncrypted(out.ServerSideEncryption, out.SSECustomerAlgorithm) {
+		return nil, exists
+	}
+	w, _, _, err := h.readBytes(ctx, o)
+	switch {
+	case errors.Is(err, errSourceGone):
+		return nil, exists
+	case err != nil:
+		return nil, err
+	}
+	switch same, err := sameBytes(ctx, api, dst, out, w.buf, h.Limit); {
+	case err != nil:
+		return nil, err
+	case !same:
+		return nil, exists
+	}
+	v := assembler.CopyCheck{Algorithm: w.ev.CRCAlgorithm, Value: checksum.Encode(w.ev.CRCAlgorithm, w.ev.CRC), Check: w.check,
+		Reason: "found at the destination with the source's bytes (both read and compared) and headers: not copied again"}
+	if w.reason != "" {
+		v.Reason += "; the source's bytes: " + w.reason
+	}
 	return &v, nil
+}
+
+// bytesDiffer reports whether the headers of two objects of one size (src,
+// dst: their HEADs) show their bytes differ: single-part MD5 ETags, both
+// MD5s of the bytes (neither under a KMS or customer key), that differ,
+// or full-object checksums of one algorithm that differ. A CRC that
+// matches says nothing (anyone can make one match); one that differs
+// does.
+func bytesDiffer(src, dst *s3.HeadObjectOutput) bool {
+	a, aok := assembler.MD5ETag(aws.ToString(src.ETag))
+	b, bok := assembler.MD5ETag(aws.ToString(dst.ETag))
+	if aok && bok && a != b && !assembler.KeyEncrypted(src.ServerSideEncryption, src.SSECustomerAlgorithm) &&
+		!assembler.KeyEncrypted(dst.ServerSideEncryption, dst.SSECustomerAlgorithm) {
+		return true
+	}
+	x, y := assembler.SumOf(src), assembler.SumOf(dst)
+	return x.Value != "" && y.Value != "" && x.Algorithm == y.Algorithm && !x.Composite() && !y.Composite() && x.Value != y.Value
+}
+
+// copiedAPI is what copiedBefore asks of the destination's endpoint.
+type copiedAPI interface {
+	headObjectAPI
+	rangeGetter
 }
 
 // sourceSum is the checksum S3 keeps for a batch object's source: as

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"sort"
@@ -13,8 +14,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/s3fleet/s3fleet/checksum"
 	"github.com/s3fleet/s3fleet/ledger"
@@ -243,19 +247,40 @@ func TestPutBy(t *testing.T) {
 	}
 }
 
-// bodyGetter answers GetObject with body and counts the calls.
+// bodyGetter answers GetObject with body, under the headers of head (and
+// contentType, when set), or with err; it counts the calls and keeps the
+// last input.
 type bodyGetter struct {
-	body []byte
-	gets int
+	head        *s3.HeadObjectOutput
+	body        []byte
+	contentType string
+	err         error
+	gets        int
+	in          *s3.GetObjectInput
 }
 
-func (g *bodyGetter) GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+func (g *bodyGetter) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
 	g.gets++
-	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(g.body))}, nil
+	g.in = in
+	if g.err != nil {
+		return nil, g.err
+	}
+	out := &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(g.body)), ContentLength: aws.Int64(int64(len(g.body)))}
+	if h := g.head; h != nil {
+		out.ETag, out.ServerSideEncryption, out.SSEKMSKeyId, out.SSECustomerAlgorithm = h.ETag, h.ServerSideEncryption, h.SSEKMSKeyId, h.SSECustomerAlgorithm
+		out.ContentType, out.Metadata, out.TagCount, out.StorageClass = h.ContentType, h.Metadata, h.TagCount, h.StorageClass
+	}
+	if g.contentType != "" {
+		out.ContentType = aws.String(g.contentType)
+	}
+	return out, nil
 }
 
 // TestHolds: an object under a KMS or customer key whose CRC matches is
-// read back and compared byte for byte; one whose ETag tells is not read.
+// read back, pinned to the ETag its HEAD saw, and compared byte for byte
+// and header for header; one whose ETag tells is not read. A read that
+// fails, or finds the object changed since its HEAD, is an error, not a
+// verdict.
 func TestHolds(t *testing.T) {
 	buf := []byte("hello")
 	const crc = "AAAAAAAAAAE="
@@ -263,22 +288,75 @@ func TestHolds(t *testing.T) {
 	dst := location.Source{Bucket: "b", Key: "k"}
 	kms := &s3.HeadObjectOutput{ETag: aws.String(`"b9878e4dd0fb13aff347d74a039d3d0c"`), ChecksumCRC64NVME: aws.String(crc), ServerSideEncryption: types.ServerSideEncryptionAwsKms}
 	ssec := &s3.HeadObjectOutput{ETag: aws.String(`"b9878e4dd0fb13aff347d74a039d3d0c"`), ChecksumCRC64NVME: aws.String(crc), SSECustomerAlgorithm: aws.String("AES256")}
+	changed := &smithy.GenericAPIError{Code: "PreconditionFailed"}
 	for what, c := range map[string]struct {
-		out  *s3.HeadObjectOutput
-		body []byte
-		want bool
-		gets int
+		out         *s3.HeadObjectOutput
+		body        []byte
+		contentType string
+		err         error
+		want        bool
+		wantErr     bool
+		gets        int
 	}{
-		"KMS, its bytes":   {kms, buf, true, 1},
-		"KMS, other bytes": {kms, []byte("hellp"), false, 1},
-		"KMS, longer":      {kms, []byte("hello!"), false, 1},
-		"SSE-C, its bytes": {ssec, buf, true, 1},
-		"plain, its MD5":   {&s3.HeadObjectOutput{ETag: aws.String(`"5d41402abc4b2a76b9719d911017c592"`), ChecksumCRC64NVME: aws.String(crc)}, nil, true, 0},
-		"KMS, another CRC": {&s3.HeadObjectOutput{ChecksumCRC64NVME: aws.String("AAAAAAAAAAI="), ServerSideEncryption: types.ServerSideEncryptionAwsKms}, buf, false, 0},
+		"KMS, its bytes":                    {out: kms, body: buf, want: true, gets: 1},
+		"KMS, other bytes":                  {out: kms, body: []byte("hellp"), gets: 1},
+		"KMS, longer":                       {out: kms, body: []byte("hello!"), gets: 1},
+		"KMS, its bytes, another type":      {out: kms, body: buf, contentType: "text/x-other", gets: 1},
+		"KMS, the read fails":               {out: kms, err: errors.New("connection reset"), wantErr: true, gets: 1},
+		"KMS, changed since its HEAD (412)": {out: kms, err: &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: http.StatusPreconditionFailed}}, Err: changed}}, wantErr: true, gets: 1},
+		"SSE-C, its bytes":                  {out: ssec, body: buf, want: true, gets: 1},
+		"plain, its MD5":                    {out: &s3.HeadObjectOutput{ETag: aws.String(`"5d41402abc4b2a76b9719d911017c592"`), ChecksumCRC64NVME: aws.String(crc)}, want: true},
+		"KMS, another CRC":                  {out: &s3.HeadObjectOutput{ChecksumCRC64NVME: aws.String("AAAAAAAAAAI="), ServerSideEncryption: types.ServerSideEncryptionAwsKms}, body: buf},
 	} {
-		g := &bodyGetter{body: c.body}
-		if got := holds(ctx, g, dst, c.out, checksum.CRC64NVME, crc, buf); got != c.want || g.gets != c.gets {
-			t.Errorf("%s: %v after %d GETs, want %v after %d", what, got, g.gets, c.want, c.gets)
+		g := &bodyGetter{head: c.out, body: c.body, contentType: c.contentType, err: c.err}
+		got, err := holds(ctx, g, dst, c.out, checksum.CRC64NVME, crc, buf, nil)
+		if got != c.want || (err != nil) != c.wantErr || g.gets != c.gets {
+			t.Errorf("%s: %v, %v after %d GETs, want %v (an error: %v) after %d", what, got, err, g.gets, c.want, c.wantErr, c.gets)
+		}
+		if g.in != nil && aws.ToString(g.in.IfMatch) != aws.ToString(c.out.ETag) {
+			t.Errorf("%s: the read back is pinned to %q, want the HEAD's ETag %q", what, aws.ToString(g.in.IfMatch), aws.ToString(c.out.ETag))
+		}
+	}
+}
+
+// TestBytesDiffer: what two HEADs of objects of one size say of their
+// bytes. Differing MD5 ETags do, unless either is under a KMS or customer
+// key; differing full-object checksums of one algorithm do; a multipart
+// ETag, or checksums of two algorithms, say nothing.
+func TestBytesDiffer(t *testing.T) {
+	t.Parallel()
+	const m1, m2 = `"5d41402abc4b2a76b9719d911017c592"`, `"b9878e4dd0fb13aff347d74a039d3d0c"`
+	h := func(etag string, f func(*s3.HeadObjectOutput)) *s3.HeadObjectOutput {
+		o := &s3.HeadObjectOutput{ETag: aws.String(etag)}
+		if f != nil {
+			f(o)
+		}
+		return o
+	}
+	kms := func(o *s3.HeadObjectOutput) { o.ServerSideEncryption = types.ServerSideEncryptionAwsKms }
+	crc := func(v string) func(*s3.HeadObjectOutput) {
+		return func(o *s3.HeadObjectOutput) {
+			o.ChecksumCRC64NVME, o.ChecksumType = aws.String(v), types.ChecksumTypeFullObject
+		}
+	}
+	for _, c := range []struct {
+		what     string
+		src, dst *s3.HeadObjectOutput
+		want     bool
+	}{
+		{"the same MD5", h(m1, nil), h(m1, nil), false},
+		{"two MD5s", h(m1, nil), h(m2, nil), true},
+		{"two MD5-shaped ETags, the copy's under KMS", h(m1, nil), h(m2, kms), false},
+		{"two MD5-shaped ETags, the source's under KMS", h(m1, kms), h(m2, nil), false},
+		{"a multipart source", h(`"5d41402abc4b2a76b9719d911017c592-2"`, nil), h(m2, nil), false},
+		{"a multipart source, another CRC64NVME", h(`"5d41402abc4b2a76b9719d911017c592-2"`, crc("AAAAAAAAAAE=")), h(m2, crc("AAAAAAAAAAI=")), true},
+		{"a multipart source, its CRC64NVME", h(`"5d41402abc4b2a76b9719d911017c592-2"`, crc("AAAAAAAAAAE=")), h(m2, crc("AAAAAAAAAAE=")), false},
+		{"CRCs of two algorithms", h(`"x-2"`, crc("AAAAAAAAAAE=")), h(m2, func(o *s3.HeadObjectOutput) {
+			o.ChecksumCRC32C, o.ChecksumType = aws.String("AAAAAQ=="), types.ChecksumTypeFullObject
+		}), false},
+	} {
+		if got := bytesDiffer(c.src, c.dst); got != c.want {
+			t.Errorf("%s: %v, want %v", c.what, got, c.want)
 		}
 	}
 }

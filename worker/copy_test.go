@@ -780,27 +780,32 @@ func TestServerSideCopyRequests(t *testing.T) {
 // TestCopyFoundDone: a small copy whose destination already holds it (a
 // run of its batch copied it and was lost before recording it, made here
 // by hand) succeeds without copying again, judged by its size, MD5 ETag
-// and headers against the source's. An object there with other bytes,
-// with the same bytes but another Content-Type, or copied from a
-// multipart source (whose ETag cannot say) is refused and left alone.
+// and headers against the source's, or, copied from a multipart source
+// (whose ETag cannot say), by both objects' bytes. An object there with
+// other bytes (of a single-part source or of a multipart one), or with the
+// same bytes but another Content-Type, is refused and left alone.
 func TestCopyFoundDone(t *testing.T) {
 	t.Parallel()
 	f, vc, proxy := newCountedRig(t)
 	ctx := context.Background()
-	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "c": randomBytes(t, 10), "d": randomBytes(t, 20), "mp": randomBytes(t, 2000)}
+	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "c": randomBytes(t, 10), "d": randomBytes(t, 20),
+		"mp": randomBytes(t, 2000), "mq": randomBytes(t, 2000)}
 	for _, k := range []string{"a", "b", "c", "d"} {
 		put(t, vc, "bkt", "from/"+k, data[k])
 	}
 	putOnePart(t, vc, "bkt", "from/mp", data["mp"])
-	// The lost run's copies of a and mp; b's key holds other bytes, c's
-	// the same bytes as another type.
+	putOnePart(t, vc, "bkt", "from/mq", data["mq"])
+	// The lost run's copies of a and mp (a multipart source, whose ETag
+	// cannot tell: its bytes are read); b's and mq's keys hold other bytes
+	// of their sizes, c's the same bytes as another type.
 	for _, k := range []string{"a", "mp"} {
 		if _, err := vc.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("bkt"), Key: aws.String("to/" + k), CopySource: aws.String("bkt/from/" + k)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	other := randomBytes(t, 3000)
+	other, otherMQ := randomBytes(t, 3000), randomBytes(t, 2000)
 	put(t, vc, "bkt", "to/b", other)
+	put(t, vc, "bkt", "to/mq", otherMQ)
 	if _, err := vc.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("bkt"), Key: aws.String("to/c"), Body: bytes.NewReader(data["c"]), ContentType: aws.String("text/x-other")}); err != nil {
 		t.Fatal(err)
 	}
@@ -813,13 +818,17 @@ func TestCopyFoundDone(t *testing.T) {
 	c.Wait(t, sum.Job, time.Minute)
 	for k, o := range c.Objects(t, sum.Job) {
 		switch k = strings.TrimPrefix(k, "from/"); k {
-		case "b", "c", "mp":
+		case "b", "c", "mq":
 			if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
 				t.Errorf("%s over another object: %s %q, want refused", k, o.State, o.Error)
 			}
 		case "a":
 			if o.State != ledger.Success || o.Check != "md5" || !strings.Contains(o.CheckReason, "not copied again") {
 				t.Errorf("a, found copied: %s check %q (%s %s), want success md5, not copied again", o.State, o.Check, o.CheckReason, o.Error)
+			}
+		case "mp":
+			if o.State != ledger.Success || o.Check == "md5" || o.Check == "" || !strings.Contains(o.CheckReason, "both read and compared") {
+				t.Errorf("mp, found copied: %s check %q (%s %s), want success by its bytes, not copied again", o.State, o.Check, o.CheckReason, o.Error)
 			}
 		default:
 			if o.State != ledger.Success || o.Check != "md5" || o.CheckReason != "" {
@@ -828,6 +837,7 @@ func TestCopyFoundDone(t *testing.T) {
 		}
 	}
 	sameBytes(t, vc, "bkt", "to/b", other)
+	sameBytes(t, vc, "bkt", "to/mq", otherMQ)
 	for _, k := range []string{"a", "c", "d", "mp"} {
 		sameBytes(t, vc, "bkt", "to/"+k, data[k])
 	}
@@ -842,19 +852,22 @@ func TestCopyFoundDone(t *testing.T) {
 }
 
 // TestCopyFoundDoneMinIO is TestCopyFoundDone's core on MinIO, the
-// second implementation: a copy found made (by MinIO's own CopyObject)
-// is done, not copied again; other bytes are refused; a free key is
-// copied.
+// second implementation: a copy found made (by MinIO's own CopyObject,
+// of a single-part source and of a multipart one) is done, not copied
+// again; other bytes are refused; a free key is copied.
 func TestCopyFoundDoneMinIO(t *testing.T) {
 	r := newCopyRig(t, false)
 	fleettest.StartWorker(t, r.cfg)
 	ctx := context.Background()
-	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "d": randomBytes(t, 20)}
-	for k, b := range data {
-		put(t, r.mc, "dst", "from/"+k, b)
+	data := map[string][]byte{"a": randomBytes(t, 3000), "b": randomBytes(t, 3000), "d": randomBytes(t, 20), "mp": randomBytes(t, 2000)}
+	for _, k := range []string{"a", "b", "d"} {
+		put(t, r.mc, "dst", "from/"+k, data[k])
 	}
-	if _, err := r.mc.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("dst"), Key: aws.String("to/a"), CopySource: aws.String("dst/from/a")}); err != nil {
-		t.Fatal(err)
+	putOnePart(t, r.mc, "dst", "from/mp", data["mp"])
+	for _, k := range []string{"a", "mp"} {
+		if _, err := r.mc.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("dst"), Key: aws.String("to/" + k), CopySource: aws.String("dst/from/" + k)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	other := randomBytes(t, 3000)
 	put(t, r.mc, "dst", "to/b", other)
@@ -869,6 +882,10 @@ func TestCopyFoundDoneMinIO(t *testing.T) {
 			if o.State != ledger.Success || o.Check != "md5" || !strings.Contains(o.CheckReason, "not copied again") {
 				t.Errorf("a, found copied: %s check %q (%s %s), want success md5, not copied again", o.State, o.Check, o.CheckReason, o.Error)
 			}
+		case "mp":
+			if o.State != ledger.Success || !strings.Contains(o.CheckReason, "not copied again") {
+				t.Errorf("mp (a multipart source), found copied: %s check %q (%s %s), want success, not copied again", o.State, o.Check, o.CheckReason, o.Error)
+			}
 		case "b":
 			if o.State != ledger.Failed || !strings.Contains(o.Error, "already exists") {
 				t.Errorf("b over another object: %s %q, want refused", o.State, o.Error)
@@ -880,6 +897,7 @@ func TestCopyFoundDoneMinIO(t *testing.T) {
 		}
 	}
 	sameBytes(t, r.mc, "dst", "to/a", data["a"])
+	sameBytes(t, r.mc, "dst", "to/mp", data["mp"])
 	sameBytes(t, r.mc, "dst", "to/b", other)
 	sameBytes(t, r.mc, "dst", "to/d", data["d"])
 }
