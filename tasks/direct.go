@@ -80,11 +80,10 @@ func (h *hugeBufs) Get() any {
 	}
 	h.mu.Unlock()
 	var region []byte
-	err := errors.New("the race detector watches Go's heap only")
-	if !raceEnabled {
-		region, err = hugeRegion()
+	if !raceEnabled { // the race detector watches Go's heap only
+		region, _ = hugeRegion() // nil when the mapping fails
 	}
-	if err != nil {
+	if region == nil {
 		b := alignedBuf(directBufSize)
 		return &b
 	}

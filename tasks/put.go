@@ -213,14 +213,12 @@ func (h *BatchHandler) readWhole(ctx context.Context, o BatchObject) (whole, err
 	if err != nil || tags == 0 {
 		return w, err
 	}
-	{
-		api, err := client(ctx, h.S3, o.Remote, o.RemoteFP)
-		if err != nil {
-			return whole{}, err
-		}
-		if w.meta.tags, err = sourceTags(ctx, api, o.Object, version, h.Log); err != nil {
-			return whole{}, err
-		}
+	api, err := client(ctx, h.S3, o.Remote, o.RemoteFP)
+	if err != nil {
+		return whole{}, err
+	}
+	if w.meta.tags, err = sourceTags(ctx, api, o.Object, version, h.Log); err != nil {
+		return whole{}, err
 	}
 	return w, nil
 }
