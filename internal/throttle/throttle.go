@@ -7,16 +7,20 @@
 // Redis that every worker obeys, adjusted AIMD-fashion:
 //
 //   - the first SlowDown sets it to the rate the store was accepting: this
-//     worker's successful requests per second times the live workers;
+//     worker's successful requests per second times the live workers, or
+//     the higher guess of another worker throttled within the cooldown;
 //   - a later SlowDown, at most one a second, cuts it to Beta times the
 //     lower of the rate and the rate actually granted;
 //   - between cuts it grows by Alpha of the cut rate per second;
 //   - a scope not throttled for Idle goes back to unpaced.
 //
 // Every attempt of every request takes a token from the scope's bucket, a
-// Lua script on Redis's clock; a worker whose scope is unpaced asks Redis
+// Lua script on Redis's clock (a token is promised at most half a second
+// ahead: a request further back asks again, so a rate that grows serves
+// the waiting at once); a worker whose scope is unpaced asks Redis
 // at most once a second whether that changed. So an unthrottled fleet pays
-// no Redis call per request, and a throttled one pays one.
+// no Redis call per request, and a throttled one pays one, and one more
+// for each half second a request waits past the first.
 package throttle
 
 import (
@@ -52,6 +56,10 @@ const (
 	Cooldown = time.Second
 	// Idle is how long after its last SlowDown a scope stays paced.
 	Idle = 2 * time.Minute
+	// horizon is how far ahead a request is promised a token; one due
+	// later asks again (at most a horizon on), so that when the rate grows
+	// the waiting requests go at the new rate, not at the one they found.
+	horizon = 500 * time.Millisecond
 	// recheck is how often an unpaced scope asks Redis whether another
 	// worker was throttled, and how long a failing Redis is left alone.
 	recheck = time.Second
@@ -196,35 +204,57 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 	if !ask {
 		return nil
 	}
-	var wait int64
-	err := f.call(ctx, func(ctx context.Context) (err error) {
-		wait, err = takeScript.Run(ctx, f.rdb, []string{s.key}, 1).Int64()
+	for {
+		wait, again, err := f.take(ctx, s, cuts)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			f.log.Debug("pace: Redis failed or slow, not pacing for a second", "scope", name, "err", err)
+			return nil
+		}
+		if wait > 0 {
+			t := time.NewTimer(time.Duration(wait) * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("waiting for the fleet's request rate to %s: %w", name, ctx.Err())
+			}
+		}
+		if !again {
+			return nil
+		}
+		s.mu.Lock()
+		s.asking++
+		s.mu.Unlock()
+	}
+}
+
+// take asks Redis for one token of s (the caller counted itself in
+// s.asking; take counts it out). It returns how long to wait, and whether
+// to ask again after that: a token further off than horizon is not
+// promised, so that a rate which grows meanwhile serves the waiter sooner.
+func (f *Fleet) take(ctx context.Context, s *scope, cuts int) (wait int64, again bool, err error) {
+	var res []int64
+	err = f.call(ctx, func(ctx context.Context) (err error) {
+		res, err = takeScript.Run(ctx, f.rdb, []string{s.key}, 1, horizon.Milliseconds()).Int64Slice()
 		return err
 	})
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("the pace script answered %v", res)
+	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.asking--
-	if err == nil && (wait >= 0 || s.cuts == cuts) { // "not paced" from before a SlowDown is stale
-		s.paced = wait >= 0
-	}
-	s.mu.Unlock()
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		f.log.Debug("pace: Redis failed or slow, not pacing for a second", "scope", name, "err", err)
-		return nil
+		return 0, false, err
 	}
-	if wait <= 0 {
-		return nil
+	paced := res[0] != notPaced
+	if paced || s.cuts == cuts { // "not paced" from before a SlowDown is stale
+		s.paced = paced
 	}
-	t := time.NewTimer(time.Duration(wait) * time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the fleet's request rate to %s: %w", name, ctx.Err())
-	}
+	return res[1], res[0] == askAgain, nil
 }
 
 // errSlow reports a Redis call that outlasted callTimeout.
@@ -325,47 +355,80 @@ local function grown(rate, step, grow, dt, seen)
 end
 `
 
-// takeScript: KEYS scope; ARGV tokens. Returns -1 when the scope is not
-// paced, else how many ms to wait before the request goes (its tokens are
-// taken now: waiters queue in the order they asked). The rate grows by
-// its step per second; the bucket holds a fiftieth of a second's worth,
-// so no burst goes far above the rate. It also measures the granted rate
+// What takeScript answers, with a number of ms: not paced (go now), a
+// token taken (go after the ms), or none within the horizon (ask again
+// after the ms).
+const (
+	notPaced = 0
+	taken    = 1
+	askAgain = 2
+)
+
+// takeScript: KEYS scope; ARGV tokens, horizon ms. Answers {what, ms} (the
+// consts above). A token due within the horizon is taken now and its time
+// promised (waiters queue in the order they asked); one due later is not
+// taken, and the answer is when to ask again: when it would be within the
+// horizon at today's rate, and at most a horizon on. The rate grows by its
+// step per second; the bucket holds a fiftieth of a second's worth, so no
+// burst goes far above the rate. It also measures the granted rate
 // ("seen", over contiguous windows of one to two seconds; 0, unknown,
 // after a pause) for the next cut.
 var takeScript = redis.NewScript(luaNow + `
 local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen', 'grow')
-if not h[1] then return -1 end
+if not h[1] then return {0, 0} end
+local want, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
 local rate, tokens, ts, step = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
-local n, win, seen = tonumber(h[5]) + tonumber(ARGV[1]), tonumber(h[6]), tonumber(h[7])
+local n, win, seen = tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
 local dt = math.max(0, now - ts) / 1000
 rate = grown(rate, step, h[8], dt, seen)
 local burst = math.max(1, rate / 50)
-tokens = math.min(burst, tokens + rate * dt) - tonumber(ARGV[1])
+tokens = math.min(burst, tokens + rate * dt)
+local wait = math.ceil(math.max(0, want - tokens) * 1000 / rate)
+local took = wait <= horizon
+if took then
+  tokens = tokens - want
+  n = n + want
+end
 if now - win > 2000 then
-  seen, n, win = 0, tonumber(ARGV[1]), now
+  seen, n, win = 0, took and want or 0, now
 elseif now - win >= 1000 then
   seen = n * 1000 / (now - win)
   n, win = 0, now
 end
 redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', tokens, 'ts', now, 'n', n, 'win', win, 'seen', seen)
-if tokens >= 0 then return 0 end
-return math.ceil(-tokens * 1000 / rate)
+if took then return {1, wait} end
+return {2, math.min(horizon, wait - horizon)}
 `)
 
 // cutScript: KEYS scope, members; ARGV this worker's successful and all
 // attempts per second, cooldown ms, idle ms, beta, alpha, min rate, dead
 // after ms, probe. Returns the scope's rate after the cut. The first rate
 // is what the store was accepting, this worker's successes times the live
-// workers (a quarter of its attempts when none succeeded), and it probes
-// (grows by probe per second) until the next cut; a later cut takes beta
+// workers (a quarter of its attempts when none succeeded), raised to a
+// higher such guess from a worker throttled within the cooldown, and it
+// probes (grows by probe per second) until the next cut; a later cut takes beta
 // of the lower of the rate and the granted rate, and grows by alpha.
 // Requests already promised a time keep their place: the debt carries
 // over.
 var cutScript = redis.NewScript(luaNow + `
 local h = redis.call('HMGET', KEYS[1], 'rate', 'ts', 'step', 'cut', 'seen', 'tokens', 'grow')
+local function accepted()
+  local live = math.max(redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[8]), '+inf'), 1)
+  local r = tonumber(ARGV[1]) * live
+  if r <= 0 then r = tonumber(ARGV[2]) * live / 4 end
+  return r
+end
 local rate, tokens = 0, 0
 if h[1] then
-  if now - tonumber(h[4]) < tonumber(ARGV[3]) then return h[1] end
+  if now - tonumber(h[4]) < tonumber(ARGV[3]) then
+    if not h[7] then return h[1] end
+    -- The first rate's cooldown: every worker throttled in it tells what
+    -- the store accepted from it, and the best guess stands.
+    local r = accepted()
+    if r <= tonumber(h[1]) then return h[1] end
+    redis.call('HSET', KEYS[1], 'rate', r, 'step', math.max(r * tonumber(ARGV[6]), 1))
+    return tostring(r)
+  end
   local dt = math.max(0, now - tonumber(h[2])) / 1000
   rate = grown(tonumber(h[1]), tonumber(h[3]), h[7], dt, h[5])
   redis.call('HDEL', KEYS[1], 'grow') -- refused again: probing is over
@@ -374,9 +437,7 @@ if h[1] then
   if seen > 0 and seen < rate then rate = seen end
   rate = rate * tonumber(ARGV[5])
 else
-  local live = math.max(redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[8]), '+inf'), 1)
-  rate = tonumber(ARGV[1]) * live
-  if rate <= 0 then rate = tonumber(ARGV[2]) * live / 4 end
+  rate = accepted()
   redis.call('HSET', KEYS[1], 'grow', ARGV[9])
 end
 rate = math.max(rate, tonumber(ARGV[7]))

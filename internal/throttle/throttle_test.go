@@ -319,3 +319,99 @@ func TestProbe(t *testing.T) {
 	}
 	t.Logf("probing: %.1f/s → %.1f/s in %v, %d granted", first, now, run, granted.Load())
 }
+
+// TestProbeManyWaiters: a first rate far below what the store takes, met
+// by many more waiting requests than it grants a second, still doubles
+// each second, and the grants follow it. Once every waiter was promised
+// its time when the rate was set: sixty-four requests at 2/s slept up to
+// half a minute, the rate could not grow for want of use, and a fleet
+// crept at the first guess for seconds (TestSlowDownFleetWide, in CI).
+func TestProbeManyWaiters(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	f := New(rdb, "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	f.timeout = time.Minute
+	const sc = "ep/bkt/"
+	f.Done(sc, true) // one attempt, throttled: MinRate
+	first := settled(t, f, sc, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	began := time.Now()
+	const run = 5 * time.Second
+	var late atomic.Int64 // grants in the run's last second
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(began) < run {
+				if err := f.Wait(ctx, sc); err != nil {
+					return
+				}
+				if d := time.Since(began); d >= run-time.Second && d < run {
+					late.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(run)
+	cancel()
+	wg.Wait()
+	rate, err := f.Rate(context.Background(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("probing with 64 waiters: %.1f/s → %.1f/s in %v; %d granted in the last second", first, rate, run, late.Load())
+	// Four doublings in five seconds would be 32/s; windows of one to two
+	// seconds measure the granted rate, so want at least three.
+	if rate < first*8 || float64(late.Load()) < first*4 {
+		t.Fatalf("from %.1f/s with 64 waiters: the rate reached %.1f/s and %d were granted in the last second of %v; want ≥ %.0f/s and ≥ %.0f",
+			first, rate, late.Load(), run, first*8, first*4)
+	}
+}
+
+// TestFirstRateBestGuess: the first worker throttled may have had no
+// success to count (its guess is MinRate); another throttled within the
+// cooldown, which saw the store accept 40 a second, raises the first rate
+// to its guess. A lower guess then, or any SlowDown after the cooldown,
+// does not raise it.
+func TestFirstRateBestGuess(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	log := slog.New(slog.DiscardHandler)
+	a, b, c := New(rdb, "members", 3*time.Second, log), New(rdb, "members", 3*time.Second, log), New(rdb, "members", 3*time.Second, log)
+	const sc = "ep/bkt/"
+	a.Done(sc, true)
+	if first := settled(t, a, sc, 0); first != MinRate {
+		t.Fatalf("first rate %.1f/s from one refused attempt, want %v", first, MinRate)
+	}
+	for range 40 {
+		b.Done(sc, false)
+	}
+	b.Done(sc, true)
+	deadline := time.Now().Add(2 * time.Second)
+	rate := MinRate
+	for rate < 40 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		rate, _ = b.Rate(context.Background(), sc)
+	}
+	if rate < 40*0.99 || rate > 40*1.01 {
+		t.Fatalf("a better guess within the cooldown left the rate at %.1f/s, want 40 (40 accepted × 1 live)", rate)
+	}
+	for range 10 {
+		c.Done(sc, false)
+	}
+	c.Done(sc, true) // a lower guess: kept at 40
+	settled(t, c, sc, 0)
+	if got, _ := c.Rate(context.Background(), sc); got < 40*0.99 {
+		t.Fatalf("a lower guess within the cooldown moved the rate from 40 to %.1f/s", got)
+	}
+	time.Sleep(Cooldown)
+	for range 200 {
+		b.Done(sc, false)
+	}
+	b.Done(sc, true) // past the cooldown: a cut, whatever its guess
+	if cut := settled(t, b, sc, 40); cut > 40*Beta*1.1 {
+		t.Fatalf("a SlowDown past the cooldown took the rate from 40 to %.1f/s, want a cut to about %.0f", cut, 40*Beta)
+	}
+}
