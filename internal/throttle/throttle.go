@@ -7,20 +7,22 @@
 // Redis that every worker obeys, adjusted AIMD-fashion:
 //
 //   - the first SlowDown sets it to the rate the store was accepting: this
-//     worker's successful requests per second times the live workers, or
-//     the higher guess of another worker throttled within the cooldown;
+//     worker's successful requests per second times the live workers,
+//     or the mean of such guesses from the workers throttled within the
+//     cooldown;
 //   - a later SlowDown, at most one a second, cuts it to Beta times the
 //     lower of the rate and the rate actually granted;
 //   - between cuts it grows by Alpha of the cut rate per second;
 //   - a scope not throttled for Idle goes back to unpaced.
 //
-// Every attempt of every request takes a token from the scope's bucket, a
-// Lua script on Redis's clock (a token is promised at most half a second
-// ahead: a request further back asks again, so a rate that grows serves
-// the waiting at once); a worker whose scope is unpaced asks Redis
-// at most once a second whether that changed. So an unthrottled fleet pays
-// no Redis call per request, and a throttled one pays one, and one more
-// for each half second a request waits past the first.
+// Every attempt of every request takes a ticket, its place in the queue
+// of the scope's token bucket (a Lua script on Redis's clock). Its time is
+// promised at most half a second ahead: a request further back asks again
+// with its ticket, so a rate that grows serves the queue at once. A worker
+// whose scope is unpaced asks Redis at most once a second whether that
+// changed. So an unthrottled fleet pays no Redis call per request, and a
+// throttled one pays one, and one more for each half second a request
+// waits past the first.
 package throttle
 
 import (
@@ -104,6 +106,7 @@ type scope struct {
 	checked time.Time
 	cuts    int              // throttled attempts seen: an answer asked for before one is stale
 	cutting bool             // a cut is on its way to Redis
+	told    time.Time        // when this process last told Redis of a SlowDown
 	ok      [okSeconds]int64 // successful attempts in each of the last seconds
 	all     [okSeconds]int64 // all attempts, throttled ones too
 	okSec   [okSeconds]int64 // the Unix second each count is of
@@ -204,8 +207,9 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 	if !ask {
 		return nil
 	}
+	var ticket int64
 	for {
-		wait, again, err := f.take(ctx, s, cuts)
+		wait, again, err := f.take(ctx, s, cuts, &ticket)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -231,17 +235,18 @@ func (f *Fleet) Wait(ctx context.Context, name string) error {
 	}
 }
 
-// take asks Redis for one token of s (the caller counted itself in
-// s.asking; take counts it out). It returns how long to wait, and whether
-// to ask again after that: a token further off than horizon is not
-// promised, so that a rate which grows meanwhile serves the waiter sooner.
-func (f *Fleet) take(ctx context.Context, s *scope, cuts int) (wait int64, again bool, err error) {
+// take asks Redis for the token of *ticket, or for a ticket when it is 0
+// (the caller counted itself in s.asking; take counts it out). It returns
+// how long to wait, and whether to ask again after that: a token further
+// off than horizon is not promised, so that a rate which grows meanwhile
+// serves the waiter sooner; the ticket keeps its place in the queue.
+func (f *Fleet) take(ctx context.Context, s *scope, cuts int, ticket *int64) (wait int64, again bool, err error) {
 	var res []int64
 	err = f.call(ctx, func(ctx context.Context) (err error) {
-		res, err = takeScript.Run(ctx, f.rdb, []string{s.key}, 1, horizon.Milliseconds()).Int64Slice()
+		res, err = takeScript.Run(ctx, f.rdb, []string{s.key}, 1, horizon.Milliseconds(), *ticket).Int64Slice()
 		return err
 	})
-	if err == nil && len(res) != 2 {
+	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("the pace script answered %v", res)
 	}
 	s.mu.Lock()
@@ -254,6 +259,7 @@ func (f *Fleet) take(ctx context.Context, s *scope, cuts int) (wait int64, again
 	if paced || s.cuts == cuts { // "not paced" from before a SlowDown is stale
 		s.paced = paced
 	}
+	*ticket = res[2]
 	return res[1], res[0] == askAgain, nil
 }
 
@@ -307,11 +313,14 @@ func (f *Fleet) Done(name string, throttled bool) {
 	s.paced = true
 	s.cuts++
 	ok, all := s.rates(now)
-	if s.cutting || f.isDown() {
+	// One word a cooldown from each process: more would be the same
+	// congestion, and would weigh its guess of the first rate above the
+	// others'.
+	if s.cutting || f.isDown() || time.Since(s.told) < Cooldown {
 		s.mu.Unlock()
 		return
 	}
-	s.cutting = true
+	s.cutting, s.told = true, time.Now()
 	s.mu.Unlock()
 	go func() {
 		var rate float64
@@ -345,7 +354,8 @@ func (f *Fleet) Rate(ctx context.Context, name string) (float64, error) {
 // now in the scripts: Redis's clock, in ms, the same for every worker;
 // grown is a rate dt seconds on: by its step per second, or, while it
 // probes after its first cut, by its factor grow, but never past that
-// factor of the granted rate seen (a rate nobody uses does not grow).
+// factor of the granted rate seen (a rate nobody uses does not grow;
+// takeScript passes math.huge while requests queue: all of it is used).
 const luaNow = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function grown(rate, step, grow, dt, seen)
@@ -355,57 +365,64 @@ local function grown(rate, step, grow, dt, seen)
 end
 `
 
-// What takeScript answers, with a number of ms: not paced (go now), a
-// token taken (go after the ms), or none within the horizon (ask again
-// after the ms).
+// What takeScript answers, with a number of ms: not paced (go now), go
+// after the ms, or ask again after them.
 const (
 	notPaced = 0
-	taken    = 1
+	goAfter  = 1
 	askAgain = 2
 )
 
-// takeScript: KEYS scope; ARGV tokens, horizon ms. Answers {what, ms} (the
-// consts above). A token due within the horizon is taken now and its time
-// promised (waiters queue in the order they asked); one due later is not
-// taken, and the answer is when to ask again: when it would be within the
-// horizon at today's rate, and at most a horizon on. The rate grows by its
-// step per second; the bucket holds a fiftieth of a second's worth, so no
-// burst goes far above the rate. It also measures the granted rate
-// ("seen", over contiguous windows of one to two seconds; 0, unknown,
-// after a pause) for the next cut.
+// takeScript: KEYS scope; ARGV tokens, horizon ms, ticket (0 for none).
+// Answers {what, ms, ticket} (the consts above). Every request takes a
+// ticket, its place in the queue: "issued" counts them, and a ticket is
+// due once the bucket's tokens have paid for it and for every earlier one.
+// A ticket due within the horizon gets its time promised; one due later is
+// told when to ask again, at most a horizon on, with its ticket: when the
+// rate grows meanwhile it goes sooner, and no later request goes before
+// it. A ticket from a rate that lapsed since (past "issued") is replaced.
+// The rate grows by its step per second (while it probes, as fast as
+// the probe goes when requests queue for it, else up to twice the rate
+// seen); the bucket holds a fiftieth of a second's worth, so no burst goes
+// far above the rate. It also measures
+// the rate of tickets taken ("seen", over contiguous windows of one to two
+// seconds; 0, unknown, after a pause) for the next cut.
 var takeScript = redis.NewScript(luaNow + `
-local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen', 'grow')
-if not h[1] then return {0, 0} end
-local want, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
+local h = redis.call('HMGET', KEYS[1], 'rate', 'tokens', 'ts', 'step', 'n', 'win', 'seen', 'grow', 'issued')
+if not h[1] then return {0, 0, 0} end
+local want, horizon, ticket = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rate, tokens, ts, step = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
-local n, win, seen = tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
+local win, seen, issued = tonumber(h[6]), tonumber(h[7]), tonumber(h[9]) or 0
 local dt = math.max(0, now - ts) / 1000
-rate = grown(rate, step, h[8], dt, seen)
+rate = grown(rate, step, h[8], dt, tokens < 0 and math.huge or seen)
 local burst = math.max(1, rate / 50)
 tokens = math.min(burst, tokens + rate * dt)
-local wait = math.ceil(math.max(0, want - tokens) * 1000 / rate)
-local took = wait <= horizon
-if took then
+local add = 0
+if ticket <= 0 or ticket > issued then
+  add = want
+  issued = issued + want
+  ticket = issued
   tokens = tokens - want
-  n = n + want
 end
+local n = tonumber(h[5]) + add
 if now - win > 2000 then
-  seen, n, win = 0, took and want or 0, now
+  seen, n, win = 0, add, now
 elseif now - win >= 1000 then
   seen = n * 1000 / (now - win)
   n, win = 0, now
 end
-redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', tokens, 'ts', now, 'n', n, 'win', win, 'seen', seen)
-if took then return {1, wait} end
-return {2, math.min(horizon, wait - horizon)}
+redis.call('HSET', KEYS[1], 'rate', rate, 'tokens', tokens, 'ts', now, 'n', n, 'win', win, 'seen', seen, 'issued', issued)
+local wait = math.ceil(math.max(0, ticket - issued - tokens) * 1000 / rate)
+if wait <= horizon then return {1, wait, ticket} end
+return {2, math.min(horizon, wait - horizon), ticket}
 `)
 
 // cutScript: KEYS scope, members; ARGV this worker's successful and all
 // attempts per second, cooldown ms, idle ms, beta, alpha, min rate, dead
 // after ms, probe. Returns the scope's rate after the cut. The first rate
 // is what the store was accepting, this worker's successes times the live
-// workers (a quarter of its attempts when none succeeded), raised to a
-// higher such guess from a worker throttled within the cooldown, and it
+// workers (a quarter of its attempts when none succeeded), or the mean of
+// such guesses from the processes throttled within its cooldown, and it
 // probes (grows by probe per second) until the next cut; a later cut takes beta
 // of the lower of the rate and the granted rate, and grows by alpha.
 // Requests already promised a time keep their place: the debt carries
@@ -422,11 +439,13 @@ local rate, tokens = 0, 0
 if h[1] then
   if now - tonumber(h[4]) < tonumber(ARGV[3]) then
     if not h[7] then return h[1] end
-    -- The first rate's cooldown: every worker throttled in it tells what
-    -- the store accepted from it, and the best guess stands.
-    local r = accepted()
-    if r <= tonumber(h[1]) then return h[1] end
-    redis.call('HSET', KEYS[1], 'rate', r, 'step', math.max(r * tonumber(ARGV[6]), 1))
+    -- The first rate's cooldown: each process throttled in it tells what
+    -- the store accepted from it, and the first rate is their mean.
+    local g = redis.call('HMGET', KEYS[1], 'guesses', 'guessed')
+    local n = (tonumber(g[1]) or 1) + 1
+    local sum = (tonumber(g[2]) or tonumber(h[1])) + math.max(accepted(), tonumber(ARGV[7]))
+    local r = sum / n
+    redis.call('HSET', KEYS[1], 'rate', r, 'step', math.max(r * tonumber(ARGV[6]), 1), 'guesses', n, 'guessed', sum)
     return tostring(r)
   end
   local dt = math.max(0, now - tonumber(h[2])) / 1000
@@ -437,8 +456,8 @@ if h[1] then
   if seen > 0 and seen < rate then rate = seen end
   rate = rate * tonumber(ARGV[5])
 else
-  rate = accepted()
-  redis.call('HSET', KEYS[1], 'grow', ARGV[9])
+  rate = math.max(accepted(), tonumber(ARGV[7]))
+  redis.call('HSET', KEYS[1], 'grow', ARGV[9], 'guesses', 1, 'guessed', rate, 'issued', 0)
 end
 rate = math.max(rate, tonumber(ARGV[7]))
 local step = math.max(rate * tonumber(ARGV[6]), 1)
