@@ -11,7 +11,7 @@
 //     or the mean of such guesses from the workers throttled within the
 //     cooldown;
 //   - a later SlowDown, at most one a second, cuts it to Beta times the
-//     lower of the rate and the rate actually granted;
+//     lower of the rate and the rate of requests taking their turn;
 //   - between cuts it grows by Alpha of the cut rate per second;
 //   - a scope not throttled for Idle goes back to unpaced.
 //
@@ -85,6 +85,7 @@ type Fleet struct {
 	members   string        // the liveness members key: live workers and their last beat
 	deadAfter time.Duration // a member silent this long is not live
 	timeout   time.Duration // callTimeout; tests on a loaded machine raise it
+	cooldown  time.Duration // Cooldown; tests on a loaded machine raise it
 	log       *slog.Logger
 
 	// down is when Redis last failed or kept a request waiting past
@@ -145,7 +146,7 @@ func (s *scope) rates(now int64) (ok, all float64) {
 // workers (member → last beat in ms, Redis time); those that beat within
 // deadAfter are live, and their number multiplies the first rate.
 func New(rdb redis.UniversalClient, members string, deadAfter time.Duration, log *slog.Logger) *Fleet {
-	return &Fleet{rdb: rdb, members: members, deadAfter: deadAfter, timeout: callTimeout, log: log, scopes: map[string]*scope{}}
+	return &Fleet{rdb: rdb, members: members, deadAfter: deadAfter, timeout: callTimeout, cooldown: Cooldown, log: log, scopes: map[string]*scope{}}
 }
 
 func (f *Fleet) scope(name string) *scope {
@@ -300,7 +301,8 @@ func (f *Fleet) isDown() bool {
 
 // Done reports how an attempt ended: throttled by the store (503
 // SlowDown and its kin) or not. A throttled attempt cuts the scope's
-// rate, or sets one, on its way (the request does not wait for it).
+// rate, or sets one, on its way (the request does not wait for it); a
+// process says so at most once a cooldown.
 func (f *Fleet) Done(name string, throttled bool) {
 	s := f.scope(name)
 	now := time.Now().Unix()
@@ -316,7 +318,7 @@ func (f *Fleet) Done(name string, throttled bool) {
 	// One word a cooldown from each process: more would be the same
 	// congestion, and would weigh its guess of the first rate above the
 	// others'.
-	if s.cutting || f.isDown() || time.Since(s.told) < Cooldown {
+	if s.cutting || f.isDown() || time.Since(s.told) < f.cooldown {
 		s.mu.Unlock()
 		return
 	}
@@ -327,7 +329,7 @@ func (f *Fleet) Done(name string, throttled bool) {
 		err := f.call(context.Background(), func(ctx context.Context) (err error) {
 			rate, err = cutScript.Run(ctx, f.rdb, []string{s.key, f.members},
 				strconv.FormatFloat(ok, 'f', 3, 64), strconv.FormatFloat(all, 'f', 3, 64),
-				Cooldown.Milliseconds(), Idle.Milliseconds(), Beta, Alpha, MinRate, f.deadAfter.Milliseconds(), Probe).Float64()
+				f.cooldown.Milliseconds(), Idle.Milliseconds(), Beta, Alpha, MinRate, f.deadAfter.Milliseconds(), Probe).Float64()
 			return err
 		})
 		s.mu.Lock()
@@ -354,7 +356,7 @@ func (f *Fleet) Rate(ctx context.Context, name string) (float64, error) {
 // now in the scripts: Redis's clock, in ms, the same for every worker;
 // grown is a rate dt seconds on: by its step per second, or, while it
 // probes after its first cut, by its factor grow, but never past that
-// factor of the granted rate seen (a rate nobody uses does not grow;
+// factor of the rate of tickets taken, seen (a rate nobody uses does not grow;
 // takeScript passes math.huge while requests queue: all of it is used).
 const luaNow = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -394,7 +396,9 @@ local want, horizon, ticket = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARG
 local rate, tokens, ts, step = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
 local win, seen, issued = tonumber(h[6]), tonumber(h[7]), tonumber(h[9]) or 0
 local dt = math.max(0, now - ts) / 1000
-rate = grown(rate, step, h[8], dt, tokens < 0 and math.huge or seen)
+-- Requests queued all along (tokens short even now at the old rate): the
+-- rate was used all the time.
+rate = grown(rate, step, h[8], dt, tokens + rate * dt < 0 and math.huge or seen)
 local burst = math.max(1, rate / 50)
 tokens = math.min(burst, tokens + rate * dt)
 local add = 0
@@ -421,10 +425,12 @@ return {2, math.min(horizon, wait - horizon), ticket}
 // attempts per second, cooldown ms, idle ms, beta, alpha, min rate, dead
 // after ms, probe. Returns the scope's rate after the cut. The first rate
 // is what the store was accepting, this worker's successes times the live
-// workers (a quarter of its attempts when none succeeded), or the mean of
-// such guesses from the processes throttled within its cooldown, and it
-// probes (grows by probe per second) until the next cut; a later cut takes beta
-// of the lower of the rate and the granted rate, and grows by alpha.
+// workers (a quarter of its attempts when none succeeded: a blind guess),
+// or the mean of such guesses from the processes throttled within its
+// cooldown (blind ones only while there is no other), and it probes
+// (grows by probe per second) until the next cut; a later cut takes beta
+// of the lower of the rate and the rate of tickets taken, and grows by
+// alpha.
 // Requests already promised a time keep their place: the debt carries
 // over.
 var cutScript = redis.NewScript(luaNow + `
@@ -440,11 +446,21 @@ if h[1] then
   if now - tonumber(h[4]) < tonumber(ARGV[3]) then
     if not h[7] then return h[1] end
     -- The first rate's cooldown: each process throttled in it tells what
-    -- the store accepted from it, and the first rate is their mean.
+    -- the store accepted from it, and the first rate is their mean. A
+    -- process that saw no success guesses blind (a quarter of its
+    -- attempts): blind guesses count only while there is no other.
     local g = redis.call('HMGET', KEYS[1], 'guesses', 'guessed')
-    local n = (tonumber(g[1]) or 1) + 1
-    local sum = (tonumber(g[2]) or tonumber(h[1])) + math.max(accepted(), tonumber(ARGV[7]))
-    local r = sum / n
+    local n, sum = tonumber(g[1]) or 0, tonumber(g[2]) or 0
+    local r
+    if tonumber(ARGV[1]) > 0 then
+      n, sum = n + 1, sum + accepted()
+      r = sum / n
+    elseif n == 0 then
+      r = math.max(accepted(), tonumber(h[1])) -- blind, as all before it
+    else
+      return h[1]
+    end
+    r = math.max(r, tonumber(ARGV[7]))
     redis.call('HSET', KEYS[1], 'rate', r, 'step', math.max(r * tonumber(ARGV[6]), 1), 'guesses', n, 'guessed', sum)
     return tostring(r)
   end
@@ -457,7 +473,8 @@ if h[1] then
   rate = rate * tonumber(ARGV[5])
 else
   rate = math.max(accepted(), tonumber(ARGV[7]))
-  redis.call('HSET', KEYS[1], 'grow', ARGV[9], 'guesses', 1, 'guessed', rate, 'issued', 0)
+  local n = tonumber(ARGV[1]) > 0 and 1 or 0 -- a blind guess is no guess
+  redis.call('HSET', KEYS[1], 'grow', ARGV[9], 'guesses', n, 'guessed', n * rate, 'issued', 0)
 end
 rate = math.max(rate, tonumber(ARGV[7]))
 local step = math.max(rate * tonumber(ARGV[6]), 1)
