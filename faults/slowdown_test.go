@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -37,8 +38,13 @@ func TestSlowDownFleetWide(t *testing.T) {
 
 	dest := t.TempDir()
 	began := time.Now()
+	stop := make(chan struct{})
+	rates := make(chan string, 1)
+	go func() { rates <- paceSeries(f, began, stop) }()
 	code, out := f.enqueue(t, "s3://bkt/logs/", dest+"/", "--wait", "--job", "slow")
 	took := time.Since(began)
+	close(stop)
+	t.Logf("the fleet's rate (the scope's in Redis, each second's last; * a cut in it): %s", <-rates)
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, tail(out, 3000))
 	}
@@ -76,5 +82,47 @@ func TestSlowDownFleetWide(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Error("the store never throttled: the test did not exercise the pacing")
+	}
+}
+
+// paceSeries samples the fleet's shared rates in Redis every 100 ms until
+// stop, and sums them up a second at a time: each second's last rate, and
+// a star where a cut (or the first rate) was made in it.
+func paceSeries(f *fleet, began time.Time, stop <-chan struct{}) string {
+	ctx := context.Background()
+	var line strings.Builder
+	sec, rate, lastCut, cut := 0, 0.0, "", false
+	flush := func() {
+		mark := ""
+		if cut {
+			mark = "*"
+		}
+		fmt.Fprintf(&line, " %.0f%s", rate, mark)
+		cut = false
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			flush()
+			return line.String()
+		case <-tick.C:
+		}
+		for int(time.Since(began)/time.Second) > sec {
+			flush()
+			sec++
+		}
+		keys, _ := f.rdb.Keys(ctx, "{s3fleet}:pace:*").Result()
+		for _, k := range keys {
+			h, err := f.rdb.HMGet(ctx, k, "rate", "cut").Result()
+			if err != nil || h[0] == nil {
+				continue
+			}
+			fmt.Sscan(h[0].(string), &rate)
+			if c, _ := h[1].(string); c != lastCut {
+				lastCut, cut = c, true
+			}
+		}
 	}
 }

@@ -11,7 +11,8 @@
 //     or the mean of such guesses from the workers throttled within the
 //     cooldown;
 //   - a later SlowDown, at most one a second, cuts it to Beta times the
-//     lower of the rate and the rate of requests taking their turn;
+//     rate, or the rate of requests taking their turn when that is lower
+//     and none queues;
 //   - between cuts it grows by Alpha of the cut rate per second;
 //   - a scope not throttled for Idle goes back to unpaced.
 //
@@ -429,8 +430,8 @@ return {2, math.min(horizon, wait - horizon), ticket}
 // or the mean of such guesses from the processes throttled within its
 // cooldown (blind ones only while there is no other), and it probes
 // (grows by probe per second) until the next cut; a later cut takes beta
-// of the lower of the rate and the rate of tickets taken, and grows by
-// alpha.
+// of the rate, or of the rate of tickets taken when that is lower and no
+// request queues, and grows by alpha.
 // Requests already promised a time keep their place: the debt carries
 // over.
 var cutScript = redis.NewScript(luaNow + `
@@ -468,8 +469,10 @@ if h[1] then
   rate = grown(tonumber(h[1]), tonumber(h[3]), h[7], dt, h[5])
   redis.call('HDEL', KEYS[1], 'grow') -- refused again: probing is over
   tokens = math.min(0, tonumber(h[6]) + rate * dt)
+  -- Requests queue for the rate: all of it is used, and the rate seen
+  -- (which lags a probe by a second or two) does not tell more.
   local seen = tonumber(h[5])
-  if seen > 0 and seen < rate then rate = seen end
+  if tokens >= 0 and seen > 0 and seen < rate then rate = seen end
   rate = rate * tonumber(ARGV[5])
 else
   rate = math.max(accepted(), tonumber(ARGV[7]))

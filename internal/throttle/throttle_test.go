@@ -525,3 +525,43 @@ func TestQueueOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestCutWhileQueued: a SlowDown that ends a probe while requests queue
+// cuts Beta of the rate, which the queue used all of. The rate of tickets
+// taken lags a probe by a second or two, and cutting Beta of that once
+// took a fleet to a fifth of what the store accepted (TestSlowDownFleetWide
+// in CI: 76 requests a second, then 13).
+func TestCutWhileQueued(t *testing.T) {
+	r := testenv.StartRedis(t)
+	f := New(r.Client(t), "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	f.timeout = time.Minute
+	const sc = "ep/bkt/"
+	f.Done(sc, true) // MinRate
+	settled(t, f, sc, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f.Wait(ctx, sc) == nil {
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	time.Sleep(4 * time.Second) // probing: about 32/s
+	before, err := f.Rate(context.Background(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen, _ := r.Client(t).HGet(context.Background(), prefix+sc, "seen").Float64()
+	f.Done(sc, true)
+	cut := settled(t, f, sc, before)
+	t.Logf("probe at %.1f/s (tickets seen %.1f/s), cut to %.1f/s", before, seen, cut)
+	if cut < before*Beta*0.95 {
+		t.Fatalf("a SlowDown while 64 requests queued cut %.1f/s to %.1f/s, want about %.1f (×%v of the rate, not of the %.1f/s seen)",
+			before, cut, before*Beta, Beta, seen)
+	}
+}
