@@ -38,6 +38,7 @@ import (
 	"github.com/s3fleet/s3fleet/config"
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
+	"github.com/s3fleet/s3fleet/internal/wake"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/tasks"
 	"github.com/s3fleet/s3fleet/worker"
@@ -127,7 +128,7 @@ func (c *Client) enqueuer(ctx context.Context) (*enqueuer.Enqueuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	enq, err := enqueuer.New(c.opts, s3c, eps, c.led, asynq.NewClientFromRedisClient(c.rdb), c.insp, log)
+	enq, err := enqueuer.New(c.opts, s3c, eps, c.led, wake.NewQueue(asynq.NewClientFromRedisClient(c.rdb), c.rdb), c.insp, log)
 	if err != nil {
 		return nil, err
 	}

@@ -89,8 +89,8 @@ func TestWatcherOneLookForAll(t *testing.T) {
 // TestWaitEvery: Wait reads fast at first and slows with the job.
 func TestWaitEvery(t *testing.T) {
 	for _, tc := range []struct{ followed, want time.Duration }{
-		{0, 50 * time.Millisecond}, {time.Second, 50 * time.Millisecond}, {4 * time.Second, 200 * time.Millisecond},
-		{10 * time.Second, 500 * time.Millisecond}, {time.Hour, 500 * time.Millisecond},
+		{0, 10 * time.Millisecond}, {time.Second, 20 * time.Millisecond}, {4 * time.Second, 80 * time.Millisecond},
+		{25 * time.Second, 500 * time.Millisecond}, {time.Hour, 500 * time.Millisecond},
 	} {
 		if got := waitEvery(tc.followed); got != tc.want {
 			t.Errorf("waitEvery(%v) = %v, want %v", tc.followed, got, tc.want)

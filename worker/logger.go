@@ -18,8 +18,14 @@ func (a *AsynqLogger) log(level slog.Level, args ...any) {
 	a.l.Log(context.Background(), level, fmt.Sprint(args...))
 }
 
-// Debug logs at debug level.
-func (a *AsynqLogger) Debug(args ...any) { a.log(slog.LevelDebug, args...) }
+// Debug logs at debug level, but for asynq's note of every look at empty
+// queues: through the wake gate it looks every few ms.
+func (a *AsynqLogger) Debug(args ...any) {
+	if len(args) == 1 && args[0] == "All queues are empty" {
+		return
+	}
+	a.log(slog.LevelDebug, args...)
+}
 
 // Info logs at info level.
 func (a *AsynqLogger) Info(args ...any) { a.log(slog.LevelInfo, args...) }

@@ -27,6 +27,7 @@ import (
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/internal/jobsui"
 	"github.com/s3fleet/s3fleet/internal/metrics"
+	"github.com/s3fleet/s3fleet/internal/wake"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/tasks"
 )
@@ -109,7 +110,7 @@ func monitorControl(ctx context.Context, cfg config.Config, rdb redis.UniversalC
 	if err != nil {
 		return nil, err
 	}
-	return enqueuer.New(cfg, s3c, eps, led, asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), nil)
+	return enqueuer.New(cfg, s3c, eps, led, wake.NewQueue(asynq.NewClientFromRedisClient(rdb), rdb), asynq.NewInspectorFromRedisClient(rdb), nil)
 }
 
 // startUI serves uiHandler on addr until ctx ends; the function returned

@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/assembler"
 	"github.com/s3fleet/s3fleet/config"
@@ -23,6 +24,7 @@ import (
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/metrics"
+	"github.com/s3fleet/s3fleet/internal/wake"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/location"
 	"github.com/s3fleet/s3fleet/tasks"
@@ -72,7 +74,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := led.AgreeShards(ctx); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	client := asynq.NewClientFromRedisClient(rdb)
+	client := wake.NewQueue(asynq.NewClientFromRedisClient(rdb), rdb)
 	reg := newRegistry(rdb, cfg.RedisShards)
 	host := cfg.Host
 	if host == "" {
@@ -136,14 +138,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 
 	queues := tasks.Queues(host, cfg.RedisShards)
-	srv := asynq.NewServer(opt, asynq.Config{
+	// asynq looks at the queues every wake.Tick through the gate, which
+	// lets a look reach Redis when its queue was announced, or once a
+	// poll: a queued task starts at once, and an idle worker costs Redis
+	// one call a queue a poll.
+	gate := wake.NewGate(PollInterval(cfg.PollInterval, len(queues)), log)
+	srvRDB, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fmt.Errorf("start worker: asynq made a Redis client of type %T", opt.MakeRedisClient())
+	}
+	defer srvRDB.Close()
+	srvRDB.AddHook(gate)
+	go gate.Listen(ctx, rdb)
+	srv := asynq.NewServerFromRedisClient(srvRDB, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          queues,
 		RetryDelayFunc:  RetryDelay(cfg.RetryDelay),
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		// An idle worker looks at each of its queues once a poll: one
-		// Redis call a queue. A busy one takes its next task at once.
-		TaskCheckInterval: PollInterval(cfg.PollInterval, len(queues)),
+		// An idle worker looks at each of its queues in Redis once a poll
+		// or when it is announced (the gate). A busy one takes its next
+		// task at once.
+		TaskCheckInterval: wake.Tick,
 		Logger:            NewAsynqLogger(log),
 		LogLevel:          asynqLevel(cfg.LogLevel),
 		// Only real failures count against a queue's health.

@@ -19,6 +19,7 @@ import (
 	"github.com/s3fleet/s3fleet/enqueuer"
 	"github.com/s3fleet/s3fleet/internal/connect"
 	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/internal/wake"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/worker"
 )
@@ -113,7 +114,7 @@ func NewClient(t testing.TB, cfg config.Config) *Client {
 	}
 	led := ledger.New(rdb, cfg.Retention, ledger.Shards(cfg.RedisShards))
 	q := asynq.NewClientFromRedisClient(rdb)
-	enq, err := enqueuer.New(cfg, s3c, eps, led, q, asynq.NewInspectorFromRedisClient(rdb), nil)
+	enq, err := enqueuer.New(cfg, s3c, eps, led, wake.NewQueue(q, rdb), asynq.NewInspectorFromRedisClient(rdb), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

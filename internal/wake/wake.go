@@ -1,0 +1,244 @@
+// Package wake lets an idle worker take a task as soon as it is queued,
+// not a poll later, at the Redis cost of polling.
+//
+// asynq's workers poll their queues: an idle one looks at each queue, then
+// sleeps TaskCheckInterval (a half to one and a half of it), so a task
+// queued to an idle fleet waits up to one and a half polls (300 ms at the
+// 200 ms default) before anyone starts it, and an object's assembly as
+// long after its last chunk. Asking more often costs Redis a call per
+// queue per look, from every idle worker.
+//
+// Here the tasks queued through Queue are announced on a Redis channel.
+// A worker's Gate listens to it, and sits between asynq and Redis as a
+// go-redis hook: asynq looks at its queues often (Tick), but a queue's
+// look reaches Redis only when it was announced since the last look that
+// found it empty, or the poll interval has passed (the fallback for tasks
+// that nobody announces: retries coming due, tasks handed back by a
+// failover, a wake lost while Redis was away). The rest answer "empty"
+// at once. So a queued task starts within a Tick, and an idle worker
+// costs Redis what it did.
+package wake
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Channel is where queued tasks are announced; a message is the name of
+// the asynq queue that has a new task.
+const Channel = "{s3fleet}:wake"
+
+// Tick is how often asynq looks at its queues through a Gate (its
+// TaskCheckInterval): a look that the Gate answers costs no Redis call.
+const Tick = 4 * time.Millisecond
+
+// enqueuer is the asynq client Queue wraps.
+type enqueuer interface {
+	EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error)
+}
+
+// Queue queues tasks through an asynq client and announces them on
+// Channel: at most one announcement a queue each window, with one more at
+// its end for those queued within it (one wakes every idle worker, which
+// then looks until the queue is empty: a thousand tasks queued at once
+// need not send each worker a thousand messages). An announcement that
+// fails is only late: the task is taken at the next poll.
+type Queue struct {
+	q   enqueuer
+	rdb redis.UniversalClient
+
+	mu     sync.Mutex
+	queues map[string]*announced
+}
+
+// window is the least time between two announcements of a queue.
+const window = 5 * time.Millisecond
+
+// announced is what a Queue knows of one queue's announcements.
+type announced struct {
+	last    time.Time // the last announcement sent
+	pending bool      // one is due at the end of the window
+}
+
+// NewQueue returns a Queue that queues through q and announces on rdb.
+func NewQueue(q enqueuer, rdb redis.UniversalClient) *Queue {
+	return &Queue{q: q, rdb: rdb, queues: map[string]*announced{}}
+}
+
+// EnqueueContext queues task as asynq's client does, and announces it.
+func (q *Queue) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	info, err := q.q.EnqueueContext(ctx, task, opts...)
+	if err == nil && info.State == asynq.TaskStatePending {
+		q.announce(ctx, info.Queue)
+	}
+	return info, err
+}
+
+func (q *Queue) announce(ctx context.Context, queue string) {
+	q.mu.Lock()
+	a := q.queues[queue]
+	if a == nil {
+		if len(q.queues) > 1000 { // queue names are few; forget them all rather than grow
+			clear(q.queues)
+		}
+		a = &announced{}
+		q.queues[queue] = a
+	}
+	if a.pending {
+		q.mu.Unlock()
+		return
+	}
+	since := time.Since(a.last)
+	if since >= window {
+		a.last = time.Now()
+		q.mu.Unlock()
+		q.rdb.Publish(ctx, Channel, queue) // best effort: the poll is the fallback
+		return
+	}
+	a.pending = true
+	q.mu.Unlock()
+	time.AfterFunc(window-since, func() {
+		q.mu.Lock()
+		a.pending, a.last = false, time.Now()
+		q.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		q.rdb.Publish(ctx, Channel, queue)
+	})
+}
+
+// Gate decides which of asynq's looks at a queue reach Redis.
+type Gate struct {
+	every time.Duration // a queue is looked at in Redis at least this often (jittered)
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	due  map[string]time.Time // queue → when its next look must reach Redis; none: now
+	woke uint64               // announcements heard: a look's "empty" that began before one is stale
+}
+
+// NewGate returns a gate that lets a look at a queue reach Redis when the
+// queue was announced since the last look, and at least every poll (a
+// half to one and a half of it, as asynq's own sleep).
+func NewGate(poll time.Duration, log *slog.Logger) *Gate {
+	return &Gate{every: poll, log: log, due: map[string]time.Time{}}
+}
+
+// Wake lets the next look at queue reach Redis; "" wakes every queue.
+func (g *Gate) Wake(queue string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.woke++
+	if queue == "" {
+		clear(g.due)
+		return
+	}
+	delete(g.due, queue)
+}
+
+// open reports whether a look at queue goes to Redis now, and the
+// announcements heard so far.
+func (g *Gate) open(queue string, now time.Time) (bool, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	due, ok := g.due[queue]
+	return !ok || !now.Before(due), g.woke
+}
+
+// looked notes how a look that went to Redis ended: one that found the
+// queue empty (or failed) closes the gate for a poll, unless the queue
+// was announced meanwhile; one that found a task leaves it open.
+func (g *Gate) looked(queue string, woke uint64, empty bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !empty || g.woke != woke {
+		return
+	}
+	d := g.every/2 + rand.N(g.every+1)
+	g.due[queue] = time.Now().Add(d)
+}
+
+// Listen hears announcements on Channel until ctx ends. Every
+// (re)subscription wakes every queue: what was announced while the
+// connection was down is not lost, only looked for.
+func (g *Gate) Listen(ctx context.Context, rdb redis.UniversalClient) {
+	ps := rdb.Subscribe(ctx, Channel)
+	defer ps.Close()
+	ch := ps.ChannelWithSubscriptions()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch m := m.(type) {
+			case *redis.Message:
+				g.Wake(m.Payload)
+			case *redis.Subscription:
+				g.log.Debug("wake: listening", "channel", m.Channel, "kind", m.Kind)
+				g.Wake("")
+			}
+		}
+	}
+}
+
+// DialHook is go-redis's; a Gate does not change it.
+func (g *Gate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessPipelineHook is go-redis's; a Gate does not change it (asynq
+// looks at a queue with a single script call).
+func (g *Gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// ProcessHook answers asynq's look at a closed queue (its dequeue
+// script) "empty" without Redis, and notes how the others ended.
+func (g *Gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		queue, ok := dequeueOf(cmd.Args())
+		if !ok {
+			return next(ctx, cmd)
+		}
+		open, woke := g.open(queue, time.Now())
+		if !open {
+			cmd.SetErr(redis.Nil)
+			return redis.Nil
+		}
+		err := next(ctx, cmd)
+		g.looked(queue, woke, err != nil)
+		return err
+	}
+}
+
+// dequeueOf tells asynq's dequeue script by its keys (asynq v0.26's
+// rdb.Dequeue: EVALSHA or EVAL with 4 keys, the queue's pending, paused,
+// active and lease keys) and returns its queue. TestDequeueOf checks it
+// against asynq itself.
+func dequeueOf(args []any) (string, bool) {
+	if len(args) < 7 {
+		return "", false
+	}
+	if name, _ := args[0].(string); !strings.EqualFold(name, "evalsha") && !strings.EqualFold(name, "eval") {
+		return "", false
+	}
+	pending, _ := args[3].(string)
+	paused, _ := args[4].(string)
+	queue, ok := strings.CutPrefix(pending, "asynq:{")
+	if !ok {
+		return "", false
+	}
+	queue, ok = strings.CutSuffix(queue, "}:pending")
+	if !ok || paused != "asynq:{"+queue+"}:paused" {
+		return "", false
+	}
+	return queue, true
+}
