@@ -213,7 +213,7 @@ var settings = []setting{
 	{"max_retries", 100, "most retries of a failed task (a safety net: retry_for decides)", Both},
 	{"straggler_after", "10s", "a chunk running this long and 3 times its object's median gets a copy on another worker; the first to land wins (0: never)", Worker},
 	{"retry_for", "15m", "how long an object's tasks are retried with no progress before it fails (0: until max_retries)", Worker},
-	{"poll_interval", "200ms", "how long an idle worker waits between looks at its queues (one Redis call per queue each): a task queued to an idle fleet waits up to this long", Worker},
+	{"poll_interval", "200ms", "how long an idle worker waits between looks at its queues in Redis (one call per queue each); announced tasks (all that enqueue and the workers queue) are looked for at once, others (retries coming due) wait up to this long", Worker},
 	{"retry_delay", "1s", "delay before the first retry; doubles up to 1m", Worker},
 	{"chunk_timeout", "10m", "time limit of one chunk task", Both},
 	{"connect_timeout", "5s", "time limit to connect to Redis or S3", Both},
