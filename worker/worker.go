@@ -143,13 +143,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// poll: a queued task starts at once, and an idle worker costs Redis
 	// one call a queue a poll.
 	gate := wake.NewGate(PollInterval(cfg.PollInterval, len(queues)), log)
-	srvRDB, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	made := opt.MakeRedisClient()
+	srvRDB, ok := made.(redis.UniversalClient)
 	if !ok {
-		return fmt.Errorf("start worker: asynq made a Redis client of type %T", opt.MakeRedisClient())
+		return fmt.Errorf("start worker: asynq made a Redis client of type %T", made)
 	}
 	defer srvRDB.Close()
 	srvRDB.AddHook(gate)
-	go gate.Listen(ctx, rdb)
+	listenCtx, stopListening := context.WithCancel(ctx)
+	defer stopListening()
+	go gate.Listen(listenCtx, rdb)
 	srv := asynq.NewServerFromRedisClient(srvRDB, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          queues,
@@ -158,7 +161,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		// An idle worker looks at each of its queues in Redis once a poll
 		// or when it is announced (the gate). A busy one takes its next
 		// task at once.
-		TaskCheckInterval: wake.Tick,
+		TaskCheckInterval: PollInterval(wake.Tick, len(queues)),
 		Logger:            NewAsynqLogger(log),
 		LogLevel:          asynqLevel(cfg.LogLevel),
 		// Only real failures count against a queue's health.

@@ -15,16 +15,20 @@
 // found it empty, or the poll interval has passed (the fallback for tasks
 // that nobody announces: retries coming due, tasks handed back by a
 // failover, a wake lost while Redis was away). The rest answer "empty"
-// at once. So a queued task starts within a Tick, and an idle worker
-// costs Redis what it did.
+// without Redis, after waiting (up to 50 ms) for an announcement while
+// every queue is closed, so that an idle asynq does not spin. So a queued
+// task starts within a few ms, and an idle worker costs Redis what it did
+// and next to no CPU.
 package wake
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -58,8 +62,9 @@ type Queue struct {
 	queues map[string]*announced
 }
 
-// window is the least time between two announcements of a queue.
-const window = 5 * time.Millisecond
+// window is the least time between two announcements of a queue from one
+// process: each goes to every worker.
+const window = 20 * time.Millisecond
 
 // announced is what a Queue knows of one queue's announcements.
 type announced struct {
@@ -116,53 +121,112 @@ func (q *Queue) announce(ctx context.Context, queue string) {
 
 // Gate decides which of asynq's looks at a queue reach Redis.
 type Gate struct {
-	every time.Duration // a queue is looked at in Redis at least this often (jittered)
+	every time.Duration // each queue is looked at in Redis at least this often (jittered)
 	log   *slog.Logger
+	looks atomic.Int64 // asynq's looks at its queues, answered here or by Redis
 
-	mu   sync.Mutex
-	due  map[string]time.Time // queue → when its next look must reach Redis; none: now
-	woke uint64               // announcements heard: a look's "empty" that began before one is stale
+	mu       sync.Mutex
+	queues   map[string]*gated
+	gen      uint64        // announcements of every queue ("")
+	nextPoll time.Time     // when the queues found empty are looked at again, all together
+	signal   chan struct{} // closed at the next announcement
 }
+
+// gated is one queue's state in a Gate.
+type gated struct {
+	due time.Time // when a look must reach Redis again; zero: now
+	ver uint64    // its announcements: a look's "empty" that began before one is stale
+}
+
+// hold is the longest a look at a closed queue waits for an announcement
+// or a poll while every queue is closed: asynq, which cannot be woken,
+// then idles in the hook rather than spinning every Tick (and stops at
+// most this late).
+const hold = 200 * time.Millisecond
 
 // NewGate returns a gate that lets a look at a queue reach Redis when the
 // queue was announced since the last look, and at least every poll (a
 // half to one and a half of it, as asynq's own sleep).
 func NewGate(poll time.Duration, log *slog.Logger) *Gate {
-	return &Gate{every: poll, log: log, due: map[string]time.Time{}}
+	return &Gate{every: poll, log: log, queues: map[string]*gated{}, signal: make(chan struct{})}
+}
+
+// queue returns queue's state, known from now on; under g.mu.
+func (g *Gate) queue(name string) *gated {
+	q := g.queues[name]
+	if q == nil {
+		q = &gated{}
+		g.queues[name] = q
+	}
+	return q
 }
 
 // Wake lets the next look at queue reach Redis; "" wakes every queue.
 func (g *Gate) Wake(queue string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.woke++
+	close(g.signal)
+	g.signal = make(chan struct{})
 	if queue == "" {
-		clear(g.due)
+		g.gen++
+		for _, q := range g.queues {
+			q.due = time.Time{}
+		}
 		return
 	}
-	delete(g.due, queue)
+	q := g.queue(queue)
+	q.ver++
+	q.due = time.Time{}
 }
 
 // open reports whether a look at queue goes to Redis now, and the
-// announcements heard so far.
-func (g *Gate) open(queue string, now time.Time) (bool, uint64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	due, ok := g.due[queue]
-	return !ok || !now.Before(due), g.woke
+// queue's announcements so far. While every queue it knows is closed it
+// waits, up to hold, for an announcement or the next poll.
+func (g *Gate) open(queue string) (bool, uint64) {
+	deadline := time.Now().Add(hold)
+	for {
+		now := time.Now()
+		g.mu.Lock()
+		q := g.queue(queue)
+		open, ver := !now.Before(q.due), g.gen+q.ver
+		next, anyOpen := deadline, false
+		for _, o := range g.queues {
+			if !now.Before(o.due) {
+				anyOpen = true
+			} else if o.due.Before(next) {
+				next = o.due
+			}
+		}
+		signal := g.signal
+		g.mu.Unlock()
+		if open || anyOpen || !now.Before(deadline) {
+			return open, ver
+		}
+		t := time.NewTimer(next.Sub(now))
+		select {
+		case <-signal:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
 
 // looked notes how a look that went to Redis ended: one that found the
-// queue empty (or failed) closes the gate for a poll, unless the queue
-// was announced meanwhile; one that found a task leaves it open.
-func (g *Gate) looked(queue string, woke uint64, empty bool) {
+// queue empty closes its gate until the next poll, unless the queue was
+// announced meanwhile; one that found a task, or failed (Redis down, or
+// a script to load again: go-redis's EVAL after a NOSCRIPT must go
+// through), leaves it open.
+func (g *Gate) looked(queue string, ver uint64, empty bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !empty || g.woke != woke {
+	q := g.queue(queue)
+	if !empty || g.gen+q.ver != ver {
 		return
 	}
-	d := g.every/2 + rand.N(g.every+1)
-	g.due[queue] = time.Now().Add(d)
+	if now := time.Now(); !now.Before(g.nextPoll) {
+		g.nextPoll = now.Add(g.every/2 + rand.N(g.every+1))
+	}
+	q.due = g.nextPoll
 }
 
 // Listen hears announcements on Channel until ctx ends. Every
@@ -208,13 +272,14 @@ func (g *Gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if !ok {
 			return next(ctx, cmd)
 		}
-		open, woke := g.open(queue, time.Now())
+		g.looks.Add(1)
+		open, woke := g.open(queue)
 		if !open {
 			cmd.SetErr(redis.Nil)
 			return redis.Nil
 		}
 		err := next(ctx, cmd)
-		g.looked(queue, woke, err != nil)
+		g.looked(queue, woke, errors.Is(err, redis.Nil))
 		return err
 	}
 }

@@ -96,19 +96,24 @@ func TestIdleCostsAPoll(t *testing.T) {
 	r := testenv.StartRedis(t)
 	queues := []string{"a", "b", "c"}
 	const poll = 200 * time.Millisecond
-	server(t, r, poll, queues)
+	gate, _ := server(t, r, poll, queues)
 	time.Sleep(300 * time.Millisecond)
-	before := r.Scripts(t)
+	before, looksBefore := r.Scripts(t), gate.looks.Load()
 	const idle = 2 * time.Second
 	time.Sleep(idle)
-	calls := r.Scripts(t) - before
+	calls, looks := r.Scripts(t)-before, gate.looks.Load()-looksBefore
 	// A look a queue each poll/2 at the most (the jitter's shortest),
 	// and asynq's own scripts (its heartbeat, forwarder, recoverer).
 	most := int64(len(queues))*int64(idle/(poll/2)) + 20
 	if calls > most {
 		t.Fatalf("%d Redis script calls in %v idle, want at most %d (asynq looks every %v: %d)", calls, idle, most, Tick, int64(len(queues))*int64(idle/Tick))
 	}
-	t.Logf("%d script calls in %v idle, %d queues, poll %v", calls, idle, len(queues), poll)
+	// asynq looks every Tick, but waits in the gate while every queue is
+	// closed: a look a queue each hold, or each poll/2 at the most.
+	if most := int64(len(queues)) * int64(idle/(poll/2)+idle/hold); looks > most {
+		t.Errorf("asynq looked at its queues %d times in %v idle, want at most %d (spinning every %v: %d)", looks, idle, most, Tick, int64(len(queues))*int64(idle/Tick))
+	}
+	t.Logf("%d script calls and %d looks in %v idle, %d queues, poll %v", calls, looks, idle, len(queues), poll)
 }
 
 // TestWakeOneQueue: an announcement opens its queue's gate, not the
@@ -116,29 +121,28 @@ func TestIdleCostsAPoll(t *testing.T) {
 // does not close the gate after it.
 func TestWakeOneQueue(t *testing.T) {
 	g := NewGate(time.Hour, slog.New(slog.DiscardHandler))
-	now := time.Now()
 	for _, q := range []string{"a", "b"} {
-		_, woke := g.open(q, now)
+		_, woke := g.open(q)
 		g.looked(q, woke, true)
 	}
-	if open, _ := g.open("a", now); open {
+	if open, _ := g.open("a"); open {
 		t.Fatal("a queue found empty is open before its poll")
 	}
 	g.Wake("a")
-	if open, _ := g.open("a", now); !open {
+	if open, _ := g.open("a"); !open {
 		t.Fatal("an announced queue is closed")
 	}
-	if open, _ := g.open("b", now); open {
+	if open, _ := g.open("b"); open {
 		t.Fatal("another queue's announcement opened b")
 	}
-	_, woke := g.open("a", now)
+	_, woke := g.open("a")
 	g.Wake("a") // announced while the look was on its way
 	g.looked("a", woke, true)
-	if open, _ := g.open("a", now); !open {
+	if open, _ := g.open("a"); !open {
 		t.Fatal("a look that began before an announcement closed the gate after it")
 	}
 	g.Wake("")
-	if open, _ := g.open("b", now); !open {
+	if open, _ := g.open("b"); !open {
 		t.Fatal(`Wake("") left b closed`)
 	}
 }
@@ -164,7 +168,11 @@ func TestDequeueOf(t *testing.T) {
 	if _, err := asynq.NewClientFromRedisClient(r.Client(t)).Enqueue(asynq.NewTask("t", nil), asynq.Queue("q-2:x")); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task was not taken in 10 s")
+	}
 	time.Sleep(200 * time.Millisecond)
 	seen := map[string]int{}
 	rec.mu.Lock()
@@ -200,8 +208,8 @@ func (r *recorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // TestAnnouncementsCoalesce: a hundred tasks queued at once are announced
-// a few times, not a hundred, and the last of them is announced after it
-// was queued (the window's trailing announcement).
+// a few times, not a hundred; and a task queued within the window of the
+// announcement before it is announced at the window's end.
 func TestAnnouncementsCoalesce(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
@@ -210,31 +218,62 @@ func TestAnnouncementsCoalesce(t *testing.T) {
 	if _, err := ps.Receive(context.Background()); err != nil { // subscribed
 		t.Fatal(err)
 	}
+	heard := func(limit time.Duration) int {
+		n := 0
+		for timeout := time.After(limit); ; n++ {
+			select {
+			case m := <-ps.Channel():
+				if m.Payload != "default" {
+					t.Fatalf("announced %q, want the queue default", m.Payload)
+				}
+				continue
+			case <-timeout:
+			}
+			return n
+		}
+	}
 	q := NewQueue(asynq.NewClientFromRedisClient(rdb), rdb)
-	var queuedLast time.Time // when the last task's queuing began
-	for range 100 {
-		queuedLast = time.Now()
+	enqueue := func() {
 		if _, err := q.EnqueueContext(context.Background(), asynq.NewTask("t", nil)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var n int
-	var last time.Time
-	for timeout := time.After(500 * time.Millisecond); ; {
-		select {
-		case m := <-ps.Channel():
-			if m.Payload != "default" {
-				t.Fatalf("announced %q, want the queue default", m.Payload)
+	for range 100 {
+		enqueue()
+	}
+	if n := heard(500 * time.Millisecond); n == 0 || n > 30 {
+		t.Fatalf("100 tasks queued at once: %d announcements, want 1 to 30", n)
+	}
+	// Two tasks, the second within the window of the first's announcement:
+	// two announcements, the second at the window's end.
+	enqueue()
+	enqueue()
+	if n := heard(500 * time.Millisecond); n != 2 {
+		t.Fatalf("two tasks queued within the %v window: %d announcements, want 2 (the second at the window's end)", window, n)
+	}
+}
+
+// TestScriptsFlushed: a Redis that lost its scripts (restarted, failed
+// over, SCRIPT FLUSH) answers asynq's look NOSCRIPT; the gate lets
+// go-redis's EVAL that loads it again through, and tasks are taken.
+func TestScriptsFlushed(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	_, got := server(t, r, 3*time.Second, []string{"default"})
+	q := NewQueue(asynq.NewClientFromRedisClient(rdb), rdb)
+	time.Sleep(500 * time.Millisecond)
+	for i, p := range []string{"first", "after the flush"} {
+		if i == 1 {
+			if err := rdb.ScriptFlush(context.Background()).Err(); err != nil {
+				t.Fatal(err)
 			}
-			n++
-			last = time.Now()
-			continue
-		case <-timeout:
 		}
-		break
+		if _, err := q.EnqueueContext(context.Background(), asynq.NewTask("t", []byte(p))); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := within(got, p, time.Second); !ok {
+			t.Fatalf("the task queued %s was not taken within 1 s (the poll is 3 s)", p)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
-	if n == 0 || n > 50 || last.Before(queuedLast) {
-		t.Fatalf("100 tasks queued: %d announcements, the last %v after the last task; want 1 to 50, the last after it", n, last.Sub(queuedLast))
-	}
-	t.Logf("100 tasks queued, %d announcements", n)
 }
