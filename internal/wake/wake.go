@@ -15,8 +15,8 @@
 // found it empty, or the poll interval has passed (the fallback for tasks
 // that nobody announces: retries coming due, tasks handed back by a
 // failover, a wake lost while Redis was away). The rest answer "empty"
-// without Redis, after waiting (up to 50 ms) for an announcement while
-// every queue is closed, so that an idle asynq does not spin. So a queued
+// without Redis, after waiting (up to 200 ms, once a round of asynq's
+// looks) for an announcement while every queue is closed, so that an idle asynq does not spin. So a queued
 // task starts within a few ms, and an idle worker costs Redis what it did
 // and next to no CPU.
 package wake
@@ -126,10 +126,11 @@ type Gate struct {
 	looks atomic.Int64 // asynq's looks at its queues, answered here or by Redis
 
 	mu       sync.Mutex
-	queues   map[string]*gated
-	gen      uint64        // announcements of every queue ("")
-	nextPoll time.Time     // when the queues found empty are looked at again, all together
-	signal   chan struct{} // closed at the next announcement
+	queues   map[string]*gated // the queues asynq looked at: those this worker serves
+	free     int               // closed looks after a hold that are answered at once: the rest of asynq's round
+	gen      uint64            // announcements of every queue ("")
+	nextPoll time.Time         // when the queues found empty are looked at again, all together
+	signal   chan struct{}     // closed at the next announcement
 }
 
 // gated is one queue's state in a Gate.
@@ -141,7 +142,7 @@ type gated struct {
 // hold is the longest a look at a closed queue waits for an announcement
 // or a poll while every queue is closed: asynq, which cannot be woken,
 // then idles in the hook rather than spinning every Tick (and stops at
-// most this late).
+// most this late: the other looks of its round do not wait again).
 const hold = 200 * time.Millisecond
 
 // NewGate returns a gate that lets a look at a queue reach Redis when the
@@ -161,10 +162,16 @@ func (g *Gate) queue(name string) *gated {
 	return q
 }
 
-// Wake lets the next look at queue reach Redis; "" wakes every queue.
+// Wake lets the next look at queue reach Redis; "" wakes every queue. A
+// queue asynq never looked at (another worker's) is left alone: a queue
+// is open until its first look anyway.
 func (g *Gate) Wake(queue string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	q := g.queues[queue]
+	if queue != "" && q == nil {
+		return
+	}
 	close(g.signal)
 	g.signal = make(chan struct{})
 	if queue == "" {
@@ -174,17 +181,17 @@ func (g *Gate) Wake(queue string) {
 		}
 		return
 	}
-	q := g.queue(queue)
 	q.ver++
 	q.due = time.Time{}
 }
 
 // open reports whether a look at queue goes to Redis now, and the
 // queue's announcements so far. While every queue it knows is closed it
-// waits, up to hold, for an announcement or the next poll.
+// waits, up to hold, for an announcement or the next poll; the looks at
+// the other queues in the same round of asynq's then do not wait again.
 func (g *Gate) open(queue string) (bool, uint64) {
 	deadline := time.Now().Add(hold)
-	for {
+	for waited := false; ; waited = true {
 		now := time.Now()
 		g.mu.Lock()
 		q := g.queue(queue)
@@ -198,10 +205,20 @@ func (g *Gate) open(queue string) (bool, uint64) {
 			}
 		}
 		signal := g.signal
-		g.mu.Unlock()
+		if !open && !anyOpen && !waited && g.free > 0 { // the rest of a round that waited
+			g.free--
+			g.mu.Unlock()
+			return false, ver
+		}
 		if open || anyOpen || !now.Before(deadline) {
+			g.free = 0
+			if waited && !open {
+				g.free = len(g.queues) - 1
+			}
+			g.mu.Unlock()
 			return open, ver
 		}
+		g.mu.Unlock()
 		t := time.NewTimer(next.Sub(now))
 		select {
 		case <-signal:

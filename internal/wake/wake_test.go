@@ -57,13 +57,13 @@ func within(got <-chan string, want string, limit time.Duration) (time.Duration,
 	}
 }
 
-// TestAnnouncedTaskStartsAtOnce: with a poll of 3 s, a task queued through
+// TestAnnouncedTaskStartsAtOnce: with a poll of 5 s, a task queued through
 // Queue is taken at once (it was announced); one queued by asynq's own
 // client, unannounced, waits for the poll, but is taken then.
 func TestAnnouncedTaskStartsAtOnce(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
-	_, got := server(t, r, 3*time.Second, []string{"default"})
+	_, got := server(t, r, 5*time.Second, []string{"default"})
 	raw := asynq.NewClientFromRedisClient(rdb)
 	q := NewQueue(raw, rdb)
 	ctx := context.Background()
@@ -74,7 +74,7 @@ func TestAnnouncedTaskStartsAtOnce(t *testing.T) {
 	}
 	took, ok := within(got, "announced", time.Second)
 	if !ok {
-		t.Fatal("an announced task was not taken within 1 s (the poll is 3 s)")
+		t.Fatal("an announced task was not taken within 1 s (the poll is 5 s)")
 	}
 	time.Sleep(200 * time.Millisecond) // its look after the task found the queue empty again
 
@@ -84,8 +84,8 @@ func TestAnnouncedTaskStartsAtOnce(t *testing.T) {
 	if _, ok := within(got, "unannounced", 300*time.Millisecond); ok {
 		t.Fatal("an unannounced task was taken within 300 ms: the gate let asynq's looks through")
 	}
-	if _, ok := within(got, "unannounced", 5*time.Second); !ok {
-		t.Fatal("an unannounced task was not taken by the poll (3 s, jittered to at most 4.5 s)")
+	if _, ok := within(got, "unannounced", 9*time.Second); !ok {
+		t.Fatal("an unannounced task was not taken by the poll (5 s, jittered to at most 7.5 s)")
 	}
 	t.Logf("announced task taken after %v", took.Round(time.Millisecond))
 }
@@ -275,5 +275,27 @@ func TestScriptsFlushed(t *testing.T) {
 			t.Fatalf("the task queued %s was not taken within 1 s (the poll is 3 s)", p)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestHoldOnceARound: while every queue is closed, one look of a round
+// of asynq's waits (up to hold) and the others do not; an announcement
+// of a queue this worker does not serve changes nothing.
+func TestHoldOnceARound(t *testing.T) {
+	g := NewGate(time.Hour, slog.New(slog.DiscardHandler))
+	queues := []string{"a", "b", "c", "d", "e"}
+	for _, q := range queues {
+		_, ver := g.open(q)
+		g.looked(q, ver, true)
+	}
+	g.Wake("host:elsewhere")
+	began := time.Now()
+	for _, q := range queues {
+		if open, _ := g.open(q); open {
+			t.Fatalf("%s open before its poll", q)
+		}
+	}
+	if took := time.Since(began); took < hold || took > 3*hold {
+		t.Fatalf("a round of 5 closed looks took %v, want one hold (%v): the first waits, the rest do not", took, hold)
 	}
 }
