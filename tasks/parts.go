@@ -101,7 +101,11 @@ func (p *PartFiles) Sweep(ctx context.Context, led transferReader, log *slog.Log
 			logger(log).Warn("remove stale part file or upload", "transfer", m.transfer, "part", key, "err", err)
 			continue
 		}
-		logger(log).Info("removed a part file or upload that is no longer its object's", "transfer", m.transfer, "part", key)
+		if err == nil && x.PartToken == m.token { // finalized: renamed to its object, nothing was left to remove
+			logger(log).Debug("forgot the part file of a finalized object", "transfer", m.transfer, "part", key)
+		} else {
+			logger(log).Info("removed a part file or upload that is no longer its object's", "transfer", m.transfer, "part", key)
+		}
 		p.mu.Lock()
 		delete(p.files, key)
 		p.mu.Unlock()
