@@ -128,7 +128,7 @@ func (c *Client) enqueuer(ctx context.Context) (*enqueuer.Enqueuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	enq, err := enqueuer.New(c.opts, s3c, eps, c.led, wake.NewQueue(asynq.NewClientFromRedisClient(c.rdb), c.rdb), c.insp, log)
+	enq, err := enqueuer.New(c.opts, s3c, eps, c.led, wake.NewClient(c.rdb), c.insp, log)
 	if err != nil {
 		return nil, err
 	}

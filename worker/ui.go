@@ -110,7 +110,7 @@ func monitorControl(ctx context.Context, cfg config.Config, rdb redis.UniversalC
 	if err != nil {
 		return nil, err
 	}
-	return enqueuer.New(cfg, s3c, eps, led, wake.NewQueue(asynq.NewClientFromRedisClient(rdb), rdb), asynq.NewInspectorFromRedisClient(rdb), nil)
+	return enqueuer.New(cfg, s3c, eps, led, wake.NewClient(rdb), asynq.NewInspectorFromRedisClient(rdb), nil)
 }
 
 // startUI serves uiHandler on addr until ctx ends; the function returned

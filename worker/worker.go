@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := led.AgreeShards(ctx); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	client := wake.NewQueue(asynq.NewClientFromRedisClient(rdb), rdb)
+	client := wake.NewClient(rdb)
 	reg := newRegistry(rdb, cfg.RedisShards)
 	host := cfg.Host
 	if host == "" {

@@ -72,6 +72,12 @@ type announced struct {
 	pending bool      // one is due at the end of the window
 }
 
+// NewClient returns a Queue that queues through an asynq client on rdb
+// and announces there: what the enqueuer, the workers and the UI use.
+func NewClient(rdb redis.UniversalClient) *Queue {
+	return NewQueue(asynq.NewClientFromRedisClient(rdb), rdb)
+}
+
 // NewQueue returns a Queue that queues through q and announces on rdb.
 func NewQueue(q enqueuer, rdb redis.UniversalClient) *Queue {
 	return &Queue{q: q, rdb: rdb, queues: map[string]*announced{}}
