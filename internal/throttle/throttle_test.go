@@ -329,13 +329,8 @@ func TestProbe(t *testing.T) {
 // half a minute, the rate could not grow for want of use, and a fleet
 // crept at the first guess for seconds (TestSlowDownFleetWide, in CI).
 func TestProbeManyWaiters(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := r.Client(t)
-	f := New(rdb, "members", 3*time.Second, slog.New(slog.DiscardHandler))
-	f.timeout = time.Minute
 	const sc = "ep/bkt/"
-	f.Done(sc, true) // one attempt, throttled: MinRate
-	first := settled(t, f, sc, 0)
+	r, f, first := pacedAtMin(t, sc)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	calls := r.Scripts(t)
@@ -441,12 +436,8 @@ func TestFirstRateMeanGuess(t *testing.T) {
 // only while requests queue for it; a pause after a queue does not count
 // as queued (the rate once jumped by 2^pause).
 func TestProbeAfterPause(t *testing.T) {
-	r := testenv.StartRedis(t)
-	f := New(r.Client(t), "members", 3*time.Second, slog.New(slog.DiscardHandler))
-	f.timeout = time.Minute
 	const sc = "ep/bkt/"
-	f.Done(sc, true) // MinRate: 2/s
-	settled(t, f, sc, 0)
+	_, f, _ := pacedAtMin(t, sc)
 	var wg sync.WaitGroup
 	for range 3 { // a queue of 3, served within about a second
 		wg.Add(1)
@@ -491,12 +482,8 @@ func settledAt(t *testing.T, f *Fleet, sc string, want float64) float64 {
 // TestQueueOrder: requests paced far into the future keep the order in
 // which they asked, though each asks Redis again while it waits.
 func TestQueueOrder(t *testing.T) {
-	r := testenv.StartRedis(t)
-	f := New(r.Client(t), "members", 3*time.Second, slog.New(slog.DiscardHandler))
-	f.timeout = time.Minute
 	const sc = "ep/bkt/"
-	f.Done(sc, true) // MinRate: 2/s
-	settled(t, f, sc, 0)
+	r, f, _ := pacedAtMin(t, sc)
 	const n = 6
 	var mu sync.Mutex
 	var order []int
@@ -532,12 +519,8 @@ func TestQueueOrder(t *testing.T) {
 // took a fleet to a fifth of what the store accepted (TestSlowDownFleetWide
 // in CI: 76 requests a second, then 13).
 func TestCutWhileQueued(t *testing.T) {
-	r := testenv.StartRedis(t)
-	f := New(r.Client(t), "members", 3*time.Second, slog.New(slog.DiscardHandler))
-	f.timeout = time.Minute
 	const sc = "ep/bkt/"
-	f.Done(sc, true) // MinRate
-	settled(t, f, sc, 0)
+	r, f, _ := pacedAtMin(t, sc)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -564,4 +547,16 @@ func TestCutWhileQueued(t *testing.T) {
 		t.Fatalf("a SlowDown while 64 requests queued cut %.1f/s to %.1f/s, want about %.1f (×%v of the rate, not of the %.1f/s seen)",
 			before, cut, before*Beta, Beta, seen)
 	}
+}
+
+// pacedAtMin starts Redis and a Fleet (its calls given a minute: a loaded
+// machine must not leave a scope unpaced) whose scope sc one throttled
+// attempt paced at MinRate, and returns them with that rate.
+func pacedAtMin(t *testing.T, sc string) (*testenv.Redis, *Fleet, float64) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	f := New(r.Client(t), "members", 3*time.Second, slog.New(slog.DiscardHandler))
+	f.timeout = time.Minute
+	f.Done(sc, true)
+	return r, f, settled(t, f, sc, 0)
 }
