@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/internal/testenv"
 	"github.com/s3fleet/s3fleet/ledger"
 	"github.com/s3fleet/s3fleet/tasks"
@@ -154,7 +155,7 @@ func TestRedisCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			for field, member := range running {
-				if strings.Contains(member, tag) {
+				if strings.Contains(member, tag) && !strings.HasSuffix(member, liveness.Finished) {
 					held = append(held, strings.ReplaceAll(field, "\x00", " "))
 				}
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/s3fleet/s3fleet/internal/liveness"
 	"github.com/s3fleet/s3fleet/ledger"
 )
 
@@ -35,7 +36,7 @@ func runningOf(t *testing.T, rdb redis.UniversalClient, pid int, kind string) []
 	var out []string
 	for field, member := range all {
 		_, id, _ := strings.Cut(field, "\x00")
-		if strings.Contains(member, memberTag(pid)) && strings.HasPrefix(id, kind) {
+		if strings.Contains(member, memberTag(pid)) && !strings.HasSuffix(member, liveness.Finished) && strings.HasPrefix(id, kind) {
 			out = append(out, field)
 		}
 	}

@@ -27,6 +27,7 @@ const (
 	failoverSize     = 512 << 20
 	failoverWorkers  = 3
 	fleetRunningKey  = "{s3fleet}:running" // package liveness
+	fleetFinished    = "\x00finished"      // package liveness: a finished task's record ends so
 	failoverDeadline = 45 * time.Second
 )
 
@@ -152,7 +153,7 @@ func tasksOf(running map[string]string, pid int) []string {
 	tag := fmt.Sprintf("(pid %d) #", pid)
 	var out []string
 	for field, member := range running {
-		if strings.Contains(member, tag) {
+		if strings.Contains(member, tag) && !strings.HasSuffix(member, fleetFinished) {
 			out = append(out, field)
 		}
 	}

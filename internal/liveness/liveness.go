@@ -11,6 +11,14 @@
 // gracefully: same task ID, same queue, so a job that runs on one host
 // (--on) stays there, and asynq's recoverer never sees the task again.
 //
+// asynq acknowledges a task only after its handler has returned: a worker
+// killed in between would leave an active task that no record names, for
+// asynq's lease to recover in 30 s or more. So a task's record outlives
+// its handler, marked finished, until the member's second beat after it
+// (long after the acknowledgement); a watchdog that finds the member dead
+// meanwhile moves the task back to its queue if it is still active, and
+// leaves it alone if it was acknowledged.
+//
 // A member taken for dead may not be: a paused process (SIGSTOP, a frozen
 // VM) or one cut from Redis wakes with its tasks running elsewhere. Its
 // lease, and with it every task it started under that lease, is lost for
@@ -57,6 +65,11 @@ const (
 	runningKey = "{s3fleet}:running"     // queue NUL task ID → member ID running it
 	failedOver = "{s3fleet}:failedover:" // + field: the member a task was taken from
 )
+
+// Finished ends the running record of a task whose handler has returned
+// (a member ID, then this) until its member forgets it: asynq may not have
+// acknowledged the task yet.
+const Finished = "\x00finished"
 
 var (
 	// ErrLost reports a lease that was taken away: this member was taken
@@ -189,6 +202,13 @@ type Member struct {
 	// Requeued counts the tasks this member's watchdog moved back to their
 	// queues (for tests and metrics).
 	Requeued atomic.Int64
+
+	mu sync.Mutex
+	// ended are the records (field, value pairs) of the tasks whose
+	// handlers returned since the last beat began; aged, of those that
+	// returned before it. A beat forgets aged, so a record outlives its
+	// task by a beat or more: time for asynq to acknowledge it.
+	ended, aged []string
 }
 
 // Join registers a member for the named worker with a first beat.
@@ -220,8 +240,13 @@ func (m *Member) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// The server has stopped: every task it ran was acknowledged.
 			leaveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = m.rdb.ZRem(leaveCtx, membersKey, m.Lease().ID()).Err()
+			m.mu.Lock()
+			ended := append(m.aged, m.ended...)
+			m.aged, m.ended = nil, nil
+			m.mu.Unlock()
+			_ = leaveScript.Run(leaveCtx, m.rdb, []string{membersKey, runningKey}, withRecords(ended, m.Lease().ID())...).Err()
 			cancel()
 			return
 		case <-t.C:
@@ -260,11 +285,21 @@ func (m *Member) Run(ctx context.Context) {
 	}
 }
 
-// beatScript: KEYS members; ARGV member, join (1/0), dead after (ms; ”
-// to not look). Records the beat at Redis's time; -1 if the member is not
-// there and is not joining (a watchdog took it for dead); 2 if a member
-// is dead, for watchScript to handle (so an idle fleet's beat is one call).
-var beatScript = redis.NewScript(`
+// forgetLua: KEYS[2] running; ARGV[from...] field and value pairs.
+// Deletes each finished task's record that still holds the value it was
+// left with (not one a run since has written).
+const forgetLua = `
+for i = %d, #ARGV - 1, 2 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then redis.call('HDEL', KEYS[2], ARGV[i]) end
+end
+`
+
+// beatScript: KEYS members, running; ARGV member, join (1/0), dead after
+// (ms; ” to not look), then finished records to forget (forgetLua).
+// Records the beat at Redis's time; -1 if the member is not there and is
+// not joining (a watchdog took it for dead); 2 if a member is dead, for
+// watchScript to handle (so an idle fleet's beat is one call).
+var beatScript = redis.NewScript(fmt.Sprintf(forgetLua, 4) + `
 if ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -272,6 +307,13 @@ redis.call('ZADD', KEYS[1], now, ARGV[1])
 if ARGV[3] ~= '' and #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[3])), 'LIMIT', 0, 1) > 0 then
   return 2
 end
+return 1
+`)
+
+// leaveScript: KEYS members, running; ARGV member, then finished records
+// to forget (forgetLua). Removes the member.
+var leaveScript = redis.NewScript(fmt.Sprintf(forgetLua, 2) + `
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 `)
 
@@ -285,9 +327,16 @@ func (m *Member) beat(ctx context.Context, l *Lease, look bool) (dead bool, err 
 	if look {
 		after = strconv.FormatInt(DeadAfter.Milliseconds(), 10)
 	}
-	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey}, l.id, boolArg(!l.joined.Load()), after).Int()
+	m.mu.Lock()
+	forget := m.aged
+	m.aged, m.ended = m.ended, nil
+	m.mu.Unlock()
+	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey, runningKey}, withRecords(forget, l.id, boolArg(!l.joined.Load()), after)...).Int()
 	switch {
 	case err != nil:
+		m.mu.Lock()
+		m.aged = append(forget, m.aged...) // for the next beat
+		m.mu.Unlock()
 		return false, err
 	case n < 0:
 		return false, ErrLost
@@ -298,10 +347,10 @@ func (m *Member) beat(ctx context.Context, l *Lease, look bool) (dead bool, err 
 }
 
 // watchScript: KEYS members, running; ARGV dead after (ms), failed-over
-// key prefix, its TTL (s). Removes every member dead by Redis's clock and
-// takes the tasks they were running out of the running set, leaving a
-// note of where each came from. Returns the dead members, then field and
-// member pairs.
+// key prefix, its TTL (s), Finished. Removes every member dead by Redis's
+// clock and takes the tasks they were running, or had finished (perhaps
+// unacknowledged), out of the running set, leaving a note of where each
+// came from. Returns the dead members, then field and record pairs.
 var watchScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -315,9 +364,11 @@ end
 local out = {table.concat(dead, '\n')}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
-  if gone[all[i + 1]] then
+  local m = all[i + 1]
+  if string.sub(m, -#ARGV[4]) == ARGV[4] then m = string.sub(m, 1, #m - #ARGV[4]) end
+  if gone[m] then
     redis.call('HDEL', KEYS[2], all[i])
-    redis.call('SET', ARGV[2] .. all[i], all[i + 1], 'EX', ARGV[3])
+    redis.call('SET', ARGV[2] .. all[i], m, 'EX', ARGV[3])
     out[#out + 1] = all[i]
     out[#out + 1] = all[i + 1]
   end
@@ -348,7 +399,7 @@ func asynqKeys(q, id string) []string {
 // watch fails over the tasks of every dead member.
 func (m *Member) watch(ctx context.Context) {
 	out, err := watchScript.Run(ctx, m.rdb, []string{membersKey, runningKey},
-		DeadAfter.Milliseconds(), failedOver, int64(time.Hour/time.Second)).StringSlice()
+		DeadAfter.Milliseconds(), failedOver, int64(time.Hour/time.Second), Finished).StringSlice()
 	if err != nil || len(out) == 0 {
 		if err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 			m.log.Debug("watchdog", "err", err)
@@ -359,13 +410,14 @@ func (m *Member) watch(ctx context.Context) {
 	moved := 0
 	for i := 1; i+1 < len(out); i += 2 {
 		q, id, _ := strings.Cut(out[i], "\x00")
+		from, finished := strings.CutSuffix(out[i+1], Finished)
 		n, err := requeueScript.Run(ctx, m.rdb, asynqKeys(q, id), id).Int()
 		switch {
 		case err != nil:
-			m.log.Warn("fail over a dead worker's task: asynq's recovery will take it back instead", "queue", q, "task_id", id, "from", out[i+1], "err", err)
+			m.log.Warn("fail over a dead worker's task: asynq's recovery will take it back instead", "queue", q, "task_id", id, "from", from, "err", err)
 		case n == 1:
 			moved++
-			m.log.Info("task failed over from a dead worker", "queue", q, "task_id", id, "from", out[i+1])
+			m.log.Info("task failed over from a dead worker", "queue", q, "task_id", id, "from", from, "finished_unacknowledged", finished)
 		}
 	}
 	m.Requeued.Add(int64(moved))
@@ -382,12 +434,13 @@ if from then redis.call('DEL', KEYS[2]) end
 return from or ''
 `)
 
-// finishScript: KEYS running; ARGV field, member. Forgets the task unless
-// another member runs it now, or a watchdog took it; 1 if it was still
-// the member's.
+// finishScript: KEYS running; ARGV field, member, Finished. Marks the
+// task's record finished unless another member runs it now, or a
+// watchdog took it; 1 if it was still the member's.
 var finishScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ARGV[3])
+return 1
 `)
 
 // Middleware records each task as the current lease's while it runs, so
@@ -414,8 +467,13 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 		forget()
 		cancel()
 		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		ours, ferr := finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id).Int()
+		ours, ferr := finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id, Finished).Int()
 		fcancel()
+		if ferr == nil && ours == 1 {
+			m.mu.Lock()
+			m.ended = append(m.ended, field, l.id+Finished)
+			m.mu.Unlock()
+		}
 		if l.Lost() && ferr == nil && ours == 0 {
 			// A watchdog moved it back to its queue: it is another's now,
 			// and must not be retried or archived from here.
@@ -431,6 +489,14 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 		}
 		return err
 	})
+}
+
+// withRecords is a script's arguments: args, then the records to forget.
+func withRecords(records []string, args ...any) []any {
+	for _, r := range records {
+		args = append(args, r)
+	}
+	return args
 }
 
 func boolArg(b bool) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -216,5 +217,187 @@ func TestOutageIsNotDeath(t *testing.T) {
 	}
 	if n, err := rdb.ZCard(context.Background(), membersKey).Result(); err != nil || n != 3 {
 		t.Errorf("%d members after the outage (%v), want 3", n, err)
+	}
+}
+
+// cut is a go-redis hook that fails every command while on: a process
+// cut from Redis (or killed) at a moment of the test's choosing.
+type cut struct{ on atomic.Bool }
+
+var errCut = errors.New("cut from Redis by the test")
+
+func (c *cut) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *cut) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if c.on.Load() {
+			cmd.SetErr(errCut)
+			return errCut
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *cut) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if c.on.Load() {
+			for _, cmd := range cmds {
+				cmd.SetErr(errCut)
+			}
+			return errCut
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// serveFunc runs an asynq server on queue q with handler h for task type
+// "quick" behind m's middleware, on its own Redis client, cut by c.
+func serveFunc(t *testing.T, addr string, c *cut, m *Member, h asynq.HandlerFunc) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb.AddHook(c)
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{"q": 1}, TaskCheckInterval: 20 * time.Millisecond,
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(m.Middleware)
+	mux.HandleFunc("quick", h)
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.on.Store(false)
+		srv.Shutdown()
+		rdb.Close()
+	})
+}
+
+// TestFinishedUnacknowledgedFailsOver: a worker whose handler returned
+// but which died before asynq acknowledged the task (cut from Redis here)
+// leaves the task active; a live member's watchdog moves it back to its
+// queue in seconds, as it does a running one, and another member runs
+// it, told where it came from. Before, the record went with the handler,
+// and the task waited for asynq's lease (30 s, then its sweep).
+func TestFinishedUnacknowledgedFailsOver(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // never beats again
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make(chan run, 4)
+	var acut cut
+	serveFunc(t, r.Addr, &acut, a, func(ctx context.Context, _ *asynq.Task) error {
+		runs <- run{member: "a", lease: LeaseOf(ctx), from: FailedOver(ctx), ctx: ctx}
+		acut.on.Store(true) // dies as the handler returns: no acknowledgement
+		return nil
+	})
+	client := asynq.NewClientFromRedisClient(rdb)
+	if _, err := client.Enqueue(asynq.NewTask("quick", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-runs; first.member != "a" {
+		t.Fatalf("first run: %+v", first)
+	}
+	started := time.Now()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rec, _ := rdb.HGet(ctx, runningKey, "q\x00t1").Result()
+		if rec == a.Lease().ID()+Finished {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("t1's record after its handler returned: %q, want %q", rec, a.Lease().ID()+Finished)
+		}
+	}
+	if state, _ := rdb.HGet(ctx, "asynq:{q}:t:t1", "state").Result(); state != "active" {
+		t.Fatalf("t1 is %q after its handler returned with the worker cut off, want active (unacknowledged)", state)
+	}
+
+	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go b.Run(bctx)
+	var bcut cut
+	serveFunc(t, r.Addr, &bcut, b, func(ctx context.Context, _ *asynq.Task) error {
+		runs <- run{member: "b", lease: LeaseOf(ctx), from: FailedOver(ctx), ctx: ctx}
+		return nil
+	})
+	select {
+	case second := <-runs:
+		if second.member != "b" || second.from != a.Lease().ID() {
+			t.Fatalf("second run: member %s, failed over from %q; want b, from %q", second.member, second.from, a.Lease().ID())
+		}
+	case <-time.After(15 * time.Second): // DeadAfter and a beat; asynq's lease is 30 s
+		t.Fatal("the unacknowledged task of a dead member was not run elsewhere within 15 s")
+	}
+	t.Logf("an unacknowledged task failed over %s after its handler returned", time.Since(started).Round(10*time.Millisecond))
+	if n := b.Requeued.Load(); n != 1 {
+		t.Errorf("b's watchdog requeued %d tasks, want 1", n)
+	}
+}
+
+// TestFinishedRecordsForgotten: a finished task's record is forgotten by
+// its member's second beat after it, unless a run since has written it;
+// a member that leaves forgets its records at once.
+func TestFinishedRecordsForgotten(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := Join(ctx, rdb, "a", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, leave := context.WithCancel(ctx)
+	left := make(chan struct{})
+	go func() { a.Run(actx); close(left) }()
+	var c cut
+	serveFunc(t, r.Addr, &c, a, func(context.Context, *asynq.Task) error { return nil })
+	client := asynq.NewClientFromRedisClient(rdb)
+	// finished enqueues a task and waits for its record to be marked
+	// finished.
+	finished := func(id string) {
+		t.Helper()
+		if _, err := client.Enqueue(asynq.NewTask("quick", nil), asynq.Queue("q"), asynq.TaskID(id)); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if rec, _ := rdb.HGet(ctx, runningKey, "q\x00"+id).Result(); rec == a.Lease().ID()+Finished {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s was not recorded finished within 5 s", id)
+			}
+		}
+	}
+	finished("t1")
+	finished("t2")
+	// t2 runs elsewhere now (a watchdog moved it, another member took it):
+	// its record is that member's, and a's beats must not delete it.
+	if err := rdb.HSet(ctx, runningKey, "q\x00t2", "another member").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3*Beat + 200*time.Millisecond)
+	all, err := rdb.HGetAll(ctx, runningKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all["q\x00t2"] != "another member" {
+		t.Fatalf("records three beats after two tasks finished: %q; want only t2's, rewritten", all)
+	}
+	finished("t3")
+	leave()
+	<-left
+	if _, err := rdb.HGet(ctx, runningKey, "q\x00t3").Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("t3's finished record outlived its member's leaving (%v)", err)
 	}
 }
