@@ -13,11 +13,15 @@
 //
 // asynq acknowledges a task only after its handler has returned: a worker
 // killed in between would leave an active task that no record names, for
-// asynq's lease to recover in 30 s or more. So a task's record outlives
-// its handler, marked finished, until the member's second beat after it
-// (long after the acknowledgement); a watchdog that finds the member dead
+// asynq's lease to recover in 30 s or more. So the record of a task that
+// succeeded outlives its handler, marked finished, until the member's
+// second beat after it (a second or more: asynq's acknowledgement is one
+// call, unless Redis fails it); a watchdog that finds the member dead
 // meanwhile moves the task back to its queue if it is still active, and
-// leaves it alone if it was acknowledged.
+// leaves it alone if it was acknowledged. A failed task's record goes with
+// its handler, as asynq will run it again under the same ID, and a
+// watchdog must not take that run, perhaps on a live member, for the dead
+// one's.
 //
 // A member taken for dead may not be: a paused process (SIGSTOP, a frozen
 // VM) or one cut from Redis wakes with its tasks running elsewhere. Its
@@ -240,7 +244,8 @@ func (m *Member) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			// The server has stopped: every task it ran was acknowledged.
+			// The server has stopped: every task it ran was acknowledged, or
+			// handed back to its queue (past its shutdown timeout).
 			leaveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			m.mu.Lock()
 			ended := append(m.aged, m.ended...)
@@ -415,6 +420,12 @@ func (m *Member) watch(ctx context.Context) {
 		switch {
 		case err != nil:
 			m.log.Warn("fail over a dead worker's task: asynq's recovery will take it back instead", "queue", q, "task_id", id, "from", from, "err", err)
+		case n == 0:
+			// Acknowledged already (or recovered by asynq): no run of it
+			// is this member's to clean up after.
+			if err := m.rdb.Del(ctx, failedOver+out[i]).Err(); err != nil {
+				m.log.Debug("watchdog: forget a failover note", "task_id", id, "err", err)
+			}
 		case n == 1:
 			moved++
 			m.log.Info("task failed over from a dead worker", "queue", q, "task_id", id, "from", from, "finished_unacknowledged", finished)
@@ -434,12 +445,13 @@ if from then redis.call('DEL', KEYS[2]) end
 return from or ''
 `)
 
-// finishScript: KEYS running; ARGV field, member, Finished. Marks the
-// task's record finished unless another member runs it now, or a
-// watchdog took it; 1 if it was still the member's.
+// finishScript: KEYS running; ARGV field, member, and the record's value
+// from now on (” to delete it). Ends the task's record unless another
+// member runs it now, or a watchdog took it; 1 if it was still the
+// member's.
 var finishScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ARGV[3])
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
 return 1
 `)
 
@@ -467,11 +479,15 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 		forget()
 		cancel()
 		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		ours, ferr := finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id, Finished).Int()
+		finished := ""
+		if err == nil {
+			finished = l.id + Finished // kept until asynq has acknowledged it
+		}
+		ours, ferr := finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id, finished).Int()
 		fcancel()
-		if ferr == nil && ours == 1 {
+		if ferr == nil && ours == 1 && finished != "" {
 			m.mu.Lock()
-			m.ended = append(m.ended, field, l.id+Finished)
+			m.ended = append(m.ended, field, finished)
 			m.mu.Unlock()
 		}
 		if l.Lost() && ferr == nil && ours == 0 {

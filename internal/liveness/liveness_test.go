@@ -346,7 +346,8 @@ func TestFinishedUnacknowledgedFailsOver(t *testing.T) {
 
 // TestFinishedRecordsForgotten: a finished task's record is forgotten by
 // its member's second beat after it, unless a run since has written it;
-// a member that leaves forgets its records at once.
+// a member that leaves forgets its records at once. A failed task's
+// record goes with its handler (asynq runs it again, under the same ID).
 func TestFinishedRecordsForgotten(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
@@ -361,7 +362,12 @@ func TestFinishedRecordsForgotten(t *testing.T) {
 	left := make(chan struct{})
 	go func() { a.Run(actx); close(left) }()
 	var c cut
-	serveFunc(t, r.Addr, &c, a, func(context.Context, *asynq.Task) error { return nil })
+	serveFunc(t, r.Addr, &c, a, func(_ context.Context, task *asynq.Task) error {
+		if string(task.Payload()) == "fail" {
+			return errors.New("failed on purpose")
+		}
+		return nil
+	})
 	client := asynq.NewClientFromRedisClient(rdb)
 	// finished enqueues a task and waits for its record to be marked
 	// finished.
@@ -394,7 +400,34 @@ func TestFinishedRecordsForgotten(t *testing.T) {
 	if len(all) != 1 || all["q\x00t2"] != "another member" {
 		t.Fatalf("records three beats after two tasks finished: %q; want only t2's, rewritten", all)
 	}
+	if _, err := client.Enqueue(asynq.NewTask("quick", []byte("fail")), asynq.Queue("q"), asynq.TaskID("f1"), asynq.MaxRetry(0)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if state, _ := rdb.HGet(ctx, "asynq:{q}:t:f1", "state").Result(); state == "archived" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failing task was not archived within 5 s")
+		}
+	}
+	// asynq archived it after the middleware ended its record.
+	if rec, err := rdb.HGet(ctx, runningKey, "q\x00f1").Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("a failed task's record outlived its handler: %q (%v)", rec, err)
+	}
+
 	finished("t3")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		a.mu.Lock()
+		n := len(a.ended) + len(a.aged)
+		a.mu.Unlock()
+		if n > 0 { // the middleware has noted it, just after writing it
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("t3's finished record was not noted to be forgotten")
+		}
+	}
 	leave()
 	<-left
 	if _, err := rdb.HGet(ctx, runningKey, "q\x00t3").Result(); !errors.Is(err, redis.Nil) {
