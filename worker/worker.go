@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	member.Wake = client // a dead worker's tasks start at once elsewhere
 	// The member beats until the server has stopped: a graceful stop hands
 	// its tasks back to asynq, and nobody must take them for a dead
 	// worker's meanwhile.

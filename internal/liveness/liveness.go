@@ -197,6 +197,11 @@ func FailedOver(ctx context.Context) string {
 	return s
 }
 
+// Announcer tells idle workers that a queue has tasks (wake.Queue).
+type Announcer interface {
+	Announce(ctx context.Context, queue string)
+}
+
 // Member is one worker's membership: its current lease, renewed by Run.
 type Member struct {
 	rdb    redis.UniversalClient
@@ -206,6 +211,10 @@ type Member struct {
 	// Requeued counts the tasks this member's watchdog moved back to their
 	// queues (for tests and metrics).
 	Requeued atomic.Int64
+	// Wake, when set (before Run), is told of each queue the watchdog
+	// moved tasks back to, so that idle workers take them at once rather
+	// than at their next poll.
+	Wake Announcer
 
 	mu sync.Mutex
 	// ended are the records (field, value pairs) of the tasks whose
@@ -413,6 +422,7 @@ func (m *Member) watch(ctx context.Context) {
 	}
 	dead := strings.Split(out[0], "\n")
 	moved := 0
+	queues := map[string]bool{}
 	for i := 1; i+1 < len(out); i += 2 {
 		q, id, _ := strings.Cut(out[i], "\x00")
 		from, finished := strings.CutSuffix(out[i+1], Finished)
@@ -428,7 +438,13 @@ func (m *Member) watch(ctx context.Context) {
 			}
 		case n == 1:
 			moved++
+			queues[q] = true
 			m.log.Info("task failed over from a dead worker", "queue", q, "task_id", id, "from", from, "finished_unacknowledged", finished)
+		}
+	}
+	if m.Wake != nil {
+		for q := range queues {
+			m.Wake.Announce(ctx, q)
 		}
 	}
 	m.Requeued.Add(int64(moved))

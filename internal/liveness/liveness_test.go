@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/internal/testenv"
+	"github.com/s3fleet/s3fleet/internal/wake"
 )
 
 // run is a task seen by a handler: which member ran it, under which lease,
@@ -432,5 +433,69 @@ func TestFinishedRecordsForgotten(t *testing.T) {
 	<-left
 	if _, err := rdb.HGet(ctx, runningKey, "q\x00t3").Result(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("t3's finished record outlived its member's leaving (%v)", err)
+	}
+}
+
+// TestHandBackAnnounced: a watchdog announces the queues it moved a dead
+// member's tasks back to (wake), so a live worker whose gate polls only
+// every 20 s takes the task at once.
+func TestHandBackAnnounced(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // never beats again
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := make(chan run, 4)
+	serve(t, rdb, a, "a", runs)
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("block", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-runs; first.member != "a" {
+		t.Fatalf("first run: %+v", first)
+	}
+
+	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Wake = wake.NewClient(rdb)
+	gate := wake.NewGate(20*time.Second, log)
+	gctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go gate.Listen(gctx, rdb)
+	brdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	brdb.AddHook(gate)
+	srv := asynq.NewServerFromRedisClient(brdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{"q": 1}, TaskCheckInterval: wake.Tick,
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(b.Middleware)
+	ran := make(chan time.Time, 1)
+	mux.HandleFunc("block", func(context.Context, *asynq.Task) error { ran <- time.Now(); return nil })
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); brdb.Close() })
+	time.Sleep(300 * time.Millisecond) // b's server has looked, found q empty, and closed its gate
+	go b.Run(gctx)
+
+	var moved time.Time
+	for deadline := time.Now().Add(15 * time.Second); b.Requeued.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("b's watchdog moved nothing back within 15 s")
+		}
+	}
+	moved = time.Now()
+	select {
+	case at := <-ran:
+		t.Logf("the task ran on b %v after the hand-back was counted", max(at.Sub(moved), 0).Round(time.Millisecond))
+	case <-time.After(time.Second):
+		t.Fatal("the task handed back did not run on b within 1 s (its gate polls every 20 s): the hand-back was not announced")
 	}
 }

@@ -92,6 +92,10 @@ func (q *Queue) EnqueueContext(ctx context.Context, task *asynq.Task, opts ...as
 	return info, err
 }
 
+// Announce tells the idle workers that queue has a task queued some other
+// way (a dead worker's, handed back by package liveness).
+func (q *Queue) Announce(ctx context.Context, queue string) { q.announce(ctx, queue) }
+
 func (q *Queue) announce(ctx context.Context, queue string) {
 	q.mu.Lock()
 	a := q.queues[queue]
