@@ -15,8 +15,8 @@
 // killed in between would leave an active task that no record names, for
 // asynq's lease to recover in 30 s or more. So the record of a task that
 // succeeded outlives its handler, marked finished, until the member's
-// second beat after it (a second or more: asynq's acknowledgement is one
-// call, unless Redis fails it); a watchdog that finds the member dead
+// second beat after it (half a second to a second; asynq's
+// acknowledgement is one call, unless Redis fails it); a watchdog that finds the member dead
 // meanwhile moves the task back to its queue if it is still active, and
 // leaves it alone if it was acknowledged. A failed task's record goes with
 // its handler, as asynq will run it again under the same ID, and a

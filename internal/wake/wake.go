@@ -13,8 +13,9 @@
 // go-redis hook: asynq looks at its queues often (Tick), but a queue's
 // look reaches Redis only when it was announced since the last look that
 // found it empty, or the poll interval has passed (the fallback for tasks
-// that nobody announces: retries coming due, tasks handed back by a
-// failover, a wake lost while Redis was away). The rest answer "empty"
+// that nobody announces: retries coming due, tasks asynq hands back when a
+// worker stops, a wake lost while Redis was away; package liveness
+// announces the tasks it hands back from a dead worker). The rest answer "empty"
 // without Redis, after waiting (up to 200 ms, once a round of asynq's
 // looks) for an announcement while every queue is closed, so that an idle asynq does not spin. So a queued
 // task starts within a few ms, and an idle worker costs Redis what it did
