@@ -499,3 +499,60 @@ func TestHandBackAnnounced(t *testing.T) {
 		t.Fatal("the task handed back did not run on b within 1 s (its gate polls every 20 s): the hand-back was not announced")
 	}
 }
+
+// TestFinishedAcknowledgedLeftAlone: a dead member's finished record of a
+// task asynq had acknowledged is taken by the watchdog, which moves
+// nothing back and leaves no failover note for a later run of that ID.
+func TestFinishedAcknowledgedLeftAlone(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // never beats again: its records stay
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c cut
+	serveFunc(t, r.Addr, &c, a, func(context.Context, *asynq.Task) error { return nil })
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("quick", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		rec, _ := rdb.HGet(ctx, runningKey, "q\x00t1").Result()
+		_, err := rdb.HGet(ctx, "asynq:{q}:t:t1", "state").Result()
+		if rec == a.Lease().ID()+Finished && errors.Is(err, redis.Nil) {
+			break // finished, and acknowledged (asynq deleted it)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("t1 was not finished and acknowledged within 5 s: record %q", rec)
+		}
+	}
+
+	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go b.Run(bctx)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, _ := rdb.ZCard(ctx, membersKey).Result(); n == 1 {
+			break // a was taken for dead, its records with it
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's watchdog did not take a for dead within 15 s")
+		}
+	}
+	time.Sleep(Beat) // the watchdog's requeue and its note's removal come just after
+	if n, err := rdb.HLen(ctx, runningKey).Result(); err != nil || n != 0 {
+		t.Errorf("%d records left after the watchdog took a's (%v)", n, err)
+	}
+	if n := b.Requeued.Load(); n != 0 {
+		t.Errorf("b's watchdog moved %d acknowledged tasks back", n)
+	}
+	if n, err := rdb.Exists(ctx, failedOver+"q\x00t1").Result(); err != nil || n != 0 {
+		t.Errorf("a failover note was left for t1, acknowledged before its worker died (%v)", err)
+	}
+}
