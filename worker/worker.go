@@ -151,6 +151,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer srvRDB.Close()
 	srvRDB.AddHook(gate)
+	srvRDB.AddHook(member.StaleWrites()) // a stale run never ends another worker's run of its task
 	listenCtx, stopListening := context.WithCancel(ctx)
 	defer stopListening()
 	go gate.Listen(listenCtx, rdb)

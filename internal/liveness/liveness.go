@@ -217,6 +217,10 @@ type Member struct {
 	Wake Announcer
 
 	mu sync.Mutex
+	// handed are the tasks (fields) this member ran under a lost lease
+	// and a watchdog handed to another member, with when: asynq's writes
+	// about them from this member are dropped (StaleWrites).
+	handed map[string]time.Time
 	// ended are the records (field, value pairs) of the tasks whose
 	// handlers returned since the last beat began; aged, of those that
 	// returned before it. A beat forgets aged, so a record outlives its
@@ -510,6 +514,7 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 			// A watchdog moved it back to its queue: it is another's now,
 			// and must not be retried or archived from here.
 			m.log.Warn("task result dropped: it runs elsewhere since this worker was taken for dead", "task_id", id, "queue", q, "err", err)
+			m.handOver(field)
 			return nil
 		}
 		if l.Lost() && err == nil {
@@ -521,6 +526,95 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 		}
 		return err
 	})
+}
+
+// handOver notes that the task of field is another member's run now.
+func (m *Member) handOver(field string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.handed == nil {
+		m.handed = map[string]time.Time{}
+	}
+	for f, at := range m.handed {
+		if time.Since(at) > time.Minute { // asynq wrote nothing (its own lease ran out)
+			delete(m.handed, f)
+		}
+	}
+	m.handed[field] = time.Now()
+}
+
+// StaleWrites is a go-redis hook for the Redis client of the member's
+// asynq server. It drops asynq's writes that take a task out of its queue's
+// active list (its acknowledgement, retry, archive or requeue scripts) when
+// the task is one this member ran under a lost lease and a watchdog handed
+// to another member. That member runs it now under the same ID, and
+// asynq's scripts do not check whose run they end: the write would take
+// the other run out of the active list, and were that member to die as
+// well, neither a watchdog nor asynq's lease recovery would find the task
+// again, and its job would never end.
+func (m *Member) StaleWrites() redis.Hook { return staleWrites{m} }
+
+type staleWrites struct{ m *Member }
+
+func (staleWrites) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (staleWrites) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h staleWrites) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if field, ok := endsActive(cmd.Args()); ok {
+			h.m.mu.Lock()
+			_, stale := h.m.handed[field]
+			delete(h.m.handed, field)
+			h.m.mu.Unlock()
+			if stale {
+				h.m.log.Info("asynq's write about a task handed to another worker dropped", "task", strings.ReplaceAll(field, "\x00", " "))
+				return nil // as if done: asynq forgets the task here
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// endsActive tells a script call of asynq (v0.26) that takes a task out of
+// its queue's active list by its keys, among them asynq:{q}:active and
+// asynq:{q}:t:ID, and returns the task's field (q NUL ID).
+// TestStaleWritesDropped checks it against asynq's acknowledgement, and
+// TestEndsActive against the keys of its other such scripts.
+func endsActive(args []any) (string, bool) {
+	if len(args) < 5 {
+		return "", false
+	}
+	if name, _ := args[0].(string); !strings.EqualFold(name, "evalsha") && !strings.EqualFold(name, "eval") {
+		return "", false
+	}
+	n, err := strconv.Atoi(fmt.Sprint(args[2]))
+	if err != nil || n < 2 || len(args) < 3+n {
+		return "", false
+	}
+	var activeOf, queue, id string
+	for _, a := range args[3 : 3+n] {
+		k, _ := a.(string)
+		rest, ok := strings.CutPrefix(k, "asynq:{")
+		if !ok {
+			continue
+		}
+		q, tail, ok := strings.Cut(rest, "}:")
+		if !ok {
+			continue
+		}
+		if tail == "active" {
+			activeOf = q
+		} else if t, ok := strings.CutPrefix(tail, "t:"); ok && t != "" && id == "" {
+			queue, id = q, t // Archive also names the prefix "t:"
+		}
+	}
+	if id == "" || activeOf != queue {
+		return "", false
+	}
+	return queue + "\x00" + id, true
 }
 
 // withRecords is a script's arguments: args, then the records to forget.

@@ -556,3 +556,116 @@ func TestFinishedAcknowledgedLeftAlone(t *testing.T) {
 		t.Errorf("a failover note was left for t1, acknowledged before its worker died (%v)", err)
 	}
 }
+
+// TestStaleWritesDropped: a member paused past DeadAfter whose task was
+// handed to another member wakes, its task is stopped, and asynq's
+// acknowledgement of it is dropped (StaleWrites): the other member's run
+// stays in asynq's active list, where a watchdog would find it were that
+// member to die too. Without the hook asynq's write took it out.
+func TestStaleWritesDropped(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // paused: no beat until woken below
+	if err != nil {
+		t.Fatal(err)
+	}
+	arun := make(chan run, 1)
+	ardb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	ardb.AddHook(a.StaleWrites())
+	t.Cleanup(func() { ardb.Close() }) // after a's server stops (cleanups run last first)
+	serve(t, ardb, a, "a", arun)
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("block", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	first := <-arun
+
+	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go b.Run(bctx)
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{"q": 1}, TaskCheckInterval: 20 * time.Millisecond,
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Use(b.Middleware)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	mux.HandleFunc("block", func(context.Context, *asynq.Task) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a's task was not handed to b within 20 s")
+	}
+
+	go a.Run(bctx) // a wakes: its lease is lost, its run of t1 stops
+	select {
+	case <-first.ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a's stale run was not stopped")
+	}
+	time.Sleep(time.Second) // a's asynq has written (or tried to) what its run ended in
+	active, err := rdb.LRange(ctx, "asynq:{q}:active", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(active) != 1 || active[0] != "t1" {
+		t.Fatalf("asynq's active list while b runs t1: %q; a's stale acknowledgement took b's run out", active)
+	}
+	close(release)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, _ := rdb.Exists(ctx, "asynq:{q}:t:t1").Result(); n == 0 {
+			break // b's run acknowledged
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's run of t1 was not acknowledged within 5 s")
+		}
+	}
+}
+
+// TestEndsActive: the keys of asynq v0.26's scripts that take a task out
+// of its active list (rdb.Done, MarkAsComplete, Requeue, Retry, Archive,
+// in their order) are told; its dequeue, and keys of another queue, are
+// not.
+func TestEndsActive(t *testing.T) {
+	p := "asynq:{q}:"
+	for name, keys := range map[string][]string{
+		"done":     {p + "active", p + "lease", p + "t:id1", p + "processed:2026-12-04", p + "processed"},
+		"complete": {p + "active", p + "lease", p + "completed", p + "t:id1", p + "processed:2026-12-04", p + "processed"},
+		"requeue":  {p + "active", p + "lease", p + "pending", p + "t:id1"},
+		"retry":    {p + "t:id1", p + "active", p + "lease", p + "retry", p + "processed:d", p + "failed:d", p + "processed", p + "failed"},
+		"archive":  {p + "t:id1", p + "active", p + "lease", p + "archived", p + "processed:d", p + "failed:d", p + "processed", p + "failed", p + "t:"},
+	} {
+		args := []any{"evalsha", "sha", len(keys)}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		args = append(args, "argv")
+		if f, ok := endsActive(args); !ok || f != "q\x00id1" {
+			t.Errorf("%s: %q, %v", name, f, ok)
+		}
+	}
+	for name, args := range map[string][]any{
+		"dequeue":       {"evalsha", "sha", 4, p + "pending", p + "paused", p + "active", p + "lease", "now"},
+		"another queue": {"evalsha", "sha", 3, "asynq:{other}:active", p + "lease", p + "t:id1"},
+		"not a script":  {"lrem", p + "active", 0, "id1"},
+	} {
+		if f, ok := endsActive(args); ok {
+			t.Errorf("%s told as ending %q", name, f)
+		}
+	}
+}
