@@ -17,6 +17,26 @@ import (
 	"github.com/s3fleet/s3fleet/internal/wake"
 )
 
+// start runs a Redis for a test and returns it, a client of it and a
+// logger that discards.
+func start(t *testing.T) (*testenv.Redis, redis.UniversalClient, *slog.Logger) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	return r, rdb, slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// join makes a member named worker, with its first beat.
+func join(t *testing.T, rdb redis.UniversalClient, worker string, log *slog.Logger) *Member {
+	t.Helper()
+	m, err := Join(context.Background(), rdb, worker, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // run is a task seen by a handler: which member ran it, under which lease,
 // and whether it was failed over.
 type run struct {
@@ -53,16 +73,10 @@ func serve(t *testing.T, rdb redis.UniversalClient, m *Member, name string, runs
 // the dead member beats again it learns its lease is lost: the task it
 // started is cancelled, and it goes on under a new lease.
 func TestFailover(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	_, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	a, err := Join(ctx, rdb, "host-a (pid 1)", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "host-a (pid 1)", log)
 	runs := make(chan run, 4)
 	serve(t, rdb, a, "a", runs) // a never beats again: as good as dead
 	client := asynq.NewClientFromRedisClient(rdb)
@@ -75,10 +89,7 @@ func TestFailover(t *testing.T) {
 	}
 	started := time.Now()
 
-	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := join(t, rdb, "host-b (pid 2)", log)
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go b.Run(bctx)
@@ -136,15 +147,9 @@ func TestFailover(t *testing.T) {
 // TestLeaveIsNotDeath: a member that stops (its Run ends) leaves at once,
 // and its tasks are not failed over.
 func TestLeaveIsNotDeath(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	_, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := Join(ctx, rdb, "a", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "a", log)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { a.Run(actx); close(done) }()
@@ -281,16 +286,10 @@ func serveFunc(t *testing.T, addr string, c *cut, m *Member, h asynq.HandlerFunc
 // it, told where it came from. Before, the record went with the handler,
 // and the task waited for asynq's lease (30 s, then its sweep).
 func TestFinishedUnacknowledgedFailsOver(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	r, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // never beats again
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "host-a (pid 1)", log) // never beats again
 	runs := make(chan run, 4)
 	var acut cut
 	serveFunc(t, r.Addr, &acut, a, func(ctx context.Context, _ *asynq.Task) error {
@@ -319,10 +318,7 @@ func TestFinishedUnacknowledgedFailsOver(t *testing.T) {
 		t.Fatalf("t1 is %q after its handler returned with the worker cut off, want active (unacknowledged)", state)
 	}
 
-	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := join(t, rdb, "host-b (pid 2)", log)
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go b.Run(bctx)
@@ -350,15 +346,9 @@ func TestFinishedUnacknowledgedFailsOver(t *testing.T) {
 // a member that leaves forgets its records at once. A failed task's
 // record goes with its handler (asynq runs it again, under the same ID).
 func TestFinishedRecordsForgotten(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	r, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := Join(ctx, rdb, "a", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "a", log)
 	actx, leave := context.WithCancel(ctx)
 	left := make(chan struct{})
 	go func() { a.Run(actx); close(left) }()
@@ -440,16 +430,10 @@ func TestFinishedRecordsForgotten(t *testing.T) {
 // member's tasks back to (wake), so a live worker whose gate polls only
 // every 20 s takes the task at once.
 func TestHandBackAnnounced(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	r, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // never beats again
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "host-a (pid 1)", log) // never beats again
 	runs := make(chan run, 4)
 	serve(t, rdb, a, "a", runs)
 	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("block", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
@@ -459,10 +443,7 @@ func TestHandBackAnnounced(t *testing.T) {
 		t.Fatalf("first run: %+v", first)
 	}
 
-	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := join(t, rdb, "host-b (pid 2)", log)
 	b.Wake = wake.NewClient(rdb)
 	gate := wake.NewGate(20*time.Second, log)
 	gctx, stop := context.WithCancel(ctx)
@@ -504,16 +485,10 @@ func TestHandBackAnnounced(t *testing.T) {
 // task asynq had acknowledged is taken by the watchdog, which moves
 // nothing back and leaves no failover note for a later run of that ID.
 func TestFinishedAcknowledgedLeftAlone(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	r, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // never beats again: its records stay
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "host-a (pid 1)", log) // never beats again: its records stay
 	var c cut
 	serveFunc(t, r.Addr, &c, a, func(context.Context, *asynq.Task) error { return nil })
 	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("quick", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
@@ -530,10 +505,7 @@ func TestFinishedAcknowledgedLeftAlone(t *testing.T) {
 		}
 	}
 
-	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := join(t, rdb, "host-b (pid 2)", log)
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go b.Run(bctx)
@@ -563,16 +535,10 @@ func TestFinishedAcknowledgedLeftAlone(t *testing.T) {
 // stays in asynq's active list, where a watchdog would find it were that
 // member to die too. Without the hook asynq's write took it out.
 func TestStaleWritesDropped(t *testing.T) {
-	r := testenv.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { rdb.Close() })
+	r, rdb, log := start(t)
 	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	a, err := Join(ctx, rdb, "host-a (pid 1)", log) // paused: no beat until woken below
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := join(t, rdb, "host-a (pid 1)", log) // paused: no beat until woken below
 	arun := make(chan run, 1)
 	ardb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	ardb.AddHook(a.StaleWrites())
@@ -583,10 +549,7 @@ func TestStaleWritesDropped(t *testing.T) {
 	}
 	first := <-arun
 
-	b, err := Join(ctx, rdb, "host-b (pid 2)", log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := join(t, rdb, "host-b (pid 2)", log)
 	bctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go b.Run(bctx)
