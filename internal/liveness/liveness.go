@@ -483,6 +483,14 @@ return 1
 func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		l := m.Lease()
+		if errors.Is(l.Check(), ErrLapsed) {
+			// Woken from a pause, or cut from Redis: the next beat tells
+			// whether the lease still holds or was lost, and a task must
+			// not start under a lease that is lost already (it would end
+			// as a stale run, its writes dropped).
+			_ = l.Await(DeadAfter)
+			l = m.Lease()
+		}
 		q, _ := asynq.GetQueueName(ctx)
 		id, _ := asynq.GetTaskID(ctx)
 		field := q + "\x00" + id
@@ -510,6 +518,12 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 			m.ended = append(m.ended, field, finished)
 			m.mu.Unlock()
 		}
+		if l.Lost() && ferr != nil {
+			// Whether a watchdog took it is not known: if it did, asynq's
+			// write must not end the other member's run (at worst, asynq's
+			// lease recovery runs it again).
+			m.handOver(field)
+		}
 		if l.Lost() && ferr == nil && ours == 0 {
 			// A watchdog moved it back to its queue: it is another's now,
 			// and must not be retried or archived from here.
@@ -536,11 +550,26 @@ func (m *Member) handOver(field string) {
 		m.handed = map[string]time.Time{}
 	}
 	for f, at := range m.handed {
-		if time.Since(at) > time.Minute { // asynq wrote nothing (its own lease ran out)
+		if time.Since(at) > handedFor {
 			delete(m.handed, f)
 		}
 	}
 	m.handed[field] = time.Now()
+}
+
+// handedFor is how long after a stale run ended asynq may still write about
+// it: its task lease (30 s), past which it writes nothing, and a margin.
+// An older note must not drop the writes of a later run of the task here.
+const handedFor = 35 * time.Second
+
+// stale reports (and forgets) whether asynq's write about field is a stale
+// run's.
+func (m *Member) stale(field string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	at, ok := m.handed[field]
+	delete(m.handed, field)
+	return ok && time.Since(at) <= handedFor
 }
 
 // StaleWrites is a go-redis hook for the Redis client of the member's
@@ -565,11 +594,7 @@ func (staleWrites) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func (h staleWrites) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if field, ok := endsActive(cmd.Args()); ok {
-			h.m.mu.Lock()
-			_, stale := h.m.handed[field]
-			delete(h.m.handed, field)
-			h.m.mu.Unlock()
-			if stale {
+			if h.m.stale(field) {
 				h.m.log.Info("asynq's write about a task handed to another worker dropped", "task", strings.ReplaceAll(field, "\x00", " "))
 				return nil // as if done: asynq forgets the task here
 			}

@@ -632,3 +632,65 @@ func TestEndsActive(t *testing.T) {
 		}
 	}
 }
+
+// TestNoTaskUnderALostLease: a task that starts while the member's lease
+// has lapsed (woken from a pause, before its beat learns the lease was
+// taken) waits for that beat and runs under the new lease, not as a stale
+// run of the lost one.
+func TestNoTaskUnderALostLease(t *testing.T) {
+	r, rdb, log := start(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	a := join(t, rdb, "host-a (pid 1)", log) // paused: no beat until woken below
+	old := a.Lease()
+	runs := make(chan *Lease, 1)
+	var c cut
+	serveFunc(t, r.Addr, &c, a, func(ctx context.Context, _ *asynq.Task) error {
+		runs <- LeaseOf(ctx)
+		return ctx.Err()
+	})
+	b := join(t, rdb, "host-b (pid 2)", log)
+	go b.Run(ctx)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, _ := rdb.ZCard(ctx, membersKey).Result(); n == 1 {
+			break // a was taken for dead
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's watchdog did not take a for dead within 15 s")
+		}
+	}
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("quick", nil), asynq.Queue("q"), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // a's server has taken it, and waits
+	go a.Run(ctx)                      // a wakes: its next beat learns the lease was lost
+	select {
+	case l := <-runs:
+		if l == old || l.Lost() {
+			t.Fatalf("the task ran under the lost lease %s", l.ID())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the task did not run within 5 s")
+	}
+}
+
+// TestStaleNoteExpires: a note that a task was handed away drops asynq's
+// one write about it, and only within handedFor: past that asynq writes
+// nothing about the stale run, and a later run's writes go through.
+func TestStaleNoteExpires(t *testing.T) {
+	m := &Member{}
+	m.handOver("q\x00a")
+	m.handOver("q\x00b")
+	m.mu.Lock()
+	m.handed["q\x00b"] = time.Now().Add(-handedFor - time.Second)
+	m.mu.Unlock()
+	if !m.stale("q\x00a") {
+		t.Error("a fresh note did not drop asynq's write")
+	}
+	if m.stale("q\x00a") {
+		t.Error("a note dropped a second write")
+	}
+	if m.stale("q\x00b") {
+		t.Errorf("a note older than %s dropped a write", handedFor)
+	}
+}
