@@ -16,9 +16,9 @@
 // asynq's lease to recover in 30 s or more. So the record of a task that
 // succeeded outlives its handler, marked finished, until the member's
 // second beat after it (half a second to a second; asynq's
-// acknowledgement is one call, unless Redis fails it); a watchdog that finds the member dead
-// meanwhile moves the task back to its queue if it is still active, and
-// leaves it alone if it was acknowledged. A failed task's record goes with
+// acknowledgement is one call, unless Redis fails it); a watchdog that
+// finds the member dead meanwhile moves the task back to its queue if it
+// is still active, and leaves it alone if it was acknowledged. A failed task's record goes with
 // its handler, as asynq will run it again under the same ID, and a
 // watchdog must not take that run, perhaps on a live member, for the dead
 // one's.
@@ -585,12 +585,17 @@ func (m *Member) StaleWrites() redis.Hook { return staleWrites{m} }
 
 type staleWrites struct{ m *Member }
 
+// DialHook is go-redis's; StaleWrites does not change it.
 func (staleWrites) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// ProcessPipelineHook is go-redis's; StaleWrites does not change it (asynq
+// ends a task with a single script call).
 func (staleWrites) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
 
+// ProcessHook answers asynq's write about a stale run as done, without
+// Redis, and passes every other command on.
 func (h staleWrites) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if field, ok := endsActive(cmd.Args()); ok {
