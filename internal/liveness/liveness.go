@@ -27,9 +27,10 @@
 // VM) or one cut from Redis wakes with its tasks running elsewhere. Its
 // lease, and with it every task it started under that lease, is lost for
 // good: Lease.Check fails, the tasks' contexts are cancelled, and their
-// results are dropped (the tasks are another member's now). The member
-// goes on under a new lease. Writers check the lease before each write
-// (see package fence), so a stale worker writes nothing.
+// results are dropped (the tasks are another member's now), asynq's own
+// writes about them too (StaleWrites). The member goes on under a new
+// lease. Writers check the lease before each write (see package fence),
+// so a stale worker writes nothing.
 package liveness
 
 import (
