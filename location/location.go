@@ -301,6 +301,15 @@ func PartGlob(final, transfer string) string {
 	return globEscape(partStem(final, transfer)) + "*.part"
 }
 
+// IsPartOf reports whether name, a file's base name in final's directory,
+// is a part file of the transfer, whatever its token: what PartGlob
+// matches, for a caller that lists the directory once for many transfers.
+func IsPartOf(name, final, transfer string) bool {
+	stem := filepath.Base(partStem(final, transfer) + "x") // the stem ends in "-": Base needs a name
+	stem = stem[:len(stem)-1]
+	return len(name) >= len(stem)+len(".part") && strings.HasPrefix(name, stem) && strings.HasSuffix(name, ".part")
+}
+
 // PartTokenLen is the length of the tokens PartPath expects.
 const PartTokenLen = 16
 

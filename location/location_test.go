@@ -401,6 +401,12 @@ func TestPartPath(t *testing.T) {
 			if ok, err := filepath.Match(PartGlob(tc.final, tc.transfer), got); !ok || err != nil {
 				t.Errorf("PartGlob(%q) does not match %q: %v", tc.final, got, err)
 			}
+			if !IsPartOf(filepath.Base(got), tc.final, tc.transfer) {
+				t.Errorf("IsPartOf(%q, %q) is false", filepath.Base(got), tc.final)
+			}
+			if IsPartOf(filepath.Base(got), tc.final, tc.transfer+"0") || IsPartOf(filepath.Base(tc.final), tc.final, tc.transfer) {
+				t.Errorf("IsPartOf(%q) takes another transfer's part file, or the final file", tc.final)
+			}
 		})
 	}
 	if PartPath("/d/f", "t1", tok) == PartPath("/d/f", "t2", tok) || PartPath("/d/f", "t1", tok) == PartPath("/d/f", "t1", NewPartToken()) {
@@ -438,6 +444,18 @@ func TestPartGlobEscapesKeys(t *testing.T) {
 	slices.Sort(mine)
 	if err != nil || !slices.Equal(got, mine) {
 		t.Fatalf("PartGlob matched %q, want %q (%v)", got, mine, err)
+	}
+	// IsPartOf, over the directory listed once, takes the same files.
+	var taken []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if IsPartOf(e.Name(), odd, "x1") {
+			taken = append(taken, filepath.Join(dir, e.Name()))
+		}
+	}
+	slices.Sort(taken)
+	if !slices.Equal(taken, mine) {
+		t.Fatalf("IsPartOf took %q, want %q", taken, mine)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -284,12 +285,56 @@ type fetched struct {
 // objects, one directory) check it against allow_dest and make it once,
 // not once each.
 type batchDirs struct {
-	resolved map[string]string // a directory: what its symlinks resolve to
-	made     map[string]bool   // directories that exist (made or found)
+	resolved map[string]string   // a directory: what its symlinks resolve to
+	made     map[string]bool     // directories that exist (made or found)
+	parts    map[string][]string // a directory: the part files in it when first asked
+	listings int                 // directories read for part files
 }
 
 func newBatchDirs() *batchDirs {
-	return &batchDirs{resolved: map[string]string{}, made: map[string]bool{}}
+	return &batchDirs{resolved: map[string]string{}, made: map[string]bool{}, parts: map[string][]string{}}
+}
+
+// removeStaleParts removes the part files earlier runs of the object left
+// behind. The object's directory is read once a batch run, for all its
+// objects: a glob an object read the whole directory each time, and a
+// batch of a hundred handed back in a directory of a million files read
+// a hundred million names.
+func (d *batchDirs) removeStaleParts(o BatchObject) {
+	dir := filepath.Dir(o.Dest)
+	names, ok := d.parts[dir]
+	if !ok {
+		names = partFilesIn(dir)
+		d.parts[dir] = names
+		d.listings++
+	}
+	for _, name := range names {
+		if location.IsPartOf(name, o.Dest, o.Transfer) {
+			_ = os.Remove(filepath.Join(dir, name))
+		}
+	}
+}
+
+// partFilesIn lists the names of the part files in dir, read in pages so
+// that a large directory is never held whole.
+func partFilesIn(dir string) []string {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil // no directory, no part files
+	}
+	defer f.Close()
+	var parts []string
+	for {
+		names, err := f.Readdirnames(4096)
+		for _, n := range names {
+			if strings.HasSuffix(n, ".part") {
+				parts = append(parts, n)
+			}
+		}
+		if err != nil {
+			return parts
+		}
+	}
 }
 
 // ProcessTask downloads the batch's objects that are still to do, places
@@ -522,7 +567,7 @@ func (h *BatchHandler) fetch(ctx context.Context, o BatchObject, dirs *batchDirs
 	defer out.Body.Close()
 	what := o.get("", "").what()
 	if retried, _ := asynq.GetRetryCount(ctx); retried > 0 || liveness.FailedOver(ctx) != "" {
-		removeStaleParts(o) // an earlier run may have died holding some
+		dirs.removeStaleParts(o) // an earlier run may have died holding some
 	}
 	f, err := h.create(o, dirs)
 	if err != nil {
@@ -619,14 +664,6 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
-}
-
-// removeStaleParts removes part files earlier runs left behind.
-func removeStaleParts(o BatchObject) {
-	stale, _ := filepath.Glob(location.PartGlob(o.Dest, o.Transfer))
-	for _, p := range stale {
-		_ = os.Remove(p)
-	}
 }
 
 // create makes a new part file beside the destination, with a token of

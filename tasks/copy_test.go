@@ -222,10 +222,54 @@ func TestRemoveStalePartsEscapesKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	removeStaleParts(o)
+	newBatchDirs().removeStaleParts(o)
 	left, _ := os.ReadDir(dir)
 	if len(left) != 1 || left[0].Name() != filepath.Base(keep) {
 		t.Fatalf("left %v", left)
+	}
+}
+
+// TestRemoveStalePartsListsOnce removes every object's stale part files,
+// and only those, reading each directory once a batch run, not once an
+// object.
+func TestRemoveStalePartsListsOnce(t *testing.T) {
+	t.Parallel()
+	dirs := []string{t.TempDir(), t.TempDir()}
+	var objs []BatchObject
+	var keep []string
+	for i := range 10 {
+		dir := dirs[i%2]
+		o := BatchObject{Transfer: fmt.Sprintf("x%d", i), Dest: filepath.Join(dir, fmt.Sprintf("f%d", i))}
+		objs = append(objs, o)
+		// Two stale part files of the object, another transfer's part
+		// file of the same name, and an ordinary file.
+		mine := []string{location.PartPath(o.Dest, o.Transfer, location.NewPartToken()), location.PartPath(o.Dest, o.Transfer, location.NewPartToken())}
+		others := []string{location.PartPath(o.Dest, o.Transfer+"y", location.NewPartToken()), o.Dest + ".part"}
+		for _, name := range append(mine, others...) {
+			if err := os.WriteFile(name, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keep = append(keep, others...)
+	}
+	d := newBatchDirs()
+	for _, o := range objs {
+		d.removeStaleParts(o)
+	}
+	var left []string
+	for _, dir := range dirs {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			left = append(left, filepath.Join(dir, e.Name()))
+		}
+	}
+	slices.Sort(left)
+	slices.Sort(keep)
+	if !slices.Equal(left, keep) {
+		t.Errorf("left %q, want %q", left, keep)
+	}
+	if d.listings != len(dirs) {
+		t.Errorf("%d directory listings for %d objects in %d directories, want one a directory", d.listings, len(objs), len(dirs))
 	}
 }
 
