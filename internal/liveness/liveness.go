@@ -504,32 +504,26 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 			ctx = context.WithValue(ctx, failoverKey{}, from)
 		}
 		forget := l.track(cancel)
+		panicked := true
+		defer func() {
+			if panicked {
+				// asynq recovers the panic and retries the task as failed
+				// (its message names where it was): the record goes as a
+				// failed task's does, and the context with it.
+				forget()
+				cancel()
+				m.finish(ctx, l, field, false)
+			}
+		}()
 		err = h.ProcessTask(ctx, t)
+		panicked = false
 		forget()
 		cancel()
-		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		finished := ""
-		if err == nil {
-			finished = l.id + Finished // kept until asynq has acknowledged it
-		}
-		ours, ferr := finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id, finished).Int()
-		fcancel()
-		if ferr == nil && ours == 1 && finished != "" {
-			m.mu.Lock()
-			m.ended = append(m.ended, field, finished)
-			m.mu.Unlock()
-		}
-		if l.Lost() && ferr != nil {
-			// Whether a watchdog took it is not known: if it did, asynq's
-			// write must not end the other member's run (at worst, asynq's
-			// lease recovery runs it again).
-			m.handOver(field)
-		}
+		ours, ferr := m.finish(ctx, l, field, err == nil)
 		if l.Lost() && ferr == nil && ours == 0 {
 			// A watchdog moved it back to its queue: it is another's now,
 			// and must not be retried or archived from here.
 			m.log.Warn("task result dropped: it runs elsewhere since this worker was taken for dead", "task_id", id, "queue", q, "err", err)
-			m.handOver(field)
 			return nil
 		}
 		if l.Lost() && err == nil {
@@ -541,6 +535,34 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 		}
 		return err
 	})
+}
+
+// finish ends the record of the task of field, run under l: a task that
+// succeeded keeps one, finished, until asynq has acknowledged it; a failed
+// one's goes (asynq retries it under the same ID). It returns whether the
+// record was still this run's. A run whose lease is lost and that cannot
+// tell whether a watchdog took its task, or knows one did, notes it handed
+// over.
+func (m *Member) finish(ctx context.Context, l *Lease, field string, succeeded bool) (ours int, err error) {
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer fcancel()
+	finished := ""
+	if succeeded {
+		finished = l.id + Finished // kept until asynq has acknowledged it
+	}
+	ours, err = finishScript.Run(fctx, m.rdb, []string{runningKey}, field, l.id, finished).Int()
+	if err == nil && ours == 1 && finished != "" {
+		m.mu.Lock()
+		m.ended = append(m.ended, field, finished)
+		m.mu.Unlock()
+	}
+	if l.Lost() && (err != nil || ours == 0) {
+		// Whether a watchdog took it is not known, or it did: asynq's
+		// write must not end the other member's run (at worst, asynq's
+		// lease recovery runs it again).
+		m.handOver(field)
+	}
+	return ours, err
 }
 
 // handOver notes that the task of field is another member's run now.

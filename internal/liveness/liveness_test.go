@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -705,5 +706,54 @@ func TestStaleNoteExpires(t *testing.T) {
 	}
 	if m.stale("q\x00b") {
 		t.Errorf("a note older than %s dropped a write", handedFor)
+	}
+}
+
+// TestPanicEndsRecord: a handler that panics ends as a failed one does:
+// asynq recovers the panic and keeps the task to retry, and the task's
+// running record and its context's place in the lease go. Before, a
+// panic skipped both, and the record stayed as long as its member.
+func TestPanicEndsRecord(t *testing.T) {
+	r, rdb, log := start(t)
+	ctx := context.Background()
+	a := join(t, rdb, "host-a (pid 1)", log)
+	ran := make(chan *Lease, 1)
+	var c cut
+	serveFunc(t, r.Addr, &c, a, func(ctx context.Context, _ *asynq.Task) error {
+		ran <- LeaseOf(ctx)
+		var m map[string]int
+		m["boom"]++ // a bug: the runtime panics
+		return nil
+	})
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("quick", nil), asynq.Queue("q"), asynq.TaskID("t1"), asynq.MaxRetry(3)); err != nil {
+		t.Fatal(err)
+	}
+	var l *Lease
+	select {
+	case l = <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the task did not run within 10 s")
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := insp.GetTaskInfo("q", "t1")
+		if err == nil && info.State == asynq.TaskStateRetry {
+			if !strings.Contains(info.LastErr, "panic") {
+				t.Errorf("the task's last error is %q, not asynq's panic", info.LastErr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task is not to retry 10 s after its panic: %v, %v", info, err)
+		}
+	}
+	if rec, err := rdb.HGet(ctx, runningKey, "q\x00t1").Result(); err != redis.Nil {
+		t.Errorf("the panicked task's running record is %q (%v), want none", rec, err)
+	}
+	l.mu.Lock()
+	n := len(l.cancels)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the lease still tracks %d task contexts after the panic", n)
 	}
 }
