@@ -304,9 +304,12 @@ func PartGlob(final, transfer string) string {
 // IsPartOf reports whether name, a file's base name in final's directory,
 // is a part file of the transfer, whatever its token: what PartGlob
 // matches, for a caller that lists the directory once for many transfers.
+// A transfer ID with a separator names no part file in that directory.
 func IsPartOf(name, final, transfer string) bool {
-	stem := filepath.Base(partStem(final, transfer) + "x") // the stem ends in "-": Base needs a name
-	stem = stem[:len(stem)-1]
+	if strings.ContainsRune(transfer, filepath.Separator) {
+		return false
+	}
+	_, stem := filepath.Split(partStem(final, transfer))
 	return len(name) >= len(stem)+len(".part") && strings.HasPrefix(name, stem) && strings.HasSuffix(name, ".part")
 }
 

@@ -457,6 +457,11 @@ func TestPartGlobEscapesKeys(t *testing.T) {
 	if !slices.Equal(taken, mine) {
 		t.Fatalf("IsPartOf took %q, want %q", taken, mine)
 	}
+	// A transfer ID with a separator (a forged payload) names no file of
+	// the directory: its stem's last element would be any "b-".
+	if IsPartOf("b-0123456789abcdef.part", odd, "a/b") {
+		t.Error(`IsPartOf takes "b-….part" for transfer "a/b"`)
+	}
 }
 
 func TestWithin(t *testing.T) {

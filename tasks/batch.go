@@ -282,8 +282,8 @@ type fetched struct {
 
 // batchDirs is what one run of a batch remembers of its destination
 // directories, so that the objects sharing one (most batches: a hundred
-// objects, one directory) check it against allow_dest and make it once,
-// not once each.
+// objects, one directory) check it against allow_dest, make it and list
+// its stale part files once, not once each.
 type batchDirs struct {
 	resolved map[string]string   // a directory: what its symlinks resolve to
 	made     map[string]bool     // directories that exist (made or found)
@@ -297,9 +297,11 @@ func newBatchDirs() *batchDirs {
 
 // removeStaleParts removes the part files earlier runs of the object left
 // behind. The object's directory is read once a batch run, for all its
-// objects: a glob an object read the whole directory each time, and a
+// objects: a glob per object read the whole directory each time, and a
 // batch of a hundred handed back in a directory of a million files read
-// a hundred million names.
+// a hundred million names. What the listing holds is what was there when
+// it was read: a part file an earlier run still alive makes later is its
+// own to remove (it removes its part files when it ends).
 func (d *batchDirs) removeStaleParts(o BatchObject) {
 	dir := filepath.Dir(o.Dest)
 	names, ok := d.parts[dir]

@@ -524,6 +524,7 @@ func (m *Member) Middleware(h asynq.Handler) asynq.Handler {
 			// A watchdog moved it back to its queue: it is another's now,
 			// and must not be retried or archived from here.
 			m.log.Warn("task result dropped: it runs elsewhere since this worker was taken for dead", "task_id", id, "queue", q, "err", err)
+			m.handOver(field) // again: the lease may have been lost after finish looked
 			return nil
 		}
 		if l.Lost() && err == nil {
