@@ -83,6 +83,9 @@ var (
 	// ErrLapsed reports a lease that ran out without news: the beats do
 	// not reach Redis.
 	ErrLapsed = errors.New("this worker's lease ran out: its beats do not reach Redis")
+	// errEmptied is ErrLost when no member is left at all: Redis lost
+	// every member's record, not this one's alone.
+	errEmptied = fmt.Errorf("%w; every worker's membership is gone from Redis", ErrLost)
 )
 
 // Lease is one incarnation of a member: held while its beats reach Redis
@@ -280,9 +283,15 @@ func (m *Member) Run(ctx context.Context) {
 			next := newLease(m.worker)
 			m.cur.Store(next)
 			l.lose()
-			m.log.Warn("this worker was taken for dead (paused, or cut from Redis, for "+DeadAfter.String()+" or more): "+
-				"the tasks it was running run elsewhere and their results here are dropped; it goes on under a new lease",
-				"lease", l.ID(), "new_lease", next.ID())
+			if errors.Is(err, errEmptied) {
+				m.log.Warn("this worker's membership is gone from Redis with every other worker's: Redis was emptied, most likely "+
+					"(restarted without persistence, or flushed); the tasks it was running are dropped here; it goes on under a new lease",
+					"lease", l.ID(), "new_lease", next.ID())
+			} else {
+				m.log.Warn("this worker was taken for dead (paused, or cut from Redis, for "+DeadAfter.String()+" or more): "+
+					"the tasks it was running run elsewhere and their results here are dropped; it goes on under a new lease",
+					"lease", l.ID(), "new_lease", next.ID())
+			}
 			_, _ = m.beat(ctx, next, false)
 			connected = time.Now()
 			continue
@@ -316,10 +325,14 @@ end
 // beatScript: KEYS members, running; ARGV member, join (1/0), dead after
 // (ms; ” to not look), then finished records to forget (forgetLua).
 // Records the beat at Redis's time; -1 if the member is not there and is
-// not joining (a watchdog took it for dead); 2 if a member is dead, for
+// not joining (a watchdog took it for dead), -2 if no member is (Redis was
+// emptied, most likely); 2 if a member is dead, for
 // watchScript to handle (so an idle fleet's beat is one call).
 var beatScript = redis.NewScript(fmt.Sprintf(forgetLua, 4) + `
-if ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+if ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+  return -1
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
@@ -357,6 +370,8 @@ func (m *Member) beat(ctx context.Context, l *Lease, look bool) (dead bool, err 
 		m.aged = append(forget, m.aged...) // for the next beat
 		m.mu.Unlock()
 		return false, err
+	case n == -2:
+		return false, errEmptied
 	case n < 0:
 		return false, ErrLost
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -753,5 +754,63 @@ func TestPanicEndsRecord(t *testing.T) {
 	l.mu.Unlock()
 	if n != 0 {
 		t.Errorf("the lease still tracks %d task contexts after the panic", n)
+	}
+}
+
+// lockedBuffer is a log's output that a test reads while the member writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRedisEmptiedNamed: a member whose Redis was emptied (restarted
+// without persistence, or flushed) says so, rather than that it was taken
+// for dead after a pause, which sent an operator looking for a pause; it
+// goes on under a new lease, as one taken for dead does.
+func TestRedisEmptiedNamed(t *testing.T) {
+	_, rdb, _ := start(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var out lockedBuffer
+	a := join(t, rdb, "host-a (pid 1)", slog.New(slog.NewTextHandler(&out, nil)))
+	old := a.Lease()
+	go a.Run(ctx)
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		logged := out.String()
+		if strings.Contains(logged, "lease=") {
+			if !strings.Contains(logged, "Redis was emptied") || strings.Contains(logged, "paused") {
+				t.Fatalf("after a flush the member logged:\n%s", logged)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing logged about the lost lease within 10 s of the flush (lease lost: %v):\n%s", old.Lost(), logged)
+		}
+	}
+	if !old.Lost() {
+		t.Error("the lease from before the flush still holds")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if s, err := rdb.ZScore(ctx, membersKey, a.Lease().ID()).Result(); err == nil && s > 0 && a.Lease() != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the member is not back under a new lease 5 s after the flush")
+		}
 	}
 }
