@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -757,24 +756,6 @@ func TestPanicEndsRecord(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log's output that a test reads while the member writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestRedisEmptiedNamed: a member whose Redis was emptied (restarted
 // without persistence, or flushed) says so, rather than that it was taken
 // for dead after a pause, which sent an operator looking for a pause; it
@@ -783,7 +764,7 @@ func TestRedisEmptiedNamed(t *testing.T) {
 	_, rdb, _ := start(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	var out lockedBuffer
+	var out testenv.SyncBuffer
 	a := join(t, rdb, "host-a (pid 1)", slog.New(slog.NewTextHandler(&out, nil)))
 	old := a.Lease()
 	go a.Run(ctx)

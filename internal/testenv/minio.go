@@ -112,7 +112,7 @@ func StartMinIO(t testing.TB, opts MinIOOptions) *MinIO {
 		}
 		cmd.Env = append(cmd.Env, "MINIO_KMS_SECRET_KEY="+opts.KMSKey+":"+base64.StdEncoding.EncodeToString(secret))
 	}
-	log := &syncBuffer{}
+	log := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)

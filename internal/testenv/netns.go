@@ -169,7 +169,7 @@ func (s *Subnet) AddHost(t testing.TB, name string, octet int) (*Netns, string, 
 func startIn(t testing.TB, ns *Netns, addr, name string, args ...string) *Process {
 	t.Helper()
 	cmd := ns.Command(name, args...)
-	log := &syncBuffer{}
+	log := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s in %s: %v", name, ns.Name, err)
