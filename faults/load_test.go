@@ -95,10 +95,10 @@ func TestLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The jobs index, the live workers' members and the fleet's
-		// redis_shards stay.
+		// The jobs index, the live workers' members, the fleet's epoch
+		// (one short string) and its redis_shards stay.
 		left = slices.DeleteFunc(keys, func(k string) bool {
-			return k == "{s3fleet}:jobs" || k == "{s3fleet}:members" || k == "{s3fleet}:shards"
+			return k == "{s3fleet}:jobs" || k == "{s3fleet}:members" || k == "{s3fleet}:epoch" || k == "{s3fleet}:shards"
 		})
 		if len(left) == 0 || time.Now().After(deadline) {
 			break

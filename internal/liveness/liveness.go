@@ -69,6 +69,7 @@ const (
 	membersKey = "{s3fleet}:members"     // member ID → Redis time (ms) of its last beat
 	runningKey = "{s3fleet}:running"     // queue NUL task ID → member ID running it
 	failedOver = "{s3fleet}:failedover:" // + field: the member a task was taken from
+	epochKey   = "{s3fleet}:epoch"       // drawn by the first member to join the Redis as it is
 )
 
 // Finished ends the running record of a task whose handler has returned
@@ -83,8 +84,8 @@ var (
 	// ErrLapsed reports a lease that ran out without news: the beats do
 	// not reach Redis.
 	ErrLapsed = errors.New("this worker's lease ran out: its beats do not reach Redis")
-	// errEmptied is ErrLost when no member is left at all: Redis lost
-	// every member's record, not this one's alone.
+	// errEmptied is ErrLost when the fleet's epoch went with the member's
+	// record: Redis lost every member's, not this one's alone.
 	errEmptied = fmt.Errorf("%w; every worker's membership is gone from Redis", ErrLost)
 )
 
@@ -97,6 +98,7 @@ type Lease struct {
 	until  atomic.Int64 // ns after base: trusted until then
 	lost   atomic.Bool
 	joined atomic.Bool // a beat registered it
+	epoch  string      // the fleet's epoch its joining beat found (see beatScript)
 
 	mu      sync.Mutex
 	cancels map[*int]context.CancelFunc // the tasks started under it
@@ -322,24 +324,30 @@ for i = %d, #ARGV - 1, 2 do
 end
 `
 
-// beatScript: KEYS members, running; ARGV member, join (1/0), dead after
-// (ms; ” to not look), then finished records to forget (forgetLua).
-// Records the beat at Redis's time; -1 if the member is not there and is
-// not joining (a watchdog took it for dead), -2 if no member is (Redis was
-// emptied, most likely); 2 if a member is dead, for
-// watchScript to handle (so an idle fleet's beat is one call).
-var beatScript = redis.NewScript(fmt.Sprintf(forgetLua, 4) + `
-if ARGV[2] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
-  return -1
+// beatScript: KEYS members, running, epoch; ARGV member, join (1/0),
+// dead after (ms; ” to not look), epoch (a new one to set when joining,
+// else the one joined), then finished records to forget (forgetLua).
+// Records the beat at Redis's time and returns {n, the epoch}: n is -1 if
+// the member is not there and is not joining (a watchdog took it for
+// dead), -2 if the epoch it joined is gone too (Redis was emptied, most
+// likely: every member of the fleet sees that, not only the first to beat
+// again and rejoin); 2 if a member is dead, for watchScript to handle (so
+// an idle fleet's beat is one call).
+var beatScript = redis.NewScript(fmt.Sprintf(forgetLua, 5) + `
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[3], ARGV[4], 'NX')
+elseif not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {-2, ''} end
+  return {-1, ''}
 end
+local epoch = redis.call('GET', KEYS[3]) or ''
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 if ARGV[3] ~= '' and #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[3])), 'LIMIT', 0, 1) > 0 then
-  return 2
+  return {2, epoch}
 end
-return 1
+return {1, epoch}
 `)
 
 // leaveScript: KEYS members, running; ARGV member, then finished records
@@ -363,7 +371,18 @@ func (m *Member) beat(ctx context.Context, l *Lease, look bool) (dead bool, err 
 	forget := m.aged
 	m.aged, m.ended = m.ended, nil
 	m.mu.Unlock()
-	n, err := beatScript.Run(ctx, m.rdb, []string{membersKey, runningKey}, withRecords(forget, l.id, boolArg(!l.joined.Load()), after)...).Int()
+	joining := !l.joined.Load()
+	epoch := l.epoch
+	if joining {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		epoch = hex.EncodeToString(b[:])
+	}
+	var n int64
+	out, err := beatScript.Run(ctx, m.rdb, []string{membersKey, runningKey, epochKey}, withRecords(forget, l.id, boolArg(joining), after, epoch)...).Slice()
+	if err == nil {
+		n, epoch, err = beatResult(out)
+	}
 	switch {
 	case err != nil:
 		m.mu.Lock()
@@ -375,9 +394,24 @@ func (m *Member) beat(ctx context.Context, l *Lease, look bool) (dead bool, err 
 	case n < 0:
 		return false, ErrLost
 	}
+	if joining {
+		l.epoch = epoch // read by later beats of this lease, all from one goroutine
+	}
 	l.joined.Store(true)
 	l.renewed(sent)
 	return n == 2, nil
+}
+
+// beatResult reads beatScript's {n, epoch}.
+func beatResult(out []any) (int64, string, error) {
+	if len(out) == 2 {
+		n, ok1 := out[0].(int64)
+		epoch, ok2 := out[1].(string)
+		if ok1 && ok2 {
+			return n, epoch, nil
+		}
+	}
+	return 0, "", fmt.Errorf("beat: unexpected reply %v", out)
 }
 
 // watchScript: KEYS members, running; ARGV dead after (ms), failed-over

@@ -756,42 +756,95 @@ func TestPanicEndsRecord(t *testing.T) {
 	}
 }
 
-// TestRedisEmptiedNamed: a member whose Redis was emptied (restarted
-// without persistence, or flushed) says so, rather than that it was taken
-// for dead after a pause, which sent an operator looking for a pause; it
-// goes on under a new lease, as one taken for dead does.
+// TestRedisEmptiedNamed: the members of a fleet whose Redis was emptied
+// (restarted without persistence, or flushed) say so, every one of them
+// (not only the first to beat again and rejoin), rather than that they
+// were taken for dead after a pause, which sent an operator looking for a
+// pause; each goes on under a new lease, as one taken for dead does.
 func TestRedisEmptiedNamed(t *testing.T) {
 	_, rdb, _ := start(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	var out testenv.SyncBuffer
-	a := join(t, rdb, "host-a (pid 1)", slog.New(slog.NewTextHandler(&out, nil)))
-	old := a.Lease()
-	go a.Run(ctx)
+	names := []string{"host-a (pid 1)", "host-b (pid 2)", "host-c (pid 3)"}
+	outs := make([]*testenv.SyncBuffer, len(names))
+	members := make([]*Member, len(names))
+	olds := make([]*Lease, len(names))
+	for i, name := range names {
+		outs[i] = &testenv.SyncBuffer{}
+		members[i] = join(t, rdb, name, slog.New(slog.NewTextHandler(outs[i], nil)))
+		olds[i] = members[i].Lease()
+		go members[i].Run(ctx)
+	}
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		logged := out.String()
-		if strings.Contains(logged, "lease=") {
-			if !strings.Contains(logged, "Redis was emptied") || strings.Contains(logged, "paused") {
-				t.Fatalf("after a flush the member logged:\n%s", logged)
-			}
-			break
+	for i, name := range names {
+		logged := awaitLog(t, outs[i], "lease=", 10*time.Second)
+		if !strings.Contains(logged, "Redis was emptied") || strings.Contains(logged, "paused") {
+			t.Errorf("after a flush %s logged:\n%s", name, logged)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing logged about the lost lease within 10 s of the flush (lease lost: %v):\n%s", old.Lost(), logged)
+		if !olds[i].Lost() {
+			t.Errorf("%s: the lease from before the flush still holds", name)
 		}
-	}
-	if !old.Lost() {
-		t.Error("the lease from before the flush still holds")
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if s, err := rdb.ZScore(ctx, membersKey, a.Lease().ID()).Result(); err == nil && s > 0 && a.Lease() != old {
+		back := 0
+		for i, m := range members {
+			if s, err := rdb.ZScore(ctx, membersKey, m.Lease().ID()).Result(); err == nil && s > 0 && m.Lease() != olds[i] {
+				back++
+			}
+		}
+		if back == len(members) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the member is not back under a new lease 5 s after the flush")
+			t.Fatalf("%d of %d members back under a new lease 5 s after the flush", back, len(members))
+		}
+	}
+}
+
+// TestTakenForDeadNotEmptied: a member taken for dead by a watchdog that
+// has left since (the members set empty, as after a flush) was taken for
+// dead, and says so: the fleet's epoch is still the one it joined.
+func TestTakenForDeadNotEmptied(t *testing.T) {
+	_, rdb, log := start(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var out testenv.SyncBuffer
+	a := join(t, rdb, "host-a (pid 1)", slog.New(slog.NewTextHandler(&out, nil))) // paused: no beat until woken below
+	b := join(t, rdb, "host-b (pid 2)", log)
+	bctx, bstop := context.WithCancel(ctx)
+	bdone := make(chan struct{})
+	go func() { b.Run(bctx); close(bdone) }()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, _ := rdb.ZCard(ctx, membersKey).Result(); n == 1 {
+			break // a was taken for dead
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's watchdog did not take a for dead within 15 s")
+		}
+	}
+	bstop() // b leaves: no member is left
+	<-bdone
+	if n, _ := rdb.Exists(ctx, membersKey).Result(); n != 0 {
+		t.Fatalf("the members set is still there after b left")
+	}
+	go a.Run(ctx)
+	logged := awaitLog(t, &out, "lease=", 10*time.Second)
+	if !strings.Contains(logged, "taken for dead") || strings.Contains(logged, "emptied") {
+		t.Errorf("a, taken for dead by a member that has left since, logged:\n%s", logged)
+	}
+}
+
+// awaitLog waits up to limit for a log to hold want, and returns it.
+func awaitLog(t *testing.T, out *testenv.SyncBuffer, want string, limit time.Duration) string {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(10 * time.Millisecond) {
+		if logged := out.String(); strings.Contains(logged, want) {
+			return logged
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q logged within %s:\n%s", want, limit, out.String())
 		}
 	}
 }
