@@ -3,8 +3,11 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/s3fleet/s3fleet/ledger"
 )
@@ -132,4 +135,126 @@ func TestCancelledPending(t *testing.T) {
 	if j := job(t, l, "j1"); j.Objects != 5 || j.Cancelled != 5 || j.Pending != 0 || !j.Done() {
 		t.Fatalf("job %+v", j)
 	}
+}
+
+// TestMaterializeJoinsMixed: a batch whose objects are new, queued in
+// another job, and finished in another job counts each in its job as its
+// record stands (the job's counters move once, at the end of the script).
+func TestMaterializeJoinsMixed(t *testing.T) {
+	l := newLedger(t)
+	ctx := context.Background()
+	xs := pendJob(t, l, "j1", "batch:1", 3)
+	create(t, l, "j2", xs[1])
+	create(t, l, "j2", xs[2])
+	item := ledger.BatchItem{ID: xs[2].ID, Gen: 1}
+	if _, err := l.StartBatch(ctx, "", []ledger.BatchItem{item}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.SucceedBatch(ctx, []ledger.BatchResult{{BatchItem: item, Size: xs[2].Size}}, time.Now()); err != nil || !ok[0] {
+		t.Fatalf("succeed: %v %v", ok, err)
+	}
+	if _, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j1", ID: "batch:1", Objects: xs}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	j := job(t, l, "j1")
+	total := xs[0].Size + xs[1].Size + xs[2].Size
+	if j.Objects != 3 || j.Pending != 0 || j.BytesTotal != total || j.Succeeded != 1 || j.BytesDone != xs[2].Size {
+		t.Fatalf("job %+v: want 3 objects of %d bytes, 1 succeeded with %d bytes", j, total, xs[2].Size)
+	}
+	got, err := l.GetTransfer(ctx, xs[0].ID)
+	if err != nil || got.State != ledger.Queued || got.Gen != 1 || got.Size != xs[0].Size {
+		t.Fatalf("the new record %+v %v", got, err)
+	}
+	// The new record's job is in it: its success counts in j1.
+	item = ledger.BatchItem{ID: xs[0].ID, Gen: 1}
+	if _, err := l.StartBatch(ctx, "batch:1", []ledger.BatchItem{item}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SucceedBatch(ctx, []ledger.BatchResult{{BatchItem: item, Size: xs[0].Size}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if j = job(t, l, "j1"); j.Succeeded != 2 || j.BytesDone != xs[0].Size+xs[2].Size {
+		t.Fatalf("job after the new record's success %+v", j)
+	}
+}
+
+// TestBatchCommandsPerObject: the Redis commands a batch of small objects
+// costs, an object, from its records' making to their success (each is
+// Redis CPU for every object the fleet moves): at most 5 to make a record,
+// 2 to start it and 6 to record its success. Before the ledger moved a
+// job's counters once a batch these were 14, 3 and 7.
+func TestBatchCommandsPerObject(t *testing.T) {
+	l, rdb := ledgerOf(t, shards)
+	ctx := context.Background()
+	const n = 100
+	xs := pendJob(t, l, "j1", "batch:1", n)
+	items := make([]ledger.BatchItem, n)
+	results := make([]ledger.BatchResult, n)
+	var total int64
+	for i, x := range xs {
+		items[i] = ledger.BatchItem{ID: x.ID, Gen: 1}
+		results[i] = ledger.BatchResult{BatchItem: items[i], Size: x.Size}
+		total += x.Size
+	}
+	for _, step := range []struct {
+		name    string
+		per     int64
+		perCall int64 // commands once a batch
+		run     func() error
+	}{
+		{"make the records", 5, 12, func() error {
+			_, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j1", ID: "batch:1", Objects: xs}, time.Now())
+			return err
+		}},
+		{"start them", 2, 0, func() error {
+			_, err := l.StartBatch(ctx, "batch:1", items, time.Now())
+			return err
+		}},
+		{"record their success", 6, 20, func() error {
+			_, err := l.SucceedBatch(ctx, results, time.Now())
+			return err
+		}},
+	} {
+		if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := step.run(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		got := dataCommands(t, rdb)
+		t.Logf("%s: %d commands for %d objects", step.name, got, n)
+		if got > step.per*n+step.perCall {
+			t.Errorf("%s: %d commands for %d objects, want at most %d an object and %d a batch", step.name, got, n, step.per, step.perCall)
+		}
+	}
+	if j := job(t, l, "j1"); j.Objects != n || j.Pending != 0 || j.Succeeded != n || j.BytesDone != total || !j.Done() {
+		t.Fatalf("job %+v", j)
+	}
+}
+
+// dataCommands is how many commands Redis ran since its stats were reset,
+// those of scripts included, the scripts' calls and the test's own not.
+func dataCommands(t *testing.T, rdb redis.UniversalClient) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "eval"), strings.HasPrefix(name, "script"), name == "info", strings.HasPrefix(name, "config"), name == "hello", name == "client|setinfo":
+			continue
+		}
+		var calls int64
+		if _, err := fmt.Sscanf(rest, "calls=%d", &calls); err != nil {
+			t.Fatalf("commandstats line %q: %v", line, err)
+		}
+		sum += calls
+	}
+	return sum
 }

@@ -12,9 +12,10 @@ local function tag_of(k) return string.match(k, '^({[^}]*}:)') end
 -- its set of jobs (KEY:jobs): one set less for each of a million queued
 -- objects that belong to one job. A job is in one place, never both.
 local function xfer_of(xfer_jobs) return string.sub(xfer_jobs, 1, -6) end
-local function job_ids(xfer_jobs)
+-- job_ids lists them; first is the record's field "job" if read already.
+local function job_ids(xfer_jobs, first)
   local ids = {}
-  local first = redis.call('HGET', xfer_of(xfer_jobs), 'job')
+  if first == nil then first = redis.call('HGET', xfer_of(xfer_jobs), 'job') end
   if first and first ~= '' then ids[1] = first end
   for _, j in ipairs(redis.call('SMEMBERS', xfer_jobs)) do ids[#ids + 1] = j end
   return ids
@@ -136,9 +137,18 @@ return 1
 // Returns {status, state, gen}: status is ok or conflict.
 const luaAttach = `
 local kept_job = {} -- the jobs whose keys this call of the script persisted
-local function attach(KEYS, ARGV)
+-- attach's optional third argument b batches the job's side of many calls
+-- in one script (materialize): b.f is the record's {state, gen} read
+-- already, b.seq the last of a block of seqs drawn from the job, and b.d
+-- the job's counters to add at the end (field -> n) rather than with a
+-- command each.
+local function job_incr(b, k, field, n)
+  if n == 0 then return end -- HINCRBY takes no "-0"
+  if b then b.d[field] = (b.d[field] or 0) + n else redis.call('HINCRBY', k, field, n) end
+end
+local function attach(KEYS, ARGV, b)
   local mode, job_id, xfer_id, now, ttl = ARGV[1], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-  local f = redis.call('HMGET', KEYS[1], 'state', 'gen')
+  local f = (b and b.f) or redis.call('HMGET', KEYS[1], 'state', 'gen')
   local st, gen = f[1] or '', num(f[2])
   if st ~= ARGV[2] or (ARGV[3] ~= '' and tonumber(ARGV[3]) ~= gen) then
     return {'conflict', st, gen}
@@ -173,13 +183,24 @@ local function attach(KEYS, ARGV)
   local cause = ARGV[8]
   if mode == 'create' and cause == '' then cause = claim() end
 
+  local cur -- the record's size, bytes_done, moving and state, once written below
   if mode == 'create' or mode == 'present' then
     local state = 'queued'
     if cause ~= '' then state = 'failed' end
     if mode == 'present' then state = 'success' end
-    redis.call('HSET', KEYS[1], 'id', xfer_id, 'state', state, 'error', cause, 'gen', 1,
-      'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0, unpack(fields))
+    -- A record made here has no job yet, and its jobs set is gone with the
+    -- record it may have had (they expire together): the job is its first.
+    local rec = {'id', xfer_id, 'state', state, 'error', cause, 'gen', 1,
+      'created', now, 'bytes_done', 0, 'part_ready', 0, 'attempts', 0}
+    if mode == 'create' then rec[#rec + 1] = 'job'; rec[#rec + 1] = job_id end
+    for _, v in ipairs(fields) do rec[#rec + 1] = v end
+    redis.call('HSET', KEYS[1], unpack(rec))
     if state ~= 'queued' then redis.call('HSET', KEYS[1], 'finished', now) end
+    if mode == 'create' then
+      local size = 0
+      for i = 1, #fields - 1, 2 do if fields[i] == 'size' then size = num(fields[i + 1]) end end
+      cur = {size, 0, 0, state}
+    end
     if mode == 'present' then
       redis.call('HSET', KEYS[1], 'check', 'present', 'bytes_done', num(redis.call('HGET', KEYS[1], 'size')))
       mode = 'skip'
@@ -209,44 +230,42 @@ local function attach(KEYS, ARGV)
   end
 
   -- The record's fields below are not written again in this call (add_job
-  -- writes only its job): read once.
-  local cur = redis.call('HMGET', KEYS[1], 'size', 'bytes_done', 'moving', 'state')
+  -- writes only its job): read once, unless just made.
+  cur = cur or redis.call('HMGET', KEYS[1], 'size', 'bytes_done', 'moving', 'state')
   local size = num(cur[1])
-  local seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+  local seq
+  if b then
+    b.seq = b.seq + 1
+    seq = b.seq
+  else
+    seq = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+  end
   -- A member's score is the seq of its last attach, so a run tells the
   -- transfers it attached from those of earlier runs (see Supersede).
-  local added = 1
-  if redis.call('ZSCORE', KEYS[5], xfer_id) then added = 0 end
-  redis.call('ZADD', KEYS[5], seq, xfer_id)
-  if added == 1 then
-    redis.call('HINCRBY', KEYS[4], 'objects', 1)
-    redis.call('HINCRBY', KEYS[4], 'bytes_total', size)
-  end
+  local added = redis.call('ZADD', KEYS[5], seq, xfer_id)
+  job_incr(b, KEYS[4], 'objects', added)
+  job_incr(b, KEYS[4], 'bytes_total', added * size)
   if mode == 'skip' then
     if added == 1 then
       redis.call('SADD', KEYS[6], xfer_id)
-      redis.call('HINCRBY', KEYS[4], 'skipped', 1)
-      redis.call('HINCRBY', KEYS[4], 'bytes_done', size)
-      redis.call('HINCRBY', KEYS[4], 'bytes_skipped', size)
+      job_incr(b, KEYS[4], 'skipped', 1)
+      job_incr(b, KEYS[4], 'bytes_done', size)
+      job_incr(b, KEYS[4], 'bytes_skipped', size)
     end
   else
     if added == 0 and redis.call('SREM', KEYS[6], xfer_id) == 1 then
       -- counted as skipped by an earlier run of this job; now it runs again
-      redis.call('HINCRBY', KEYS[4], 'skipped', -1)
-      if size ~= 0 then -- HINCRBY takes no "-0"
-        redis.call('HINCRBY', KEYS[4], 'bytes_done', -size)
-        redis.call('HINCRBY', KEYS[4], 'bytes_skipped', -size)
-      end
+      job_incr(b, KEYS[4], 'skipped', -1)
+      job_incr(b, KEYS[4], 'bytes_done', -size)
+      job_incr(b, KEYS[4], 'bytes_skipped', -size)
       added = 1
     end
-    if add_job(KEYS[3], job_id) == 1 then
-      local done = num(cur[2])
-      if done ~= 0 then redis.call('HINCRBY', KEYS[4], 'bytes_done', done) end
+    if mode == 'create' or add_job(KEYS[3], job_id) == 1 then
+      job_incr(b, KEYS[4], 'bytes_done', num(cur[2]))
       -- what its chunks have streamed so far is the joining job's too (unmove takes it back)
-      local moving = num(cur[3])
-      if moving ~= 0 then redis.call('HINCRBY', KEYS[4], 'moving', moving) end
+      job_incr(b, KEYS[4], 'moving', num(cur[3]))
       local counter = COUNTER[cur[4]]
-      if counter then redis.call('HINCRBY', KEYS[4], counter, 1) end
+      if counter then job_incr(b, KEYS[4], counter, 1) end
     end
   end
   local final = cur[4]
@@ -395,7 +414,7 @@ return {st, job_ids(KEYS[3])}
 var startBatchScript = redis.NewScript(luaCommon + `
 local out = {}
 for i, k in ipairs(KEYS) do
-  local f = redis.call('HMGET', k, 'state', 'batch', 'gen')
+  local f = redis.call('HMGET', k, 'state', 'batch', 'gen', 'attempts')
   local st, batch = f[1], f[2] or ''
   if not st then
     out[i] = 'gone'
@@ -405,10 +424,11 @@ for i, k in ipairs(KEYS) do
     out[i] = 'elsewhere'
   else
     if st == 'queued' then
-      redis.call('HSET', k, 'state', 'running', 'started', ARGV[1])
+      redis.call('HSET', k, 'state', 'running', 'started', ARGV[1], 'attempts', num(f[4]) + 1)
       st = 'running'
+    elseif st == 'running' then
+      redis.call('HINCRBY', k, 'attempts', 1)
     end
-    if st == 'running' then redis.call('HINCRBY', k, 'attempts', 1) end
     out[i] = st
   end
 end
@@ -436,7 +456,7 @@ end
 for i = 1, #KEYS / 3 do
   local x, c, js = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local a = 2 + 6 * (i - 1)
-  local f = redis.call('HMGET', x, 'state', 'gen', 'bytes_done')
+  local f = redis.call('HMGET', x, 'state', 'gen', 'bytes_done', 'job')
   local st = f[1]
   out[i] = 0
   if (st == 'running' or st == 'queued') and num(f[2]) == tonumber(ARGV[a + 1]) then
@@ -445,7 +465,7 @@ for i = 1, #KEYS / 3 do
       'check_reason', ARGV[a + 5], 'computed_algorithm', ARGV[a + 6], 'bytes_done', ARGV[a + 2])
     redis.call('DEL', c)
     local jobs, JOB = {}, tag_of(js) .. 'job:'
-    for _, j in ipairs(job_ids(js)) do
+    for _, j in ipairs(job_ids(js, f[4])) do
       ids[j] = true
       jobs[#jobs + 1] = JOB .. j
     end
@@ -579,36 +599,43 @@ local entry = redis.call('HGET', KEYS[4], ARGV[1])
 if not entry then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])
 local n, bytes = string.match(entry, '^(%d+) (%d+)')
-local function sub(f, v) v = tonumber(v) or 0; if v ~= 0 then redis.call('HINCRBY', KEYS[1], f, -v) end end
-sub('pending', n)
+n, bytes = tonumber(n) or 0, tonumber(bytes) or 0
 if ARGV[6] == 'forget' then
   -- its task is gone: the job counts its objects cancelled, unrecorded
+  if n ~= 0 then redis.call('HINCRBY', KEYS[1], 'pending', -n) end
   redis.call('HINCRBY', KEYS[1], 'cancelled', n)
   return 1
 end
-sub('objects', n)
-sub('bytes_total', bytes)
 local job, now, ttl = ARGV[2], ARGV[3], ARGV[4]
 local ended = 1
 local cancel = ARGV[5] == '1' or (redis.call('HGET', KEYS[1], 'cancel') or '') ~= ''
+local count = (#KEYS - 4) / 4
+-- The job's counters move once, at the end (the Pend count undone and
+-- each object's attach added), and its seqs are drawn as one block.
+local b = {d = {pending = -n, objects = -n, bytes_total = -bytes}}
+b.seq = redis.call('HINCRBY', KEYS[1], 'seq', count) - count
 local a = 7
-for i = 1, (#KEYS - 4) / 4 do
+for i = 1, count do
   local k = 4 + 4 * (i - 1)
   local x, c, js, claim = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local id, nf = ARGV[a], tonumber(ARGV[a + 1])
-  local st = redis.call('HGET', x, 'state') or ''
+  b.f = redis.call('HMGET', x, 'state', 'gen')
+  local st = b.f[1] or ''
   local args = {'attach', st, '', job, id, now, ttl, '', '1'}
   if st == '' then
     args[1] = 'create'
     for f = a + 2, a + 1 + nf do args[#args + 1] = ARGV[f] end
   end
   a = a + 2 + nf
-  local r = attach({x, c, js, KEYS[1], KEYS[2], KEYS[3], claim}, args)
+  local r = attach({x, c, js, KEYS[1], KEYS[2], KEYS[3], claim}, args, b)
   if cancel and st == '' and r[2] == 'queued' then
     end_xfer({x, c, js}, {r[3], 'cancelled', now, 'cancelled by the user', '1', ttl})
     kept_job[KEYS[1]] = nil -- end_xfer may have set its keys' expiry: the next attach keeps them again
     ended = 2
   end
+end
+for f, v in pairs(b.d) do
+  if v ~= 0 then redis.call('HINCRBY', KEYS[1], f, v) end
 end
 return ended
 `)
