@@ -25,6 +25,7 @@ package wake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -259,18 +260,64 @@ func (g *Gate) looked(queue string, ver uint64, empty bool) {
 
 // Listen hears announcements on Channel until ctx ends. Every
 // (re)subscription wakes every queue: what was announced while the
-// connection was down is not lost, only looked for.
+// connection was down is not lost, only looked for. A subscription Redis
+// refuses (an ACL user without pub/sub: NOPERM) or cannot make yet is
+// logged, once a cause, and tried again, up to every retryMax: the poll
+// finds new tasks meanwhile, later than an announcement would.
 func (g *Gate) Listen(ctx context.Context, rdb redis.UniversalClient) {
+	var failing string // the cause last logged
+	for wait := retryMin; ; wait = min(2*wait, retryMax) {
+		err := g.listen(ctx, rdb, func() {
+			if failing != "" {
+				g.log.Info("wake: hearing announcements again", "channel", Channel)
+				failing = ""
+			}
+			wait = retryMin
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err.Error() != failing {
+			failing = err.Error()
+			g.log.Warn("wake: cannot hear announcements: idle workers find new tasks only at the poll",
+				"channel", Channel, "poll", g.every, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// retryMin and retryMax bound how long Listen waits before it subscribes
+// again.
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
+
+// listen subscribes, calls subscribed once Redis confirms, and hears
+// announcements until the subscription ends.
+func (g *Gate) listen(ctx context.Context, rdb redis.UniversalClient, subscribed func()) error {
 	ps := rdb.Subscribe(ctx, Channel)
 	defer ps.Close()
+	// Receive before the channel: it returns Redis's refusal, which the
+	// channel would swallow.
+	if _, err := ps.Receive(ctx); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", Channel, err)
+	}
+	subscribed()
+	g.log.Debug("wake: listening", "channel", Channel)
+	g.Wake("")
 	ch := ps.ChannelWithSubscriptions()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case m, ok := <-ch:
 			if !ok {
-				return
+				return fmt.Errorf("subscription to %s closed", Channel)
 			}
 			switch m := m.(type) {
 			case *redis.Message:

@@ -3,6 +3,7 @@ package wake
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -297,5 +298,64 @@ func TestHoldOnceARound(t *testing.T) {
 	}
 	if took := time.Since(began); took < hold || took > 3*hold {
 		t.Fatalf("a round of 5 closed looks took %v, want one hold (%v): the first waits, the rest do not", took, hold)
+	}
+}
+
+// TestListenRefusedIsLogged: a worker whose Redis user may not subscribe
+// (an ACL without pub/sub) says so, naming Redis's refusal and the poll
+// it falls back on, and hears announcements once the user may.
+func TestListenRefusedIsLogged(t *testing.T) {
+	r := testenv.StartRedis(t)
+	admin := r.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "worker", "on", ">secret", "~*", "&*", "+@all", "-@pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	user := redis.NewClient(&redis.Options{Addr: r.Addr, Username: "worker", Password: "secret"})
+	defer user.Close()
+	log := &testenv.SyncBuffer{}
+	gate := NewGate(time.Minute, slog.New(slog.NewTextHandler(log, nil)))
+	done := make(chan struct{})
+	go func() { gate.Listen(ctx, user); close(done) }()
+
+	waitFor := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log.String(), what); {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q logged; the log:\n%s", what, log.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("NOPERM")
+	if s := log.String(); !strings.Contains(s, "cannot hear announcements") || !strings.Contains(s, "poll=1m0s") {
+		t.Fatalf("the refusal is not explained: %s", s)
+	}
+	time.Sleep(2500 * time.Millisecond) // tried again, and refused again: logged once
+	if n := strings.Count(log.String(), "NOPERM"); n != 1 {
+		t.Fatalf("the same refusal logged %d times:\n%s", n, log.String())
+	}
+
+	if err := admin.Do(ctx, "ACL", "SETUSER", "worker", "+@pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("hearing announcements again")
+	gate.mu.Lock()
+	signal := gate.signal
+	gate.mu.Unlock()
+	if err := admin.Publish(ctx, Channel, "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-signal:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an announcement after the grant was not heard")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Listen did not return when its context ended")
 	}
 }
