@@ -141,25 +141,50 @@ func TestCancelledPending(t *testing.T) {
 // another job, and finished in another job counts each in its job as its
 // record stands (the job's counters move once, at the end of the script).
 func TestMaterializeJoinsMixed(t *testing.T) {
-	l := newLedger(t)
+	l, rdb := ledgerOf(t, shards)
 	ctx := context.Background()
 	xs := pendJob(t, l, "j1", "batch:1", 3)
+	shard := l.ShardOf(xs[0].ID)
 	create(t, l, "j2", xs[1])
 	create(t, l, "j2", xs[2])
 	item := ledger.BatchItem{ID: xs[2].ID, Gen: 1}
-	if _, err := l.StartBatch(ctx, "", []ledger.BatchItem{item}, time.Now()); err != nil {
-		t.Fatal(err)
+	if st, err := l.StartBatch(ctx, "", []ledger.BatchItem{item}, time.Now()); err != nil || st[0] != ledger.Running {
+		t.Fatalf("start: %v %v", st, err)
 	}
 	if ok, err := l.SucceedBatch(ctx, []ledger.BatchResult{{BatchItem: item, Size: xs[2].Size}}, time.Now()); err != nil || !ok[0] {
 		t.Fatalf("succeed: %v %v", ok, err)
 	}
+	seq := job(t, l, "j1").Seqs[shard]
 	if _, err := l.Materialize(ctx, ledger.PendingBatch{Job: "j1", ID: "batch:1", Objects: xs}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	j := job(t, l, "j1")
+	// Each object's attach has the job's next seq, in the batch's order
+	// (Supersede tells a run's transfers from earlier runs' by them).
+	if j.Seqs[shard] != seq+3 {
+		t.Fatalf("the job's seq went from %d to %d for 3 objects", seq, j.Seqs[shard])
+	}
+	keys, err := rdb.Keys(ctx, "*job:j1:xfers").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range xs {
+		var got float64
+		for _, k := range keys {
+			if s, err := rdb.ZScore(ctx, k, x.ID).Result(); err == nil {
+				got = s
+			}
+		}
+		if int64(got) != seq+1+int64(i) {
+			t.Fatalf("object %d's seq in the job is %v, want %d", i, got, seq+1+int64(i))
+		}
+	}
 	total := xs[0].Size + xs[1].Size + xs[2].Size
 	if j.Objects != 3 || j.Pending != 0 || j.BytesTotal != total || j.Succeeded != 1 || j.BytesDone != xs[2].Size {
 		t.Fatalf("job %+v: want 3 objects of %d bytes, 1 succeeded with %d bytes", j, total, xs[2].Size)
+	}
+	if j2 := job(t, l, "j2"); j2.Objects != 2 || j2.Succeeded != 1 || j2.BytesDone != xs[2].Size {
+		t.Fatalf("j2, which j1 joined, changed: %+v", j2)
 	}
 	got, err := l.GetTransfer(ctx, xs[0].ID)
 	if err != nil || got.State != ledger.Queued || got.Gen != 1 || got.Size != xs[0].Size {

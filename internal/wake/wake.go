@@ -291,10 +291,12 @@ func (g *Gate) Listen(ctx context.Context, rdb redis.UniversalClient) {
 }
 
 // retryMin and retryMax bound how long Listen waits before it subscribes
-// again.
+// again; confirmWithin is how long it waits for Redis to confirm a
+// subscription.
 const (
-	retryMin = time.Second
-	retryMax = 30 * time.Second
+	retryMin      = time.Second
+	retryMax      = 30 * time.Second
+	confirmWithin = 10 * time.Second
 )
 
 // listen subscribes, calls subscribed once Redis confirms, and hears
@@ -303,8 +305,9 @@ func (g *Gate) listen(ctx context.Context, rdb redis.UniversalClient, subscribed
 	ps := rdb.Subscribe(ctx, Channel)
 	defer ps.Close()
 	// Receive before the channel: it returns Redis's refusal, which the
-	// channel would swallow.
-	if _, err := ps.Receive(ctx); err != nil {
+	// channel would swallow. Bounded: Receive heeds no cancellation, and
+	// a connection cut before the reply would hold it for good.
+	if _, err := ps.ReceiveTimeout(ctx, confirmWithin); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", Channel, err)
 	}
 	subscribed()
