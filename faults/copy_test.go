@@ -85,8 +85,11 @@ func TestCopyKillResumesUpload(t *testing.T) {
 	// Kill once the upload is recorded, some chunks have landed (not half
 	// of them), at least 3 of the 4 chunk slots run a chunk that has
 	// started (attempts beyond those landed) and not landed, and the
-	// worker that created the upload (the victim) runs a chunk by the
-	// fleet's record: it dies mid-chunk.
+	// worker that created the upload (the victim) runs a chunk in each of
+	// its 2 slots by the fleet's record: it dies mid-chunk. (Both slots,
+	// because a slot between asynq's dequeue and the middleware's record,
+	// a few ms, holds a task no record names: asynq's own lease recovers
+	// that one, in 30 to 90 s. A known window, not what this test is for.)
 	var rec ledger.Transfer
 	var landed int64
 	var victim *proc
@@ -111,12 +114,12 @@ func TestCopyKillResumesUpload(t *testing.T) {
 			}
 		}
 		if victim != nil && landed >= 1 && landed <= rec.Chunks/2 && rec.Attempts-landed >= 3 {
-			if orphans = runningOf(t, f.rdb, victim.pid(), "chunk:"); len(orphans) > 0 {
+			if orphans = runningOf(t, f.rdb, victim.pid(), "chunk:"); len(orphans) >= 2 {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no moment with the upload recorded, 1 to %d chunks landed, 3 running and one of them the upload maker's within a minute: %+v, %d landed",
+			t.Fatalf("no moment with the upload recorded, 1 to %d chunks landed, 3 running and two of them the upload maker's within a minute: %+v, %d landed",
 				rec.Chunks/2, rec, landed)
 		}
 	}
