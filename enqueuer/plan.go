@@ -135,6 +135,8 @@ func (s *submission) decide(ctx context.Context, cur ledger.Transfer, t *ledger.
 			return ledger.ModePresent, false, ""
 		case s.req.Sync && !s.toS3 && sameFile(t.Dest, t.Size, t.ETag):
 			return ledger.ModePresent, false, ""
+		case !s.toS3 && placedBy(t.Dest, t.Size, t.ID):
+			return ledger.ModePresent, false, ""
 		case s.req.Sync:
 			t.Overwrite = true
 		case !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest):
@@ -169,6 +171,16 @@ func sameFile(path string, size int64, etag string) bool {
 	buf := make([]byte, 256)
 	n, err := unix.Lgetxattr(path, assembler.XattrETag, buf)
 	return err == nil && etag != "" && string(buf[:n]) == etag
+}
+
+// placedBy reports whether path is the file this very transfer placed:
+// its size, and the transfer's ID in the xattr a finished file is marked
+// with (the ID names the object's version and the destination). A run
+// whose records went with Redis left such files behind: a run again skips
+// them, as its --wait message promised, rather than refuse them.
+func placedBy(path string, size int64, transfer string) bool {
+	st, err := os.Lstat(path)
+	return err == nil && st.Mode().IsRegular() && st.Size() == size && transfer != "" && assembler.IsOurs(path, transfer)
 }
 
 // finalStillThere reports whether a downloaded object's file is still at its

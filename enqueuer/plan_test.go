@@ -52,10 +52,21 @@ func TestDecide(t *testing.T) {
 		t.Fatal(err)
 	}
 	xattrs := unix.Setxattr(marked, assembler.XattrETag, []byte(`"e1"`), 0) == nil
+	// placed: a file this transfer placed, whose record went with Redis.
+	placed, stranger := filepath.Join(dir, "placed"), filepath.Join(dir, "stranger")
+	for _, p := range []string{placed, stranger} {
+		if err := os.WriteFile(p, []byte("0123456789"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		x := ledger.Transfer{Bucket: "b", Key: "k", ETag: `"e1"`, Size: 10, Dest: placed}
+		_ = unix.Setxattr(p, assembler.XattrTransfer, []byte(ledger.New(nil, 0).IDFor(x)), 0) // stranger: another destination's ID
+	}
 	gone := filepath.Join(dir, "gone")
 	e := &Enqueuer{S3: headOnly{sizes: map[string]int64{"copied": 10}}}
 	obj := func(dest string) ledger.Transfer {
-		return ledger.Transfer{Bucket: "b", Key: "k", ETag: `"e1"`, Size: 10, Dest: dest}
+		t := ledger.Transfer{Bucket: "b", Key: "k", ETag: `"e1"`, Size: 10, Dest: dest}
+		t.ID = ledger.New(nil, 0).IDFor(t)
+		return t
 	}
 	rec := func(state, dest string) ledger.Transfer {
 		t := obj(dest)
@@ -79,6 +90,8 @@ func TestDecide(t *testing.T) {
 		{name: "new, a file is there, --overwrite", req: Request{Overwrite: true}, t: func() ledger.Transfer { x := obj(there); x.Overwrite = true; return x }(),
 			mode: ledger.ModeCreate, overw: true},
 		{name: "new, --sync, the same file is there", req: Request{Sync: true}, t: obj(marked), mode: ledger.ModePresent, needXattr: true},
+		{name: "new, the file this transfer placed is there (its record lost)", t: obj(placed), mode: ledger.ModePresent, needXattr: true},
+		{name: "new, a file marked by another transfer is there", t: obj(stranger), mode: ledger.ModeCreate, causeContains: "already exists", needXattr: true},
 		{name: "new, --sync, another file is there", req: Request{Sync: true}, t: obj(there), mode: ledger.ModeCreate, overw: true},
 		{name: "new, to S3: the workers look", toS3: true, t: obj("s3://bb2/copied"), mode: ledger.ModeCreate},
 		{name: "new delete, --sync: never present", req: Request{Sync: true}, toS3: true, t: func() ledger.Transfer { x := obj("s3://bb2/copied"); x.Delete = true; return x }(), mode: ledger.ModeCreate},

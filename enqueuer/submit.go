@@ -204,6 +204,10 @@ func (s *submission) addNew(ctx context.Context, objs []object) (rest []object, 
 		}
 		t, cause := s.transfer(o)
 		if cause == "" && !t.Overwrite && !s.toS3 && !t.Delete && exists(t.Dest) {
+			if placedBy(t.Dest, t.Size, t.ID) {
+				rest = append(rest, o) // placed by this transfer, its record lost: add decides
+				continue
+			}
 			cause = location.Exists(t.Dest)
 		}
 		if cause == "" && s.pendable(t) {

@@ -2,7 +2,10 @@ package faults
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,4 +129,70 @@ func TestRedisLost(t *testing.T) {
 	}
 	summary(t, "FLUSHALL mid-job: --wait exit 1 saying Redis lost the job; %d part file(s) left by the lost run; the same command again: exit 0, SHA-256 ok, no part file left",
 		len(orphans))
+}
+
+// TestRedisLostSmall empties Redis while two workers download small
+// objects in batches, once some files have landed. The same command again
+// skips the files the lost run placed (they carry its transfer's mark),
+// as the --wait message promises, fetches the rest, and exits 0; before,
+// it refused every landed file as "already exists".
+func TestRedisLostSmall(t *testing.T) {
+	tier(t)
+	f := newFleet(t, withEnv("S3FLEET_BATCH_OBJECTS=4"))
+	f.createBucket(t, "bkt")
+	const n = 48
+	want := putMany(t, f.s3c, "bkt", n, func(i int) string { return fmt.Sprintf("small/%02d", i) }, func(int) int64 { return 16 * kib })
+	f.proxy.SetRule(throttle(32 * kib)) // half a second an object
+	f.startWorker(t, "worker-1", "S3FLEET_CONCURRENCY=2")
+	f.startWorker(t, "worker-2", "S3FLEET_CONCURRENCY=2")
+	dest := t.TempDir()
+	args := []string{"s3://bkt/small/", dest + "/", "--wait", "--job", "lostsmall"}
+	enq := f.startEnqueue(t, "enqueue", nil, args...)
+	landed := func() int {
+		ents, _ := os.ReadDir(dest)
+		k := 0
+		for _, e := range ents {
+			if e.Type().IsRegular() && !strings.HasSuffix(e.Name(), ".part") {
+				k++
+			}
+		}
+		return k
+	}
+	for deadline := time.Now().Add(time.Minute); landed() < 8; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 8 files landed within a minute: %d", landed())
+		}
+	}
+	if err := f.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := landed()
+	if code, ok := enq.wait(30 * time.Second); !ok || code != 1 || !strings.Contains(enq.log(), "run the same command again to resume") {
+		t.Fatalf("enqueue --wait after Redis lost the job: ended %v, exit %d:\n%s", ok, code, tail(enq.log(), 2000))
+	}
+	if before >= n {
+		t.Fatal("every file landed before Redis was emptied: the test did not catch the job mid-way")
+	}
+	f.proxy.SetRule(nil)
+	code, out := f.enqueue(t, args...)
+	if code != 0 {
+		t.Fatalf("the same command again: exit %d (%d files had landed):\n%s", code, before, tail(out, 2000))
+	}
+	skipped := "0"
+	if m := regexp.MustCompile(`(\d+) already done`).FindStringSubmatch(out); m != nil {
+		skipped = m[1]
+	}
+	if skipped == "0" {
+		t.Errorf("the re-run skipped none of the %d files the lost run placed:\n%s", before, tail(out, 2000))
+	}
+	for key, sum := range want {
+		if got, err := fileSHA(filepath.Join(dest, strings.TrimPrefix(key, "small/"))); err != nil || got != sum {
+			t.Fatalf("%s: SHA-256 differs (%v)", key, err)
+		}
+	}
+	if left := partFiles(dest); len(left) != 0 {
+		t.Errorf("part files left after the re-run: %v", left)
+	}
+	summary(t, "FLUSHALL mid-job of %d small objects, %d landed: --wait exit 1; the same command again: exit 0, %s already done, SHA-256 ok, no part file left",
+		n, before, skipped)
 }
